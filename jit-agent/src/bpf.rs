@@ -1,0 +1,178 @@
+//! Loading jit's BPF LSM programs and driving their maps. The only module that touches aya.
+use std::path::Path;
+
+use aya::{
+    Btf, BtfError, Ebpf, EbpfError,
+    maps::{Array, HashMap, MapError},
+    programs::{Lsm, ProgramError, lsm::LsmLinkId},
+};
+use jit_common::{AgentCgroup, ScopeConfig, map_names, program_names, scope::MAX_AGENT_CGROUP_LEVEL};
+
+use crate::cgroup::{self, CgroupError, CgroupInfo};
+
+/// The eBPF object built from `jit-ebpf` by this crate's build script.
+#[cfg(not(jit_ebpf_missing))]
+static EBPF_OBJECT: Option<&[u8]> = Some(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/jit")));
+#[cfg(jit_ebpf_missing)]
+static EBPF_OBJECT: Option<&[u8]> = None;
+
+/// Whether this build carries the eBPF programs (it does not when bpf-linker was missing).
+#[must_use]
+pub fn has_ebpf_object() -> bool {
+    EBPF_OBJECT.is_some()
+}
+
+/// Errors of the kernel side.
+#[derive(Debug, thiserror::Error)]
+pub enum BpfError {
+    #[error(
+        "this build of jit has no eBPF programs: bpf-linker was missing when it was compiled; \
+         run `cargo xtask setup` and rebuild"
+    )]
+    NotBuilt,
+    #[error("loading the jit eBPF object failed")]
+    Load(#[source] EbpfError),
+    #[error("reading kernel BTF from /sys/kernel/btf/vmlinux failed (the kernel needs CONFIG_DEBUG_INFO_BTF=y)")]
+    Btf(#[source] BtfError),
+    #[error("program {name}: {action} failed")]
+    Program {
+        name: &'static str,
+        action: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("map {name} is missing from the eBPF object")]
+    MissingMap { name: &'static str },
+    #[error("map {name}: {action} failed")]
+    Map {
+        name: &'static str,
+        action: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error(
+        "cgroup {path} is at level {level}; agent cgroups must be at level {max} or closer to the root",
+        max = MAX_AGENT_CGROUP_LEVEL
+    )]
+    CgroupTooDeep { path: String, level: u32 },
+}
+
+/// jit's programs, loaded and attached, and handles on their maps.
+///
+/// Dropping it detaches every program.
+pub struct Enforcer {
+    ebpf: Ebpf,
+    exec_link: Option<LsmLinkId>,
+}
+
+impl Enforcer {
+    /// Loads the embedded eBPF object and attaches every LSM program.
+    ///
+    /// # Errors
+    /// When the object is missing, the kernel lacks BTF, or the verifier or attach refuses.
+    pub fn load_and_attach() -> Result<Self, BpfError> {
+        let object = EBPF_OBJECT.ok_or(BpfError::NotBuilt)?;
+        let btf = Btf::from_sys_fs().map_err(BpfError::Btf)?;
+        let mut ebpf = Ebpf::load(object).map_err(BpfError::Load)?;
+        let exec_link = attach_lsm(&mut ebpf, program_names::EXEC, "bprm_check_security", &btf)?;
+        Ok(Self {
+            ebpf,
+            exec_link: Some(exec_link),
+        })
+    }
+
+    /// Puts every process in `dir` and its descendant cgroups under jit as agent `agent_id`.
+    ///
+    /// # Errors
+    /// When `dir` is not a cgroup2 directory, is nested too deep, or a map update fails.
+    pub fn register_agent_cgroup(&mut self, dir: &Path, agent_id: u32) -> Result<CgroupInfo, BpfError> {
+        let info = cgroup::inspect(dir)?;
+        let too_deep = || BpfError::CgroupTooDeep {
+            path: dir.display().to_string(),
+            level: info.level,
+        };
+        let mut config = self.scope_config()?;
+        let current = config.get(&0, 0).map_err(map_err(map_names::SCOPE_CONFIG, "read"))?;
+        let updated = current.with_level(info.level).ok_or_else(too_deep)?;
+
+        // Entry first, then the level bit: a task is in scope only once both exist.
+        let mut cgroups = self.agent_cgroups()?;
+        cgroups
+            .insert(
+                info.id,
+                AgentCgroup {
+                    agent_id,
+                    level: info.level,
+                },
+                0,
+            )
+            .map_err(map_err(map_names::AGENT_CGROUPS, "insert"))?;
+        let mut config = self.scope_config()?;
+        config
+            .set(0, updated, 0)
+            .map_err(map_err(map_names::SCOPE_CONFIG, "update"))?;
+        Ok(info)
+    }
+
+    /// Detaches every program: from now on no process is affected by jit.
+    ///
+    /// # Errors
+    /// When the kernel refuses to detach.
+    pub fn detach(mut self) -> Result<(), BpfError> {
+        if let Some(link) = self.exec_link.take() {
+            let prog: &mut Lsm = program_mut(&mut self.ebpf, program_names::EXEC)?;
+            prog.detach(link).map_err(|source| BpfError::Program {
+                name: program_names::EXEC,
+                action: "detach",
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn agent_cgroups(&mut self) -> Result<HashMap<&mut aya::maps::MapData, u64, AgentCgroup>, BpfError> {
+        let map = self
+            .ebpf
+            .map_mut(map_names::AGENT_CGROUPS)
+            .ok_or(BpfError::MissingMap {
+                name: map_names::AGENT_CGROUPS,
+            })?;
+        HashMap::try_from(map).map_err(map_err(map_names::AGENT_CGROUPS, "open"))
+    }
+
+    fn scope_config(&mut self) -> Result<Array<&mut aya::maps::MapData, ScopeConfig>, BpfError> {
+        let map = self
+            .ebpf
+            .map_mut(map_names::SCOPE_CONFIG)
+            .ok_or(BpfError::MissingMap {
+                name: map_names::SCOPE_CONFIG,
+            })?;
+        Array::try_from(map).map_err(map_err(map_names::SCOPE_CONFIG, "open"))
+    }
+}
+
+fn map_err(name: &'static str, action: &'static str) -> impl FnOnce(MapError) -> BpfError {
+    move |source| BpfError::Map { name, action, source }
+}
+
+fn program_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Lsm, BpfError> {
+    let program = ebpf.program_mut(name).ok_or(BpfError::Program {
+        name,
+        action: "find",
+        source: ProgramError::NotLoaded,
+    })?;
+    program.try_into().map_err(|source| BpfError::Program {
+        name,
+        action: "find",
+        source,
+    })
+}
+
+fn attach_lsm(ebpf: &mut Ebpf, name: &'static str, hook: &str, btf: &Btf) -> Result<LsmLinkId, BpfError> {
+    let prog = program_mut(ebpf, name)?;
+    let wrap = |action| move |source| BpfError::Program { name, action, source };
+    prog.load(hook, btf).map_err(wrap("load"))?;
+    prog.attach().map_err(wrap("attach"))
+}

@@ -1,0 +1,5 @@
+//! jit's userspace library: everything the daemon, `jitctl` and the privileged tests share.
+//!
+//! [`bpf`] is the only module that touches aya objects.
+pub mod bpf;
+pub mod cgroup;

@@ -1,0 +1,24 @@
+//! jit's BPF LSM programs.
+//!
+//! One file per kernel hook; each hook is a thin `#[lsm]` wrapper around a `try_*` function.
+//! Maps live in [`maps`], the agent-cgroup scope check in [`scope`].
+#![no_std]
+#![no_main]
+
+mod exec;
+mod maps;
+mod scope;
+
+/// `EPERM`: what a denied operation returns to the calling process.
+const EPERM: i32 = 1;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any program that could reach a panic; this is never executed.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";
