@@ -43,9 +43,7 @@ fn main() -> anyhow::Result<()> {
         .parent()
         .context("jit-agent has no parent directory")?
         .join("jit-ebpf");
-    let ebpf_dir = ebpf_dir
-        .to_str()
-        .context("path of jit-ebpf is not UTF-8")?;
+    let ebpf_dir = ebpf_dir.to_str().context("path of jit-ebpf is not UTF-8")?;
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "jit-ebpf",

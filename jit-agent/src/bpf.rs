@@ -6,13 +6,18 @@ use aya::{
     maps::{Array, HashMap, MapError},
     programs::{Lsm, ProgramError, lsm::LsmLinkId},
 };
-use jit_common::{AgentCgroup, ScopeConfig, map_names, program_names, scope::MAX_AGENT_CGROUP_LEVEL};
+use jit_common::{
+    AgentCgroup, ScopeConfig, map_names, program_names, scope::MAX_AGENT_CGROUP_LEVEL,
+};
 
 use crate::cgroup::{self, CgroupError, CgroupInfo};
 
 /// The eBPF object built from `jit-ebpf` by this crate's build script.
 #[cfg(not(jit_ebpf_missing))]
-static EBPF_OBJECT: Option<&[u8]> = Some(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/jit")));
+static EBPF_OBJECT: Option<&[u8]> = Some(aya::include_bytes_aligned!(concat!(
+    env!("OUT_DIR"),
+    "/jit"
+)));
 #[cfg(jit_ebpf_missing)]
 static EBPF_OBJECT: Option<&[u8]> = None;
 
@@ -32,7 +37,9 @@ pub enum BpfError {
     NotBuilt,
     #[error("loading the jit eBPF object failed")]
     Load(#[source] EbpfError),
-    #[error("reading kernel BTF from /sys/kernel/btf/vmlinux failed (the kernel needs CONFIG_DEBUG_INFO_BTF=y)")]
+    #[error(
+        "reading kernel BTF from /sys/kernel/btf/vmlinux failed (the kernel needs CONFIG_DEBUG_INFO_BTF=y)"
+    )]
     Btf(#[source] BtfError),
     #[error("program {name}: {action} failed")]
     Program {
@@ -87,14 +94,20 @@ impl Enforcer {
     ///
     /// # Errors
     /// When `dir` is not a cgroup2 directory, is nested too deep, or a map update fails.
-    pub fn register_agent_cgroup(&mut self, dir: &Path, agent_id: u32) -> Result<CgroupInfo, BpfError> {
+    pub fn register_agent_cgroup(
+        &mut self,
+        dir: &Path,
+        agent_id: u32,
+    ) -> Result<CgroupInfo, BpfError> {
         let info = cgroup::inspect(dir)?;
         let too_deep = || BpfError::CgroupTooDeep {
             path: dir.display().to_string(),
             level: info.level,
         };
-        let mut config = self.scope_config()?;
-        let current = config.get(&0, 0).map_err(map_err(map_names::SCOPE_CONFIG, "read"))?;
+        let config = self.scope_config()?;
+        let current = config
+            .get(&0, 0)
+            .map_err(map_err(map_names::SCOPE_CONFIG, "read"))?;
         let updated = current.with_level(info.level).ok_or_else(too_deep)?;
 
         // Entry first, then the level bit: a task is in scope only once both exist.
@@ -132,7 +145,9 @@ impl Enforcer {
         Ok(())
     }
 
-    fn agent_cgroups(&mut self) -> Result<HashMap<&mut aya::maps::MapData, u64, AgentCgroup>, BpfError> {
+    fn agent_cgroups(
+        &mut self,
+    ) -> Result<HashMap<&mut aya::maps::MapData, u64, AgentCgroup>, BpfError> {
         let map = self
             .ebpf
             .map_mut(map_names::AGENT_CGROUPS)
@@ -154,7 +169,11 @@ impl Enforcer {
 }
 
 fn map_err(name: &'static str, action: &'static str) -> impl FnOnce(MapError) -> BpfError {
-    move |source| BpfError::Map { name, action, source }
+    move |source| BpfError::Map {
+        name,
+        action,
+        source,
+    }
 }
 
 fn program_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Lsm, BpfError> {
@@ -170,9 +189,20 @@ fn program_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Lsm
     })
 }
 
-fn attach_lsm(ebpf: &mut Ebpf, name: &'static str, hook: &str, btf: &Btf) -> Result<LsmLinkId, BpfError> {
+fn attach_lsm(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    hook: &str,
+    btf: &Btf,
+) -> Result<LsmLinkId, BpfError> {
     let prog = program_mut(ebpf, name)?;
-    let wrap = |action| move |source| BpfError::Program { name, action, source };
+    let wrap = |action| {
+        move |source| BpfError::Program {
+            name,
+            action,
+            source,
+        }
+    };
     prog.load(hook, btf).map_err(wrap("load"))?;
     prog.attach().map_err(wrap("attach"))
 }

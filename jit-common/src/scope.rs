@@ -28,7 +28,7 @@ pub struct ScopeConfig {
     /// Bit `n` set: at least one agent cgroup is registered at level `n`.
     pub level_mask: u32,
     /// Explicit padding: keeps the layout free of implicit holes.
-    pub _pad: u32,
+    pub pad: u32,
 }
 
 impl ScopeConfig {
@@ -41,7 +41,7 @@ impl ScopeConfig {
         }
         Some(Self {
             level_mask: self.level_mask | (1 << level),
-            _pad: 0,
+            pad: 0,
         })
     }
 
@@ -66,12 +66,19 @@ mod tests {
 
     #[test]
     fn levels_accumulate_and_are_bounded() {
-        let cfg = ScopeConfig::default().with_level(2).unwrap().with_level(5).unwrap();
+        let cfg = ScopeConfig::default()
+            .with_level(2)
+            .unwrap()
+            .with_level(5)
+            .unwrap();
         assert!(cfg.has_level(2));
         assert!(cfg.has_level(5));
         assert!(!cfg.has_level(3));
         assert!(!cfg.has_level(0));
-        assert_eq!(ScopeConfig::default().with_level(MAX_AGENT_CGROUP_LEVEL + 1), None);
+        assert_eq!(
+            ScopeConfig::default().with_level(MAX_AGENT_CGROUP_LEVEL + 1),
+            None
+        );
         assert!(!cfg.has_level(MAX_AGENT_CGROUP_LEVEL + 1));
     }
 

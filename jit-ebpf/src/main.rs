@@ -4,6 +4,14 @@
 //! Maps live in [`maps`], the agent-cgroup scope check in [`scope`].
 #![no_std]
 #![no_main]
+#![expect(
+    clippy::inline_always,
+    reason = "hook bodies are inlined on purpose: BPF-to-BPF calls add verifier work on every hook"
+)]
+#![expect(
+    clippy::needless_pass_by_value,
+    reason = "the #[lsm] macro hands each program its context by value"
+)]
 
 mod exec;
 mod maps;

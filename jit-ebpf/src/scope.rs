@@ -24,7 +24,7 @@ pub fn current_agent() -> Option<AgentCgroup> {
             let id = unsafe { bpf_get_current_ancestor_cgroup_id(level.cast_signed()) };
             if id != 0 {
                 // SAFETY: the value is copied out before any other map operation.
-                if let Some(agent) = unsafe { AGENT_CGROUPS.get(&id) } {
+                if let Some(agent) = unsafe { AGENT_CGROUPS.get(id) } {
                     return Some(*agent);
                 }
             }

@@ -1,6 +1,5 @@
 //! Running external commands with errors that say what ran and what it printed.
 use std::{
-    ffi::OsStr,
     fmt::Write as _,
     io::Write as _,
     process::{Command, Output, Stdio},
@@ -48,24 +47,6 @@ pub fn output(cmd: &mut Command) -> Result<Output> {
 pub fn stdout(cmd: &mut Command) -> Result<String> {
     let out = output(cmd)?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Runs `cmd` with its output going straight to the terminal; fails on a non-zero status.
-pub fn inherit(cmd: &mut Command) -> Result<()> {
-    let status = cmd
-        .stdin(Stdio::null())
-        .status()
-        .with_context(|| format!("cannot start `{}`", display(cmd)))?;
-    if !status.success() {
-        bail!("`{}` failed ({status})", display(cmd));
-    }
-    Ok(())
-}
-
-/// Whether `program` can be found on PATH.
-pub fn on_path(program: impl AsRef<OsStr>) -> bool {
-    let program = program.as_ref();
-    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
 /// One progress line per step: `[group] name ... outcome (time)`.

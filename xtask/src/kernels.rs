@@ -56,8 +56,13 @@ impl Series {
 
     /// The newest package of this series apt knows about.
     fn newest_package(&self) -> Result<Option<String>> {
-        let pattern = format!("^{}[0-9]+{}$", self.prefix.replace('.', "\\."), self.suffix.replace(['.', '+'], "."));
-        let found = cmd::stdout(Command::new("apt-cache").args(["search", "--names-only", &pattern]))?;
+        let pattern = format!(
+            "^{}[0-9]+{}$",
+            self.prefix.replace('.', "\\."),
+            self.suffix.replace(['.', '+'], ".")
+        );
+        let found =
+            cmd::stdout(Command::new("apt-cache").args(["search", "--names-only", &pattern]))?;
         Ok(found
             .lines()
             .filter_map(|line| line.split_whitespace().next())
@@ -77,7 +82,8 @@ pub fn cache_dir() -> PathBuf {
 }
 
 fn cached(dir: &Path, series: &'static str) -> Result<Kernel> {
-    let release = fs::read_to_string(dir.join("release")).context("reading cached kernel release")?;
+    let release =
+        fs::read_to_string(dir.join("release")).context("reading cached kernel release")?;
     Ok(Kernel {
         series,
         release: release.trim().to_owned(),
@@ -91,7 +97,12 @@ fn download(package: &str, dest: &Path) -> Result<()> {
         fs::remove_dir_all(&work)?;
     }
     fs::create_dir_all(&work)?;
-    cmd::output(Command::new("apt-get").arg("download").arg(package).current_dir(&work))?;
+    cmd::output(
+        Command::new("apt-get")
+            .arg("download")
+            .arg(package)
+            .current_dir(&work),
+    )?;
     let deb = fs::read_dir(&work)?
         .filter_map(Result::ok)
         .map(|entry| entry.path())
@@ -116,7 +127,10 @@ fn download(package: &str, dest: &Path) -> Result<()> {
 }
 
 /// Resolves the newest kernel of `series` and makes sure its image is in the cache.
-pub fn ensure(series: &'static Series, apt_update: impl Fn() -> Result<()>) -> Result<(Kernel, String)> {
+pub fn ensure(
+    series: &'static Series,
+    apt_update: impl Fn() -> Result<()>,
+) -> Result<(Kernel, String)> {
     let mut package = series.newest_package()?;
     if package.is_none() {
         apt_update()?;
@@ -134,7 +148,8 @@ pub fn ensure(series: &'static Series, apt_update: impl Fn() -> Result<()>) -> R
         let kernel = cached(&dir, series.name)?;
         return Ok((kernel, format!("ok, cached {package}")));
     }
-    fs::create_dir_all(cache_dir()).with_context(|| format!("creating {}", cache_dir().display()))?;
+    fs::create_dir_all(cache_dir())
+        .with_context(|| format!("creating {}", cache_dir().display()))?;
     download(&package, &dir).with_context(|| format!("fetching {package}"))?;
     Ok((cached(&dir, series.name)?, format!("downloaded {package}")))
 }
@@ -146,11 +161,23 @@ mod tests {
     #[test]
     fn build_numbers_only_match_their_series() {
         let [v61, v612] = [&SERIES[0], &SERIES[1]];
-        assert_eq!(v61.build_number("linux-image-6.1.0-56-cloud-amd64"), Some(56));
-        assert_eq!(v61.build_number("linux-image-6.1.0-56-cloud-amd64-unsigned"), None);
+        assert_eq!(
+            v61.build_number("linux-image-6.1.0-56-cloud-amd64"),
+            Some(56)
+        );
+        assert_eq!(
+            v61.build_number("linux-image-6.1.0-56-cloud-amd64-unsigned"),
+            None
+        );
         assert_eq!(v61.build_number("linux-image-6.1.0-56-amd64"), None);
-        assert_eq!(v612.build_number("linux-image-6.12.117+deb12-cloud-amd64"), Some(117));
-        assert_eq!(v612.build_number("linux-image-6.12.117+deb12-cloud-amd64-dbg"), None);
+        assert_eq!(
+            v612.build_number("linux-image-6.12.117+deb12-cloud-amd64"),
+            Some(117)
+        );
+        assert_eq!(
+            v612.build_number("linux-image-6.12.117+deb12-cloud-amd64-dbg"),
+            None
+        );
         assert_eq!(v612.build_number("linux-image-6.1.0-56-cloud-amd64"), None);
     }
 }

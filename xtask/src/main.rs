@@ -1,7 +1,11 @@
 //! `cargo xtask`: jit's build, test and VM driver.
 mod cmd;
+mod initramfs;
 mod kernels;
+mod libtest;
 mod setup;
+mod test;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -18,12 +22,15 @@ struct Cli {
 enum Commands {
     /// Install everything the other commands need (idempotent; needs root on a fresh machine).
     Setup,
+    /// fmt, clippy, host unit tests, then the privileged tests in a VM on each kernel.
+    Test(test::TestArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Commands::Setup => setup::run().map(|_| ExitCode::SUCCESS),
+        Commands::Test(args) => test::run(&args),
     };
     match result {
         Ok(code) => code,

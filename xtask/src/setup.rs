@@ -46,7 +46,9 @@ impl Apt {
                 let status = Command::new("dpkg-query")
                     .args(["-W", "-f=${Status}", pkg])
                     .output();
-                !status.is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "install ok installed")
+                !status.is_ok_and(|out| {
+                    String::from_utf8_lossy(&out.stdout).trim() == "install ok installed"
+                })
             })
             .map(|pkg| (*pkg).to_owned())
             .collect()
@@ -99,7 +101,13 @@ fn rust_src() -> Result<((), String)> {
     if installed.lines().any(|line| line.starts_with("rust-src")) {
         return Ok(((), "ok, already installed".into()));
     }
-    cmd::output(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", EBPF_TOOLCHAIN]))?;
+    cmd::output(Command::new("rustup").args([
+        "component",
+        "add",
+        "rust-src",
+        "--toolchain",
+        EBPF_TOOLCHAIN,
+    ]))?;
     Ok(((), "installed".into()))
 }
 
@@ -122,8 +130,19 @@ fn bpf_linker() -> Result<((), String)> {
     cmd::output(
         Command::new("cargo")
             .env("LLVM_PREFIX", format!("/usr/lib/llvm-{LLVM_MAJOR}"))
-            .args(["install", "bpf-linker", "--force", "--locked", "--no-default-features"])
-            .args(["--version", BPF_LINKER_VERSION, "--features", &format!("llvm-{LLVM_MAJOR}")]),
+            .args([
+                "install",
+                "bpf-linker",
+                "--force",
+                "--locked",
+                "--no-default-features",
+            ])
+            .args([
+                "--version",
+                BPF_LINKER_VERSION,
+                "--features",
+                &format!("llvm-{LLVM_MAJOR}"),
+            ]),
     )?;
     Ok(((), format!("installed {BPF_LINKER_VERSION}")))
 }
@@ -141,8 +160,16 @@ pub fn run() -> Result<Installed> {
     cmd::step("setup", "qemu and busybox for the test VM (apt)", || {
         apt.ensure(&["qemu-system-x86", "busybox-static"])
     })?;
-    cmd::step("setup", &format!("rust-src for the {EBPF_TOOLCHAIN} toolchain"), rust_src)?;
-    cmd::step("setup", &format!("bpf-linker {BPF_LINKER_VERSION}"), bpf_linker)?;
+    cmd::step(
+        "setup",
+        &format!("rust-src for the {EBPF_TOOLCHAIN} toolchain"),
+        rust_src,
+    )?;
+    cmd::step(
+        "setup",
+        &format!("bpf-linker {BPF_LINKER_VERSION}"),
+        bpf_linker,
+    )?;
     let mut found = Vec::new();
     for series in kernels::SERIES {
         let kernel = cmd::step("setup", &format!("Debian kernel {}", series.name), || {
