@@ -2,15 +2,27 @@
 use std::path::Path;
 
 use aya::{
-    Btf, BtfError, Ebpf, EbpfError,
-    maps::{Array, HashMap, MapError},
+    Btf, BtfError, Ebpf, EbpfError, EbpfLoader,
+    maps::{
+        Array, HashMap, MapData, MapError, PerCpuArray, RingBuf,
+        lpm_trie::{Key, LpmTrie},
+    },
     programs::{Lsm, ProgramError, lsm::LsmLinkId},
 };
 use jit_common::{
-    AgentCgroup, ScopeConfig, map_names, program_names, scope::MAX_AGENT_CGROUP_LEVEL,
+    AgentCgroup, ScopeConfig,
+    event::counter,
+    layout::LAYOUT_GLOBAL,
+    map_names,
+    policy::{AgentConfig, KEY_DATA_LEN, PolicyKey, PolicyValue},
+    program_names,
+    scope::MAX_AGENT_CGROUP_LEVEL,
 };
 
-use crate::cgroup::{self, CgroupError, CgroupInfo};
+use crate::{
+    btf::{self as kbtf, KernelBtf},
+    cgroup::{self, CgroupError, CgroupInfo},
+};
 
 /// The eBPF object built from `jit-ebpf` by this crate's build script.
 #[cfg(not(jit_ebpf_missing))]
@@ -59,6 +71,8 @@ pub enum BpfError {
     },
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
+    #[error("reading struct layouts from the kernel's BTF failed")]
+    Layout(#[source] kbtf::BtfError),
     #[error(
         "cgroup {path} is at level {level}; agent cgroups must be at level {max} or closer to the root",
         max = MAX_AGENT_CGROUP_LEVEL
@@ -82,7 +96,13 @@ impl Enforcer {
     pub fn load_and_attach() -> Result<Self, BpfError> {
         let object = EBPF_OBJECT.ok_or(BpfError::NotBuilt)?;
         let btf = Btf::from_sys_fs().map_err(BpfError::Btf)?;
-        let mut ebpf = Ebpf::load(object).map_err(BpfError::Load)?;
+        let layout = KernelBtf::from_sys_fs()
+            .and_then(|kernel| kbtf::kernel_layout(&kernel))
+            .map_err(BpfError::Layout)?;
+        let mut ebpf = EbpfLoader::new()
+            .override_global(LAYOUT_GLOBAL, &layout, true)
+            .load(object)
+            .map_err(BpfError::Load)?;
         let exec_link = attach_lsm(&mut ebpf, program_names::EXEC, "bprm_check_security", &btf)?;
         Ok(Self {
             ebpf,
@@ -127,6 +147,67 @@ impl Enforcer {
             .set(0, updated, 0)
             .map_err(map_err(map_names::SCOPE_CONFIG, "update"))?;
         Ok(info)
+    }
+
+    /// Sets an agent's default decision, mode and wildcard positions.
+    ///
+    /// # Errors
+    /// When the map update fails.
+    pub fn set_agent_config(&mut self, agent_id: u32, config: AgentConfig) -> Result<(), BpfError> {
+        let map = self.map(map_names::AGENT_CONFIG)?;
+        let mut configs: HashMap<_, u32, AgentConfig> =
+            HashMap::try_from(map).map_err(map_err(map_names::AGENT_CONFIG, "open"))?;
+        configs
+            .insert(agent_id, config, 0)
+            .map_err(map_err(map_names::AGENT_CONFIG, "insert"))
+    }
+
+    /// Adds or replaces one compiled rule.
+    ///
+    /// # Errors
+    /// When the map update fails (for example when the map is full).
+    pub fn insert_rule(&mut self, key: &PolicyKey, value: PolicyValue) -> Result<(), BpfError> {
+        let map = self.map(map_names::POLICY)?;
+        let mut trie: LpmTrie<_, [u8; KEY_DATA_LEN], PolicyValue> =
+            LpmTrie::try_from(map).map_err(map_err(map_names::POLICY, "open"))?;
+        trie.insert(&Key::new(key.prefixlen, key.data), value, 0)
+            .map_err(map_err(map_names::POLICY, "insert"))
+    }
+
+    /// The event ring buffer. Can be taken once; events are read with `RingBuf::next`.
+    ///
+    /// # Errors
+    /// When it was taken already.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, BpfError> {
+        let map = self
+            .ebpf
+            .take_map(map_names::EVENTS)
+            .ok_or(BpfError::MissingMap {
+                name: map_names::EVENTS,
+            })?;
+        RingBuf::try_from(map).map_err(map_err(map_names::EVENTS, "open"))
+    }
+
+    /// The counters, summed over all CPUs, indexed by `jit_common::event::counter`.
+    ///
+    /// # Errors
+    /// When the map cannot be read.
+    pub fn counters(&mut self) -> Result<[u64; counter::COUNT as usize], BpfError> {
+        let map = self.map(map_names::COUNTERS)?;
+        let array: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(map).map_err(map_err(map_names::COUNTERS, "open"))?;
+        let mut sums = [0u64; counter::COUNT as usize];
+        for (index, sum) in (0u32..).zip(sums.iter_mut()) {
+            let per_cpu = array
+                .get(&index, 0)
+                .map_err(map_err(map_names::COUNTERS, "read"))?;
+            *sum = per_cpu.iter().sum();
+        }
+        Ok(sums)
+    }
+
+    fn map(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, BpfError> {
+        self.ebpf.map_mut(name).ok_or(BpfError::MissingMap { name })
     }
 
     /// Detaches every program: from now on no process is affected by jit.

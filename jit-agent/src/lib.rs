@@ -2,4 +2,5 @@
 //!
 //! [`bpf`] is the only module that touches aya objects.
 pub mod bpf;
+pub mod btf;
 pub mod cgroup;

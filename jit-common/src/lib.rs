@@ -5,8 +5,18 @@
 //! `user` feature adds [`aya::Pod`] impls for the userspace side.
 #![no_std]
 
+// The unit tests use std collections and formatting.
+#[cfg(test)]
+extern crate std;
+
+pub mod event;
+pub mod layout;
+pub mod policy;
 pub mod scope;
 
+pub use policy::{
+    AgentConfig, Decision, Mode, Op, PatternError, PolicyKey, PolicyValue, RuleShape, Verdict,
+};
 pub use scope::{AgentCgroup, ScopeConfig};
 
 /// Names of the maps defined in `jit-ebpf`, as userspace looks them up.
@@ -15,6 +25,14 @@ pub mod map_names {
     pub const AGENT_CGROUPS: &str = "AGENT_CGROUPS";
     /// `Array<ScopeConfig>` with one entry: which cgroup levels hold agent cgroups.
     pub const SCOPE_CONFIG: &str = "SCOPE_CONFIG";
+    /// `LpmTrie<PolicyKey, PolicyValue>`: the compiled rules of every agent.
+    pub const POLICY: &str = "POLICY";
+    /// `HashMap<u32 agent id, AgentConfig>`: default decision, mode, wildcard positions.
+    pub const AGENT_CONFIG: &str = "AGENT_CONFIG";
+    /// `RingBuf` of `Event`s.
+    pub const EVENTS: &str = "EVENTS";
+    /// `PerCpuArray<u64>` indexed by `event::counter::*`.
+    pub const COUNTERS: &str = "COUNTERS";
 }
 
 /// Names of the programs in `jit-ebpf`.

@@ -1,14 +1,19 @@
-//! Hook: `bprm_check_security` (LSM), exec.
+//! Hook: `bprm_check_security` (LSM), op `exec`.
 //!
-//! Runs once per binary handler pass of an `execve`/`execveat`, after the file to execute has
-//! been opened, before the old program image is torn down — so a denial leaves the calling process
-//! intact and returns `EPERM` from `execve`.
+//! Runs for each binary handler pass of an `execve`/`execveat`, after the file to execute has
+//! been opened and before the old program image is torn down, so a denial leaves the caller
+//! intact and `execve` returns `EPERM`. Matches the file actually executed (`bprm->file`: symlinks
+//! resolved, `/proc/self/fd/N` and `execveat` resolved to the real file).
 //!
-//! Matches: processes in an agent cgroup or a descendant of one; every other process returns 0
-//! right after the scope check. Minimum kernel: 5.7 (BPF LSM); jit supports 6.1 and newer.
+//! Scope: processes in an agent cgroup or a descendant; every other process returns 0 right
+//! after the scope check. Minimum kernel: 5.7 (BPF LSM); jit supports 6.1 and newer.
 use aya_ebpf::{macros::lsm, programs::LsmContext};
+use jit_common::policy::Op;
 
-use crate::{EPERM, scope::current_agent};
+use crate::{
+    engine::{decide, load_ptr, offset},
+    scope::current_agent,
+};
 
 #[lsm(hook = "bprm_check_security")]
 pub fn jit_exec(ctx: LsmContext) -> i32 {
@@ -25,8 +30,14 @@ fn try_exec(ctx: &LsmContext) -> Result<i32, i32> {
     if retval != 0 {
         return Ok(retval);
     }
-    if current_agent().is_none() {
+    let Some(agent) = current_agent() else {
         return Ok(0);
-    }
-    Err(-EPERM)
+    };
+    let bprm: *const u8 = ctx.arg(0);
+    // SAFETY: `bprm` is the hook's BTF-typed argument; offsets come from the kernel's BTF.
+    let path = unsafe {
+        let file = load_ptr(bprm, offset(|l| &l.binprm_file));
+        file.add(offset(|l| &l.file_f_path))
+    };
+    decide(Op::Exec, agent, path.cast())
 }

@@ -13,6 +13,7 @@
     reason = "the #[lsm] macro hands each program its context by value"
 )]
 
+mod engine;
 mod exec;
 mod maps;
 mod scope;

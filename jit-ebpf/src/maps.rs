@@ -1,9 +1,13 @@
 //! Every map of the jit programs. Names are shared with userspace via `jit_common::map_names`.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
-use jit_common::{AgentCgroup, ScopeConfig};
+use jit_common::{
+    AgentCgroup, ScopeConfig,
+    event::{Event, counter},
+    policy::{AgentConfig, KEY_DATA_LEN, PathLayout, PolicyKey, PolicyValue},
+};
 
 /// Registered agent cgroups, keyed by cgroup id. Written only by the daemon.
 #[map(name = "AGENT_CGROUPS")]
@@ -12,3 +16,45 @@ pub static AGENT_CGROUPS: HashMap<u64, AgentCgroup> = HashMap::with_max_entries(
 /// One entry: the cgroup levels at which agent cgroups are registered.
 #[map(name = "SCOPE_CONFIG")]
 pub static SCOPE_CONFIG: Array<ScopeConfig> = Array::with_max_entries(1, 0);
+
+/// Per-agent default decision, mode and wildcard positions. An agent without an entry fails
+/// closed (every action denied).
+#[map(name = "AGENT_CONFIG")]
+pub static AGENT_CONFIG: HashMap<u32, AgentConfig> = HashMap::with_max_entries(1024, 0);
+
+/// Compiled rules: longest-prefix match over (agent, op, path). `BPF_F_NO_PREALLOC` is
+/// mandatory for LPM tries.
+#[map(name = "POLICY")]
+pub static POLICY: LpmTrie<[u8; KEY_DATA_LEN], PolicyValue> = LpmTrie::with_max_entries(65_536, 1);
+
+/// Decision events for userspace.
+#[map(name = "EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
+
+/// Decision, event and error counters (see `jit_common::event::counter`).
+#[map(name = "COUNTERS")]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// Per-CPU working memory: far larger than the 512-byte BPF stack allows.
+///
+/// The keys come first: copies into them use offsets masked to 9 bits, and the event behind
+/// them keeps every masked access inside the map value, as the verifier requires.
+#[repr(C)]
+pub struct Scratch {
+    pub key: PolicyKey,
+    pub wildcard_key: PolicyKey,
+    pub layout: PathLayout,
+    pub event: Event,
+}
+
+#[map(name = "SCRATCH")]
+pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Adds one to counter `index` on this CPU.
+#[inline(always)]
+pub fn count(index: u32) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot; programs do not migrate CPUs while running.
+        unsafe { *slot += 1 };
+    }
+}

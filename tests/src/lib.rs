@@ -135,3 +135,46 @@ pub fn assert_ran(result: &io::Result<ExitStatus>, what: &str) {
         Err(err) => panic!("{what}: expected the program to run, got error {err}"),
     }
 }
+
+/// A scratch directory for one test, removed on drop.
+pub struct TestDir {
+    path: PathBuf,
+}
+
+impl TestDir {
+    /// Creates `/tmp/jit-<name>-<pid>-<n>`.
+    #[must_use]
+    pub fn new(name: &str) -> Self {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = PathBuf::from(format!("/tmp/jit-{name}-{}-{n}", std::process::id()));
+        fs::create_dir_all(&path).unwrap_or_else(|err| panic!("mkdir {}: {err}", path.display()));
+        Self { path }
+    }
+
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Installs a distinct copy of the `true` program at `<dir>/<sub>/true` and returns its
+    /// path. A copy, not a symlink: the kernel matches the file really executed, and every
+    /// busybox applet link resolves to `/bin/busybox`.
+    #[must_use]
+    pub fn install_true(&self, sub: &str) -> String {
+        let dir = self.path.join(sub);
+        fs::create_dir_all(&dir).unwrap_or_else(|err| panic!("mkdir {}: {err}", dir.display()));
+        let dest = dir.join("true");
+        let source = std::fs::canonicalize("/bin/true").expect("resolve /bin/true");
+        fs::copy(&source, &dest)
+            .unwrap_or_else(|err| panic!("copy {} to {}: {err}", source.display(), dest.display()));
+        dest.to_str().expect("UTF-8 path").to_owned()
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if let Err(err) = fs::remove_dir_all(&self.path) {
+            eprintln!("warning: rm -r {}: {err}", self.path.display());
+        }
+    }
+}

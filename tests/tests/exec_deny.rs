@@ -1,5 +1,6 @@
 //! Exec denial for processes in an agent cgroup, on the real kernel hook.
 use jit_agent::bpf::Enforcer;
+use jit_common::policy::{AgentConfig, Decision, Mode};
 use jit_tests::{TestCgroup, assert_eperm, assert_ran, require_vm};
 
 /// Tiny program every test runs; in the VM it is busybox's `true`.
@@ -10,6 +11,9 @@ fn enforcer_with(cgroup: &TestCgroup) -> Enforcer {
     enforcer
         .register_agent_cgroup(cgroup.path(), 1)
         .expect("register agent cgroup");
+    enforcer
+        .set_agent_config(1, AgentConfig::new(Decision::Deny, Mode::Enforce, 0))
+        .expect("agent config: deny every exec");
     enforcer
 }
 

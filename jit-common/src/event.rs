@@ -1,0 +1,112 @@
+//! Records the eBPF programs send to userspace over the `EVENTS` ring buffer, and the per-CPU
+//! counters they keep.
+
+/// Longest path an event carries (the kernel's `PATH_MAX`, terminator included).
+pub const EVENT_PATH_MAX: usize = 4096;
+
+/// What an [`Event`] reports.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// A policy decision other than a silent allow: audit, deny, hold, or any decision in
+    /// shadow mode (then `decision` differs from `enforced`).
+    Decision = 0,
+}
+
+impl EventKind {
+    #[must_use]
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(Self::Decision),
+            _ => None,
+        }
+    }
+}
+
+/// `Event::flags`: the path did not fit and was cut at [`EVENT_PATH_MAX`].
+pub const EVENT_FLAG_PATH_TRUNCATED: u32 = 1;
+/// `Event::flags`: the kernel could not resolve the path; the decision failed closed.
+pub const EVENT_FLAG_PATH_UNRESOLVED: u32 = 2;
+
+/// One ring buffer record. Fixed size; `path[..path_len]` is the resolved path.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Event {
+    /// `bpf_ktime_get_ns()`: monotonic, nanoseconds since boot.
+    pub ts_ns: u64,
+    pub cgroup_id: u64,
+    pub pid: u32,
+    pub tgid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub agent_id: u32,
+    /// Rule that decided; 0 when the agent's default decided.
+    pub rule_id: u32,
+    /// Bytes of `path` in use, terminator excluded.
+    pub path_len: u32,
+    /// [`EventKind`].
+    pub kind: u8,
+    /// `jit_common::policy::Op`.
+    pub op: u8,
+    /// What the policy decided (`Decision`).
+    pub decision: u8,
+    /// What the kernel applied (`Decision`): differs from `decision` in shadow mode.
+    pub enforced: u8,
+    /// `EVENT_FLAG_*` bits.
+    pub flags: u32,
+    pub path: [u8; EVENT_PATH_MAX],
+}
+
+impl Event {
+    /// Decodes a ring buffer record; `None` when it has the wrong size.
+    #[must_use]
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != core::mem::size_of::<Self>() {
+            return None;
+        }
+        // SAFETY: the length matches and every bit pattern is a valid `Event` (integers only).
+        Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<Self>()) })
+    }
+
+    /// The resolved path bytes.
+    #[must_use]
+    pub fn path_bytes(&self) -> &[u8] {
+        let len = (self.path_len as usize).min(EVENT_PATH_MAX);
+        &self.path[..len]
+    }
+}
+
+/// Indices of the per-CPU `COUNTERS` array.
+pub mod counter {
+    /// Enforced decisions, indexed by the `Decision` value (allow, audit, hold, deny).
+    pub const DECISION_BASE: u32 = 0;
+    /// Events written to the ring buffer.
+    pub const EVENTS_EMITTED: u32 = 4;
+    /// Events the ring buffer had no room for.
+    pub const EVENTS_DROPPED: u32 = 5;
+    /// Hook errors (unresolvable path, missing agent config); each failed closed.
+    pub const ERRORS: u32 = 6;
+    /// Size of the array.
+    pub const COUNT: u32 = 8;
+}
+
+#[cfg(feature = "user")]
+// SAFETY: `repr(C)` with every field an integer or byte array and no implicit padding
+// (checked by `event_layout_has_no_padding`).
+unsafe impl aya::Pod for Event {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_layout_has_no_padding() {
+        // 2 u64 + 8 u32 + 4 u8 + 1 u32 + path.
+        assert_eq!(
+            core::mem::size_of::<Event>(),
+            16 + 32 + 4 + 4 + EVENT_PATH_MAX
+        );
+        assert_eq!(core::mem::size_of::<Event>() % 8, 0);
+    }
+}

@@ -1,0 +1,86 @@
+//! Offsets of the kernel struct members the eBPF programs read.
+//!
+//! Rust eBPF code has no CO-RE relocations, and these structs change layout between kernel
+//! versions (`struct file` was reorganised in 6.12), so userspace reads the offsets from the
+//! running kernel's BTF and writes them into the programs' read-only `JIT_LAYOUT` global
+//! before loading. The verifier sees them as constants.
+
+/// Name of the read-only global in `jit-ebpf` holding a [`KernelLayout`].
+pub const LAYOUT_GLOBAL: &str = "JIT_LAYOUT";
+
+/// Byte offsets of struct members, as found in the kernel's BTF.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelLayout {
+    /// `struct linux_binprm`, member `file` (the file being executed).
+    pub binprm_file: u32,
+    /// `struct file`, member `f_path`.
+    pub file_f_path: u32,
+    /// `struct file`, member `f_inode`.
+    pub file_f_inode: u32,
+    /// `struct inode`, member `i_ino`.
+    pub inode_i_ino: u32,
+    /// `struct inode`, member `i_sb`.
+    pub inode_i_sb: u32,
+    /// `struct super_block`, member `s_dev`.
+    pub super_block_s_dev: u32,
+    /// `struct task_struct`, member `real_parent`.
+    pub task_real_parent: u32,
+    /// `struct task_struct`, member `tgid`.
+    pub task_tgid: u32,
+    /// `struct dentry`, member `d_name`.
+    pub dentry_d_name: u32,
+    /// `struct qstr`, member `name`.
+    pub qstr_name: u32,
+}
+
+impl KernelLayout {
+    /// All offsets zero: the value compiled into the object, always overridden before load.
+    pub const UNSET: Self = Self {
+        binprm_file: 0,
+        file_f_path: 0,
+        file_f_inode: 0,
+        inode_i_ino: 0,
+        inode_i_sb: 0,
+        super_block_s_dev: 0,
+        task_real_parent: 0,
+        task_tgid: 0,
+        dentry_d_name: 0,
+        qstr_name: 0,
+    };
+
+    /// `(struct, member)` for every field, in field order: what userspace looks up in BTF.
+    pub const MEMBERS: [(&'static str, &'static str); 10] = [
+        ("linux_binprm", "file"),
+        ("file", "f_path"),
+        ("file", "f_inode"),
+        ("inode", "i_ino"),
+        ("inode", "i_sb"),
+        ("super_block", "s_dev"),
+        ("task_struct", "real_parent"),
+        ("task_struct", "tgid"),
+        ("dentry", "d_name"),
+        ("qstr", "name"),
+    ];
+
+    /// Builds the layout from offsets given in [`Self::MEMBERS`] order.
+    #[must_use]
+    pub const fn from_offsets(o: [u32; 10]) -> Self {
+        Self {
+            binprm_file: o[0],
+            file_f_path: o[1],
+            file_f_inode: o[2],
+            inode_i_ino: o[3],
+            inode_i_sb: o[4],
+            super_block_s_dev: o[5],
+            task_real_parent: o[6],
+            task_tgid: o[7],
+            dentry_d_name: o[8],
+            qstr_name: o[9],
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+// SAFETY: `repr(C)`, only `u32` fields, no padding.
+unsafe impl aya::Pod for KernelLayout {}

@@ -1,0 +1,263 @@
+//! Exec decisions from policy rules, on the real `bprm_check_security` hook: allow, deny and
+//! audit by rule and by default, shadow mode, most-specific-wins, wildcards, symlinks, and the
+//! events and counters each decision produces.
+use jit_agent::bpf::Enforcer;
+use jit_common::{
+    event::{Event, counter},
+    policy::{AgentConfig, Decision, Mode, Op, PolicyKey, PolicyValue},
+};
+use jit_tests::{TestCgroup, TestDir, assert_eperm, assert_ran, require_vm};
+
+const AGENT: u32 = 7;
+
+struct Setup {
+    enforcer: Enforcer,
+    events: aya::maps::RingBuf<aya::maps::MapData>,
+    cgroup: TestCgroup,
+    next_rule: u32,
+    wildcards: u32,
+    default: Decision,
+    mode: Mode,
+}
+
+impl Setup {
+    fn new(name: &str, default: Decision, mode: Mode) -> Self {
+        let cgroup = TestCgroup::new(name);
+        let mut enforcer = Enforcer::load_and_attach().expect("load and attach jit programs");
+        enforcer
+            .register_agent_cgroup(cgroup.path(), AGENT)
+            .expect("register agent cgroup");
+        let events = enforcer.take_events().expect("event ring buffer");
+        let mut setup = Self {
+            enforcer,
+            events,
+            cgroup,
+            next_rule: 1,
+            wildcards: 0,
+            default,
+            mode,
+        };
+        setup.push_config();
+        setup
+    }
+
+    fn push_config(&mut self) {
+        let config = AgentConfig {
+            default_decision: self.default as u8,
+            mode: self.mode as u8,
+            pad: [0; 2],
+            wildcard_components: self.wildcards,
+        };
+        self.enforcer
+            .set_agent_config(AGENT, config)
+            .expect("set agent config");
+    }
+
+    /// Adds a rule and returns its id.
+    fn rule(&mut self, op: Op, pattern: &str, decision: Decision) -> u32 {
+        let id = self.next_rule;
+        self.next_rule += 1;
+        let (key, shape) =
+            PolicyKey::for_rule(AGENT, op, pattern.as_bytes()).expect("valid pattern");
+        let value = PolicyValue {
+            decision: decision as u8,
+            pad: [0; 3],
+            rule_id: id,
+            literal_len: shape.literal_len,
+            pattern_len: shape.pattern_len,
+        };
+        self.enforcer.insert_rule(&key, value).expect("insert rule");
+        if let Some(component) = shape.wildcard_component {
+            self.wildcards |= 1 << component;
+            self.push_config();
+        }
+        id
+    }
+
+    fn exec(&self, program: &str) -> std::io::Result<std::process::ExitStatus> {
+        self.cgroup.run(program, &[])
+    }
+
+    fn drain_events(&mut self) -> Vec<Event> {
+        let mut events = Vec::new();
+        while let Some(item) = self.events.next() {
+            events.push(Event::from_bytes(&item).expect("event of the right size"));
+        }
+        events
+    }
+}
+
+fn only_event(setup: &mut Setup) -> Event {
+    let events = setup.drain_events();
+    assert_eq!(
+        events.len(),
+        1,
+        "expected exactly one event, got {}",
+        events.len()
+    );
+    events[0]
+}
+
+#[test]
+fn exact_rule_allows_and_default_denies() {
+    require_vm();
+    let dir = TestDir::new("exec-allow");
+    let allowed = dir.install_true("allowed");
+    let other = dir.install_true("other");
+    let mut setup = Setup::new("allow", Decision::Deny, Mode::Enforce);
+    setup.rule(Op::Exec, &allowed, Decision::Allow);
+    assert_ran(&setup.exec(&allowed), "exec allowed by an exact rule");
+    assert!(
+        setup.drain_events().is_empty(),
+        "a silent allow emits no event"
+    );
+    assert_eperm(&setup.exec(&other), "exec falling to the default deny");
+    let event = only_event(&mut setup);
+    assert_eq!(event.path_bytes(), other.as_bytes());
+    assert_eq!(
+        (event.decision, event.enforced, event.rule_id),
+        (Decision::Deny as u8, Decision::Deny as u8, 0)
+    );
+}
+
+#[test]
+fn directory_rule_denies_with_an_event_naming_the_rule() {
+    require_vm();
+    let dir = TestDir::new("exec-deny");
+    let denied = dir.install_true("denied");
+    let fine = dir.install_true("fine");
+    let mut setup = Setup::new("deny", Decision::Allow, Mode::Enforce);
+    let rule = setup.rule(
+        Op::Exec,
+        &format!("{}/denied/", dir.path().display()),
+        Decision::Deny,
+    );
+    assert_eperm(&setup.exec(&denied), "exec under a denied directory");
+    let event = only_event(&mut setup);
+    assert_eq!(event.rule_id, rule);
+    assert_eq!(event.op, Op::Exec as u8);
+    assert_eq!(event.agent_id, AGENT);
+    assert_eq!(event.path_bytes(), denied.as_bytes());
+    assert!(
+        event.pid > 0 && event.tgid == event.pid && event.ppid == std::process::id(),
+        "pid {} tgid {} ppid {}",
+        event.pid,
+        event.tgid,
+        event.ppid
+    );
+    assert_ran(&setup.exec(&fine), "exec outside the denied directory");
+}
+
+#[test]
+fn symlink_to_a_denied_binary_is_denied() {
+    require_vm();
+    let dir = TestDir::new("exec-symlink");
+    let denied = dir.install_true("denied");
+    let link = dir.path().join("innocent-name");
+    std::os::unix::fs::symlink(&denied, &link).expect("symlink");
+    let mut setup = Setup::new("symlink", Decision::Allow, Mode::Enforce);
+    setup.rule(Op::Exec, &denied, Decision::Deny);
+    assert_eperm(
+        &setup.exec(link.to_str().unwrap()),
+        "exec through a symlink",
+    );
+    assert_eq!(
+        only_event(&mut setup).path_bytes(),
+        denied.as_bytes(),
+        "the event names the resolved path"
+    );
+}
+
+#[test]
+fn audit_rule_runs_and_reports() {
+    require_vm();
+    let dir = TestDir::new("exec-audit");
+    let audited = dir.install_true("audited");
+    let mut setup = Setup::new("audit", Decision::Deny, Mode::Enforce);
+    setup.rule(Op::Exec, &audited, Decision::Audit);
+    assert_ran(&setup.exec(&audited), "exec under an audit rule");
+    let event = only_event(&mut setup);
+    assert_eq!(
+        (event.decision, event.enforced),
+        (Decision::Audit as u8, Decision::Audit as u8)
+    );
+}
+
+#[test]
+fn shadow_mode_reports_the_denial_but_allows() {
+    require_vm();
+    let dir = TestDir::new("exec-shadow");
+    let denied = dir.install_true("denied");
+    let mut setup = Setup::new("shadow", Decision::Allow, Mode::Shadow);
+    setup.rule(Op::Exec, &denied, Decision::Deny);
+    assert_ran(&setup.exec(&denied), "exec denied by a rule in shadow mode");
+    let event = only_event(&mut setup);
+    assert_eq!(
+        event.decision,
+        Decision::Deny as u8,
+        "the event says what enforce mode would do"
+    );
+    assert_ne!(event.enforced, Decision::Deny as u8);
+}
+
+#[test]
+fn most_specific_rule_wins() {
+    require_vm();
+    let dir = TestDir::new("exec-specific");
+    let tool = dir.install_true("tools");
+    let other = dir.install_true("other");
+    let mut setup = Setup::new("specific", Decision::Allow, Mode::Enforce);
+    setup.rule(
+        Op::Exec,
+        &format!("{}/", dir.path().display()),
+        Decision::Deny,
+    );
+    setup.rule(Op::Exec, &tool, Decision::Allow);
+    assert_ran(&setup.exec(&tool), "exact allow inside a denied directory");
+    assert_eperm(&setup.exec(&other), "the rest of the denied directory");
+}
+
+#[test]
+fn wildcard_component_matches_one_component() {
+    require_vm();
+    let dir = TestDir::new("exec-wildcard");
+    let a = dir.install_true("a");
+    let b = dir.install_true("b");
+    let nested = dir.install_true("c/d");
+    let mut setup = Setup::new("wildcard", Decision::Allow, Mode::Enforce);
+    setup.rule(
+        Op::Exec,
+        &format!("{}/*/true", dir.path().display()),
+        Decision::Deny,
+    );
+    assert_eperm(&setup.exec(&a), "wildcard matches a");
+    assert_eperm(&setup.exec(&b), "wildcard matches b");
+    assert_ran(
+        &setup.exec(&nested),
+        "a wildcard never spans two components",
+    );
+}
+
+#[test]
+fn counters_agree_with_events() {
+    require_vm();
+    let dir = TestDir::new("exec-counters");
+    let denied = dir.install_true("denied");
+    let audited = dir.install_true("audited");
+    let mut setup = Setup::new("counters", Decision::Allow, Mode::Enforce);
+    setup.rule(Op::Exec, &denied, Decision::Deny);
+    setup.rule(Op::Exec, &audited, Decision::Audit);
+    let before = setup.enforcer.counters().expect("counters");
+    for _ in 0..3 {
+        assert_eperm(&setup.exec(&denied), "denied exec");
+        assert_ran(&setup.exec(&audited), "audited exec");
+    }
+    let after = setup.enforcer.counters().expect("counters");
+    let events = setup.drain_events();
+    let delta = |i: u32| after[i as usize] - before[i as usize];
+    assert_eq!(delta(counter::DECISION_BASE + Decision::Deny as u32), 3);
+    assert_eq!(delta(counter::DECISION_BASE + Decision::Audit as u32), 3);
+    assert_eq!(delta(counter::EVENTS_EMITTED), 6);
+    assert_eq!(delta(counter::EVENTS_DROPPED), 0);
+    assert_eq!(events.len(), 6, "every counted event arrived");
+}
