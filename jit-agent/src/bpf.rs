@@ -14,6 +14,7 @@ use jit_common::{
     event::counter,
     layout::LAYOUT_GLOBAL,
     map_names,
+    pending::{GrantKey, GrantValue, PendingRequest, STATE_ALLOWED, STATE_DENIED, STATE_PENDING},
     policy::{AgentConfig, KEY_DATA_LEN, PolicyKey, PolicyValue},
     program_names,
     scope::MAX_AGENT_CGROUP_LEVEL,
@@ -73,6 +74,18 @@ pub enum BpfError {
     Cgroup(#[from] CgroupError),
     #[error("reading struct layouts from the kernel's BTF failed")]
     Layout(#[source] kbtf::BtfError),
+    #[error(
+        "request {request_id} of thread {tid} is not pending (already answered, or the task is gone)"
+    )]
+    NotPending { tid: u32, request_id: u64 },
+    #[error("continuing held process {tgid} failed")]
+    Continue {
+        tgid: u32,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("reading CLOCK_MONOTONIC failed")]
+    Clock(#[source] nix::Error),
     #[error(
         "cgroup {path} is at level {level}; agent cgroups must be at level {max} or closer to the root",
         max = MAX_AGENT_CGROUP_LEVEL
@@ -204,6 +217,85 @@ impl Enforcer {
             *sum = per_cpu.iter().sum();
         }
         Ok(sums)
+    }
+
+    /// Every held task: `(thread id, request)`, answered or not.
+    ///
+    /// # Errors
+    /// When the map cannot be read.
+    pub fn pending_requests(&mut self) -> Result<Vec<(u32, PendingRequest)>, BpfError> {
+        let map = self.map(map_names::PENDING)?;
+        let pending: HashMap<_, u32, PendingRequest> =
+            HashMap::try_from(map).map_err(map_err(map_names::PENDING, "open"))?;
+        pending
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_err(map_names::PENDING, "read"))
+    }
+
+    /// Answers held request `request_id` of thread `tid`: records the decision in the kernel,
+    /// then continues the process. The restarted syscall consumes the answer once.
+    ///
+    /// # Errors
+    /// [`BpfError::NotPending`] when that request is not waiting (answered already, or another
+    /// hold of the thread replaced it); map or signal errors.
+    pub fn answer(&mut self, tid: u32, request_id: u64, allow: bool) -> Result<(), BpfError> {
+        let map = self.map(map_names::PENDING)?;
+        let mut pending: HashMap<_, u32, PendingRequest> =
+            HashMap::try_from(map).map_err(map_err(map_names::PENDING, "open"))?;
+        let mut request = match pending.get(&tid, 0) {
+            Ok(request) if request.request_id == request_id && request.state == STATE_PENDING => {
+                request
+            }
+            Ok(_) | Err(MapError::KeyNotFound) => {
+                return Err(BpfError::NotPending { tid, request_id });
+            }
+            Err(source) => return Err(map_err(map_names::PENDING, "read")(source)),
+        };
+        request.state = if allow { STATE_ALLOWED } else { STATE_DENIED };
+        // The answer must be in place before the task runs again: it re-enters the hook at once.
+        pending
+            .insert(tid, request, 0)
+            .map_err(map_err(map_names::PENDING, "update"))?;
+        let pid = nix::unistd::Pid::from_raw(request.tgid.cast_signed());
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).map_err(|source| {
+            BpfError::Continue {
+                tgid: request.tgid,
+                source,
+            }
+        })
+    }
+
+    /// Approves every held action `key` describes for `duration` from now, enforced by the
+    /// kernel's clock (the grant stops working at the deadline even when no daemon runs).
+    ///
+    /// # Errors
+    /// When the clock or the map update fails.
+    pub fn grant_for(
+        &mut self,
+        key: GrantKey,
+        duration: std::time::Duration,
+        rule_id: u32,
+    ) -> Result<(), BpfError> {
+        let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .map_err(BpfError::Clock)?;
+        let now_ns = u64::try_from(std::time::Duration::from(now).as_nanos()).unwrap_or(u64::MAX);
+        let expires_ns =
+            now_ns.saturating_add(u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX));
+        let map = self.map(map_names::GRANTS)?;
+        let mut grants: HashMap<_, GrantKey, GrantValue> =
+            HashMap::try_from(map).map_err(map_err(map_names::GRANTS, "open"))?;
+        grants
+            .insert(
+                key,
+                GrantValue {
+                    expires_ns,
+                    rule_id,
+                    pad: 0,
+                },
+                0,
+            )
+            .map_err(map_err(map_names::GRANTS, "insert"))
     }
 
     fn map(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, BpfError> {

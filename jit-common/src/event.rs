@@ -11,6 +11,12 @@ pub enum EventKind {
     /// A policy decision other than a silent allow: audit, deny, hold, or any decision in
     /// shadow mode (then `decision` differs from `enforced`).
     Decision = 0,
+    /// An action was held: the task is stopped and a `PendingRequest` waits in `PENDING`.
+    Hold = 1,
+    /// An action proceeded on an approval (a pending entry answered "allow", or a timed grant).
+    GrantUsed = 2,
+    /// An action failed on a reviewer's denial.
+    GrantDenied = 3,
 }
 
 impl EventKind {
@@ -18,6 +24,9 @@ impl EventKind {
     pub const fn from_u8(v: u8) -> Option<Self> {
         match v {
             0 => Some(Self::Decision),
+            1 => Some(Self::Hold),
+            2 => Some(Self::GrantUsed),
+            3 => Some(Self::GrantDenied),
             _ => None,
         }
     }
@@ -34,6 +43,10 @@ pub const EVENT_FLAG_PATH_UNRESOLVED: u32 = 2;
 pub struct Event {
     /// `bpf_ktime_get_ns()`: monotonic, nanoseconds since boot.
     pub ts_ns: u64,
+    /// The hold this event belongs to (`PendingRequest::request_id`); 0 for other events.
+    pub request_id: u64,
+    /// The file the action is about.
+    pub file: crate::pending::FileId,
     pub cgroup_id: u64,
     pub pid: u32,
     pub tgid: u32,
@@ -85,8 +98,11 @@ pub mod counter {
     pub const EVENTS_EMITTED: u32 = 4;
     /// Events the ring buffer had no room for.
     pub const EVENTS_DROPPED: u32 = 5;
-    /// Hook errors (unresolvable path, missing agent config); each failed closed.
+    /// Hook errors (unresolvable path, missing agent config, signal failure); each failed
+    /// closed.
     pub const ERRORS: u32 = 6;
+    /// Actions that proceeded on an approval (pending answer or timed grant).
+    pub const GRANTS_USED: u32 = 7;
     /// Size of the array.
     pub const COUNT: u32 = 8;
 }
@@ -102,10 +118,10 @@ mod tests {
 
     #[test]
     fn event_layout_has_no_padding() {
-        // 2 u64 + 8 u32 + 4 u8 + 1 u32 + path.
+        // 3 u64 + FileId (2 u64) + 8 u32 + 4 u8 + 1 u32 + path.
         assert_eq!(
             core::mem::size_of::<Event>(),
-            16 + 32 + 4 + 4 + EVENT_PATH_MAX
+            40 + 32 + 4 + 4 + EVENT_PATH_MAX
         );
         assert_eq!(core::mem::size_of::<Event>() % 8, 0);
     }

@@ -32,6 +32,15 @@ pub struct KernelLayout {
     pub dentry_d_name: u32,
     /// `struct qstr`, member `name`.
     pub qstr_name: u32,
+    /// `struct linux_binprm`, member `filename` (the name passed to execve).
+    pub binprm_filename: u32,
+    /// `struct linux_binprm`, member `interp`: equal to `filename` until a script or misc
+    /// handler names an interpreter, which tells the interpreter pass of a `#!` exec apart.
+    pub binprm_interp: u32,
+    /// `struct task_struct`, member `flags` (`PF_KTHREAD`, `PF_IO_WORKER`).
+    pub task_flags: u32,
+    /// Explicit padding.
+    pub pad: u32,
 }
 
 impl KernelLayout {
@@ -47,10 +56,14 @@ impl KernelLayout {
         task_tgid: 0,
         dentry_d_name: 0,
         qstr_name: 0,
+        binprm_filename: 0,
+        binprm_interp: 0,
+        task_flags: 0,
+        pad: 0,
     };
 
     /// `(struct, member)` for every field, in field order: what userspace looks up in BTF.
-    pub const MEMBERS: [(&'static str, &'static str); 10] = [
+    pub const MEMBERS: [(&'static str, &'static str); 13] = [
         ("linux_binprm", "file"),
         ("file", "f_path"),
         ("file", "f_inode"),
@@ -61,11 +74,14 @@ impl KernelLayout {
         ("task_struct", "tgid"),
         ("dentry", "d_name"),
         ("qstr", "name"),
+        ("linux_binprm", "filename"),
+        ("linux_binprm", "interp"),
+        ("task_struct", "flags"),
     ];
 
     /// Builds the layout from offsets given in [`Self::MEMBERS`] order.
     #[must_use]
-    pub const fn from_offsets(o: [u32; 10]) -> Self {
+    pub const fn from_offsets(o: [u32; 13]) -> Self {
         Self {
             binprm_file: o[0],
             file_f_path: o[1],
@@ -77,6 +93,10 @@ impl KernelLayout {
             task_tgid: o[7],
             dentry_d_name: o[8],
             qstr_name: o[9],
+            binprm_filename: o[10],
+            binprm_interp: o[11],
+            task_flags: o[12],
+            pad: 0,
         }
     }
 }

@@ -11,6 +11,7 @@ extern crate std;
 
 pub mod event;
 pub mod layout;
+pub mod pending;
 pub mod policy;
 pub mod scope;
 
@@ -33,6 +34,10 @@ pub mod map_names {
     pub const EVENTS: &str = "EVENTS";
     /// `PerCpuArray<u64>` indexed by `event::counter::*`.
     pub const COUNTERS: &str = "COUNTERS";
+    /// `HashMap<u32 thread id, PendingRequest>`: every held task.
+    pub const PENDING: &str = "PENDING";
+    /// `HashMap<GrantKey, GrantValue>`: time-boxed approvals.
+    pub const GRANTS: &str = "GRANTS";
 }
 
 /// Names of the programs in `jit-ebpf`.

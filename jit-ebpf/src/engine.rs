@@ -1,5 +1,6 @@
-//! The decision engine every hook shares: resolve the path, evaluate the agent's rules with the
-//! pure logic from `jit_common::policy`, count, report, and turn the verdict into a return value.
+//! The decision engine every hook shares: answer a held task, resolve the path, evaluate the
+//! agent's rules with the pure logic from `jit_common::policy`, hold, count, report, and turn
+//! the outcome into the hook's return value.
 #![expect(
     clippy::cast_possible_truncation,
     reason = "lengths are bounded by PATH_MAX and the helpers pack two u32 into one u64"
@@ -11,7 +12,7 @@ use aya_ebpf::{
         bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
         generated::{
             bpf_d_path, bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_ns,
-            bpf_probe_read_kernel,
+            bpf_probe_read_kernel, bpf_send_signal,
         },
     },
     maps::lpm_trie::Key,
@@ -23,13 +24,24 @@ use jit_common::{
         counter,
     },
     layout::KernelLayout,
+    pending::{FileId, GrantKey, PendingAnswer, PendingRequest, STATE_PENDING},
     policy::{Decision, KEY_DATA_LEN, Op, PATH_CAPACITY, PolicyKey, Verdict, evaluate_with},
 };
 
 use crate::{
     EPERM,
-    maps::{AGENT_CONFIG, EVENTS, POLICY, SCRATCH, Scratch, count},
+    maps::{AGENT_CONFIG, EVENTS, GRANTS, PENDING, POLICY, SCRATCH, Scratch, count},
 };
+
+/// Makes the interrupted syscall restart transparently once the task is continued. Only ever
+/// returned together with a successfully sent `SIGSTOP`: without a pending signal it would leak
+/// to userspace as errno 513.
+const ERESTARTNOINTR: i32 = 513;
+const SIGSTOP: u32 = 19;
+const SIGCONT: u32 = 18;
+/// `task_struct::flags` bits of tasks that cannot be stopped with a signal.
+const PF_IO_WORKER: u32 = 0x0000_0010;
+const PF_KTHREAD: u32 = 0x0020_0000;
 
 /// Struct member offsets of the running kernel, written by userspace before load.
 #[unsafe(no_mangle)]
@@ -54,62 +66,229 @@ pub unsafe fn load_ptr(base: *const u8, off: usize) -> *const u8 {
     unsafe { *(base.add(off).cast::<*const u8>()) }
 }
 
-fn parent_tgid() -> u32 {
-    // SAFETY: helpers without pointer arguments, then bounded reads of kernel memory.
+/// Copies a `T` out of kernel memory at `base + off`; zero when unreadable.
+#[inline(always)]
+pub fn read_kernel<T: Copy + Default>(base: *const u8, off: usize) -> T {
+    let mut value = T::default();
+    // SAFETY: the helper checks the source address; the destination is a local of size T.
     unsafe {
-        let task = bpf_get_current_task() as *const u8;
-        let mut parent: *const u8 = core::ptr::null();
-        let mut tgid: i32 = 0;
-        if bpf_probe_read_kernel(
-            (&raw mut parent).cast(),
-            8,
-            task.add(offset(|l| &l.task_real_parent)).cast(),
-        ) != 0
-        {
-            return 0;
-        }
-        if bpf_probe_read_kernel(
-            (&raw mut tgid).cast(),
-            4,
-            parent.add(offset(|l| &l.task_tgid)).cast(),
-        ) != 0
-        {
-            return 0;
-        }
-        tgid.cast_unsigned()
+        bpf_probe_read_kernel(
+            (&raw mut value).cast(),
+            size_of::<T>() as u32,
+            base.wrapping_add(off).cast(),
+        );
+    }
+    value
+}
+
+/// Device and inode of `inode` (a kernel `struct inode *`).
+#[inline(always)]
+pub fn file_id(inode: *const u8) -> FileId {
+    let sb: u64 = read_kernel(inode, offset(|l| &l.inode_i_sb));
+    let dev: u32 = read_kernel(sb as *const u8, offset(|l| &l.super_block_s_dev));
+    FileId {
+        dev: u64::from(dev),
+        ino: read_kernel(inode, offset(|l| &l.inode_i_ino)),
     }
 }
 
-/// Decides `op` on the file at `path` (a kernel `struct path *`) for `agent`: `Ok(0)` lets the
-/// operation proceed, `Err(-errno)` refuses it.
+fn parent_tgid() -> u32 {
+    // SAFETY: helper without arguments.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let parent: u64 = read_kernel(task, offset(|l| &l.task_real_parent));
+    read_kernel::<i32>(parent as *const u8, offset(|l| &l.task_tgid)).cast_unsigned()
+}
+
+fn current_cannot_stop() -> bool {
+    // SAFETY: helper without arguments.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let flags: u32 = read_kernel(task, offset(|l| &l.task_flags));
+    flags & (PF_KTHREAD | PF_IO_WORKER) != 0
+}
+
+/// One operation to decide.
+pub struct Action {
+    pub op: Op,
+    pub agent: AgentCgroup,
+    /// A kernel `struct path *` naming the object.
+    pub path: *const c_void,
+    /// The object's identity, which answers to holds are bound to.
+    pub file: FileId,
+    /// Never hold this action (the interpreter pass of a `#!` exec, already decided as the
+    /// script); a hold verdict lets it proceed, reported. Denials still apply.
+    pub no_hold: bool,
+}
+
+/// Decides `action`: `Ok(0)` lets the operation proceed, `Err(-errno)` refuses it (or, for a
+/// hold, stops the task and restarts the syscall when it is continued).
 #[inline(always)]
-pub fn decide(op: Op, agent: AgentCgroup, path: *const c_void) -> Result<i32, i32> {
+pub fn decide(action: &Action) -> Result<i32, i32> {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         count(counter::ERRORS);
         return Err(-EPERM);
     };
     // SAFETY: per-CPU scratch memory, used by one program at a time on this CPU.
-    let scratch = unsafe { &mut *scratch };
-    let verdict = evaluate_path(op, agent, path, scratch);
+    let s = unsafe { &mut *scratch };
+    let tid = bpf_get_current_pid_tgid() as u32;
+
+    // A held task comes back here when it is continued: answer it before anything else.
+    // SAFETY: the entry is copied out before any map update.
+    if let Some(pending) = unsafe { PENDING.get(tid) }.copied() {
+        match pending.answer(action.op as u8, &action.file) {
+            PendingAnswer::StillPending => return stop(tid),
+            PendingAnswer::Allow => {
+                let _ = PENDING.remove(tid);
+                resolve_path(action, s);
+                let verdict = Verdict {
+                    decision: Decision::Hold,
+                    enforced: Decision::Allow,
+                    rule_id: pending.rule_id,
+                };
+                count(counter::GRANTS_USED);
+                emit(
+                    EventKind::GrantUsed,
+                    action,
+                    &verdict,
+                    pending.request_id,
+                    s,
+                );
+                return Ok(0);
+            }
+            PendingAnswer::Deny => {
+                let _ = PENDING.remove(tid);
+                resolve_path(action, s);
+                let verdict = Verdict {
+                    decision: Decision::Hold,
+                    enforced: Decision::Deny,
+                    rule_id: pending.rule_id,
+                };
+                count(counter::DECISION_BASE + Decision::Deny as u32);
+                emit(
+                    EventKind::GrantDenied,
+                    action,
+                    &verdict,
+                    pending.request_id,
+                    s,
+                );
+                return Err(-EPERM);
+            }
+            // Left over from a thread that died while held and whose id was reused: decide
+            // afresh (a new hold overwrites it).
+            PendingAnswer::NotThisAction => {}
+        }
+    }
+
+    let mut verdict = if resolve_path(action, s) {
+        evaluate_path(action, s)
+    } else {
+        Verdict::fail_closed()
+    };
+    if verdict.enforced == Decision::Hold {
+        let grant = GrantKey {
+            file: action.file,
+            agent_id: action.agent.agent_id,
+            op: action.op as u8,
+            pad: [0; 3],
+        };
+        // SAFETY: the value is copied out before any map update.
+        if let Some(grant) = unsafe { GRANTS.get(grant) }.copied() {
+            // SAFETY: helper without arguments.
+            if grant.is_live(unsafe { bpf_ktime_get_ns() }) {
+                verdict.enforced = Decision::Allow;
+                verdict.rule_id = grant.rule_id;
+                count(counter::GRANTS_USED);
+                emit(EventKind::GrantUsed, action, &verdict, 0, s);
+                return Ok(0);
+            }
+        }
+        if action.no_hold {
+            verdict.enforced = Decision::Audit;
+        } else if current_cannot_stop() {
+            verdict.enforced = Decision::Deny;
+        } else {
+            return hold(tid, action, &verdict, s);
+        }
+    }
     count(counter::DECISION_BASE + verdict.enforced as u32);
     if verdict.decision != Decision::Allow || verdict.enforced != Decision::Allow {
-        emit(op, agent, &verdict, scratch);
+        emit(EventKind::Decision, action, &verdict, 0, s);
     }
     match verdict.enforced {
         Decision::Allow | Decision::Audit => Ok(0),
-        // Holding needs the pending/grant machinery; until it exists a hold fails closed.
         Decision::Hold | Decision::Deny => Err(-EPERM),
     }
 }
 
+/// Records the request, reports it, stops the task and restarts the syscall on continue. The
+/// pending entry is written first: it is what keeps the task held, even when the event is
+/// dropped or no daemon runs.
 #[inline(always)]
-fn evaluate_path(op: Op, agent: AgentCgroup, path: *const c_void, s: &mut Scratch) -> Verdict {
+fn hold(tid: u32, action: &Action, verdict: &Verdict, s: &mut Scratch) -> Result<i32, i32> {
+    // SAFETY: helper without arguments.
+    let request_id = unsafe { bpf_ktime_get_ns() };
+    let request = PendingRequest {
+        request_id,
+        file: action.file,
+        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        agent_id: action.agent.agent_id,
+        rule_id: verdict.rule_id,
+        op: action.op as u8,
+        state: STATE_PENDING,
+        pad: [0; 2],
+    };
+    if PENDING.insert(tid, request, 0).is_err() {
+        count(counter::ERRORS);
+        count(counter::DECISION_BASE + Decision::Deny as u32);
+        let denied = Verdict {
+            enforced: Decision::Deny,
+            ..*verdict
+        };
+        emit(EventKind::Decision, action, &denied, 0, s);
+        return Err(-EPERM);
+    }
+    count(counter::DECISION_BASE + Decision::Hold as u32);
+    emit(EventKind::Hold, action, verdict, request_id, s);
+    stop(tid)
+}
+
+/// Stops the current task and asks for the syscall to be restarted on continue; denies when
+/// the signal cannot be sent.
+///
+/// A reviewer may answer between the moment the task's request became visible and the moment
+/// `SIGSTOP` is sent here; their `SIGCONT` would then come first and our stop would never be
+/// undone. The reviewer writes the answer before signalling, and both signals take the task's
+/// signal lock, so after sending `SIGSTOP` we look again: if the request was answered meanwhile
+/// we cancel our own stop with `SIGCONT`, and the restarted syscall consumes the answer.
+#[inline(always)]
+fn stop(tid: u32) -> Result<i32, i32> {
+    // SAFETY: helper with a plain signal number.
+    if unsafe { bpf_send_signal(SIGSTOP) } != 0 {
+        count(counter::ERRORS);
+        let _ = PENDING.remove(tid);
+        return Err(-EPERM);
+    }
+    // SAFETY: the state is copied out.
+    let still_pending = unsafe { PENDING.get(tid) }.is_some_and(|p| p.state == STATE_PENDING);
+    // SAFETY: helper with a plain signal number.
+    if !still_pending && unsafe { bpf_send_signal(SIGCONT) } != 0 {
+        // The stop cannot be undone: fail the syscall instead of stopping without a waiter.
+        // The answer stays for the next identical action.
+        count(counter::ERRORS);
+        return Err(-EPERM);
+    }
+    Err(-ERESTARTNOINTR)
+}
+
+/// Writes the resolved path of `action` into the event buffer; false when it cannot be
+/// resolved (the decision then fails closed).
+#[inline(always)]
+fn resolve_path(action: &Action, s: &mut Scratch) -> bool {
     s.event.flags = 0;
     // SAFETY: `path` is a `struct path *` from the hook's arguments; the buffer is map memory
     // of exactly EVENT_PATH_MAX bytes.
     let len = unsafe {
         bpf_d_path(
-            path as *mut _,
+            action.path as *mut _,
             s.event.path.as_mut_ptr().cast(),
             EVENT_PATH_MAX as u32,
         )
@@ -118,12 +297,20 @@ fn evaluate_path(op: Op, agent: AgentCgroup, path: *const c_void, s: &mut Scratc
         s.event.flags = EVENT_FLAG_PATH_UNRESOLVED;
         s.event.path_len = 0;
         count(counter::ERRORS);
-        return Verdict::fail_closed();
+        return false;
     };
     // bpf_d_path counts the terminator.
     let path_len = len.saturating_sub(1) & (EVENT_PATH_MAX - 1);
     s.event.path_len = path_len as u32;
-    let Some(cfg) = (unsafe { AGENT_CONFIG.get(agent.agent_id) }) else {
+    if path_len >= EVENT_PATH_MAX - 1 {
+        s.event.flags |= EVENT_FLAG_PATH_TRUNCATED;
+    }
+    true
+}
+
+#[inline(always)]
+fn evaluate_path(action: &Action, s: &mut Scratch) -> Verdict {
+    let Some(cfg) = (unsafe { AGENT_CONFIG.get(action.agent.agent_id) }) else {
         count(counter::ERRORS);
         return Verdict::fail_closed();
     };
@@ -140,10 +327,8 @@ fn evaluate_path(op: Op, agent: AgentCgroup, path: *const c_void, s: &mut Scratc
             s.event.path.as_ptr().cast(),
         );
     }
-    if path_len >= EVENT_PATH_MAX - 1 {
-        s.event.flags |= EVENT_FLAG_PATH_TRUNCATED;
-    }
-    s.key.finish_lookup(agent.agent_id, op, path_len);
+    s.key
+        .finish_lookup(action.agent.agent_id, action.op, s.event.path_len as usize);
     let lookup = |key: &PolicyKey| {
         // SAFETY: PolicyKey has the layout of aya's Key<[u8; KEY_DATA_LEN]> (repr(C) u32 + bytes).
         let key = unsafe { &*(core::ptr::from_ref(key).cast::<Key<[u8; KEY_DATA_LEN]>>()) };
@@ -177,7 +362,7 @@ fn copy_key_bytes(out: &mut PolicyKey, out_at: usize, src: &PolicyKey, src_at: u
 }
 
 #[inline(always)]
-fn emit(op: Op, agent: AgentCgroup, verdict: &Verdict, s: &mut Scratch) {
+fn emit(kind: EventKind, action: &Action, verdict: &Verdict, request_id: u64, s: &mut Scratch) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let uid_gid = bpf_get_current_uid_gid();
     let e = &mut s.event;
@@ -186,15 +371,17 @@ fn emit(op: Op, agent: AgentCgroup, verdict: &Verdict, s: &mut Scratch) {
         e.ts_ns = bpf_ktime_get_ns();
         e.cgroup_id = bpf_get_current_cgroup_id();
     }
+    e.request_id = request_id;
+    e.file = action.file;
     e.pid = pid_tgid as u32;
     e.tgid = (pid_tgid >> 32) as u32;
     e.uid = uid_gid as u32;
     e.gid = (uid_gid >> 32) as u32;
     e.ppid = parent_tgid();
-    e.agent_id = agent.agent_id;
+    e.agent_id = action.agent.agent_id;
     e.rule_id = verdict.rule_id;
-    e.kind = EventKind::Decision as u8;
-    e.op = op as u8;
+    e.kind = kind as u8;
+    e.op = action.op as u8;
     e.decision = verdict.decision as u8;
     e.enforced = verdict.enforced as u8;
     if EVENTS.output::<Event>(&*e, 0).is_ok() {

@@ -5,13 +5,19 @@
 //! intact and `execve` returns `EPERM`. Matches the file actually executed (`bprm->file`: symlinks
 //! resolved, `/proc/self/fd/N` and `execveat` resolved to the real file).
 //!
+//! A `#!` script passes here twice in one `execve`: for the script, then for its interpreter
+//! (`bprm->file` swapped). The script pass is the action that is decided and possibly held; the
+//! interpreter pass (told apart by `bprm->interp`, which the script handler points away from
+//! `bprm->filename`) is still evaluated, and a denial of the interpreter stands, but it is never
+//! held a second time: one script exec is one action.
+//!
 //! Scope: processes in an agent cgroup or a descendant; every other process returns 0 right
 //! after the scope check. Minimum kernel: 5.7 (BPF LSM); jit supports 6.1 and newer.
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use jit_common::policy::Op;
 
 use crate::{
-    engine::{decide, load_ptr, offset},
+    engine::{Action, decide, file_id, load_ptr, offset},
     scope::current_agent,
 };
 
@@ -35,9 +41,21 @@ fn try_exec(ctx: &LsmContext) -> Result<i32, i32> {
     };
     let bprm: *const u8 = ctx.arg(0);
     // SAFETY: `bprm` is the hook's BTF-typed argument; offsets come from the kernel's BTF.
-    let path = unsafe {
+    let (path, inode, interpreter_pass) = unsafe {
         let file = load_ptr(bprm, offset(|l| &l.binprm_file));
-        file.add(offset(|l| &l.file_f_path))
+        let filename = load_ptr(bprm, offset(|l| &l.binprm_filename));
+        let interp = load_ptr(bprm, offset(|l| &l.binprm_interp));
+        (
+            file.add(offset(|l| &l.file_f_path)),
+            load_ptr(file, offset(|l| &l.file_f_inode)),
+            interp != filename,
+        )
     };
-    decide(Op::Exec, agent, path.cast())
+    decide(&Action {
+        op: Op::Exec,
+        agent,
+        path: path.cast(),
+        file: file_id(inode),
+        no_hold: interpreter_pass,
+    })
 }

@@ -6,6 +6,7 @@ use aya_ebpf::{
 use jit_common::{
     AgentCgroup, ScopeConfig,
     event::{Event, counter},
+    pending::{GrantKey, GrantValue, PendingRequest},
     policy::{AgentConfig, KEY_DATA_LEN, PathLayout, PolicyKey, PolicyValue},
 };
 
@@ -26,6 +27,15 @@ pub static AGENT_CONFIG: HashMap<u32, AgentConfig> = HashMap::with_max_entries(1
 /// mandatory for LPM tries.
 #[map(name = "POLICY")]
 pub static POLICY: LpmTrie<[u8; KEY_DATA_LEN], PolicyValue> = LpmTrie::with_max_entries(65_536, 1);
+
+/// Every held task, keyed by thread id: the daemon answers here. Survives the daemon (pinned
+/// by it), so a restarted daemon finds every held task.
+#[map(name = "PENDING")]
+pub static PENDING: HashMap<u32, PendingRequest> = HashMap::with_max_entries(16_384, 0);
+
+/// Time-boxed approvals, checked against `bpf_ktime_get_ns` in the kernel.
+#[map(name = "GRANTS")]
+pub static GRANTS: HashMap<GrantKey, GrantValue> = HashMap::with_max_entries(16_384, 0);
 
 /// Decision events for userspace.
 #[map(name = "EVENTS")]

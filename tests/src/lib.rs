@@ -15,6 +15,15 @@ use std::{
     path::{Path, PathBuf},
     process::{Command, ExitStatus},
     sync::atomic::{AtomicU32, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
+
+use jit_agent::bpf::Enforcer;
+use jit_common::{
+    event::Event,
+    pending::PendingRequest,
+    policy::{AgentConfig, Decision, Mode, Op, PolicyKey, PolicyValue},
 };
 
 /// Where cgroup2 is mounted inside the test VM.
@@ -66,22 +75,34 @@ impl TestCgroup {
     /// # Errors
     /// The error of `execve` (for example `EPERM` from jit), or of the cgroup move.
     pub fn run(&self, program: &str, args: &[&str]) -> io::Result<ExitStatus> {
-        let procs = CString::new(
-            self.path
-                .join("cgroup.procs")
-                .into_os_string()
-                .into_encoded_bytes(),
-        )
-        .expect("cgroup path without NUL");
-        let mut cmd = Command::new(program);
-        cmd.args(args);
-        // SAFETY: the closure only calls async-signal-safe functions (open, write, close) on
-        // memory allocated before fork.
-        unsafe {
-            cmd.pre_exec(move || join_cgroup(&procs));
-        }
-        cmd.status()
+        run_in(&self.path, program, args)
     }
+
+    /// Like [`TestCgroup::run`], on another thread: for execs that will be held.
+    #[must_use]
+    pub fn spawn(&self, program: &str) -> thread::JoinHandle<io::Result<ExitStatus>> {
+        let (path, program) = (self.path.clone(), program.to_owned());
+        thread::spawn(move || run_in(&path, &program, &[]))
+    }
+}
+
+/// Runs `program args...` as a process placed in `cgroup` before it calls `execve`.
+fn run_in(cgroup: &Path, program: &str, args: &[&str]) -> io::Result<ExitStatus> {
+    let procs = CString::new(
+        cgroup
+            .join("cgroup.procs")
+            .into_os_string()
+            .into_encoded_bytes(),
+    )
+    .expect("cgroup path without NUL");
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    // SAFETY: the closure only calls async-signal-safe functions (open, write, close) on
+    // memory allocated before fork.
+    unsafe {
+        cmd.pre_exec(move || join_cgroup(&procs));
+    }
+    cmd.status()
 }
 
 /// Moves the calling process into the cgroup whose `cgroup.procs` is `procs` ("0" = self).
@@ -104,10 +125,20 @@ fn join_cgroup(procs: &CString) -> io::Result<()> {
 
 impl Drop for TestCgroup {
     fn drop(&mut self) {
-        // Processes run by `run` have exited by now; an rmdir failure is reported but must not
-        // turn a passing test's cleanup into a panic while unwinding.
-        if let Err(err) = fs::remove_dir(&self.path) {
-            eprintln!("warning: rmdir {}: {err}", self.path.display());
+        // A failed test can leave a process behind, held (stopped) in here: kill whatever is
+        // left, then remove the directory once the kernel has reaped it. Failures are reported
+        // but must not turn cleanup into a panic while unwinding.
+        let _ = fs::write(self.path.join("cgroup.kill"), "1");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match fs::remove_dir(&self.path) {
+                Ok(()) => return,
+                Err(err) if Instant::now() > deadline => {
+                    eprintln!("warning: rmdir {}: {err}", self.path.display());
+                    return;
+                }
+                Err(_) => thread::sleep(Duration::from_millis(20)),
+            }
         }
     }
 }
@@ -177,4 +208,166 @@ impl Drop for TestDir {
             eprintln!("warning: rm -r {}: {err}", self.path.display());
         }
     }
+}
+
+/// Agent id the harness registers.
+pub const AGENT: u32 = 7;
+
+/// A loaded and attached jit with one agent cgroup, its config and a rule builder.
+pub struct AgentSetup {
+    pub enforcer: Enforcer,
+    pub events: aya::maps::RingBuf<aya::maps::MapData>,
+    pub cgroup: TestCgroup,
+    next_rule: u32,
+    wildcards: u32,
+    default: Decision,
+    mode: Mode,
+}
+
+impl AgentSetup {
+    /// Loads jit, registers a fresh agent cgroup and configures the agent.
+    #[must_use]
+    pub fn new(name: &str, default: Decision, mode: Mode) -> Self {
+        let cgroup = TestCgroup::new(name);
+        let mut enforcer = Enforcer::load_and_attach().expect("load and attach jit programs");
+        enforcer
+            .register_agent_cgroup(cgroup.path(), AGENT)
+            .expect("register agent cgroup");
+        let events = enforcer.take_events().expect("event ring buffer");
+        let mut setup = Self {
+            enforcer,
+            events,
+            cgroup,
+            next_rule: 1,
+            wildcards: 0,
+            default,
+            mode,
+        };
+        setup.push_config();
+        setup
+    }
+
+    fn push_config(&mut self) {
+        let config = AgentConfig {
+            default_decision: self.default as u8,
+            mode: self.mode as u8,
+            pad: [0; 2],
+            wildcard_components: self.wildcards,
+        };
+        self.enforcer
+            .set_agent_config(AGENT, config)
+            .expect("set agent config");
+    }
+
+    /// Adds a rule and returns its id.
+    pub fn rule(&mut self, op: Op, pattern: &str, decision: Decision) -> u32 {
+        let id = self.next_rule;
+        self.next_rule += 1;
+        let (key, shape) =
+            PolicyKey::for_rule(AGENT, op, pattern.as_bytes()).expect("valid pattern");
+        let value = PolicyValue {
+            decision: decision as u8,
+            pad: [0; 3],
+            rule_id: id,
+            literal_len: shape.literal_len,
+            pattern_len: shape.pattern_len,
+        };
+        self.enforcer.insert_rule(&key, value).expect("insert rule");
+        if let Some(component) = shape.wildcard_component {
+            self.wildcards |= 1 << component;
+            self.push_config();
+        }
+        id
+    }
+
+    /// Runs `program` in the agent cgroup.
+    ///
+    /// # Errors
+    /// The exec error.
+    pub fn exec(&self, program: &str) -> std::io::Result<std::process::ExitStatus> {
+        self.cgroup.run(program, &[])
+    }
+
+    /// Every event emitted since the last call.
+    pub fn drain_events(&mut self) -> Vec<Event> {
+        let mut events = Vec::new();
+        while let Some(item) = self.events.next() {
+            events.push(Event::from_bytes(&item).expect("event of the right size"));
+        }
+        events
+    }
+}
+
+impl AgentSetup {
+    /// Waits until a hold of the agent appears in the kernel's pending map and returns it.
+    ///
+    /// # Panics
+    /// After 20 s without one.
+    #[must_use]
+    pub fn wait_for_hold(&mut self) -> (u32, PendingRequest) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let pending = self.enforcer.pending_requests().expect("read pending map");
+            if let Some(found) = pending
+                .into_iter()
+                .find(|(_, r)| r.agent_id == AGENT && r.state == jit_common::pending::STATE_PENDING)
+            {
+                return found;
+            }
+            assert!(Instant::now() < deadline, "no hold appeared within 20 s");
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl AgentSetup {
+    /// Waits for an exec started with [`TestCgroup::spawn`] to return. A held task that is never
+    /// released would block forever: after 30 s this fails, describing what is still held and
+    /// the state and wait channel of every process left in the agent cgroup.
+    ///
+    /// # Errors
+    /// The exec's error (for example `EPERM` from a denial).
+    ///
+    /// # Panics
+    /// On timeout, or when the spawning thread panicked.
+    pub fn join(
+        &mut self,
+        child: thread::JoinHandle<io::Result<ExitStatus>>,
+    ) -> io::Result<ExitStatus> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !child.is_finished() {
+            if Instant::now() > deadline {
+                let pending = self.enforcer.pending_requests().map(|p| format!("{p:?}"));
+                let procs =
+                    fs::read_to_string(self.cgroup.path().join("cgroup.procs")).unwrap_or_default();
+                let states: Vec<String> = procs
+                    .lines()
+                    .map(|pid| {
+                        let stat =
+                            fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                        let wchan =
+                            fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+                        format!("{pid}: {} wchan={wchan}", stat.trim())
+                    })
+                    .collect();
+                panic!(
+                    "the exec did not return within 30 s; pending: {pending:?}; processes: {states:#?}"
+                );
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        child.join().expect("spawning thread panicked")
+    }
+}
+
+/// The state letter of process `pid` from `/proc/<pid>/stat` (`T` = stopped).
+///
+/// # Panics
+/// When the process does not exist.
+#[must_use]
+pub fn process_state(pid: u32) -> char {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|err| panic!("/proc/{pid}/stat: {err}"));
+    let after_comm = stat.rsplit_once(") ").expect("stat format").1;
+    after_comm.chars().next().expect("state letter")
 }

@@ -1,91 +1,11 @@
 //! Exec decisions from policy rules, on the real `bprm_check_security` hook: allow, deny and
 //! audit by rule and by default, shadow mode, most-specific-wins, wildcards, symlinks, and the
 //! events and counters each decision produces.
-use jit_agent::bpf::Enforcer;
 use jit_common::{
     event::{Event, counter},
-    policy::{AgentConfig, Decision, Mode, Op, PolicyKey, PolicyValue},
+    policy::{Decision, Mode, Op},
 };
-use jit_tests::{TestCgroup, TestDir, assert_eperm, assert_ran, require_vm};
-
-const AGENT: u32 = 7;
-
-struct Setup {
-    enforcer: Enforcer,
-    events: aya::maps::RingBuf<aya::maps::MapData>,
-    cgroup: TestCgroup,
-    next_rule: u32,
-    wildcards: u32,
-    default: Decision,
-    mode: Mode,
-}
-
-impl Setup {
-    fn new(name: &str, default: Decision, mode: Mode) -> Self {
-        let cgroup = TestCgroup::new(name);
-        let mut enforcer = Enforcer::load_and_attach().expect("load and attach jit programs");
-        enforcer
-            .register_agent_cgroup(cgroup.path(), AGENT)
-            .expect("register agent cgroup");
-        let events = enforcer.take_events().expect("event ring buffer");
-        let mut setup = Self {
-            enforcer,
-            events,
-            cgroup,
-            next_rule: 1,
-            wildcards: 0,
-            default,
-            mode,
-        };
-        setup.push_config();
-        setup
-    }
-
-    fn push_config(&mut self) {
-        let config = AgentConfig {
-            default_decision: self.default as u8,
-            mode: self.mode as u8,
-            pad: [0; 2],
-            wildcard_components: self.wildcards,
-        };
-        self.enforcer
-            .set_agent_config(AGENT, config)
-            .expect("set agent config");
-    }
-
-    /// Adds a rule and returns its id.
-    fn rule(&mut self, op: Op, pattern: &str, decision: Decision) -> u32 {
-        let id = self.next_rule;
-        self.next_rule += 1;
-        let (key, shape) =
-            PolicyKey::for_rule(AGENT, op, pattern.as_bytes()).expect("valid pattern");
-        let value = PolicyValue {
-            decision: decision as u8,
-            pad: [0; 3],
-            rule_id: id,
-            literal_len: shape.literal_len,
-            pattern_len: shape.pattern_len,
-        };
-        self.enforcer.insert_rule(&key, value).expect("insert rule");
-        if let Some(component) = shape.wildcard_component {
-            self.wildcards |= 1 << component;
-            self.push_config();
-        }
-        id
-    }
-
-    fn exec(&self, program: &str) -> std::io::Result<std::process::ExitStatus> {
-        self.cgroup.run(program, &[])
-    }
-
-    fn drain_events(&mut self) -> Vec<Event> {
-        let mut events = Vec::new();
-        while let Some(item) = self.events.next() {
-            events.push(Event::from_bytes(&item).expect("event of the right size"));
-        }
-        events
-    }
-}
+use jit_tests::{AGENT, AgentSetup as Setup, TestDir, assert_eperm, assert_ran, require_vm};
 
 fn only_event(setup: &mut Setup) -> Event {
     let events = setup.drain_events();

@@ -1,0 +1,185 @@
+//! Held actions and the answers to them, shared by the kernel and the daemon.
+//!
+//! A hold writes a [`PendingRequest`] into the `PENDING` map (keyed by the held thread's id, so a
+//! restarted daemon finds every held task by iterating the map), stops the task with `SIGSTOP`
+//! and makes the syscall restart when it is continued. Userspace answers by setting the entry's
+//! `state` and sending `SIGCONT`: the restarted syscall finds the answer, consumes it and
+//! proceeds or fails. An answer is bound to the exact action: the same task, op and file
+//! (device + inode), so it cannot be spent on another file renamed into the same place.
+#![expect(
+    clippy::inline_always,
+    reason = "the eBPF programs call these: inlined, they avoid BPF-to-BPF calls"
+)]
+
+/// Identity of the file an action is about, as the kernel sees it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FileId {
+    /// `inode->i_sb->s_dev` (kernel encoding).
+    pub dev: u64,
+    /// `inode->i_ino`.
+    pub ino: u64,
+}
+
+/// `PendingRequest::state`: waiting for a reviewer.
+pub const STATE_PENDING: u8 = 0;
+/// `PendingRequest::state`: approved; the next identical action of the task proceeds once.
+pub const STATE_ALLOWED: u8 = 1;
+/// `PendingRequest::state`: denied; the next identical action of the task fails with `EPERM`.
+pub const STATE_DENIED: u8 = 2;
+
+/// Value of the `PENDING` map, keyed by the held thread id (`u32`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PendingRequest {
+    /// Unique per hold: `bpf_ktime_get_ns()` when the hold was created. Answers name it, so an
+    /// answer meant for an earlier hold of the same thread never applies to a later one.
+    pub request_id: u64,
+    pub file: FileId,
+    pub tgid: u32,
+    pub agent_id: u32,
+    pub rule_id: u32,
+    /// `policy::Op`.
+    pub op: u8,
+    /// `STATE_*`.
+    pub state: u8,
+    /// Explicit padding.
+    pub pad: [u8; 2],
+}
+
+/// Key of the `GRANTS` map: an approval that covers every matching action of an agent until a
+/// deadline (`jitctl approve --for`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GrantKey {
+    pub file: FileId,
+    pub agent_id: u32,
+    /// `policy::Op`.
+    pub op: u8,
+    /// Explicit padding.
+    pub pad: [u8; 3],
+}
+
+/// Value of the `GRANTS` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GrantValue {
+    /// `CLOCK_MONOTONIC` nanoseconds (what `bpf_ktime_get_ns` returns) after which the grant no
+    /// longer applies. Checked by the kernel, so a grant expires even when no daemon runs.
+    pub expires_ns: u64,
+    /// Rule id reported in the `GrantUsed` event.
+    pub rule_id: u32,
+    /// Explicit padding.
+    pub pad: u32,
+}
+
+/// What the kernel does with an action of a task that has a pending entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PendingAnswer {
+    /// The entry is about another action (a stale entry): decide afresh.
+    NotThisAction,
+    /// Still waiting: stop the task again.
+    StillPending,
+    /// Approved: consume the entry and proceed.
+    Allow,
+    /// Denied: consume the entry and fail with `EPERM`.
+    Deny,
+}
+
+impl PendingRequest {
+    /// How the entry answers action `op` on `file`. An unknown state fails closed (deny).
+    #[must_use]
+    #[inline(always)]
+    pub fn answer(&self, op: u8, file: &FileId) -> PendingAnswer {
+        if self.op != op || self.file.dev != file.dev || self.file.ino != file.ino {
+            return PendingAnswer::NotThisAction;
+        }
+        match self.state {
+            STATE_PENDING => PendingAnswer::StillPending,
+            STATE_ALLOWED => PendingAnswer::Allow,
+            _ => PendingAnswer::Deny,
+        }
+    }
+}
+
+impl GrantValue {
+    /// Whether the grant still applies at monotonic time `now_ns`.
+    #[must_use]
+    #[inline(always)]
+    pub const fn is_live(&self, now_ns: u64) -> bool {
+        now_ns < self.expires_ns
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY (all): `repr(C)` structs of integers with explicit padding.
+    unsafe impl aya::Pod for super::FileId {}
+    unsafe impl aya::Pod for super::PendingRequest {}
+    unsafe impl aya::Pod for super::GrantKey {}
+    unsafe impl aya::Pod for super::GrantValue {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(state: u8) -> PendingRequest {
+        PendingRequest {
+            request_id: 1,
+            file: FileId { dev: 8, ino: 42 },
+            tgid: 100,
+            agent_id: 1,
+            rule_id: 3,
+            op: 0,
+            state,
+            pad: [0; 2],
+        }
+    }
+
+    #[test]
+    fn answers_only_the_exact_action() {
+        let file = FileId { dev: 8, ino: 42 };
+        assert_eq!(
+            request(STATE_PENDING).answer(0, &file),
+            PendingAnswer::StillPending
+        );
+        assert_eq!(
+            request(STATE_ALLOWED).answer(0, &file),
+            PendingAnswer::Allow
+        );
+        assert_eq!(request(STATE_DENIED).answer(0, &file), PendingAnswer::Deny);
+        assert_eq!(
+            request(0xff).answer(0, &file),
+            PendingAnswer::Deny,
+            "unknown state fails closed"
+        );
+        let renamed_into_place = FileId { dev: 8, ino: 43 };
+        assert_eq!(
+            request(STATE_ALLOWED).answer(0, &renamed_into_place),
+            PendingAnswer::NotThisAction
+        );
+        assert_eq!(
+            request(STATE_ALLOWED).answer(1, &file),
+            PendingAnswer::NotThisAction
+        );
+    }
+
+    #[test]
+    fn grants_expire_at_their_deadline() {
+        let grant = GrantValue {
+            expires_ns: 1_000,
+            rule_id: 0,
+            pad: 0,
+        };
+        assert!(grant.is_live(999));
+        assert!(!grant.is_live(1_000));
+    }
+
+    #[test]
+    fn layouts_have_no_hidden_padding() {
+        assert_eq!(core::mem::size_of::<PendingRequest>(), 8 + 16 + 12 + 4);
+        assert_eq!(core::mem::size_of::<GrantKey>(), 16 + 8);
+        assert_eq!(core::mem::size_of::<GrantValue>(), 16);
+    }
+}
