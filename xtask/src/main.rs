@@ -1,4 +1,5 @@
-//! `cargo xtask`: jit's build, test and VM driver.
+//! `cargo xtask`: jit's build, test, bench and VM driver.
+mod bench;
 mod cmd;
 mod initramfs;
 mod kernels;
@@ -24,6 +25,8 @@ enum Commands {
     Setup,
     /// fmt, clippy, host unit tests, then the privileged tests in a VM on each kernel.
     Test(test::TestArgs),
+    /// Measure in a VM what jit's kernel programs add to exec and open-for-write.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +34,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Commands::Setup => setup::run().map(|_| ExitCode::SUCCESS),
         Commands::Test(args) => test::run(&args),
+        Commands::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -133,7 +133,7 @@ fn build_vm_tests() -> Result<Vec<(String, PathBuf)>> {
 fn build_initramfs(bins: &[(String, PathBuf)], out_dir: &Path) -> Result<PathBuf> {
     let scratch = out_dir.join("stripped");
     fs::create_dir_all(&scratch)?;
-    let mut image = Initramfs::new(vm::INIT_SCRIPT)?;
+    let mut image = Initramfs::new(&vm::init_script(vm::RUN_TESTS))?;
     for (name, path) in bins {
         image.add_executable(path, &Path::new("/jit/tests").join(name), &scratch)?;
     }

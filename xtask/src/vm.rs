@@ -18,14 +18,29 @@ use crate::kernels::Kernel;
 
 /// Printed by `/init` on ttyS1 once the VM is up (followed by `uname -r`).
 pub const BOOTED: &str = "JIT-VM-BOOTED";
-/// Printed by `/init` after the last test binary.
+/// Printed by `/init` after its payload (the test binaries, or the bench).
 pub const DONE: &str = "JIT-VM-DONE";
 /// `JIT-BIN-START <name>` / `JIT-BIN-EXIT <name> <status>` around each test binary.
 pub const BIN_START: &str = "JIT-BIN-START";
 pub const BIN_EXIT: &str = "JIT-BIN-EXIT";
 
-/// The VM's `/init`: mount what BPF LSM tests need, run every test binary, power off.
-pub const INIT_SCRIPT: &str = r#"#!/bin/sh
+/// The VM's `/init` around `payload`: mount what BPF LSM programs need, send everything printed
+/// from then on to ttyS1, run `payload`, say [`DONE`], power off.
+pub fn init_script(payload: &str) -> String {
+    format!("{INIT_PROLOGUE}{payload}{INIT_EPILOGUE}")
+}
+
+/// The payload of `cargo xtask test`: every test binary, with the arguments from the kernel
+/// command line, each between [`BIN_START`] and [`BIN_EXIT`].
+pub const RUN_TESTS: &str = r#"for t in /jit/tests/*; do
+    name=${t##*/}
+    echo "JIT-BIN-START $name"
+    "$t" --test-threads=1 ${JIT_TEST_ARGS//,/ }
+    echo "JIT-BIN-EXIT $name $?"
+done
+"#;
+
+const INIT_PROLOGUE: &str = r#"#!/bin/sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -40,13 +55,9 @@ echo "JIT-VM-BOOTED $(uname -r)"
 echo "JIT-VM-LSM $(cat /sys/kernel/security/lsm)"
 export JIT_IN_VM=1 RUST_BACKTRACE=1 PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/tmp
 cd /tmp
-for t in /jit/tests/*; do
-    name=${t##*/}
-    echo "JIT-BIN-START $name"
-    "$t" --test-threads=1 ${JIT_TEST_ARGS//,/ }
-    echo "JIT-BIN-EXIT $name $?"
-done
-echo "JIT-VM-DONE"
+"#;
+
+const INIT_EPILOGUE: &str = r#"echo "JIT-VM-DONE"
 sync
 poweroff -f
 "#;
@@ -230,4 +241,23 @@ fn run_once(
         elapsed: start.elapsed(),
         problem,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_script_runs_the_payload_between_the_markers() {
+        let script = init_script("echo payload\n");
+        let at = |needle: &str| {
+            script
+                .find(needle)
+                .unwrap_or_else(|| panic!("{needle:?} missing from\n{script}"))
+        };
+        assert!(script.starts_with("#!/bin/sh\n"));
+        assert!(at(&format!("echo \"{BOOTED} ")) < at("\necho payload\n"));
+        assert!(at("\necho payload\n") < at(&format!("\necho \"{DONE}\"\n")));
+        assert!(script.ends_with("poweroff -f\n"));
+    }
 }
