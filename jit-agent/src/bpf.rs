@@ -98,7 +98,7 @@ pub enum BpfError {
 /// Dropping it detaches every program.
 pub struct Enforcer {
     ebpf: Ebpf,
-    exec_link: Option<LsmLinkId>,
+    links: Vec<(&'static str, LsmLinkId)>,
 }
 
 impl Enforcer {
@@ -116,11 +116,11 @@ impl Enforcer {
             .override_global(LAYOUT_GLOBAL, &layout, true)
             .load(object)
             .map_err(BpfError::Load)?;
-        let exec_link = attach_lsm(&mut ebpf, program_names::EXEC, "bprm_check_security", &btf)?;
-        Ok(Self {
-            ebpf,
-            exec_link: Some(exec_link),
-        })
+        let mut links = Vec::with_capacity(program_names::ALL.len());
+        for (name, hook) in program_names::ALL {
+            links.push((name, attach_lsm(&mut ebpf, name, hook, &btf)?));
+        }
+        Ok(Self { ebpf, links })
     }
 
     /// Puts every process in `dir` and its descendant cgroups under jit as agent `agent_id`.
@@ -160,6 +160,43 @@ impl Enforcer {
             .set(0, updated, 0)
             .map_err(map_err(map_names::SCOPE_CONFIG, "update"))?;
         Ok(info)
+    }
+
+    /// Takes the cgroup with id `cgroup_id` out of jit's scope (its processes are no longer
+    /// evaluated) and recomputes which cgroup levels hold agent cgroups.
+    ///
+    /// # Errors
+    /// When a map operation fails.
+    pub fn unregister_agent_cgroup(&mut self, cgroup_id: u64) -> Result<(), BpfError> {
+        let mut cgroups = self.agent_cgroups()?;
+        match cgroups.remove(&cgroup_id) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(source) => return Err(map_err(map_names::AGENT_CGROUPS, "remove")(source)),
+        }
+        let mut mask = ScopeConfig::default();
+        for entry in &cgroups {
+            let (_, cgroup) = entry.map_err(map_err(map_names::AGENT_CGROUPS, "read"))?;
+            mask = mask.with_level(cgroup.level).unwrap_or(mask);
+        }
+        let mut config = self.scope_config()?;
+        config
+            .set(0, mask, 0)
+            .map_err(map_err(map_names::SCOPE_CONFIG, "update"))
+    }
+
+    /// Removes an agent's configuration; its cgroups, if any are still registered, then fail
+    /// closed.
+    ///
+    /// # Errors
+    /// When the map update fails.
+    pub fn remove_agent_config(&mut self, agent_id: u32) -> Result<(), BpfError> {
+        let map = self.map(map_names::AGENT_CONFIG)?;
+        let mut configs: HashMap<_, u32, AgentConfig> =
+            HashMap::try_from(map).map_err(map_err(map_names::AGENT_CONFIG, "open"))?;
+        match configs.remove(&agent_id) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(source) => Err(map_err(map_names::AGENT_CONFIG, "remove")(source)),
+        }
     }
 
     /// Sets an agent's default decision, mode and wildcard positions.
@@ -307,10 +344,10 @@ impl Enforcer {
     /// # Errors
     /// When the kernel refuses to detach.
     pub fn detach(mut self) -> Result<(), BpfError> {
-        if let Some(link) = self.exec_link.take() {
-            let prog: &mut Lsm = program_mut(&mut self.ebpf, program_names::EXEC)?;
+        for (name, link) in std::mem::take(&mut self.links) {
+            let prog: &mut Lsm = program_mut(&mut self.ebpf, name)?;
             prog.detach(link).map_err(|source| BpfError::Program {
-                name: program_names::EXEC,
+                name,
                 action: "detach",
                 source,
             })?;

@@ -118,10 +118,10 @@ mod tests {
 
     #[test]
     fn event_layout_has_no_padding() {
-        // 3 u64 + FileId (2 u64) + 8 u32 + 4 u8 + 1 u32 + path.
+        // 3 u64 + FileId (3 u64) + 8 u32 + 4 u8 + 1 u32 + path.
         assert_eq!(
             core::mem::size_of::<Event>(),
-            40 + 32 + 4 + 4 + EVENT_PATH_MAX
+            48 + 32 + 4 + 4 + EVENT_PATH_MAX
         );
         assert_eq!(core::mem::size_of::<Event>() % 8, 0);
     }

@@ -39,8 +39,24 @@ pub struct KernelLayout {
     pub binprm_interp: u32,
     /// `struct task_struct`, member `flags` (`PF_KTHREAD`, `PF_IO_WORKER`).
     pub task_flags: u32,
-    /// Explicit padding.
-    pub pad: u32,
+    /// `struct file`, member `f_mode` (`FMODE_WRITE`).
+    pub file_f_mode: u32,
+    /// `struct path`, member `dentry`.
+    pub path_dentry: u32,
+    /// `struct dentry`, member `d_inode`.
+    pub dentry_d_inode: u32,
+    /// `struct dentry`, member `d_parent`.
+    pub dentry_d_parent: u32,
+    /// `struct path`, member `mnt`.
+    pub path_mnt: u32,
+    /// `struct vfsmount`, member `mnt_root`.
+    pub vfsmount_mnt_root: u32,
+    /// `struct mount`, member `mnt` (the embedded `struct vfsmount`).
+    pub mount_mnt: u32,
+    /// `struct mount`, member `mnt_parent`.
+    pub mount_mnt_parent: u32,
+    /// `struct mount`, member `mnt_mountpoint`.
+    pub mount_mnt_mountpoint: u32,
 }
 
 impl KernelLayout {
@@ -59,11 +75,19 @@ impl KernelLayout {
         binprm_filename: 0,
         binprm_interp: 0,
         task_flags: 0,
-        pad: 0,
+        file_f_mode: 0,
+        path_dentry: 0,
+        dentry_d_inode: 0,
+        dentry_d_parent: 0,
+        path_mnt: 0,
+        vfsmount_mnt_root: 0,
+        mount_mnt: 0,
+        mount_mnt_parent: 0,
+        mount_mnt_mountpoint: 0,
     };
 
     /// `(struct, member)` for every field, in field order: what userspace looks up in BTF.
-    pub const MEMBERS: [(&'static str, &'static str); 13] = [
+    pub const MEMBERS: [(&'static str, &'static str); 22] = [
         ("linux_binprm", "file"),
         ("file", "f_path"),
         ("file", "f_inode"),
@@ -77,11 +101,20 @@ impl KernelLayout {
         ("linux_binprm", "filename"),
         ("linux_binprm", "interp"),
         ("task_struct", "flags"),
+        ("file", "f_mode"),
+        ("path", "dentry"),
+        ("dentry", "d_inode"),
+        ("dentry", "d_parent"),
+        ("path", "mnt"),
+        ("vfsmount", "mnt_root"),
+        ("mount", "mnt"),
+        ("mount", "mnt_parent"),
+        ("mount", "mnt_mountpoint"),
     ];
 
     /// Builds the layout from offsets given in [`Self::MEMBERS`] order.
     #[must_use]
-    pub const fn from_offsets(o: [u32; 13]) -> Self {
+    pub const fn from_offsets(o: [u32; 22]) -> Self {
         Self {
             binprm_file: o[0],
             file_f_path: o[1],
@@ -96,7 +129,15 @@ impl KernelLayout {
             binprm_filename: o[10],
             binprm_interp: o[11],
             task_flags: o[12],
-            pad: 0,
+            file_f_mode: o[13],
+            path_dentry: o[14],
+            dentry_d_inode: o[15],
+            dentry_d_parent: o[16],
+            path_mnt: o[17],
+            vfsmount_mnt_root: o[18],
+            mount_mnt: o[19],
+            mount_mnt_parent: o[20],
+            mount_mnt_mountpoint: o[21],
         }
     }
 }

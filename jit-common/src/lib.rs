@@ -44,4 +44,16 @@ pub mod map_names {
 pub mod program_names {
     /// LSM `bprm_check_security`: exec.
     pub const EXEC: &str = "jit_exec";
+
+    /// Every program with the LSM hook it attaches to.
+    pub const ALL: [(&str, &str); 8] = [
+        (EXEC, "bprm_check_security"),
+        ("jit_file_open", "file_open"),
+        ("jit_path_unlink", "path_unlink"),
+        ("jit_path_mkdir", "path_mkdir"),
+        ("jit_path_rmdir", "path_rmdir"),
+        ("jit_path_truncate", "path_truncate"),
+        ("jit_path_chmod", "path_chmod"),
+        ("jit_path_chown", "path_chown"),
+    ];
 }

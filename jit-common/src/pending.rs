@@ -19,6 +19,10 @@ pub struct FileId {
     pub dev: u64,
     /// `inode->i_ino`.
     pub ino: u64,
+    /// For actions that create a name (create, mkdir): `dev`/`ino` are the parent directory's
+    /// and this is the new entry's `d_name.hash_len` (the kernel's salted name hash and length),
+    /// so an answer cannot be spent on another name in the same directory. 0 otherwise.
+    pub name: u64,
 }
 
 /// `PendingRequest::state`: waiting for a reviewer.
@@ -91,7 +95,7 @@ impl PendingRequest {
     #[must_use]
     #[inline(always)]
     pub fn answer(&self, op: u8, file: &FileId) -> PendingAnswer {
-        if self.op != op || self.file.dev != file.dev || self.file.ino != file.ino {
+        if self.op != op || self.file != *file {
             return PendingAnswer::NotThisAction;
         }
         match self.state {
@@ -127,7 +131,11 @@ mod tests {
     fn request(state: u8) -> PendingRequest {
         PendingRequest {
             request_id: 1,
-            file: FileId { dev: 8, ino: 42 },
+            file: FileId {
+                dev: 8,
+                ino: 42,
+                name: 0,
+            },
             tgid: 100,
             agent_id: 1,
             rule_id: 3,
@@ -139,7 +147,11 @@ mod tests {
 
     #[test]
     fn answers_only_the_exact_action() {
-        let file = FileId { dev: 8, ino: 42 };
+        let file = FileId {
+            dev: 8,
+            ino: 42,
+            name: 0,
+        };
         assert_eq!(
             request(STATE_PENDING).answer(0, &file),
             PendingAnswer::StillPending
@@ -154,7 +166,20 @@ mod tests {
             PendingAnswer::Deny,
             "unknown state fails closed"
         );
-        let renamed_into_place = FileId { dev: 8, ino: 43 };
+        let renamed_into_place = FileId {
+            dev: 8,
+            ino: 43,
+            name: 0,
+        };
+        let other_name = FileId {
+            dev: 8,
+            ino: 42,
+            name: 7,
+        };
+        assert_eq!(
+            request(STATE_ALLOWED).answer(0, &other_name),
+            PendingAnswer::NotThisAction
+        );
         assert_eq!(
             request(STATE_ALLOWED).answer(0, &renamed_into_place),
             PendingAnswer::NotThisAction
@@ -178,8 +203,8 @@ mod tests {
 
     #[test]
     fn layouts_have_no_hidden_padding() {
-        assert_eq!(core::mem::size_of::<PendingRequest>(), 8 + 16 + 12 + 4);
-        assert_eq!(core::mem::size_of::<GrantKey>(), 16 + 8);
+        assert_eq!(core::mem::size_of::<PendingRequest>(), 8 + 24 + 12 + 4);
+        assert_eq!(core::mem::size_of::<GrantKey>(), 24 + 8);
         assert_eq!(core::mem::size_of::<GrantValue>(), 16);
     }
 }

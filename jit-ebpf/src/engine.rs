@@ -30,7 +30,7 @@ use jit_common::{
 
 use crate::{
     EPERM,
-    maps::{AGENT_CONFIG, EVENTS, GRANTS, PENDING, POLICY, SCRATCH, Scratch, count},
+    maps::{AGENT_CONFIG, EVENTS, GRANTS, PENDING, POLICY, SCRATCH, Scratch, WALK_LEN, count},
 };
 
 /// Makes the interrupted syscall restart transparently once the task is continued. Only ever
@@ -89,7 +89,68 @@ pub fn file_id(inode: *const u8) -> FileId {
     FileId {
         dev: u64::from(dev),
         ino: read_kernel(inode, offset(|l| &l.inode_i_ino)),
+        name: 0,
     }
+}
+
+/// The inode of `dentry` (a kernel `struct dentry *`); null for a negative dentry.
+#[inline(always)]
+pub fn dentry_inode(dentry: *const u8) -> *const u8 {
+    read_kernel::<u64>(dentry, offset(|l| &l.dentry_d_inode)) as *const u8
+}
+
+/// The dentry of `path` (a kernel `struct path *`).
+#[inline(always)]
+pub fn path_dentry(path: *const u8) -> *const u8 {
+    read_kernel::<u64>(path, offset(|l| &l.path_dentry)) as *const u8
+}
+
+/// Decides `op` on the existing object at `path` (a kernel `struct path *`).
+#[inline(always)]
+pub fn decide_on_path(op: Op, agent: AgentCgroup, path: *const u8) -> Result<i32, i32> {
+    let dentry = path_dentry(path);
+    decide(&Action {
+        op,
+        agent,
+        path: Where::Walk {
+            mnt: read_kernel::<u64>(path, offset(|l| &l.path_mnt)) as *const u8,
+            dentry,
+        },
+        file: file_id(dentry_inode(dentry)),
+        no_hold: false,
+    })
+}
+
+/// Decides `op` on the entry `dentry` in directory `dir` (a kernel `struct path *`).
+/// `creates` marks ops that make a new name, whose answers bind to the directory and the name;
+/// the others bind to the entry's inode.
+#[inline(always)]
+pub fn decide_on_entry(
+    op: Op,
+    agent: AgentCgroup,
+    dir: *const u8,
+    dentry: *const u8,
+    creates: bool,
+) -> Result<i32, i32> {
+    let file = if creates {
+        let d_name = dentry.wrapping_add(offset(|l| &l.dentry_d_name));
+        FileId {
+            name: read_kernel(d_name, 0),
+            ..file_id(dentry_inode(path_dentry(dir)))
+        }
+    } else {
+        file_id(dentry_inode(dentry))
+    };
+    decide(&Action {
+        op,
+        agent,
+        path: Where::Walk {
+            mnt: read_kernel::<u64>(dir, offset(|l| &l.path_mnt)) as *const u8,
+            dentry,
+        },
+        file,
+        no_hold: false,
+    })
 }
 
 fn parent_tgid() -> u32 {
@@ -106,12 +167,22 @@ fn current_cannot_stop() -> bool {
     flags & (PF_KTHREAD | PF_IO_WORKER) != 0
 }
 
+/// How to resolve the path of an action's object.
+pub enum Where {
+    /// A kernel `struct path *`, resolved with `bpf_d_path` (the exec and open hooks, where
+    /// every supported kernel allows that helper).
+    Path(*const c_void),
+    /// A dentry on a mount, resolved by walking the dentry and mount trees: the `path_*` hooks,
+    /// where 6.1 does not allow `bpf_d_path`, and entries that do not exist yet.
+    Walk { mnt: *const u8, dentry: *const u8 },
+}
+
 /// One operation to decide.
 pub struct Action {
     pub op: Op,
     pub agent: AgentCgroup,
-    /// A kernel `struct path *` naming the object.
-    pub path: *const c_void,
+    /// Where the object is, to resolve its path.
+    pub path: Where,
     /// The object's identity, which answers to holds are bound to.
     pub file: FileId,
     /// Never hold this action (the interpreter pass of a `#!` exec, already decided as the
@@ -284,19 +355,30 @@ fn stop(tid: u32) -> Result<i32, i32> {
 #[inline(always)]
 fn resolve_path(action: &Action, s: &mut Scratch) -> bool {
     s.event.flags = 0;
+    let resolved = match action.path {
+        Where::Path(path) => d_path(path, s),
+        Where::Walk { mnt, dentry } => walk_path(mnt, dentry, s),
+    };
+    if !resolved {
+        s.event.flags = EVENT_FLAG_PATH_UNRESOLVED;
+        s.event.path_len = 0;
+        count(counter::ERRORS);
+    }
+    resolved
+}
+
+#[inline(always)]
+fn d_path(path: *const c_void, s: &mut Scratch) -> bool {
     // SAFETY: `path` is a `struct path *` from the hook's arguments; the buffer is map memory
     // of exactly EVENT_PATH_MAX bytes.
     let len = unsafe {
         bpf_d_path(
-            action.path as *mut _,
+            path as *mut _,
             s.event.path.as_mut_ptr().cast(),
             EVENT_PATH_MAX as u32,
         )
     };
     let Ok(len) = usize::try_from(len) else {
-        s.event.flags = EVENT_FLAG_PATH_UNRESOLVED;
-        s.event.path_len = 0;
-        count(counter::ERRORS);
         return false;
     };
     // bpf_d_path counts the terminator.
@@ -305,6 +387,90 @@ fn resolve_path(action: &Action, s: &mut Scratch) -> bool {
     if path_len >= EVENT_PATH_MAX - 1 {
         s.event.flags |= EVENT_FLAG_PATH_TRUNCATED;
     }
+    true
+}
+
+/// Deepest path the walk resolves, in components (mount crossings included).
+const WALK_DEPTH: u32 = 64;
+
+/// Builds the absolute path of `dentry` on mount `mnt` the way the kernel's `prepend_path`
+/// does: names are prepended while walking `d_parent` up to the mount's root, then the walk
+/// continues from the mountpoint in the parent mount, up to the root of the mount tree. Loop
+/// state lives in scratch memory so the verifier can merge the branches of every iteration.
+#[inline(always)]
+fn walk_path(mnt: *const u8, dentry: *const u8, s: &mut Scratch) -> bool {
+    const MASK: usize = WALK_LEN - 1;
+    let d_name = offset(|l| &l.dentry_d_name);
+    let mut dentry = dentry as u64;
+    let mut mount = (mnt as u64).wrapping_sub(offset(|l| &l.mount_mnt) as u64);
+    // SAFETY (volatile accesses): plain integers in scratch memory.
+    unsafe { core::ptr::write_volatile(&raw mut s.walk_pos, WALK_LEN as u32) };
+    let mut complete = false;
+    for _ in 0..WALK_DEPTH {
+        let mnt = mount.wrapping_add(offset(|l| &l.mount_mnt) as u64) as *const u8;
+        let root: u64 = read_kernel(mnt, offset(|l| &l.vfsmount_mnt_root));
+        let parent: u64 = read_kernel(dentry as *const u8, offset(|l| &l.dentry_d_parent));
+        if dentry == 0 {
+            break;
+        }
+        if dentry == root || dentry == parent {
+            let mount_parent: u64 =
+                read_kernel(mount as *const u8, offset(|l| &l.mount_mnt_parent));
+            if mount_parent == mount || mount_parent == 0 {
+                complete = true;
+                break;
+            }
+            dentry = read_kernel(mount as *const u8, offset(|l| &l.mount_mnt_mountpoint));
+            mount = mount_parent;
+            continue;
+        }
+        // struct qstr { u32 hash; u32 len; ... } on little-endian; name follows.
+        let len = read_kernel::<u32>(dentry as *const u8, d_name + 4) as usize & 0xff;
+        let name: u64 = read_kernel(dentry as *const u8, d_name + offset(|l| &l.qstr_name));
+        // SAFETY: as above.
+        let pos = unsafe { core::ptr::read_volatile(&raw const s.walk_pos) } as usize;
+        if pos < len + 1 {
+            s.event.flags |= EVENT_FLAG_PATH_TRUNCATED;
+            complete = true;
+            break;
+        }
+        let start = pos - len - 1;
+        // SAFETY: masked offset plus at most 255 bytes stays inside `walk` and its slack.
+        unsafe {
+            bpf_probe_read_kernel(
+                s.walk.as_mut_ptr().add((start + 1) & MASK).cast(),
+                len as u32,
+                name as *const c_void,
+            );
+        }
+        if let Some(sep) = s.walk.get_mut(start & MASK) {
+            *sep = b'/';
+        }
+        // SAFETY: as above.
+        unsafe { core::ptr::write_volatile(&raw mut s.walk_pos, start as u32) };
+        dentry = parent;
+    }
+    if !complete {
+        return false;
+    }
+    // SAFETY: as above.
+    let pos = unsafe { core::ptr::read_volatile(&raw const s.walk_pos) } as usize & MASK;
+    let len = WALK_LEN - pos;
+    if len == WALK_LEN {
+        // Nothing prepended: the root itself.
+        s.event.path[0] = b'/';
+        s.event.path_len = 1;
+        return true;
+    }
+    // SAFETY: both ranges lie inside scratch memory (masked offset, length at most WALK_LEN).
+    unsafe {
+        bpf_probe_read_kernel(
+            s.event.path.as_mut_ptr().cast(),
+            (len & MASK) as u32,
+            s.walk.as_ptr().add(pos).cast(),
+        );
+    }
+    s.event.path_len = (len & MASK) as u32;
     true
 }
 

@@ -17,7 +17,7 @@ use aya_ebpf::{macros::lsm, programs::LsmContext};
 use jit_common::policy::Op;
 
 use crate::{
-    engine::{Action, decide, file_id, load_ptr, offset},
+    engine::{Action, Where, decide, file_id, load_ptr, offset},
     scope::current_agent,
 };
 
@@ -54,7 +54,7 @@ fn try_exec(ctx: &LsmContext) -> Result<i32, i32> {
     decide(&Action {
         op: Op::Exec,
         agent,
-        path: path.cast(),
+        path: Where::Path(path.cast()),
         file: file_id(inode),
         no_hold: interpreter_pass,
     })

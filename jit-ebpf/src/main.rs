@@ -15,7 +15,14 @@
 
 mod engine;
 mod exec;
+mod file_open;
 mod maps;
+mod path_chmod;
+mod path_chown;
+mod path_mkdir;
+mod path_rmdir;
+mod path_truncate;
+mod path_unlink;
 mod scope;
 
 /// `EPERM`: what a denied operation returns to the calling process.

@@ -54,8 +54,17 @@ pub struct Scratch {
     pub key: PolicyKey,
     pub wildcard_key: PolicyKey,
     pub layout: PathLayout,
+    /// Next free byte (from the end) of `walk` while a path is built backwards.
+    pub walk_pos: u32,
+    pub pad: u32,
+    /// A path built backwards by the dentry walk, ending at `WALK_LEN`, with slack behind it
+    /// so every masked write of a name (at most 255 bytes) stays inside the value.
+    pub walk: [u8; WALK_LEN + 512],
     pub event: Event,
 }
+
+/// Capacity of the dentry-walk path buffer (`PATH_MAX`).
+pub const WALK_LEN: usize = 4096;
 
 #[map(name = "SCRATCH")]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);

@@ -106,7 +106,11 @@ fn run_in(cgroup: &Path, program: &str, args: &[&str]) -> io::Result<ExitStatus>
 }
 
 /// Moves the calling process into the cgroup whose `cgroup.procs` is `procs` ("0" = self).
-fn join_cgroup(procs: &CString) -> io::Result<()> {
+/// Async-signal-safe: usable between `fork` and `exec`/`_exit`.
+///
+/// # Errors
+/// The error of opening or writing `cgroup.procs`.
+pub fn join_cgroup(procs: &CString) -> io::Result<()> {
     // SAFETY: plain syscalls on a valid NUL-terminated path and a static buffer.
     unsafe {
         let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
@@ -210,14 +214,38 @@ impl Drop for TestDir {
     }
 }
 
-/// Agent id the harness registers.
-pub const AGENT: u32 = 7;
-
-/// A loaded and attached jit with one agent cgroup, its config and a rule builder.
-pub struct AgentSetup {
+/// jit loaded and attached once per test binary: loading runs the verifier over every
+/// program, which takes seconds under software emulation. Tests run one at a time and each
+/// holds the lock for its whole duration, with an agent id of its own.
+pub struct Shared {
     pub enforcer: Enforcer,
     pub events: aya::maps::RingBuf<aya::maps::MapData>,
+}
+
+static SHARED: std::sync::OnceLock<std::sync::Mutex<Shared>> = std::sync::OnceLock::new();
+static NEXT_AGENT: AtomicU32 = AtomicU32::new(100);
+
+fn shared() -> std::sync::MutexGuard<'static, Shared> {
+    let shared = SHARED.get_or_init(|| {
+        let mut enforcer = Enforcer::load_and_attach().expect("load and attach jit programs");
+        let events = enforcer.take_events().expect("event ring buffer");
+        std::sync::Mutex::new(Shared { enforcer, events })
+    });
+    // A test that failed while holding the lock poisons it; the state is still usable because
+    // every test uses its own agent id and cgroup.
+    shared
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// One agent of the shared jit: a fresh agent cgroup, its config and a rule builder. Dropping
+/// it takes the agent out of the kernel's maps.
+pub struct AgentSetup {
+    shared: std::sync::MutexGuard<'static, Shared>,
     pub cgroup: TestCgroup,
+    /// This agent's id (unique within the test binary).
+    pub agent: u32,
+    cgroup_id: u64,
     next_rule: u32,
     wildcards: u32,
     default: Decision,
@@ -225,19 +253,23 @@ pub struct AgentSetup {
 }
 
 impl AgentSetup {
-    /// Loads jit, registers a fresh agent cgroup and configures the agent.
+    /// Registers a fresh agent cgroup with the shared jit and configures the agent.
     #[must_use]
     pub fn new(name: &str, default: Decision, mode: Mode) -> Self {
+        let mut shared = shared();
         let cgroup = TestCgroup::new(name);
-        let mut enforcer = Enforcer::load_and_attach().expect("load and attach jit programs");
-        enforcer
-            .register_agent_cgroup(cgroup.path(), AGENT)
+        let agent = NEXT_AGENT.fetch_add(1, Ordering::Relaxed);
+        let info = shared
+            .enforcer
+            .register_agent_cgroup(cgroup.path(), agent)
             .expect("register agent cgroup");
-        let events = enforcer.take_events().expect("event ring buffer");
+        // Events of earlier tests are not this test's business.
+        while shared.events.next().is_some() {}
         let mut setup = Self {
-            enforcer,
-            events,
+            shared,
             cgroup,
+            agent,
+            cgroup_id: info.id,
             next_rule: 1,
             wildcards: 0,
             default,
@@ -247,6 +279,11 @@ impl AgentSetup {
         setup
     }
 
+    /// The shared enforcer.
+    pub fn enforcer(&mut self) -> &mut Enforcer {
+        &mut self.shared.enforcer
+    }
+
     fn push_config(&mut self) {
         let config = AgentConfig {
             default_decision: self.default as u8,
@@ -254,8 +291,9 @@ impl AgentSetup {
             pad: [0; 2],
             wildcard_components: self.wildcards,
         };
-        self.enforcer
-            .set_agent_config(AGENT, config)
+        let agent = self.agent;
+        self.enforcer()
+            .set_agent_config(agent, config)
             .expect("set agent config");
     }
 
@@ -264,7 +302,7 @@ impl AgentSetup {
         let id = self.next_rule;
         self.next_rule += 1;
         let (key, shape) =
-            PolicyKey::for_rule(AGENT, op, pattern.as_bytes()).expect("valid pattern");
+            PolicyKey::for_rule(self.agent, op, pattern.as_bytes()).expect("valid pattern");
         let value = PolicyValue {
             decision: decision as u8,
             pad: [0; 3],
@@ -272,7 +310,9 @@ impl AgentSetup {
             literal_len: shape.literal_len,
             pattern_len: shape.pattern_len,
         };
-        self.enforcer.insert_rule(&key, value).expect("insert rule");
+        self.enforcer()
+            .insert_rule(&key, value)
+            .expect("insert rule");
         if let Some(component) = shape.wildcard_component {
             self.wildcards |= 1 << component;
             self.push_config();
@@ -291,7 +331,7 @@ impl AgentSetup {
     /// Every event emitted since the last call.
     pub fn drain_events(&mut self) -> Vec<Event> {
         let mut events = Vec::new();
-        while let Some(item) = self.events.next() {
+        while let Some(item) = self.shared.events.next() {
             events.push(Event::from_bytes(&item).expect("event of the right size"));
         }
         events
@@ -307,10 +347,14 @@ impl AgentSetup {
     pub fn wait_for_hold(&mut self) -> (u32, PendingRequest) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let pending = self.enforcer.pending_requests().expect("read pending map");
+            let agent = self.agent;
+            let pending = self
+                .enforcer()
+                .pending_requests()
+                .expect("read pending map");
             if let Some(found) = pending
                 .into_iter()
-                .find(|(_, r)| r.agent_id == AGENT && r.state == jit_common::pending::STATE_PENDING)
+                .find(|(_, r)| r.agent_id == agent && r.state == jit_common::pending::STATE_PENDING)
             {
                 return found;
             }
@@ -337,7 +381,7 @@ impl AgentSetup {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !child.is_finished() {
             if Instant::now() > deadline {
-                let pending = self.enforcer.pending_requests().map(|p| format!("{p:?}"));
+                let pending = self.enforcer().pending_requests().map(|p| format!("{p:?}"));
                 let procs =
                     fs::read_to_string(self.cgroup.path().join("cgroup.procs")).unwrap_or_default();
                 let states: Vec<String> = procs
@@ -357,6 +401,19 @@ impl AgentSetup {
             thread::sleep(Duration::from_millis(10));
         }
         child.join().expect("spawning thread panicked")
+    }
+}
+
+impl Drop for AgentSetup {
+    fn drop(&mut self) {
+        let (agent, cgroup_id) = (self.agent, self.cgroup_id);
+        let enforcer = self.enforcer();
+        if let Err(err) = enforcer.unregister_agent_cgroup(cgroup_id) {
+            eprintln!("warning: unregister agent cgroup: {err}");
+        }
+        if let Err(err) = enforcer.remove_agent_config(agent) {
+            eprintln!("warning: remove agent config: {err}");
+        }
     }
 }
 

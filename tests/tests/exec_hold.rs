@@ -9,7 +9,7 @@ use jit_common::{
     pending::GrantKey,
     policy::{Decision, Mode, Op},
 };
-use jit_tests::{AGENT, AgentSetup, TestDir, assert_eperm, assert_ran, process_state, require_vm};
+use jit_tests::{AgentSetup, TestDir, assert_eperm, assert_ran, process_state, require_vm};
 use nix::{
     sys::signal::{Signal, kill},
     unistd::Pid,
@@ -34,7 +34,7 @@ fn held_exec_is_stopped_and_runs_once_approved() {
     let (tid, request) = setup.wait_for_hold();
     assert_eq!(
         (request.op, request.rule_id, request.agent_id),
-        (Op::Exec as u8, rule, AGENT)
+        (Op::Exec as u8, rule, setup.agent)
     );
     assert_eq!(process_state(request.tgid), 'T', "a held task is stopped");
     let held = events_of(&setup.drain_events(), EventKind::Hold);
@@ -44,7 +44,7 @@ fn held_exec_is_stopped_and_runs_once_approved() {
     assert_eq!(held[0].file, request.file);
 
     setup
-        .enforcer
+        .enforcer()
         .answer(tid, request.request_id, true)
         .expect("approve");
     assert_ran(&setup.join(child), "approved exec");
@@ -52,7 +52,7 @@ fn held_exec_is_stopped_and_runs_once_approved() {
     assert_eq!(used.len(), 1, "the approval was used once");
     assert_eq!(used[0].request_id, request.request_id);
     assert!(
-        setup.enforcer.pending_requests().unwrap().is_empty(),
+        setup.enforcer().pending_requests().unwrap().is_empty(),
         "the answer was consumed"
     );
 }
@@ -66,16 +66,16 @@ fn held_exec_fails_with_eperm_once_denied() {
     let child = setup.cgroup.spawn(&tool);
     let (tid, request) = setup.wait_for_hold();
     setup
-        .enforcer
+        .enforcer()
         .answer(tid, request.request_id, false)
         .expect("deny");
     assert_eperm(&setup.join(child), "denied exec");
     let events = setup.drain_events();
     assert_eq!(events_of(&events, EventKind::GrantDenied).len(), 1);
-    assert!(setup.enforcer.pending_requests().unwrap().is_empty());
+    assert!(setup.enforcer().pending_requests().unwrap().is_empty());
     assert!(
         setup
-            .enforcer
+            .enforcer()
             .answer(tid, request.request_id, true)
             .is_err(),
         "an answered request cannot be answered again"
@@ -110,7 +110,7 @@ fn stray_sigcont_keeps_the_hold() {
     );
     assert!(!child.is_finished(), "execve has not returned");
     setup
-        .enforcer
+        .enforcer()
         .answer(tid, request.request_id, true)
         .expect("approve");
     assert_ran(&setup.join(child), "approved after stray SIGCONTs");
@@ -125,7 +125,7 @@ fn an_approval_is_consumed_by_one_exec() {
     let child = setup.cgroup.spawn(&tool);
     let (tid, request) = setup.wait_for_hold();
     setup
-        .enforcer
+        .enforcer()
         .answer(tid, request.request_id, true)
         .expect("approve");
     assert_ran(&setup.join(child), "approved exec");
@@ -134,7 +134,7 @@ fn an_approval_is_consumed_by_one_exec() {
     let (tid2, request2) = setup.wait_for_hold();
     assert_ne!(request2.request_id, request.request_id);
     setup
-        .enforcer
+        .enforcer()
         .answer(tid2, request2.request_id, false)
         .expect("deny");
     assert_eperm(&setup.join(second), "second exec, denied");
@@ -150,16 +150,16 @@ fn timed_grant_allows_until_its_deadline() {
     let (tid, request) = setup.wait_for_hold();
     let key = GrantKey {
         file: request.file,
-        agent_id: AGENT,
+        agent_id: setup.agent,
         op: Op::Exec as u8,
         pad: [0; 3],
     };
     setup
-        .enforcer
+        .enforcer()
         .grant_for(key, Duration::from_secs(3), request.rule_id)
         .expect("grant");
     setup
-        .enforcer
+        .enforcer()
         .answer(tid, request.request_id, true)
         .expect("approve");
     assert_ran(&setup.join(child), "approved exec");
@@ -171,7 +171,7 @@ fn timed_grant_allows_until_its_deadline() {
     let late = setup.cgroup.spawn(&tool);
     let (tid, request) = setup.wait_for_hold();
     setup
-        .enforcer
+        .enforcer()
         .answer(tid, request.request_id, false)
         .expect("deny");
     assert_eperm(&setup.join(late), "exec after the grant expired was held");
@@ -194,7 +194,7 @@ fn script_exec_is_held_exactly_once() {
     let child = setup.cgroup.spawn(script.to_str().unwrap());
     let (tid, request) = setup.wait_for_hold();
     setup
-        .enforcer
+        .enforcer()
         .answer(tid, request.request_id, true)
         .expect("approve");
     assert_ran(&setup.join(child), "approved script");
@@ -226,7 +226,7 @@ fn processes_outside_agent_cgroups_run_while_a_hold_is_pending() {
     );
     assert_eq!(process_state(request.tgid), 'T');
     setup
-        .enforcer
+        .enforcer()
         .answer(tid, request.request_id, false)
         .expect("deny");
     assert_eperm(&setup.join(child), "the held exec");
@@ -245,13 +245,16 @@ fn answers_racing_the_hold_never_leave_a_task_stopped() {
     for round in 0..60 {
         let child = setup.cgroup.spawn(&tool);
         let (tid, request) = loop {
-            let pending = setup.enforcer.pending_requests().expect("read pending map");
+            let pending = setup
+                .enforcer()
+                .pending_requests()
+                .expect("read pending map");
             if let Some(found) = pending.into_iter().next() {
                 break found;
             }
         };
         setup
-            .enforcer
+            .enforcer()
             .answer(tid, request.request_id, true)
             .expect("approve");
         assert_ran(&setup.join(child), &format!("round {round}"));

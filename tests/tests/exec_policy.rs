@@ -5,7 +5,7 @@ use jit_common::{
     event::{Event, counter},
     policy::{Decision, Mode, Op},
 };
-use jit_tests::{AGENT, AgentSetup as Setup, TestDir, assert_eperm, assert_ran, require_vm};
+use jit_tests::{AgentSetup as Setup, TestDir, assert_eperm, assert_ran, require_vm};
 
 fn only_event(setup: &mut Setup) -> Event {
     let events = setup.drain_events();
@@ -56,7 +56,7 @@ fn directory_rule_denies_with_an_event_naming_the_rule() {
     let event = only_event(&mut setup);
     assert_eq!(event.rule_id, rule);
     assert_eq!(event.op, Op::Exec as u8);
-    assert_eq!(event.agent_id, AGENT);
+    assert_eq!(event.agent_id, setup.agent);
     assert_eq!(event.path_bytes(), denied.as_bytes());
     assert!(
         event.pid > 0 && event.tgid == event.pid && event.ppid == std::process::id(),
@@ -167,12 +167,12 @@ fn counters_agree_with_events() {
     let mut setup = Setup::new("counters", Decision::Allow, Mode::Enforce);
     setup.rule(Op::Exec, &denied, Decision::Deny);
     setup.rule(Op::Exec, &audited, Decision::Audit);
-    let before = setup.enforcer.counters().expect("counters");
+    let before = setup.enforcer().counters().expect("counters");
     for _ in 0..3 {
         assert_eperm(&setup.exec(&denied), "denied exec");
         assert_ran(&setup.exec(&audited), "audited exec");
     }
-    let after = setup.enforcer.counters().expect("counters");
+    let after = setup.enforcer().counters().expect("counters");
     let events = setup.drain_events();
     let delta = |i: u32| after[i as usize] - before[i as usize];
     assert_eq!(delta(counter::DECISION_BASE + Decision::Deny as u32), 3);
