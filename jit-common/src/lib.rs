@@ -46,9 +46,10 @@ pub mod program_names {
     pub const EXEC: &str = "jit_exec";
 
     /// Every program with the LSM hook it attaches to.
-    pub const ALL: [(&str, &str); 8] = [
+    pub const ALL: [(&str, &str); 9] = [
         (EXEC, "bprm_check_security"),
         ("jit_file_open", "file_open"),
+        ("jit_path_mknod", "path_mknod"),
         ("jit_path_unlink", "path_unlink"),
         ("jit_path_mkdir", "path_mkdir"),
         ("jit_path_rmdir", "path_rmdir"),

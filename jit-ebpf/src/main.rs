@@ -20,6 +20,7 @@ mod maps;
 mod path_chmod;
 mod path_chown;
 mod path_mkdir;
+mod path_mknod;
 mod path_rmdir;
 mod path_truncate;
 mod path_unlink;

@@ -18,6 +18,8 @@ use jit_tests::{AgentSetup, TestDir, join_cgroup, process_state, require_vm};
 enum FileAct {
     /// `open(O_WRONLY)`, write, close.
     Write,
+    /// `open(O_CREAT | O_EXCL | O_WRONLY)`.
+    Create,
     Unlink,
     Mkdir,
     Rmdir,
@@ -33,6 +35,7 @@ impl FileAct {
     fn op(self) -> Op {
         match self {
             Self::Write => Op::Write,
+            Self::Create => Op::Create,
             Self::Unlink => Op::Unlink,
             Self::Mkdir => Op::Mkdir,
             Self::Rmdir => Op::Rmdir,
@@ -52,7 +55,7 @@ impl FileAct {
                 fs::set_permissions(target, fs::Permissions::from_mode(0o644)).unwrap();
             }
             Self::Rmdir => fs::create_dir(target).unwrap(),
-            Self::Mkdir => {}
+            Self::Create | Self::Mkdir => {}
         }
     }
 
@@ -60,6 +63,7 @@ impl FileAct {
         let meta = fs::symlink_metadata(target);
         match self {
             Self::Write => fs::read_to_string(target).unwrap() == "new!",
+            Self::Create => meta.is_ok_and(|m| m.is_file()),
             Self::Mkdir => meta.is_ok_and(|m| m.is_dir()),
             Self::Unlink | Self::Rmdir => meta.is_err(),
             Self::Truncate => meta.unwrap().len() == 0,
@@ -77,6 +81,14 @@ impl FileAct {
                     let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_TRUNC);
                     if fd >= 0 {
                         libc::write(fd, b"new!".as_ptr().cast(), 4);
+                        libc::close(fd);
+                    }
+                    fd
+                }
+                Self::Create => {
+                    let flags = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY;
+                    let fd = libc::open(path.as_ptr(), flags, 0o644);
+                    if fd >= 0 {
                         libc::close(fd);
                     }
                     fd
@@ -238,6 +250,13 @@ fn check_op(act: FileAct) {
 #[test]
 fn write() {
     check_op(FileAct::Write);
+}
+
+/// Held before the inode exists: an `O_EXCL` create held and then approved succeeds (no
+/// `EEXIST` from the restarted open), and a denied one leaves no file.
+#[test]
+fn create_with_o_excl() {
+    check_op(FileAct::Create);
 }
 
 #[test]
