@@ -46,7 +46,7 @@ pub mod program_names {
     pub const EXEC: &str = "jit_exec";
 
     /// Every program with the LSM hook it attaches to.
-    pub const ALL: [(&str, &str); 9] = [
+    pub const ALL: [(&str, &str); 12] = [
         (EXEC, "bprm_check_security"),
         ("jit_file_open", "file_open"),
         ("jit_path_mknod", "path_mknod"),
@@ -56,5 +56,8 @@ pub mod program_names {
         ("jit_path_truncate", "path_truncate"),
         ("jit_path_chmod", "path_chmod"),
         ("jit_path_chown", "path_chown"),
+        ("jit_path_rename", "path_rename"),
+        ("jit_path_link", "path_link"),
+        ("jit_path_symlink", "path_symlink"),
     ];
 }

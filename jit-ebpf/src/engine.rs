@@ -116,6 +116,7 @@ pub fn decide_on_path(op: Op, agent: AgentCgroup, path: *const u8) -> Result<i32
             mnt: read_kernel::<u64>(path, offset(|l| &l.path_mnt)) as *const u8,
             dentry,
         },
+        second: None,
         file: file_id(dentry_inode(dentry)),
         no_hold: false,
     })
@@ -148,9 +149,43 @@ pub fn decide_on_entry(
             mnt: read_kernel::<u64>(dir, offset(|l| &l.path_mnt)) as *const u8,
             dentry,
         },
+        second: None,
         file,
         no_hold: false,
     })
+}
+
+/// Decides a two-path op (rename, link) on `src` (a dentry) and `dst` (the new entry), both
+/// resolved on their directories' mounts. Answers bind to the source inode.
+#[inline(always)]
+pub fn decide_on_pair(
+    op: Op,
+    agent: AgentCgroup,
+    src_dir_mnt: *const u8,
+    src: *const u8,
+    dst_dir: *const u8,
+    dst: *const u8,
+) -> Result<i32, i32> {
+    decide(&Action {
+        op,
+        agent,
+        path: Where::Walk {
+            mnt: src_dir_mnt,
+            dentry: src,
+        },
+        second: Some(Where::Walk {
+            mnt: path_mnt(dst_dir),
+            dentry: dst,
+        }),
+        file: file_id(dentry_inode(src)),
+        no_hold: false,
+    })
+}
+
+/// The mount of `path` (a kernel `struct path *`).
+#[inline(always)]
+pub fn path_mnt(path: *const u8) -> *const u8 {
+    read_kernel::<u64>(path, offset(|l| &l.path_mnt)) as *const u8
 }
 
 fn parent_tgid() -> u32 {
@@ -183,6 +218,9 @@ pub struct Action {
     pub agent: AgentCgroup,
     /// Where the object is, to resolve its path.
     pub path: Where,
+    /// For two-path ops (rename, link): the other end. Both are evaluated and the more severe
+    /// decision applies, so a denied file cannot be renamed or linked into an allowed place.
+    pub second: Option<Where>,
     /// The object's identity, which answers to holds are bound to.
     pub file: FileId,
     /// Never hold this action (the interpreter pass of a `#!` exec, already decided as the
@@ -209,7 +247,7 @@ pub fn decide(action: &Action) -> Result<i32, i32> {
             PendingAnswer::StillPending => return stop(tid),
             PendingAnswer::Allow => {
                 let _ = PENDING.remove(tid);
-                resolve_path(action, s);
+                resolve_path(&action.path, s);
                 let verdict = Verdict {
                     decision: Decision::Hold,
                     enforced: Decision::Allow,
@@ -227,7 +265,7 @@ pub fn decide(action: &Action) -> Result<i32, i32> {
             }
             PendingAnswer::Deny => {
                 let _ = PENDING.remove(tid);
-                resolve_path(action, s);
+                resolve_path(&action.path, s);
                 let verdict = Verdict {
                     decision: Decision::Hold,
                     enforced: Decision::Deny,
@@ -249,11 +287,16 @@ pub fn decide(action: &Action) -> Result<i32, i32> {
         }
     }
 
-    let mut verdict = if resolve_path(action, s) {
-        evaluate_path(action, s)
-    } else {
-        Verdict::fail_closed()
-    };
+    let mut verdict = evaluate_where(&action.path, action, s);
+    if let Some(second) = &action.second {
+        let first = verdict;
+        verdict = evaluate_where(second, action, s);
+        if first.decision as u8 > verdict.decision as u8 {
+            // The first path decides: it is the one the event must name.
+            verdict = first;
+            resolve_path(&action.path, s);
+        }
+    }
     if verdict.enforced == Decision::Hold {
         let grant = GrantKey {
             file: action.file,
@@ -350,12 +393,23 @@ fn stop(tid: u32) -> Result<i32, i32> {
     Err(-ERESTARTNOINTR)
 }
 
-/// Writes the resolved path of `action` into the event buffer; false when it cannot be
+/// Resolves `place` and evaluates the agent's rules for it; fails closed when the path
+/// cannot be resolved.
+#[inline(always)]
+fn evaluate_where(place: &Where, action: &Action, s: &mut Scratch) -> Verdict {
+    if resolve_path(place, s) {
+        evaluate_path(action, s)
+    } else {
+        Verdict::fail_closed()
+    }
+}
+
+/// Writes the resolved path of `place` into the event buffer; false when it cannot be
 /// resolved (the decision then fails closed).
 #[inline(always)]
-fn resolve_path(action: &Action, s: &mut Scratch) -> bool {
+fn resolve_path(place: &Where, s: &mut Scratch) -> bool {
     s.event.flags = 0;
-    let resolved = match action.path {
+    let resolved = match *place {
         Where::Path(path) => d_path(path, s),
         Where::Walk { mnt, dentry } => walk_path(mnt, dentry, s),
     };

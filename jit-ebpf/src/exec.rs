@@ -55,6 +55,7 @@ fn try_exec(ctx: &LsmContext) -> Result<i32, i32> {
         op: Op::Exec,
         agent,
         path: Where::Path(path.cast()),
+        second: None,
         file: file_id(inode),
         no_hold: interpreter_pass,
     })

@@ -51,6 +51,7 @@ fn try_file_open(ctx: &LsmContext) -> Result<i32, i32> {
         op: Op::Write,
         agent,
         path: Where::Path(path.cast()),
+        second: None,
         file: file_id(inode),
         no_hold: false,
     })

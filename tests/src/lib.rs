@@ -417,6 +417,40 @@ impl Drop for AgentSetup {
     }
 }
 
+/// Waits until process `pid` is stopped (`T`): a hold is visible in the pending map a moment
+/// before the task has actually stopped on its way out of the syscall.
+///
+/// # Panics
+/// When it is not stopped within 10 s.
+pub fn wait_stopped(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while process_state(pid) != 'T' {
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} is not stopped (state {})",
+            process_state(pid)
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+impl AgentSetup {
+    /// This agent's held requests, answered or not.
+    ///
+    /// # Panics
+    /// When the pending map cannot be read.
+    #[must_use]
+    pub fn pending(&mut self) -> Vec<(u32, PendingRequest)> {
+        let agent = self.agent;
+        let mut pending = self
+            .enforcer()
+            .pending_requests()
+            .expect("read pending map");
+        pending.retain(|(_, r)| r.agent_id == agent);
+        pending
+    }
+}
+
 /// The state letter of process `pid` from `/proc/<pid>/stat` (`T` = stopped).
 ///
 /// # Panics

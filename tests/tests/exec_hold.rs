@@ -9,7 +9,7 @@ use jit_common::{
     pending::GrantKey,
     policy::{Decision, Mode, Op},
 };
-use jit_tests::{AgentSetup, TestDir, assert_eperm, assert_ran, process_state, require_vm};
+use jit_tests::{AgentSetup, TestDir, assert_eperm, assert_ran, require_vm, wait_stopped};
 use nix::{
     sys::signal::{Signal, kill},
     unistd::Pid,
@@ -36,7 +36,7 @@ fn held_exec_is_stopped_and_runs_once_approved() {
         (request.op, request.rule_id, request.agent_id),
         (Op::Exec as u8, rule, setup.agent)
     );
-    assert_eq!(process_state(request.tgid), 'T', "a held task is stopped");
+    wait_stopped(request.tgid);
     let held = events_of(&setup.drain_events(), EventKind::Hold);
     assert_eq!(held.len(), 1, "one hold event");
     assert_eq!(held[0].request_id, request.request_id);
@@ -51,10 +51,7 @@ fn held_exec_is_stopped_and_runs_once_approved() {
     let used = events_of(&setup.drain_events(), EventKind::GrantUsed);
     assert_eq!(used.len(), 1, "the approval was used once");
     assert_eq!(used[0].request_id, request.request_id);
-    assert!(
-        setup.enforcer().pending_requests().unwrap().is_empty(),
-        "the answer was consumed"
-    );
+    assert!(setup.pending().is_empty(), "the answer was consumed");
 }
 
 #[test]
@@ -72,7 +69,7 @@ fn held_exec_fails_with_eperm_once_denied() {
     assert_eperm(&setup.join(child), "denied exec");
     let events = setup.drain_events();
     assert_eq!(events_of(&events, EventKind::GrantDenied).len(), 1);
-    assert!(setup.enforcer().pending_requests().unwrap().is_empty());
+    assert!(setup.pending().is_empty());
     assert!(
         setup
             .enforcer()
@@ -97,11 +94,7 @@ fn stray_sigcont_keeps_the_hold() {
         thread::sleep(Duration::from_millis(50));
     }
     thread::sleep(Duration::from_millis(200));
-    assert_eq!(
-        process_state(request.tgid),
-        'T',
-        "stopped again after a stray SIGCONT"
-    );
+    wait_stopped(request.tgid);
     let (tid_again, still) = setup.wait_for_hold();
     assert_eq!(
         (tid_again, still.request_id),
@@ -224,7 +217,7 @@ fn processes_outside_agent_cgroups_run_while_a_hold_is_pending() {
         &std::process::Command::new(&tool).status(),
         "the same exec outside agent cgroups",
     );
-    assert_eq!(process_state(request.tgid), 'T');
+    wait_stopped(request.tgid);
     setup
         .enforcer()
         .answer(tid, request.request_id, false)
@@ -245,10 +238,7 @@ fn answers_racing_the_hold_never_leave_a_task_stopped() {
     for round in 0..60 {
         let child = setup.cgroup.spawn(&tool);
         let (tid, request) = loop {
-            let pending = setup
-                .enforcer()
-                .pending_requests()
-                .expect("read pending map");
+            let pending = setup.pending();
             if let Some(found) = pending.into_iter().next() {
                 break found;
             }

@@ -11,7 +11,7 @@ use std::{
 };
 
 use jit_common::policy::{Decision, Mode, Op};
-use jit_tests::{AgentSetup, TestDir, join_cgroup, process_state, require_vm};
+use jit_tests::{AgentSetup, TestDir, join_cgroup, process_state, require_vm, wait_stopped};
 
 /// One file operation: how to prepare its target, the syscall, and whether it took effect.
 #[derive(Clone, Copy)]
@@ -29,6 +29,17 @@ enum FileAct {
     Chmod,
     /// `chown(path, 1, 1)`.
     Chown,
+    /// `rename(source, target)`, `source` beside the target.
+    Rename,
+    /// `link(source, target)`.
+    Link,
+    /// `symlink("/nowhere", target)`.
+    Symlink,
+}
+
+/// The existing file two-path ops start from, next to `target`.
+fn source_of(target: &Path) -> PathBuf {
+    target.with_file_name("source")
 }
 
 impl FileAct {
@@ -42,6 +53,9 @@ impl FileAct {
             Self::Truncate => Op::Truncate,
             Self::Chmod => Op::Chmod,
             Self::Chown => Op::Chown,
+            Self::Rename => Op::Rename,
+            Self::Link => Op::Link,
+            Self::Symlink => Op::Symlink,
         }
     }
 
@@ -55,7 +69,8 @@ impl FileAct {
                 fs::set_permissions(target, fs::Permissions::from_mode(0o644)).unwrap();
             }
             Self::Rmdir => fs::create_dir(target).unwrap(),
-            Self::Create | Self::Mkdir => {}
+            Self::Rename | Self::Link => fs::write(source_of(target), "data").unwrap(),
+            Self::Create | Self::Mkdir | Self::Symlink => {}
         }
     }
 
@@ -69,11 +84,14 @@ impl FileAct {
             Self::Truncate => meta.unwrap().len() == 0,
             Self::Chmod => meta.unwrap().mode() & 0o777 == 0o600,
             Self::Chown => meta.unwrap().uid() == 1,
+            Self::Rename => meta.is_ok() && !source_of(target).exists(),
+            Self::Link => meta.is_ok_and(|m| m.is_file()) && source_of(target).exists(),
+            Self::Symlink => meta.is_ok_and(|m| m.file_type().is_symlink()),
         }
     }
 
     /// The syscall, in the forked child: returns 0 or the errno. Async-signal-safe.
-    unsafe fn perform(self, path: &CString) -> i32 {
+    unsafe fn perform(self, path: &CString, source: &CString) -> i32 {
         // SAFETY: plain syscalls on a valid C string.
         let ret = unsafe {
             match self {
@@ -99,6 +117,9 @@ impl FileAct {
                 Self::Truncate => libc::truncate(path.as_ptr(), 0),
                 Self::Chmod => libc::chmod(path.as_ptr(), 0o600),
                 Self::Chown => libc::chown(path.as_ptr(), 1, 1),
+                Self::Rename => libc::rename(source.as_ptr(), path.as_ptr()),
+                Self::Link => libc::link(source.as_ptr(), path.as_ptr()),
+                Self::Symlink => libc::symlink(c"/nowhere".as_ptr(), path.as_ptr()),
             }
         };
         if ret < 0 {
@@ -126,12 +147,13 @@ impl Child {
         )
         .unwrap();
         let path = CString::new(target.as_os_str().as_encoded_bytes()).unwrap();
+        let source = CString::new(source_of(target).into_os_string().into_encoded_bytes()).unwrap();
         // SAFETY: the child only makes async-signal-safe calls and leaves with _exit.
         match unsafe { libc::fork() } {
             -1 => panic!("fork: {}", std::io::Error::last_os_error()),
             0 => unsafe {
                 let code = match join_cgroup(&procs) {
-                    Ok(()) => act.perform(&path),
+                    Ok(()) => act.perform(&path, &source),
                     Err(_) => 200,
                 };
                 libc::_exit(code)
@@ -195,6 +217,10 @@ fn check_op(act: FileAct) {
         Decision::Deny,
     );
     setup.rule(op, allowed.to_str().unwrap(), Decision::Allow);
+    if matches!(act, FileAct::Rename | FileAct::Link) {
+        // Both ends are checked: the source, in the same denied directory, needs its own allow.
+        setup.rule(op, source_of(&allowed).to_str().unwrap(), Decision::Allow);
+    }
     assert_eq!(
         Child::start(&setup, act, &allowed).result(),
         0,
@@ -221,12 +247,7 @@ fn check_op(act: FileAct) {
         let child = Child::start(&setup, act, &held);
         let (tid, request) = setup.wait_for_hold();
         assert_eq!(request.op, op as u8);
-        assert_eq!(
-            process_state(request.tgid),
-            'T',
-            "{}: task stopped",
-            what(case)
-        );
+        wait_stopped(request.tgid);
         thread::sleep(Duration::from_millis(100));
         assert!(
             !act.took_effect(&held),
@@ -241,10 +262,7 @@ fn check_op(act: FileAct) {
         assert_eq!(child.result(), expected, "{}", what(case));
         assert_eq!(act.took_effect(&held), approve, "{}: effect", what(case));
     }
-    assert!(
-        setup.enforcer().pending_requests().unwrap().is_empty(),
-        "every answer consumed"
-    );
+    assert!(setup.pending().is_empty(), "every answer consumed");
 }
 
 #[test]
@@ -287,6 +305,111 @@ fn chmod() {
 #[test]
 fn chown() {
     check_op(FileAct::Chown);
+}
+
+#[test]
+fn rename_checks_source_and_target() {
+    check_op(FileAct::Rename);
+}
+
+#[test]
+fn link() {
+    check_op(FileAct::Link);
+}
+
+#[test]
+fn symlink() {
+    check_op(FileAct::Symlink);
+}
+
+#[test]
+fn hard_link_to_a_denied_file_is_denied() {
+    require_vm();
+    let dir = TestDir::new("file-hardlink");
+    let secret = dir.path().join("secrets").join("source");
+    fs::create_dir_all(secret.parent().unwrap()).unwrap();
+    fs::write(&secret, "data").unwrap();
+    let open = dir.path().join("open");
+    fs::create_dir_all(&open).unwrap();
+    let alias = open.join("target");
+    fs::rename(&secret, source_of(&alias)).ok();
+    // The secret lives at secrets/source; give the attacker's link a name in an allowed place.
+    fs::rename(source_of(&alias), &secret).unwrap();
+    let mut setup = AgentSetup::new("file-hardlink", Decision::Allow, Mode::Enforce);
+    setup.rule(
+        Op::Link,
+        &format!("{}/", secret.parent().unwrap().display()),
+        Decision::Deny,
+    );
+    setup.rule(
+        Op::Write,
+        &format!("{}/", secret.parent().unwrap().display()),
+        Decision::Deny,
+    );
+    let procs = setup.cgroup.path().join("cgroup.procs");
+    let status = run_in_cgroup(&procs, || {
+        // SAFETY: plain syscall on valid C strings.
+        unsafe { libc::link(c_path(&secret).as_ptr(), c_path(&alias).as_ptr()) }
+    });
+    assert_eq!(
+        status,
+        libc::EPERM,
+        "link of a file under a denied directory"
+    );
+    assert!(!alias.exists(), "no second name was created");
+}
+
+#[test]
+fn renaming_a_denied_file_into_an_allowed_directory_is_denied() {
+    require_vm();
+    let dir = TestDir::new("file-rename-out");
+    let secrets = dir.path().join("secrets");
+    fs::create_dir_all(&secrets).unwrap();
+    let secret = secrets.join("key");
+    fs::write(&secret, "data").unwrap();
+    let open = dir.path().join("open");
+    fs::create_dir_all(&open).unwrap();
+    let moved = open.join("key");
+    let mut setup = AgentSetup::new("file-rename-out", Decision::Allow, Mode::Enforce);
+    setup.rule(
+        Op::Rename,
+        &format!("{}/", secrets.display()),
+        Decision::Deny,
+    );
+    setup.rule(Op::Rename, &format!("{}/", open.display()), Decision::Allow);
+    let procs = setup.cgroup.path().join("cgroup.procs");
+    let (from, to) = (c_path(&secret), c_path(&moved));
+    let status = run_in_cgroup(&procs, || {
+        // SAFETY: plain syscall on valid C strings.
+        unsafe { libc::rename(from.as_ptr(), to.as_ptr()) }
+    });
+    assert_eq!(status, libc::EPERM, "rename out of a denied directory");
+    assert!(secret.exists() && !moved.exists());
+}
+
+fn c_path(path: &Path) -> CString {
+    CString::new(path.as_os_str().as_encoded_bytes()).unwrap()
+}
+
+/// Runs `syscall` in a forked child inside the cgroup whose `cgroup.procs` is `procs`; returns
+/// its errno (0 = success). The closure must be async-signal-safe: build its strings first.
+fn run_in_cgroup(procs: &Path, syscall: impl Fn() -> i32) -> i32 {
+    let procs = c_path(procs);
+    // SAFETY: the child only joins the cgroup, makes the syscall and leaves with _exit.
+    match unsafe { libc::fork() } {
+        -1 => panic!("fork: {}", std::io::Error::last_os_error()),
+        0 => unsafe {
+            let code = match join_cgroup(&procs) {
+                Ok(()) if syscall() == 0 => 0,
+                Ok(()) => std::io::Error::last_os_error()
+                    .raw_os_error()
+                    .unwrap_or(255),
+                Err(_) => 200,
+            };
+            libc::_exit(code)
+        },
+        pid => Child(pid).result(),
+    }
 }
 
 #[test]
