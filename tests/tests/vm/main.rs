@@ -1,0 +1,8 @@
+//! jit's privileged integration tests, run inside the test VM by `cargo xtask test`.
+//!
+//! One test binary on purpose: loading jit runs the verifier over every program, which takes
+//! tens of seconds under software emulation, and the tests share one load per binary.
+mod exec_deny;
+mod exec_hold;
+mod exec_policy;
+mod file_ops;
