@@ -1,13 +1,25 @@
 //! Loading jit's BPF LSM programs and driving their maps. The only module that touches aya.
-use std::path::Path;
+//!
+//! Two ways to hold the programs: [`Enforcer::load_and_attach`] owns them (dropping the enforcer
+//! detaches them: for tests and benchmarks), [`Enforcer::load_pinned`] pins programs, links and
+//! maps in bpffs so enforcement, held tasks and undelivered events outlive the process: the
+//! daemon's way. A restarted daemon adopts the pinned state instead of loading anew, so there is
+//! no moment without enforcement.
+use std::{
+    collections::BTreeMap,
+    fs, io,
+    mem::size_of,
+    path::{Path, PathBuf},
+};
 
 use aya::{
     Btf, BtfError, Ebpf, EbpfError, EbpfLoader,
     maps::{
-        Array, HashMap, MapData, MapError, PerCpuArray, RingBuf,
+        Array, HashMap, Map, MapData, MapError, PerCpuArray, RingBuf,
         lpm_trie::{Key, LpmTrie},
     },
-    programs::{Lsm, ProgramError, lsm::LsmLinkId},
+    pin::PinError,
+    programs::{Lsm, ProgramError, links::FdLink, lsm::LsmLinkId},
 };
 use jit_common::{
     AgentCgroup, ScopeConfig,
@@ -91,36 +103,222 @@ pub enum BpfError {
         max = MAX_AGENT_CGROUP_LEVEL
     )]
     CgroupTooDeep { path: String, level: u32 },
+    #[error("{path}: {action} failed")]
+    Pin {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: PinError,
+    },
+    #[error("{path}: {action} failed")]
+    PinIo {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("pinned map {path}: {action} failed")]
+    PinnedMap {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error(
+        "pinned map {path} was made by an incompatible jit version (key size {key_size}, value \
+         size {value_size}; this version needs {want_key} and {want_value}). Held tasks may be \
+         waiting in it: resolve them with the old version, or remove {dir} to detach the old \
+         programs (this releases nothing: held tasks stay stopped until continued by hand)"
+    )]
+    IncompatiblePin {
+        path: PathBuf,
+        dir: PathBuf,
+        key_size: u32,
+        value_size: u32,
+        want_key: u32,
+        want_value: u32,
+    },
+}
+
+/// Where the daemon pins programs, links and maps by default.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/jit";
+
+/// The maps userspace drives, with the key and value sizes this version expects of them
+/// (compared with pinned maps before adopting them; a ring buffer has neither).
+const USER_MAPS: [(&str, usize, usize); 8] = [
+    (
+        map_names::AGENT_CGROUPS,
+        size_of::<u64>(),
+        size_of::<AgentCgroup>(),
+    ),
+    (
+        map_names::SCOPE_CONFIG,
+        size_of::<u32>(),
+        size_of::<ScopeConfig>(),
+    ),
+    (
+        map_names::POLICY,
+        size_of::<PolicyKey>(),
+        size_of::<PolicyValue>(),
+    ),
+    (
+        map_names::AGENT_CONFIG,
+        size_of::<u32>(),
+        size_of::<AgentConfig>(),
+    ),
+    (map_names::EVENTS, 0, 0),
+    (map_names::COUNTERS, size_of::<u32>(), size_of::<u64>()),
+    (
+        map_names::PENDING,
+        size_of::<u32>(),
+        size_of::<PendingRequest>(),
+    ),
+    (
+        map_names::GRANTS,
+        size_of::<GrantKey>(),
+        size_of::<GrantValue>(),
+    ),
+];
+
+/// How [`Enforcer::load_pinned`] found the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Startup {
+    /// Nothing (complete) was pinned: the programs were loaded, attached and pinned now.
+    Loaded,
+    /// A previous run's programs were attached and pinned: they were adopted as they are,
+    /// with every rule, held task and undelivered event.
+    Adopted,
+}
+
+enum Programs {
+    /// Loaded by this process with links it owns: dropping them detaches the programs.
+    Owned {
+        ebpf: Ebpf,
+        links: Vec<(&'static str, LsmLinkId)>,
+    },
+    /// Attached through links pinned under `dir`: they stay attached when this process exits.
+    Pinned { dir: PathBuf },
 }
 
 /// jit's programs, loaded and attached, and handles on their maps.
 ///
-/// Dropping it detaches every program.
+/// Dropping it detaches every program it owns; pinned programs stay attached.
 pub struct Enforcer {
-    ebpf: Ebpf,
-    links: Vec<(&'static str, LsmLinkId)>,
+    maps: BTreeMap<&'static str, Map>,
+    programs: Programs,
 }
 
 impl Enforcer {
-    /// Loads the embedded eBPF object and attaches every LSM program.
+    /// Loads the embedded eBPF object and attaches every LSM program, owned by the returned
+    /// value: dropping it (or [`Enforcer::detach`]) detaches them. Nothing is pinned.
     ///
     /// # Errors
     /// When the object is missing, the kernel lacks BTF, or the verifier or attach refuses.
     pub fn load_and_attach() -> Result<Self, BpfError> {
-        let object = EBPF_OBJECT.ok_or(BpfError::NotBuilt)?;
+        let mut ebpf = load_object()?;
         let btf = Btf::from_sys_fs().map_err(BpfError::Btf)?;
-        let layout = KernelBtf::from_sys_fs()
-            .and_then(|kernel| kbtf::kernel_layout(&kernel))
-            .map_err(BpfError::Layout)?;
-        let mut ebpf = EbpfLoader::new()
-            .override_global(LAYOUT_GLOBAL, &layout, true)
-            .load(object)
-            .map_err(BpfError::Load)?;
         let mut links = Vec::with_capacity(program_names::ALL.len());
         for (name, hook) in program_names::ALL {
             links.push((name, attach_lsm(&mut ebpf, name, hook, &btf)?));
         }
-        Ok(Self { ebpf, links })
+        let maps = take_user_maps(&mut ebpf)?;
+        Ok(Self {
+            maps,
+            programs: Programs::Owned { ebpf, links },
+        })
+    }
+
+    /// The daemon's start: adopts the programs and maps pinned under `dir` by a previous run
+    /// when they are all there (and compatible), or else loads, attaches and pins them there
+    /// (`dir/maps/NAME`, `dir/links/PROGRAM`). The programs stay attached when this process
+    /// exits or crashes.
+    ///
+    /// A partial pin set (a start that crashed half way) is replaced: the new programs are
+    /// attached before the old pins are removed, so enforcement never pauses.
+    ///
+    /// # Errors
+    /// As [`Enforcer::load_and_attach`], bpffs errors, and [`BpfError::IncompatiblePin`] when
+    /// the pinned maps were made by a version with other map layouts.
+    pub fn load_pinned(dir: &Path) -> Result<(Self, Startup), BpfError> {
+        let maps_dir = dir.join("maps");
+        let links_dir = dir.join("links");
+        let complete = USER_MAPS
+            .iter()
+            .all(|(name, ..)| maps_dir.join(name).exists())
+            && program_names::ALL
+                .iter()
+                .all(|(name, _)| links_dir.join(name).exists());
+        if complete {
+            let mut maps = BTreeMap::new();
+            for (name, key, value) in USER_MAPS {
+                let path = maps_dir.join(name);
+                let data = MapData::from_pin(&path).map_err(|source| BpfError::PinnedMap {
+                    path: path.clone(),
+                    action: "open",
+                    source,
+                })?;
+                check_compatible(&data, &path, dir, key, value)?;
+                let map = Map::from_map_data(data).map_err(|source| BpfError::PinnedMap {
+                    path: path.clone(),
+                    action: "open",
+                    source,
+                })?;
+                maps.insert(name, map);
+            }
+            let enforcer = Self {
+                maps,
+                programs: Programs::Pinned {
+                    dir: dir.to_owned(),
+                },
+            };
+            return Ok((enforcer, Startup::Adopted));
+        }
+
+        let mut ebpf = load_object()?;
+        let btf = Btf::from_sys_fs().map_err(BpfError::Btf)?;
+        let mut links = Vec::with_capacity(program_names::ALL.len());
+        for (name, hook) in program_names::ALL {
+            links.push((name, attach_lsm(&mut ebpf, name, hook, &btf)?));
+        }
+        let maps = take_user_maps(&mut ebpf)?;
+        for sub in [&maps_dir, &links_dir] {
+            create_pin_dir(sub)?;
+            remove_pins(sub)?;
+        }
+        for (name, map) in &maps {
+            let path = maps_dir.join(name);
+            map.pin(&path).map_err(|source| BpfError::Pin {
+                path,
+                action: "pinning map",
+                source,
+            })?;
+        }
+        for (name, link_id) in links {
+            let link = program_mut(&mut ebpf, name)?
+                .take_link(link_id)
+                .map_err(|source| BpfError::Program {
+                    name,
+                    action: "take link",
+                    source,
+                })?;
+            let path = links_dir.join(name);
+            FdLink::from(link)
+                .pin(&path)
+                .map_err(|source| BpfError::Pin {
+                    path,
+                    action: "pinning link",
+                    source,
+                })?;
+        }
+        // The pinned links keep the programs loaded; the object can go.
+        drop(ebpf);
+        let enforcer = Self {
+            maps,
+            programs: Programs::Pinned {
+                dir: dir.to_owned(),
+            },
+        };
+        Ok((enforcer, Startup::Loaded))
     }
 
     /// Puts every process in `dir` and its descendant cgroups under jit as agent `agent_id`.
@@ -230,8 +428,8 @@ impl Enforcer {
     /// When it was taken already.
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, BpfError> {
         let map = self
-            .ebpf
-            .take_map(map_names::EVENTS)
+            .maps
+            .remove(map_names::EVENTS)
             .ok_or(BpfError::MissingMap {
                 name: map_names::EVENTS,
             })?;
@@ -335,45 +533,98 @@ impl Enforcer {
             .map_err(map_err(map_names::GRANTS, "insert"))
     }
 
-    fn map(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, BpfError> {
-        self.ebpf.map_mut(name).ok_or(BpfError::MissingMap { name })
+    fn map(&mut self, name: &'static str) -> Result<&mut Map, BpfError> {
+        self.maps.get_mut(name).ok_or(BpfError::MissingMap { name })
     }
 
-    /// Detaches every program: from now on no process is affected by jit.
+    /// Detaches every program: from now on no process is affected by jit. Pinned programs are
+    /// unpinned (links and maps), which detaches them once no other process holds them.
     ///
     /// # Errors
-    /// When the kernel refuses to detach.
+    /// When the kernel refuses to detach, or a pin cannot be removed.
     pub fn detach(mut self) -> Result<(), BpfError> {
-        for (name, link) in std::mem::take(&mut self.links) {
-            let prog: &mut Lsm = program_mut(&mut self.ebpf, name)?;
-            prog.detach(link).map_err(|source| BpfError::Program {
-                name,
-                action: "detach",
-                source,
-            })?;
+        match &mut self.programs {
+            Programs::Owned { ebpf, links } => {
+                for (name, link) in std::mem::take(links) {
+                    let prog: &mut Lsm = program_mut(ebpf, name)?;
+                    prog.detach(link).map_err(|source| BpfError::Program {
+                        name,
+                        action: "detach",
+                        source,
+                    })?;
+                }
+            }
+            Programs::Pinned { dir } => {
+                for sub in ["links", "maps"] {
+                    let sub = dir.join(sub);
+                    remove_pins(&sub)?;
+                    remove_dir(&sub)?;
+                }
+                remove_dir(dir)?;
+            }
         }
         Ok(())
     }
 
-    fn agent_cgroups(
-        &mut self,
-    ) -> Result<HashMap<&mut aya::maps::MapData, u64, AgentCgroup>, BpfError> {
-        let map = self
-            .ebpf
-            .map_mut(map_names::AGENT_CGROUPS)
-            .ok_or(BpfError::MissingMap {
-                name: map_names::AGENT_CGROUPS,
-            })?;
+    /// Every agent's configuration: `(agent id, config)`.
+    ///
+    /// # Errors
+    /// When the map cannot be read.
+    pub fn agent_configs(&mut self) -> Result<Vec<(u32, AgentConfig)>, BpfError> {
+        let map = self.map(map_names::AGENT_CONFIG)?;
+        let configs: HashMap<_, u32, AgentConfig> =
+            HashMap::try_from(map).map_err(map_err(map_names::AGENT_CONFIG, "open"))?;
+        configs
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_err(map_names::AGENT_CONFIG, "read"))
+    }
+
+    /// Every registered agent cgroup: `(cgroup id, entry)`.
+    ///
+    /// # Errors
+    /// When the map cannot be read.
+    pub fn registered_cgroups(&mut self) -> Result<Vec<(u64, AgentCgroup)>, BpfError> {
+        self.agent_cgroups()?
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_err(map_names::AGENT_CGROUPS, "read"))
+    }
+
+    /// Removes every rule whose rule set is not in `keep`; returns how many were removed.
+    ///
+    /// # Errors
+    /// When the map cannot be read or an entry cannot be removed.
+    pub fn retain_rulesets(&mut self, keep: &[u32]) -> Result<usize, BpfError> {
+        let map = self.map(map_names::POLICY)?;
+        let mut trie: LpmTrie<_, [u8; KEY_DATA_LEN], PolicyValue> =
+            LpmTrie::try_from(map).map_err(map_err(map_names::POLICY, "open"))?;
+        let stale = trie
+            .keys()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_err(map_names::POLICY, "read"))?
+            .into_iter()
+            .filter(|key| {
+                let [a, b, c, d, ..] = key.data();
+                !keep.contains(&u32::from_be_bytes([a, b, c, d]))
+            })
+            .collect::<Vec<_>>();
+        for key in &stale {
+            match trie.remove(key) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(source) => return Err(map_err(map_names::POLICY, "remove")(source)),
+            }
+        }
+        Ok(stale.len())
+    }
+
+    fn agent_cgroups(&mut self) -> Result<HashMap<&mut MapData, u64, AgentCgroup>, BpfError> {
+        let map = self.map(map_names::AGENT_CGROUPS)?;
         HashMap::try_from(map).map_err(map_err(map_names::AGENT_CGROUPS, "open"))
     }
 
-    fn scope_config(&mut self) -> Result<Array<&mut aya::maps::MapData, ScopeConfig>, BpfError> {
-        let map = self
-            .ebpf
-            .map_mut(map_names::SCOPE_CONFIG)
-            .ok_or(BpfError::MissingMap {
-                name: map_names::SCOPE_CONFIG,
-            })?;
+    fn scope_config(&mut self) -> Result<Array<&mut MapData, ScopeConfig>, BpfError> {
+        let map = self.map(map_names::SCOPE_CONFIG)?;
         Array::try_from(map).map_err(map_err(map_names::SCOPE_CONFIG, "open"))
     }
 }
@@ -383,6 +634,104 @@ fn map_err(name: &'static str, action: &'static str) -> impl FnOnce(MapError) ->
         name,
         action,
         source,
+    }
+}
+
+/// Loads the embedded object with the struct layouts of the running kernel.
+fn load_object() -> Result<Ebpf, BpfError> {
+    let object = EBPF_OBJECT.ok_or(BpfError::NotBuilt)?;
+    let layout = KernelBtf::from_sys_fs()
+        .and_then(|kernel| kbtf::kernel_layout(&kernel))
+        .map_err(BpfError::Layout)?;
+    EbpfLoader::new()
+        .override_global(LAYOUT_GLOBAL, &layout, true)
+        .load(object)
+        .map_err(BpfError::Load)
+}
+
+fn take_user_maps(ebpf: &mut Ebpf) -> Result<BTreeMap<&'static str, Map>, BpfError> {
+    USER_MAPS
+        .iter()
+        .map(|&(name, ..)| {
+            let map = ebpf.take_map(name).ok_or(BpfError::MissingMap { name })?;
+            Ok((name, map))
+        })
+        .collect()
+}
+
+fn check_compatible(
+    data: &MapData,
+    path: &Path,
+    dir: &Path,
+    key: usize,
+    value: usize,
+) -> Result<(), BpfError> {
+    let info = data.info().map_err(|source| BpfError::PinnedMap {
+        path: path.to_owned(),
+        action: "inspect",
+        source,
+    })?;
+    let want = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    if info.key_size() != want(key) || info.value_size() != want(value) {
+        return Err(BpfError::IncompatiblePin {
+            path: path.to_owned(),
+            dir: dir.to_owned(),
+            key_size: info.key_size(),
+            value_size: info.value_size(),
+            want_key: want(key),
+            want_value: want(value),
+        });
+    }
+    Ok(())
+}
+
+fn create_pin_dir(dir: &Path) -> Result<(), BpfError> {
+    fs::create_dir_all(dir).map_err(|source| BpfError::PinIo {
+        path: dir.to_owned(),
+        action: "creating the pin directory",
+        source,
+    })
+}
+
+/// Removes every pin (file) in `dir`; a missing `dir` has none.
+fn remove_pins(dir: &Path) -> Result<(), BpfError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(BpfError::PinIo {
+                path: dir.to_owned(),
+                action: "listing pins",
+                source,
+            });
+        }
+    };
+    for entry in entries {
+        let path = entry
+            .map_err(|source| BpfError::PinIo {
+                path: dir.to_owned(),
+                action: "listing pins",
+                source,
+            })?
+            .path();
+        fs::remove_file(&path).map_err(|source| BpfError::PinIo {
+            path: path.clone(),
+            action: "removing a pin",
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+fn remove_dir(dir: &Path) -> Result<(), BpfError> {
+    match fs::remove_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(BpfError::PinIo {
+            path: dir.to_owned(),
+            action: "removing the pin directory",
+            source,
+        }),
     }
 }
 

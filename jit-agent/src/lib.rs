@@ -1,6 +1,12 @@
 //! jit's userspace library: everything the daemon, `jitctl` and the privileged tests share.
 //!
 //! [`bpf`] is the only module that touches aya objects.
+pub mod audit;
 pub mod bpf;
 pub mod btf;
 pub mod cgroup;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod policy;
+pub mod prereq;

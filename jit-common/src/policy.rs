@@ -403,7 +403,8 @@ impl RuleShape {
 /// Key of the policy LPM trie, for rules (stored) and for resolved paths (looked up).
 ///
 /// Same layout as aya's `lpm_trie::Key<[u8; KEY_DATA_LEN]>`, which both the userspace and the
-/// eBPF map API take. `data` is the agent id (4 bytes, big-endian, so map dumps read naturally),
+/// eBPF map API take. `data` is the rule set id (4 bytes, big-endian, so map dumps read naturally; see
+/// [`AgentConfig::ruleset`]),
 /// the op (1 byte), then the path; `prefixlen` counts the significant *bits* of
 /// `data`, and the bytes past them are ignored by the trie (and by `==`).
 #[repr(C)]
@@ -439,10 +440,14 @@ impl PolicyKey {
     ///
     /// # Errors
     /// When the pattern cannot be compiled; the error says why.
-    pub fn for_rule(agent: u32, op: Op, pattern: &[u8]) -> Result<(Self, RuleShape), PatternError> {
+    pub fn for_rule(
+        ruleset: u32,
+        op: Op,
+        pattern: &[u8],
+    ) -> Result<(Self, RuleShape), PatternError> {
         let shape = RuleShape::parse(pattern)?;
         let mut key = Self::EMPTY;
-        key.set_header(agent, op);
+        key.set_header(ruleset, op);
         for (slot, &b) in key.path_mut().iter_mut().zip(pattern) {
             *slot = b;
         }
@@ -458,7 +463,7 @@ impl PolicyKey {
     /// with [`PolicyKey::path_mut`] and [`PolicyKey::finish_lookup`].
     #[must_use]
     #[inline(always)]
-    pub fn for_lookup(agent: u32, op: Op, path: &[u8]) -> Self {
+    pub fn for_lookup(ruleset: u32, op: Op, path: &[u8]) -> Self {
         let mut key = Self::EMPTY;
         let buf = key.path_mut();
         for i in 0..PATH_CAPACITY {
@@ -467,7 +472,7 @@ impl PolicyKey {
                 _ => break,
             }
         }
-        key.finish_lookup(agent, op, path.len());
+        key.finish_lookup(ruleset, op, path.len());
         key
     }
 
@@ -486,8 +491,8 @@ impl PolicyKey {
     /// A `path_len` above 250 means the path did not fit: the key then keeps the first
     /// [`PATH_CAPACITY`] bytes, unterminated, so that only directory rules can match.
     #[inline(always)]
-    pub fn finish_lookup(&mut self, agent: u32, op: Op, path_len: usize) {
-        self.set_header(agent, op);
+    pub fn finish_lookup(&mut self, ruleset: u32, op: Op, path_len: usize) {
+        self.set_header(ruleset, op);
         if path_len < PATH_CAPACITY {
             if let Some(terminator) = self.path_mut().get_mut(path_len) {
                 *terminator = 0;
@@ -499,9 +504,9 @@ impl PolicyKey {
     }
 
     #[inline(always)]
-    fn set_header(&mut self, agent: u32, op: Op) {
+    fn set_header(&mut self, ruleset: u32, op: Op) {
         let [a0, a1, a2, a3, op_byte, ..] = &mut self.data;
-        let [b0, b1, b2, b3] = agent.to_be_bytes();
+        let [b0, b1, b2, b3] = ruleset.to_be_bytes();
         (*a0, *a1, *a2, *a3, *op_byte) = (b0, b1, b2, b3, op as u8);
     }
 
@@ -630,9 +635,16 @@ pub struct AgentConfig {
     /// Bit `i` set: some rule of the agent has `*` as component `i`, so the kernel must look up
     /// the path with component `i` replaced by `*`. Extra bits only cost lookups.
     pub wildcard_components: u32,
+    /// The rule set the kernel looks the agent's rules up in: the first four bytes of every
+    /// [`PolicyKey`] of this agent. A new policy is written under a fresh rule set id while the
+    /// old one keeps deciding, and takes effect with the single update of this entry that
+    /// switches the id: there is no moment in which neither the old nor the new rules apply.
+    pub ruleset: u32,
 }
 
 impl AgentConfig {
+    /// A configuration looking rules up in rule set 0; set [`AgentConfig::ruleset`] (or use
+    /// [`AgentConfig::with_ruleset`]) before installing it.
     #[must_use]
     pub const fn new(default_decision: Decision, mode: Mode, wildcard_components: u32) -> Self {
         Self {
@@ -640,7 +652,15 @@ impl AgentConfig {
             mode: mode as u8,
             pad: [0; 2],
             wildcard_components,
+            ruleset: 0,
         }
+    }
+
+    /// The same configuration, looking its rules up in `ruleset`.
+    #[must_use]
+    pub const fn with_ruleset(mut self, ruleset: u32) -> Self {
+        self.ruleset = ruleset;
+        self
     }
 }
 

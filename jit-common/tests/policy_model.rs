@@ -110,6 +110,7 @@ fn compile(rules: &[Rule], settings: &HashMap<u32, Settings>) -> Compiled {
                 mode: s.mode,
                 pad: [0; 2],
                 wildcard_components: masks.get(&agent).copied().unwrap_or(0) | s.extra_wildcards,
+                ruleset: agent,
             };
             (agent, cfg)
         })

@@ -547,8 +547,9 @@ fn evaluate_path(action: &Action, s: &mut Scratch) -> Verdict {
             s.event.path.as_ptr().cast(),
         );
     }
+    // The agent's current rule set, read once: a policy reload switches it atomically.
     s.key
-        .finish_lookup(action.agent.agent_id, action.op, s.event.path_len as usize);
+        .finish_lookup(cfg.ruleset, action.op, s.event.path_len as usize);
     let lookup = |key: &PolicyKey| {
         // SAFETY: PolicyKey has the layout of aya's Key<[u8; KEY_DATA_LEN]> (repr(C) u32 + bytes).
         let key = unsafe { &*(core::ptr::from_ref(key).cast::<Key<[u8; KEY_DATA_LEN]>>()) };

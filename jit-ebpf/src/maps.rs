@@ -18,10 +18,14 @@ pub static AGENT_CGROUPS: HashMap<u64, AgentCgroup> = HashMap::with_max_entries(
 #[map(name = "SCOPE_CONFIG")]
 pub static SCOPE_CONFIG: Array<ScopeConfig> = Array::with_max_entries(1, 0);
 
-/// Per-agent default decision, mode and wildcard positions. An agent without an entry fails
-/// closed (every action denied).
+/// Per-agent default decision, mode, wildcard positions and current rule set. An agent without
+/// an entry fails closed (every action denied).
+///
+/// `BPF_F_NO_PREALLOC`: an update then replaces the element and frees the old one only after an
+/// RCU grace period, so a program that looked the entry up sees the old or the new configuration
+/// whole (a preallocated element can be recycled for another update while still being read).
 #[map(name = "AGENT_CONFIG")]
-pub static AGENT_CONFIG: HashMap<u32, AgentConfig> = HashMap::with_max_entries(1024, 0);
+pub static AGENT_CONFIG: HashMap<u32, AgentConfig> = HashMap::with_max_entries(1024, 1);
 
 /// Compiled rules: longest-prefix match over (agent, op, path). `BPF_F_NO_PREALLOC` is
 /// mandatory for LPM tries.

@@ -26,6 +26,8 @@ use jit_common::{
     policy::{AgentConfig, Decision, Mode, Op, PolicyKey, PolicyValue},
 };
 
+pub mod daemon;
+
 /// Where cgroup2 is mounted inside the test VM.
 pub const CGROUP2_ROOT: &str = "/sys/fs/cgroup";
 
@@ -145,6 +147,25 @@ impl Drop for TestCgroup {
             }
         }
     }
+}
+
+/// A cgroup2 directory that exists already (made by the daemon): not removed on drop.
+pub struct ExistingCgroup(pub PathBuf);
+
+impl ExistingCgroup {
+    /// Runs `program args...` as a process placed in this cgroup before it calls `execve`.
+    ///
+    /// # Errors
+    /// The error of `execve` (for example `EPERM` from jit), or of the cgroup move.
+    pub fn run(&self, program: &str, args: &[&str]) -> io::Result<ExitStatus> {
+        run_in(&self.0, program, args)
+    }
+}
+
+/// Whether `result` is the failure of an `execve` refused with `EPERM` (for polling).
+#[must_use]
+pub fn assert_eperm_quiet(result: &io::Result<ExitStatus>) -> bool {
+    matches!(result, Err(err) if err.raw_os_error() == Some(libc::EPERM))
 }
 
 /// Asserts that `result` is the failure of an `execve` refused with `EPERM`.
@@ -290,6 +311,8 @@ impl AgentSetup {
             mode: self.mode as u8,
             pad: [0; 2],
             wildcard_components: self.wildcards,
+            // The tests key each agent's rules by its agent id.
+            ruleset: self.agent,
         };
         let agent = self.agent;
         self.enforcer()

@@ -27,6 +27,11 @@ pub struct BenchArgs {
     /// The kernel series to boot (`6.1` or `6.12`).
     #[arg(long, value_name = "SERIES", default_value = "6.12")]
     pub kernel: String,
+    /// Without KVM, time with the host's wall clock under multi-threaded emulation instead of the
+    /// default instruction-counting clock (see README, "Benchmarks"): noisier, but it sees cache
+    /// and memory effects that instruction counts do not.
+    #[arg(long)]
+    pub wall_clock: bool,
     /// Extra arguments for jit-bench in the VM: `--reps N`, `--exec-iters N`, `--write-iters N`.
     #[arg(last = true)]
     pub passthrough: Vec<String>,
@@ -169,6 +174,11 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
             &initrd,
             &dir,
             &mut None,
+            if args.wall_clock {
+                vm::Accel::Tcg
+            } else {
+                vm::Accel::TcgIcount
+            },
             Duration::from_mins(30),
             &append,
         )?;

@@ -130,12 +130,50 @@ fn build_vm_tests() -> Result<Vec<(String, PathBuf)>> {
     Ok(bins)
 }
 
-fn build_initramfs(bins: &[(String, PathBuf)], out_dir: &Path) -> Result<PathBuf> {
+/// Builds the daemon and `jitctl` (release) for the VM tests that run them, and returns their
+/// paths.
+fn build_daemon() -> Result<Vec<(String, PathBuf)>> {
+    let out = cmd::stdout(cargo(None).args([
+        "build",
+        "--package",
+        "jit-agent",
+        "--bins",
+        "--release",
+        "--message-format=json-render-diagnostics",
+    ]))?;
+    let mut bins = Vec::new();
+    for line in out.lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if msg["reason"] == "compiler-artifact"
+            && let (Some(exe), Some(name)) =
+                (msg["executable"].as_str(), msg["target"]["name"].as_str())
+        {
+            bins.push((name.to_owned(), PathBuf::from(exe)));
+        }
+    }
+    anyhow::ensure!(
+        bins.iter().any(|(n, _)| n == "jit-agent") && bins.iter().any(|(n, _)| n == "jitctl"),
+        "cargo did not build jit-agent and jitctl"
+    );
+    Ok(bins)
+}
+
+fn build_initramfs(
+    bins: &[(String, PathBuf)],
+    tools: &[(String, PathBuf)],
+    out_dir: &Path,
+) -> Result<PathBuf> {
     let scratch = out_dir.join("stripped");
     fs::create_dir_all(&scratch)?;
     let mut image = Initramfs::new(&vm::init_script(vm::RUN_TESTS))?;
     for (name, path) in bins {
         image.add_executable(path, &Path::new("/jit/tests").join(name), &scratch)?;
+    }
+    // The daemon and jitctl, where the tests (and PATH) find them.
+    for (name, path) in tools {
+        image.add_executable(path, &Path::new("/jit/bin").join(name), &scratch)?;
     }
     let initrd = out_dir.join("initramfs.cpio");
     image.write(&initrd)?;
@@ -147,7 +185,8 @@ fn vm_tests(tally: &mut Tally, kernels: &[Kernel], test_args: &[String]) {
     let prepared = cmd::step("vm", "build privileged tests and initramfs", || {
         fs::create_dir_all(&out_dir)?;
         let bins = build_vm_tests()?;
-        let initrd = build_initramfs(&bins, &out_dir)?;
+        let tools = build_daemon()?;
+        let initrd = build_initramfs(&bins, &tools, &out_dir)?;
         let outcome = format!("{} test binaries", bins.len());
         Ok((initrd, outcome))
     });
@@ -169,6 +208,7 @@ fn vm_tests(tally: &mut Tally, kernels: &[Kernel], test_args: &[String]) {
             &initrd,
             &dir,
             &mut accel,
+            vm::Accel::Tcg,
             Duration::from_mins(20),
             &append,
         );

@@ -53,7 +53,7 @@ mount -t cgroup2 cgroup2 /sys/fs/cgroup
 exec >/dev/ttyS1 2>&1
 echo "JIT-VM-BOOTED $(uname -r)"
 echo "JIT-VM-LSM $(cat /sys/kernel/security/lsm)"
-export JIT_IN_VM=1 RUST_BACKTRACE=1 PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/tmp
+export JIT_IN_VM=1 RUST_BACKTRACE=1 PATH=/jit/bin:/bin:/sbin:/usr/bin:/usr/sbin HOME=/tmp
 cd /tmp
 "#;
 
@@ -67,21 +67,41 @@ poweroff -f
 pub enum Accel {
     Kvm,
     Tcg,
+    /// TCG with an instruction-counting clock (`-icount`): guest time advances by a fixed amount
+    /// per guest instruction, so timings inside the guest are instruction counts, the same in
+    /// every run and unaffected by the host's load. Single-threaded, so slower than [`Accel::Tcg`]:
+    /// for benchmarks only, where software emulation makes wall-clock time mostly noise.
+    TcgIcount,
 }
 
 impl Accel {
-    fn args(self) -> [&'static str; 4] {
+    fn args(self) -> &'static [&'static str] {
         match self {
-            Self::Kvm => ["-accel", "kvm", "-cpu", "host"],
-            Self::Tcg => ["-accel", "tcg,thread=multi", "-cpu", "max"],
+            Self::Kvm => &["-accel", "kvm", "-cpu", "host"],
+            Self::Tcg => &["-accel", "tcg,thread=multi", "-cpu", "max"],
+            // shift=0: one nanosecond of guest time per instruction. sleep=off: an idle guest's
+            // clock jumps to the next timer instead of waiting in real time.
+            Self::TcgIcount => &[
+                "-accel",
+                "tcg,thread=single",
+                "-cpu",
+                "max",
+                "-icount",
+                "shift=0,sleep=off",
+            ],
         }
+    }
+
+    /// Whether this is software emulation (the fallback when KVM does not work).
+    fn is_software(self) -> bool {
+        matches!(self, Self::Tcg | Self::TcgIcount)
     }
 
     /// How long the guest may take to print [`BOOTED`].
     fn boot_timeout(self) -> Duration {
         match self {
             Self::Kvm => Duration::from_secs(30),
-            Self::Tcg => Duration::from_mins(3),
+            Self::Tcg | Self::TcgIcount => Duration::from_mins(3),
         }
     }
 
@@ -89,6 +109,7 @@ impl Accel {
         match self {
             Self::Kvm => "kvm",
             Self::Tcg => "tcg",
+            Self::TcgIcount => "tcg, instruction-counting clock",
         }
     }
 }
@@ -151,33 +172,35 @@ fn spawn(
 
 /// Boots `kernel` with `initrd` and waits until the guest powers off or `timeout` passes.
 ///
-/// `accel` carries the accelerator that worked last time within this xtask run.
+/// `accel` carries the accelerator that worked last time within this xtask run; KVM is tried
+/// first, then `software` ([`Accel::Tcg`] or [`Accel::TcgIcount`]).
 pub fn run(
     kernel: &Kernel,
     initrd: &Path,
     dir: &Path,
     accel: &mut Option<Accel>,
+    software: Accel,
     timeout: Duration,
     append_extra: &str,
 ) -> Result<VmRun> {
     fs::create_dir_all(dir)?;
     let candidates = match *accel {
         Some(known) => vec![known],
-        None if kvm_available() => vec![Accel::Kvm, Accel::Tcg],
-        None => vec![Accel::Tcg],
+        None if kvm_available() => vec![Accel::Kvm, software],
+        None => vec![software],
     };
     let mut last = None;
     for candidate in candidates {
         let outcome = run_once(kernel, initrd, dir, candidate, timeout, append_extra)?;
         let booted = outcome.results.contains(BOOTED);
-        if booted || candidate == Accel::Tcg {
+        if booted || candidate.is_software() {
             if booted {
                 *accel = Some(candidate);
             }
             return Ok(outcome);
         }
         eprintln!(
-            "[vm] {}: guest did not boot under KVM ({}); falling back to TCG",
+            "[vm] {}: guest did not boot under KVM ({}); falling back to software emulation",
             kernel.release,
             outcome.problem.as_deref().unwrap_or("no reason given")
         );

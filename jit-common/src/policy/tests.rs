@@ -48,8 +48,9 @@ fn layouts_match_the_kernel_and_aya() {
     assert_eq!(offset_of!(PolicyValue, rule_id), 4);
     assert_eq!(offset_of!(PolicyValue, literal_len), 8);
     assert_eq!(offset_of!(PolicyValue, pattern_len), 10);
-    assert_eq!(size_of::<AgentConfig>(), 8);
+    assert_eq!(size_of::<AgentConfig>(), 12);
     assert_eq!(offset_of!(AgentConfig, wildcard_components), 4);
+    assert_eq!(offset_of!(AgentConfig, ruleset), 8);
     assert_eq!(KEY_HEADER_LEN + PATH_CAPACITY, KEY_DATA_LEN);
     assert_eq!(PATH_CAPACITY, 251);
 }

@@ -52,7 +52,10 @@ fn exec_inside_runs_again_after_detach() {
         .register_agent_cgroup(agent.path(), 1)
         .expect("register agent cgroup");
     enforcer
-        .set_agent_config(1, AgentConfig::new(Decision::Deny, Mode::Enforce, 0))
+        .set_agent_config(
+            1,
+            AgentConfig::new(Decision::Deny, Mode::Enforce, 0).with_ruleset(1),
+        )
         .expect("agent config: deny every exec");
     assert_eperm(&agent.run(TRUE, &[]), "exec before detach");
     enforcer.detach().expect("detach");

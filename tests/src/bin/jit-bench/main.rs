@@ -248,6 +248,7 @@ fn load(agent: &BenchCgroup) -> Result<Enforcer> {
         mode: Mode::Enforce as u8,
         pad: [0; 2],
         wildcard_components: 0,
+        ruleset: AGENT,
     };
     enforcer
         .set_agent_config(AGENT, config)

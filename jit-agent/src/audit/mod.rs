@@ -1,0 +1,31 @@
+//! The audit trail: every decision, hold, approval and daemon event as one line of JSON in a
+//! hash-chained log (invariant 4).
+//!
+//! - [`record`]: the typed schema, and the conversion from kernel [`Event`](jit_common::event::Event)s.
+//! - [`ProcessContext`]: argv, cwd, user and ancestry of the process behind an event (procfs).
+//! - [`AuditWriter`]: appends, resumes the chain on open, cuts torn tails, fsyncs, rotates.
+//! - [`verify()`]: checks files against the chain.
+//! - [`table`]: the human one-line-per-record view.
+//!
+//! The schema below is also `docs/audit-schema.md` in the repository (this text *is* that file).
+//!
+#![doc = include_str!("../../../docs/audit-schema.md")]
+
+mod chain;
+mod process;
+pub mod record;
+pub mod table;
+mod verify;
+mod writer;
+
+pub use chain::{ChainHead, GENESIS_PREV, line_hash};
+pub use process::{MAX_ARGV_BYTES, MAX_PARENTS, ParentProcess, ProcessContext};
+pub use record::{
+    Approval, ApprovalDecision, AuditRecovered, DaemonStarted, DaemonStopped, EventsDropped,
+    KernelRecord, PolicyLoaded, PolicyRejected, Record, RecordBody, SCHEMA_VERSION,
+};
+pub use verify::{Problem, VerifyError, VerifySummary, verify};
+pub use writer::{
+    Appended, AuditError, AuditOptions, AuditWriter, FsyncPolicy, WriterStats, chain_files,
+    rotated_path,
+};

@@ -1,0 +1,342 @@
+//! The typed audit record (schema version [`SCHEMA_VERSION`]); see the [module docs](super) for
+//! the field tables.
+
+use jiff::Timestamp;
+use jit_common::{
+    event::{EVENT_FLAG_PATH_TRUNCATED, EVENT_FLAG_PATH_UNRESOLVED, Event, EventKind},
+    policy::{Decision, Op},
+};
+use serde::{Deserialize, Serialize};
+
+use super::{chain::to_hex, process::ProcessContext};
+
+/// Value of every record's `v`. Bumped only for changes old readers would misread (a field
+/// renamed, removed or given another meaning); new optional fields and new `type`s do not bump it.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One line of the audit log.
+///
+/// Field order is the order of the JSON object: `v`, `seq`, `time`, `type`, the fields of the
+/// type, `prev`. `seq`, `time` and `prev` are assigned by [`AuditWriter`](super::AuditWriter);
+/// callers only build the [`RecordBody`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Schema version, [`SCHEMA_VERSION`].
+    pub v: u32,
+    /// Position in the chain: 1 for the first record, then +1 per record, across rotations and
+    /// daemon restarts.
+    pub seq: u64,
+    /// Wall-clock time the record was written, RFC 3339 UTC with microseconds.
+    #[serde(with = "rfc3339_micros")]
+    pub time: Timestamp,
+    /// `type` and the type's fields.
+    #[serde(flatten)]
+    pub body: RecordBody,
+    /// Lowercase hex SHA-256 of the previous record's line (without its newline); 64 zeros for
+    /// `seq` 1.
+    pub prev: String,
+}
+
+impl Record {
+    /// The exact line written to the log for this record, without the newline.
+    ///
+    /// # Errors
+    /// Only if serialization fails, which the record types cannot cause (no maps with non-string
+    /// keys, no `PathBuf`s); kept as an error rather than a panic because audit must not crash
+    /// the daemon.
+    pub fn to_line(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(self)
+    }
+
+    /// Parses one line (without its newline).
+    ///
+    /// # Errors
+    /// When the line is not a record of a known `type` under this schema.
+    pub fn from_line(line: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(line)
+    }
+}
+
+/// `type` and the fields that go with it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "kernel records are the common case: boxing them would add an allocation to most \
+              records to make the rare ones smaller"
+)]
+pub enum RecordBody {
+    /// An event the kernel reported (hold, decision, grant used or denied).
+    Kernel(KernelRecord),
+    /// A policy set was validated and loaded into the maps.
+    PolicyLoaded(PolicyLoaded),
+    /// A policy set was rejected; the previous one stays in force (invariant 5).
+    PolicyRejected(PolicyRejected),
+    /// The daemon started (after resuming the chain).
+    DaemonStarted(DaemonStarted),
+    /// The daemon is stopping in an orderly way. Its absence before the next `daemon_started`
+    /// means the daemon crashed or was killed.
+    DaemonStopped(DaemonStopped),
+    /// The kernel could not deliver events (ring buffer full): invariant 4 requires saying so.
+    EventsDropped(EventsDropped),
+    /// A reviewer answered a hold.
+    Approval(Approval),
+    /// The writer found a torn tail (a crash mid-write) when it opened the log and cut it off.
+    AuditRecovered(AuditRecovered),
+}
+
+impl RecordBody {
+    /// The `type` string of this body.
+    #[must_use]
+    pub const fn type_name(&self) -> &'static str {
+        match self {
+            Self::Kernel(_) => "kernel",
+            Self::PolicyLoaded(_) => "policy_loaded",
+            Self::PolicyRejected(_) => "policy_rejected",
+            Self::DaemonStarted(_) => "daemon_started",
+            Self::DaemonStopped(_) => "daemon_stopped",
+            Self::EventsDropped(_) => "events_dropped",
+            Self::Approval(_) => "approval",
+            Self::AuditRecovered(_) => "audit_recovered",
+        }
+    }
+}
+
+/// A kernel event. Enumerations are written as their names (`Op::name`, `Decision::name`); a
+/// value this build does not know (a newer kernel object) is written as `unknown(N)` rather
+/// than dropped, because a record must never be lost over a decoding question.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelRecord {
+    /// `hold`, `decision`, `grant_used` or `grant_denied`.
+    pub kind: String,
+    /// The operation (`exec`, `write`, ...).
+    pub op: String,
+    /// The resolved path; invalid UTF-8 is replaced by U+FFFD (see `path_hex`).
+    pub path: String,
+    /// The exact path bytes in hex, present only when they are not valid UTF-8, so that
+    /// `path` stays a readable string and no byte is lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_hex: Option<String>,
+    /// What the policy decided.
+    pub decision: String,
+    /// What the kernel applied; differs from `decision` in shadow mode.
+    pub enforced: String,
+    /// Rule that decided; 0 = the agent's default decision.
+    pub rule_id: u32,
+    /// Name of that rule, filled in by the daemon from the loaded policy (`null` when unknown).
+    pub rule: Option<String>,
+    /// Agent id as stored in the maps.
+    pub agent_id: u32,
+    /// Agent name, filled in by the daemon from the loaded policy (`null` when unknown).
+    pub agent: Option<String>,
+    pub pid: u32,
+    pub tgid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub cgroup_id: u64,
+    /// The hold this event belongs to; `null` for events outside a hold.
+    pub request_id: Option<u64>,
+    /// Kernel monotonic clock (`bpf_ktime_get_ns`), nanoseconds since boot.
+    pub ktime_ns: u64,
+    /// Device of the file the action is about (kernel encoding).
+    pub dev: u64,
+    /// Inode of that file (of the parent directory for create/mkdir).
+    pub ino: u64,
+    /// The path did not fit the event and was cut.
+    pub truncated: bool,
+    /// The kernel could not resolve the path; the decision failed closed.
+    pub unresolved: bool,
+    /// Process details read from procfs when the event arrived (`null` when not captured).
+    pub process: Option<ProcessContext>,
+}
+
+fn unknown(v: u8) -> String {
+    format!("unknown({v})")
+}
+
+fn kind_name(v: u8) -> String {
+    match EventKind::from_u8(v) {
+        Some(EventKind::Hold) => "hold".to_owned(),
+        Some(EventKind::Decision) => "decision".to_owned(),
+        Some(EventKind::GrantUsed) => "grant_used".to_owned(),
+        Some(EventKind::GrantDenied) => "grant_denied".to_owned(),
+        None => unknown(v),
+    }
+}
+
+fn op_name(v: u8) -> String {
+    Op::from_u8(v).map_or_else(|| unknown(v), |op| op.name().to_owned())
+}
+
+fn decision_name(v: u8) -> String {
+    Decision::from_u8(v).map_or_else(|| unknown(v), |d| d.name().to_owned())
+}
+
+impl KernelRecord {
+    /// Converts a ring buffer event. `agent` and `rule` stay `None`: only the daemon knows the
+    /// names behind the ids (see [`KernelRecord::with_names`]).
+    #[must_use]
+    pub fn from_event(event: &Event, process: Option<ProcessContext>) -> Self {
+        let bytes = event.path_bytes();
+        let (path, path_hex) = match std::str::from_utf8(bytes) {
+            Ok(s) => (s.to_owned(), None),
+            Err(_) => (
+                String::from_utf8_lossy(bytes).into_owned(),
+                Some(to_hex(bytes)),
+            ),
+        };
+        Self {
+            kind: kind_name(event.kind),
+            op: op_name(event.op),
+            path,
+            path_hex,
+            decision: decision_name(event.decision),
+            enforced: decision_name(event.enforced),
+            rule_id: event.rule_id,
+            rule: None,
+            agent_id: event.agent_id,
+            agent: None,
+            pid: event.pid,
+            tgid: event.tgid,
+            ppid: event.ppid,
+            uid: event.uid,
+            gid: event.gid,
+            cgroup_id: event.cgroup_id,
+            request_id: (event.request_id != 0).then_some(event.request_id),
+            ktime_ns: event.ts_ns,
+            dev: event.file.dev,
+            ino: event.file.ino,
+            truncated: event.flags & EVENT_FLAG_PATH_TRUNCATED != 0,
+            unresolved: event.flags & EVENT_FLAG_PATH_UNRESOLVED != 0,
+            process,
+        }
+    }
+
+    /// Sets the agent and rule names the daemon looked up for `agent_id` and `rule_id`.
+    #[must_use]
+    pub fn with_names(mut self, agent: Option<String>, rule: Option<String>) -> Self {
+        self.agent = agent;
+        self.rule = rule;
+        self
+    }
+}
+
+impl From<KernelRecord> for RecordBody {
+    fn from(r: KernelRecord) -> Self {
+        Self::Kernel(r)
+    }
+}
+
+/// A policy set went into force.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyLoaded {
+    /// Increases with every successful load; identifies the policy in force.
+    pub generation: u64,
+    /// The policy files of the set.
+    pub files: Vec<String>,
+}
+
+/// A policy set was refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyRejected {
+    /// Every error, each as `FILE:LINE:COL: message` where a position is known.
+    pub errors: Vec<String>,
+}
+
+/// The daemon started.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonStarted {
+    /// `jit-agent` version.
+    pub version: String,
+    /// Daemon process id.
+    pub pid: u32,
+}
+
+/// The daemon stops in an orderly way.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonStopped {
+    /// Why (`SIGTERM`, `fatal error: ...`).
+    pub reason: String,
+}
+
+/// Kernel events were lost.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventsDropped {
+    /// Newly dropped since the previous `events_dropped` record.
+    pub count: u64,
+    /// Dropped since the programs were loaded (the kernel counter).
+    pub total: u64,
+}
+
+/// What a reviewer answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalDecision {
+    Approve,
+    Deny,
+    Kill,
+}
+
+impl ApprovalDecision {
+    /// The name written in records.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Approve => "approve",
+            Self::Deny => "deny",
+            Self::Kill => "kill",
+        }
+    }
+}
+
+/// A reviewer's answer to a hold.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    /// The hold answered (`request_id` of its `kernel` records).
+    pub request_id: u64,
+    /// Who answered: a user name (socket peer), a token name (HTTP), or `timeout`.
+    pub reviewer: String,
+    pub decision: ApprovalDecision,
+    /// `once` or a duration such as `15m`.
+    pub scope: String,
+    /// Free text the reviewer gave, if any.
+    pub reason: Option<String>,
+}
+
+/// A torn tail was cut off the log when the writer opened it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecovered {
+    /// The log file that had the torn tail.
+    pub file: String,
+    /// Offset at which the tail was cut (the length of the intact part).
+    pub offset: u64,
+    /// Length of the removed tail in bytes.
+    pub bytes: u64,
+    /// Hex SHA-256 of the removed bytes, so what was removed is still accounted for.
+    pub sha256: String,
+    /// The first removed bytes (at most 256), lossily decoded, for a human to judge.
+    pub preview: String,
+}
+
+/// Formats and parses `time`: RFC 3339 in UTC with exactly six fractional digits, so lines are
+/// fixed-width in that field and sort lexically.
+mod rfc3339_micros {
+    use jiff::Timestamp;
+    use serde::{Deserialize as _, Deserializer, Serializer, de::Error as _};
+
+    pub fn serialize<S: Serializer>(ts: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{ts:.6}"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(D::Error::custom)
+    }
+}
+
+/// `time` as written to the log.
+#[must_use]
+pub fn format_time(ts: Timestamp) -> String {
+    format!("{ts:.6}")
+}

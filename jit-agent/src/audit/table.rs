@@ -1,0 +1,194 @@
+//! One line per record for humans (`jitctl audit` without `--json`).
+//!
+//! Paths, agent names, reasons and the like come from agents and reviewers: control characters
+//! in them are escaped, so a crafted file name cannot forge or hide table lines.
+
+use std::fmt::Write as _;
+
+use super::record::{KernelRecord, Record, RecordBody};
+
+const TIME_W: usize = 20;
+const TYPE_W: usize = 15;
+const AGENT_W: usize = 16;
+const OP_W: usize = 8;
+const DECISION_W: usize = 13;
+const PID_W: usize = 7;
+
+/// Escapes control characters (newline, escape sequences, ...) of untrusted text.
+fn clean(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_owned();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn row(
+    time: &str,
+    kind: &str,
+    agent: &str,
+    op: &str,
+    decision: &str,
+    pid: &str,
+    detail: &str,
+) -> String {
+    let mut s = String::with_capacity(128);
+    let _ = write!(
+        s,
+        "{time:<TIME_W$} {kind:<TYPE_W$} {agent:<AGENT_W$} {op:<OP_W$} {decision:<DECISION_W$} \
+         {pid:>PID_W$} {detail}"
+    );
+    s.truncate(s.trim_end().len());
+    s
+}
+
+fn kernel_row(time: &str, k: &KernelRecord) -> String {
+    let decision = if k.decision == k.enforced {
+        k.decision.clone()
+    } else {
+        format!("{}->{}", k.decision, k.enforced)
+    };
+    let agent = k
+        .agent
+        .clone()
+        .unwrap_or_else(|| format!("#{}", k.agent_id));
+    let mut detail = clean(&k.path);
+    if k.truncated {
+        detail.push_str(" (path truncated)");
+    }
+    if k.unresolved {
+        detail.push_str(" (path unresolved)");
+    }
+    match (&k.rule, k.rule_id) {
+        (_, 0) => detail.push_str("  rule: default"),
+        (Some(name), _) => {
+            let _ = write!(detail, "  rule: {}", clean(name));
+        }
+        (None, id) => {
+            let _ = write!(detail, "  rule: #{id}");
+        }
+    }
+    if let Some(id) = k.request_id {
+        let _ = write!(detail, "  request {id}");
+    }
+    row(
+        time,
+        &clean(&k.kind),
+        &clean(&agent),
+        &clean(&k.op),
+        &clean(&decision),
+        &k.pid.to_string(),
+        &detail,
+    )
+}
+
+/// The column titles matching [`format_row`].
+#[must_use]
+pub fn table_header() -> String {
+    row(
+        "TIME",
+        "TYPE",
+        "AGENT",
+        "OP",
+        "DECISION",
+        "PID",
+        "PATH / SUMMARY",
+    )
+}
+
+/// One table line for `record`: time (UTC, seconds), type (for kernel events their kind),
+/// agent, op, decision (`policy->enforced` when shadow mode made them differ), pid, and the
+/// path or a summary.
+#[must_use]
+pub fn format_row(record: &Record) -> String {
+    let time = format!("{:.0}", record.time);
+    let dash = "-";
+    match &record.body {
+        RecordBody::Kernel(k) => kernel_row(&time, k),
+        RecordBody::PolicyLoaded(p) => {
+            let detail = format!("generation {}: {} file(s)", p.generation, p.files.len());
+            row(&time, "policy_loaded", dash, dash, dash, dash, &detail)
+        }
+        RecordBody::PolicyRejected(p) => {
+            let mut detail = format!("{} error(s)", p.errors.len());
+            if let Some(first) = p.errors.first() {
+                let _ = write!(detail, ": {}", clean(first));
+            }
+            row(&time, "policy_rejected", dash, dash, dash, dash, &detail)
+        }
+        RecordBody::DaemonStarted(d) => {
+            let detail = format!("jit-agent {}", clean(&d.version));
+            row(
+                &time,
+                "daemon_started",
+                dash,
+                dash,
+                dash,
+                &d.pid.to_string(),
+                &detail,
+            )
+        }
+        RecordBody::DaemonStopped(d) => row(
+            &time,
+            "daemon_stopped",
+            dash,
+            dash,
+            dash,
+            dash,
+            &clean(&d.reason),
+        ),
+        RecordBody::EventsDropped(d) => {
+            let detail = format!("{} event(s) dropped, {} in total", d.count, d.total);
+            row(&time, "events_dropped", dash, dash, dash, dash, &detail)
+        }
+        RecordBody::Approval(a) => {
+            let mut detail = format!(
+                "request {} by {}, scope {}",
+                a.request_id,
+                clean(&a.reviewer),
+                clean(&a.scope)
+            );
+            if let Some(reason) = &a.reason {
+                let _ = write!(detail, ": {}", clean(reason));
+            }
+            row(
+                &time,
+                "approval",
+                dash,
+                dash,
+                a.decision.name(),
+                dash,
+                &detail,
+            )
+        }
+        RecordBody::AuditRecovered(r) => {
+            let detail = format!(
+                "cut {} torn byte(s) at offset {} of {}",
+                r.bytes,
+                r.offset,
+                clean(&r.file)
+            );
+            row(&time, "audit_recovered", dash, dash, dash, dash, &detail)
+        }
+    }
+}
+
+/// [`format_row`] for a raw log line; a line that is not a known record still gets a row
+/// (an audit viewer must not hide what it cannot parse).
+#[must_use]
+pub fn format_line(line: &[u8]) -> String {
+    match Record::from_line(line) {
+        Ok(record) => format_row(&record),
+        Err(e) => format!(
+            "unreadable record ({e}): {}",
+            clean(&String::from_utf8_lossy(line))
+        ),
+    }
+}

@@ -1,0 +1,281 @@
+//! `jitctl`: run a command as an agent, inspect the daemon, check and reload policies, read and
+//! verify the audit trail. See the README, "jitctl".
+use std::{
+    io::{BufRead as _, BufReader, Seek as _, SeekFrom},
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+use jit_agent::{
+    audit::{table, verify},
+    config::{Config, Overrides},
+    control::{self, Request, Response},
+    policy,
+};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Control jit: run agents, check and reload policies, read the audit trail"
+)]
+struct Cli {
+    /// The daemon's config file, for the socket and audit log paths.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The daemon's control socket (default: from the config, else /run/jit/jit.sock).
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run CMD as agent NAME: the daemon moves this process into the agent's cgroup, then it
+    /// becomes CMD, under the agent's policy. Exits with CMD's status.
+    Run {
+        #[arg(long, value_name = "NAME")]
+        agent: String,
+        /// The command and its arguments.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// The daemon's state: programs, agents, policy generation, counters.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Policy commands.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCmd,
+    },
+    /// Print the audit log (a table by default), or verify its hash chain.
+    Audit {
+        #[command(subcommand)]
+        verify: Option<AuditCmd>,
+        /// Keep printing new records as they are written.
+        #[arg(long)]
+        follow: bool,
+        /// Print the records as they are stored (JSON Lines).
+        #[arg(long)]
+        json: bool,
+        /// The log to read (default: from the config, else /var/log/jit/audit.jsonl).
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Validate a policy directory without a daemon; exits non-zero on any error.
+    Check { dir: PathBuf },
+    /// Make the daemon re-read its policy directory now.
+    Reload,
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Check the hash chain of FILEs (oldest first); names the first broken record.
+    Verify {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("jitctl: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let config = Config::resolve(cli.config.as_deref(), Overrides::default())?;
+    let socket = cli.socket.unwrap_or_else(|| config.socket.path.clone());
+    match cli.command {
+        Cmd::Run { agent, command } => run_as(&socket, &agent, &command),
+        Cmd::Status { json } => status(&socket, json),
+        Cmd::Policy {
+            command: PolicyCmd::Check { dir },
+        } => Ok(check(&dir)),
+        Cmd::Policy {
+            command: PolicyCmd::Reload,
+        } => match call(&socket, &Request::Reload)? {
+            Response::Reloaded { generation, files } => {
+                println!(
+                    "policy generation {generation} loaded from {}",
+                    files.join(", ")
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            other => fail(other),
+        },
+        Cmd::Audit {
+            verify: Some(AuditCmd::Verify { files }),
+            ..
+        } => match verify(&files) {
+            Ok(summary) => {
+                println!(
+                    "ok: {} records in {} files, chain intact; last record seq {} hash {}",
+                    summary.records, summary.files, summary.head.seq, summary.head.hash
+                );
+                if !summary.anchored {
+                    println!(
+                        "note: the chain does not start at its first record (older files not \
+                         given or rotated away): the first record's link was not checked"
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(err) => {
+                println!("BROKEN: {err}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        Cmd::Audit {
+            verify: None,
+            follow,
+            json,
+            file,
+        } => audit(&file.unwrap_or(config.audit.path), follow, json),
+    }
+}
+
+fn call(socket: &Path, request: &Request) -> Result<Response> {
+    Ok(control::call(socket, request, Duration::from_secs(30))?)
+}
+
+fn fail(response: Response) -> Result<ExitCode> {
+    match response {
+        Response::Error { error } => bail!("{error}"),
+        other => bail!("unexpected answer from the daemon: {other:?}"),
+    }
+}
+
+fn run_as(socket: &Path, agent: &str, command: &[String]) -> Result<ExitCode> {
+    match call(
+        socket,
+        &Request::Run {
+            agent: agent.to_owned(),
+        },
+    )? {
+        Response::Placed { .. } => {}
+        other => return fail(other),
+    }
+    let (program, args) = command.split_first().context("no command given")?;
+    let err = Command::new(program).args(args).exec();
+    eprintln!("jitctl: running {program}: {err}");
+    // The shell's conventions: 127 not found, 126 found but not runnable (e.g. denied by jit).
+    Ok(ExitCode::from(
+        if err.kind() == std::io::ErrorKind::NotFound {
+            127
+        } else {
+            126
+        },
+    ))
+}
+
+fn status(socket: &Path, json: bool) -> Result<ExitCode> {
+    let s = match call(socket, &Request::Status)? {
+        Response::Status(s) => s,
+        other => return fail(other),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "jit-agent {} (pid {}), programs {} from {}",
+        s.version, s.pid, s.startup, s.pin_dir
+    );
+    println!(
+        "programs attached: {}/{}",
+        s.programs.len(),
+        jit_common::program_names::ALL.len()
+    );
+    println!(
+        "policy generation {}: {}",
+        s.policy_generation,
+        s.policy_files.join(", ")
+    );
+    if let Some(err) = &s.policy_error {
+        println!(
+            "last reload REJECTED (the policy above stays in force):\n  {}",
+            err.replace('\n', "\n  ")
+        );
+    }
+    println!("agents:");
+    for a in &s.agents {
+        println!(
+            "  {:<20} id {:#010x}  mode {:<7} default {:<5} {} entries  cgroups {}",
+            a.name,
+            a.id,
+            a.mode,
+            a.default,
+            a.rules,
+            a.cgroups.join(", ")
+        );
+    }
+    let counters: Vec<String> = s.counters.iter().map(|(n, v)| format!("{n}={v}")).collect();
+    println!("counters: {}", counters.join(" "));
+    println!("events dropped: {}", s.events_dropped);
+    println!("pending holds: {}", s.pending);
+    println!("audit log: {}", s.audit_log);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(dir: &Path) -> ExitCode {
+    match policy::load_dir(dir) {
+        Ok(set) => {
+            let rules: usize = set.agents().iter().map(|a| a.rules.len()).sum();
+            println!(
+                "{}: ok, {} agents, {rules} rules",
+                dir.display(),
+                set.agents().len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("{}: {} errors", dir.display(), errors.errors().len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn audit(path: &Path, follow: bool, json: bool) -> Result<ExitCode> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut reader = BufReader::new(file);
+    if !json {
+        println!("{}", table::table_header());
+    }
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line)?;
+        if n == 0 || line.last() != Some(&b'\n') {
+            if !follow {
+                return Ok(ExitCode::SUCCESS);
+            }
+            // A partial line is re-read once complete.
+            reader.seek(SeekFrom::Current(-i64::try_from(n)?))?;
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        }
+        let record = &line[..line.len() - 1];
+        if json {
+            println!("{}", String::from_utf8_lossy(record));
+        } else {
+            println!("{}", table::format_line(record));
+        }
+    }
+}

@@ -1,0 +1,660 @@
+//! The daemon's configuration file (`jit-agent --config FILE`, TOML).
+//!
+//! Every key is optional; [`Config::default`] holds the documented defaults, and
+//! `jit-agent/jit-agent.example.toml` documents every key. Unknown keys are errors (a typo must
+//! not silently leave a security setting at its default). Errors name the position:
+//! `FILE:LINE:COL: message`.
+//!
+//! Precedence: command-line flags ([`Overrides`]) > the file > the defaults; see
+//! [`Config::resolve`].
+//!
+//! | key | default | |
+//! |---|---|---|
+//! | `policy_dir` | `/etc/jit/policies` | absolute path |
+//! | `bpffs` | `/sys/fs/bpf/jit` | where programs and maps are pinned |
+//! | `cgroup_root` | `/sys/fs/cgroup` | the cgroup2 mount |
+//! | `audit.path` | `/var/log/jit/audit.jsonl` | |
+//! | `audit.fsync` | `"always"` | `"always"`, `"never"` or an interval like `"1s"` |
+//! | `audit.max_bytes` | 64 MiB | bytes, or a string `"64MiB"`; 0 = never rotate |
+//! | `audit.keep` | 8 | rotated files kept (0..=1000) |
+//! | `socket.path` | `/run/jit/jit.sock` | |
+//! | `socket.mode` | `"0600"` | octal string; no permissions for others |
+//! | `socket.group` | none | group owning the socket (reviewers) |
+//! | `log.format` | `"human"` | `"human"` or `"json"` |
+//! | `log.level` | `"info"` | `off`, `error`, `warn`, `info`, `debug`, `trace` |
+//! | `http.enabled` | `false` | |
+//! | `http.listen` | `127.0.0.1:7070` | |
+//! | `[[http.token]]` | none | `name`, `token_file` (absolute path) |
+
+use std::{
+    collections::HashSet,
+    fmt,
+    net::SocketAddr,
+    ops::Range,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Deserializer, de};
+use toml::Spanned;
+use tracing::level_filters::LevelFilter;
+
+use crate::audit::{AuditOptions, FsyncPolicy};
+
+/// Default policy directory.
+pub const DEFAULT_POLICY_DIR: &str = "/etc/jit/policies";
+/// Default audit log.
+pub const DEFAULT_AUDIT_PATH: &str = "/var/log/jit/audit.jsonl";
+/// Default control socket.
+pub const DEFAULT_SOCKET_PATH: &str = "/run/jit/jit.sock";
+/// Default pin directory on bpffs.
+pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf/jit";
+/// Default cgroup2 mount.
+pub const DEFAULT_CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// Default HTTP listen address (loopback: exposing it is a deliberate choice).
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:7070";
+/// Most rotated audit files that may be kept; bounds the renames of one rotation.
+pub const MAX_KEEP: u32 = 1000;
+/// Smallest `audit.max_bytes` other than 0: one record with a long path and argv can take tens
+/// of KiB, and rotating on every record would defeat `keep`.
+pub const MIN_MAX_BYTES: u64 = 64 * 1024;
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: cannot read the config file: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A syntax error, a wrong type or value, an unknown key: with its position.
+    #[error("{}:{line}:{column}: {message}", path.display())]
+    Invalid {
+        path: PathBuf,
+        /// 1-based.
+        line: usize,
+        /// 1-based, in characters.
+        column: usize,
+        message: String,
+    },
+    /// The rare error the parser gives no position for.
+    #[error("{}: {message}", path.display())]
+    Unpositioned { path: PathBuf, message: String },
+    #[error("{flag}: {message}")]
+    Override { flag: &'static str, message: String },
+}
+
+/// How the daemon writes its own log (not the audit log).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Text for a terminal or journald.
+    Human,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// The resolved configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub policy_dir: PathBuf,
+    pub audit: AuditConfig,
+    pub socket: SocketConfig,
+    pub log: LogConfig,
+    pub http: HttpConfig,
+    pub bpffs: PathBuf,
+    pub cgroup_root: PathBuf,
+}
+
+/// `[audit]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditConfig {
+    pub path: PathBuf,
+    pub fsync: FsyncPolicy,
+    /// 0 = never rotate.
+    pub max_bytes: u64,
+    pub keep: u32,
+}
+
+impl AuditConfig {
+    /// The options for [`AuditWriter::open`](crate::audit::AuditWriter::open).
+    #[must_use]
+    pub fn options(&self) -> AuditOptions {
+        AuditOptions {
+            path: self.path.clone(),
+            fsync: self.fsync,
+            max_bytes: self.max_bytes,
+            keep: self.keep,
+        }
+    }
+}
+
+/// `[socket]`: the control socket `jitctl` talks to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SocketConfig {
+    pub path: PathBuf,
+    /// Permission bits, at most `0o770`.
+    pub mode: u32,
+    /// Group that owns the socket, so its members (reviewers) can connect.
+    pub group: Option<String>,
+}
+
+/// `[log]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: LevelFilter,
+}
+
+/// `[http]`: the approval API (served later; only parsed and checked for now).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    pub tokens: Vec<HttpToken>,
+}
+
+/// `[[http.token]]`: a bearer token a reviewer authenticates with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpToken {
+    /// Who the token belongs to: the reviewer name in audit records.
+    pub name: String,
+    /// File holding the token (read at start; kept out of the config so the config can be
+    /// world-readable).
+    pub token_file: PathBuf,
+}
+
+/// Command-line flags that override the file. `None` = not given.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `--policies DIR`.
+    pub policy_dir: Option<PathBuf>,
+    /// `--audit-log FILE`.
+    pub audit_path: Option<PathBuf>,
+    /// `--socket PATH`.
+    pub socket_path: Option<PathBuf>,
+    /// `--log-format human|json`.
+    pub log_format: Option<LogFormat>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            policy_dir: DEFAULT_POLICY_DIR.into(),
+            audit: AuditConfig {
+                path: DEFAULT_AUDIT_PATH.into(),
+                fsync: FsyncPolicy::Always,
+                max_bytes: 64 * 1024 * 1024,
+                keep: 8,
+            },
+            socket: SocketConfig {
+                path: DEFAULT_SOCKET_PATH.into(),
+                mode: 0o600,
+                group: None,
+            },
+            log: LogConfig {
+                format: LogFormat::Human,
+                level: LevelFilter::INFO,
+            },
+            http: HttpConfig {
+                enabled: false,
+                listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+                tokens: Vec::new(),
+            },
+            bpffs: DEFAULT_BPFFS.into(),
+            cgroup_root: DEFAULT_CGROUP_ROOT.into(),
+        }
+    }
+}
+
+impl Config {
+    /// The configuration to run with: the defaults, replaced by what `file` sets (when given),
+    /// replaced by what `overrides` sets. A relative override path is taken relative to the
+    /// current directory (as a user typing a flag expects) and made absolute, because the
+    /// daemon must not depend on its working directory; paths in the file must be absolute.
+    ///
+    /// # Errors
+    /// When `file` is given but cannot be read or is invalid, or an override path is empty.
+    pub fn resolve(file: Option<&Path>, overrides: Overrides) -> Result<Self, ConfigError> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                Self::parse(path, &text)?
+            }
+            None => Self::default(),
+        };
+        let absolute = |flag: &'static str, p: PathBuf| {
+            std::path::absolute(&p).map_err(|e| ConfigError::Override {
+                flag,
+                message: format!("{}: {e}", p.display()),
+            })
+        };
+        if let Some(p) = overrides.policy_dir {
+            config.policy_dir = absolute("--policies", p)?;
+        }
+        if let Some(p) = overrides.audit_path {
+            config.audit.path = absolute("--audit-log", p)?;
+        }
+        if let Some(p) = overrides.socket_path {
+            config.socket.path = absolute("--socket", p)?;
+        }
+        if let Some(f) = overrides.log_format {
+            config.log.format = f;
+        }
+        Ok(config)
+    }
+
+    /// Parses the text of a config file; `path` only names it in errors.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] (or, rarely, [`ConfigError::Unpositioned`]).
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| match e.span() {
+            Some(span) => positioned(path, text, &span, e.message().trim_end().to_owned()),
+            None => ConfigError::Unpositioned {
+                path: path.to_owned(),
+                message: e.message().trim_end().to_owned(),
+            },
+        })?;
+        raw.validate()
+            .map_err(|(span, message)| positioned(path, text, &span, message))
+    }
+}
+
+/// Line and column (1-based, column in characters) of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
+    (line, column)
+}
+
+fn positioned(path: &Path, text: &str, span: &Range<usize>, message: String) -> ConfigError {
+    let (line, column) = line_col(text, span.start);
+    ConfigError::Invalid {
+        path: path.to_owned(),
+        line,
+        column,
+        message,
+    }
+}
+
+// ---- the file as written: every key optional, values checked as they are read ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawConfig {
+    policy_dir: AbsPath,
+    audit: RawAudit,
+    socket: RawSocket,
+    log: RawLog,
+    http: RawHttp,
+    bpffs: AbsPath,
+    cgroup_root: AbsPath,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAudit {
+    path: AbsPath,
+    fsync: Fsync,
+    max_bytes: ByteSize,
+    keep: Keep,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSocket {
+    path: AbsPath,
+    mode: SocketMode,
+    group: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    format: LogFormat,
+    level: Level,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawHttp {
+    enabled: Spanned<bool>,
+    listen: SocketAddr,
+    #[serde(rename = "token")]
+    tokens: Vec<RawToken>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    name: Spanned<String>,
+    token_file: AbsPath,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        let d = Config::default();
+        Self {
+            policy_dir: AbsPath(d.policy_dir),
+            audit: RawAudit::default(),
+            socket: RawSocket::default(),
+            log: RawLog::default(),
+            http: RawHttp::default(),
+            bpffs: AbsPath(d.bpffs),
+            cgroup_root: AbsPath(d.cgroup_root),
+        }
+    }
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        let d = Config::default().audit;
+        Self {
+            path: AbsPath(d.path),
+            fsync: Fsync(d.fsync),
+            max_bytes: ByteSize(d.max_bytes),
+            keep: Keep(d.keep),
+        }
+    }
+}
+
+impl Default for RawSocket {
+    fn default() -> Self {
+        let d = Config::default().socket;
+        Self {
+            path: AbsPath(d.path),
+            mode: SocketMode(d.mode),
+            group: None,
+        }
+    }
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        let d = Config::default().log;
+        Self {
+            format: d.format,
+            level: Level(d.level),
+        }
+    }
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        let d = Config::default().http;
+        Self {
+            enabled: Spanned::new(0..0, d.enabled),
+            listen: d.listen,
+            tokens: Vec::new(),
+        }
+    }
+}
+
+impl RawConfig {
+    /// Checks what involves several keys; single values were checked while parsing.
+    fn validate(self) -> Result<Config, (Range<usize>, String)> {
+        if let Some(group) = &self.socket.group
+            && group.get_ref().is_empty()
+        {
+            return Err((group.span(), "socket group must not be empty".to_owned()));
+        }
+        let mut names = HashSet::new();
+        let mut tokens = Vec::with_capacity(self.http.tokens.len());
+        for token in self.http.tokens {
+            let name = token.name.get_ref();
+            if !valid_token_name(name) {
+                return Err((
+                    token.name.span(),
+                    format!(
+                        "token name {name:?} must be 1 to 64 characters of letters, digits, \
+                         `_`, `-` and `.` (it names the reviewer in audit records)"
+                    ),
+                ));
+            }
+            if !names.insert(name.clone()) {
+                return Err((
+                    token.name.span(),
+                    format!("token name {name:?} is used twice; each reviewer needs one name"),
+                ));
+            }
+            tokens.push(HttpToken {
+                name: token.name.into_inner(),
+                token_file: token.token_file.0,
+            });
+        }
+        if *self.http.enabled.get_ref() && tokens.is_empty() {
+            return Err((
+                self.http.enabled.span(),
+                "the HTTP API is enabled but has no [[http.token]]: no request could \
+                 authenticate"
+                    .to_owned(),
+            ));
+        }
+        Ok(Config {
+            policy_dir: self.policy_dir.0,
+            audit: AuditConfig {
+                path: self.audit.path.0,
+                fsync: self.audit.fsync.0,
+                max_bytes: self.audit.max_bytes.0,
+                keep: self.audit.keep.0,
+            },
+            socket: SocketConfig {
+                path: self.socket.path.0,
+                mode: self.socket.mode.0,
+                group: self.socket.group.map(Spanned::into_inner),
+            },
+            log: LogConfig {
+                format: self.log.format,
+                level: self.log.level.0,
+            },
+            http: HttpConfig {
+                enabled: self.http.enabled.into_inner(),
+                listen: self.http.listen,
+                tokens,
+            },
+            bpffs: self.bpffs.0,
+            cgroup_root: self.cgroup_root.0,
+        })
+    }
+}
+
+fn valid_token_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+// ---- values checked while parsing: their errors get the value's position from toml ----
+
+/// An absolute path: the daemon must not depend on its working directory.
+struct AbsPath(PathBuf);
+
+impl<'de> Deserialize<'de> for AbsPath {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if !s.starts_with('/') {
+            return Err(de::Error::custom(format!(
+                "path {s:?} must be absolute (start with `/`)"
+            )));
+        }
+        Ok(Self(PathBuf::from(s)))
+    }
+}
+
+/// `audit.fsync`.
+struct Fsync(FsyncPolicy);
+
+impl<'de> Deserialize<'de> for Fsync {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "always" => Ok(Self(FsyncPolicy::Always)),
+            "never" => Ok(Self(FsyncPolicy::Never)),
+            other => humantime::parse_duration(other)
+                .map(|d| Self(FsyncPolicy::Interval(d)))
+                .map_err(|e| {
+                    de::Error::custom(format!(
+                        "fsync {other:?} is neither \"always\", \"never\" nor an interval like \
+                         \"1s\" or \"250ms\" ({e})"
+                    ))
+                }),
+        }
+    }
+}
+
+/// `audit.max_bytes`: an integer number of bytes or a string with a binary unit (`"64MiB"`).
+struct ByteSize(u64);
+
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(factor)
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = u64;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number of bytes or a size like \"64MiB\"")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
+                u64::try_from(v).map_err(|_| E::custom("max_bytes must not be negative"))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
+                Ok(v)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<u64, E> {
+                parse_size(v).ok_or_else(|| {
+                    E::custom(format!(
+                        "size {v:?} is not a number followed by B, KiB, MiB or GiB"
+                    ))
+                })
+            }
+        }
+        let n = d.deserialize_any(Visitor)?;
+        if n != 0 && n < MIN_MAX_BYTES {
+            return Err(de::Error::custom(format!(
+                "max_bytes {n} is below the minimum of {MIN_MAX_BYTES} (64 KiB); use 0 to \
+                 disable rotation"
+            )));
+        }
+        Ok(Self(n))
+    }
+}
+
+/// `audit.keep`.
+struct Keep(u32);
+
+impl<'de> Deserialize<'de> for Keep {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(d)?;
+        match u32::try_from(n) {
+            Ok(k) if k <= MAX_KEEP => Ok(Self(k)),
+            _ => Err(de::Error::custom(format!(
+                "keep {n} is out of range: 0 to {MAX_KEEP} rotated files"
+            ))),
+        }
+    }
+}
+
+/// `socket.mode`: an octal string, so `"0660"` means what it says (a TOML integer `660` would
+/// be decimal).
+struct SocketMode(u32);
+
+impl<'de> Deserialize<'de> for SocketMode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = SocketMode;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an octal mode string like \"0600\"")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<SocketMode, E> {
+                let digits = s.strip_prefix("0o").unwrap_or(s);
+                let mode = (matches!(digits.len(), 3 | 4))
+                    .then(|| u32::from_str_radix(digits, 8).ok())
+                    .flatten()
+                    .filter(|m| *m <= 0o777)
+                    .ok_or_else(|| {
+                        E::custom(format!(
+                            "socket mode {s:?} is not an octal permission string like \"0600\" \
+                             or \"0660\""
+                        ))
+                    })?;
+                if mode & 0o007 != 0 {
+                    return Err(E::custom(format!(
+                        "socket mode {s:?} gives other users access to the control socket; \
+                         let reviewers in with `group` and a mode like \"0660\""
+                    )));
+                }
+                Ok(SocketMode(mode))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// `log.level`.
+struct Level(LevelFilter);
+
+impl<'de> Deserialize<'de> for Level {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let level = match s.as_str() {
+            "off" => LevelFilter::OFF,
+            "error" => LevelFilter::ERROR,
+            "warn" => LevelFilter::WARN,
+            "info" => LevelFilter::INFO,
+            "debug" => LevelFilter::DEBUG,
+            "trace" => LevelFilter::TRACE,
+            _ => {
+                return Err(de::Error::custom(format!(
+                    "log level {s:?} is not one of off, error, warn, info, debug, trace"
+                )));
+            }
+        };
+        Ok(Self(level))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_col_counts_characters() {
+        let text = "a = 1\nbé = 2\n";
+        assert_eq!(line_col(text, 0), (1, 1));
+        assert_eq!(line_col(text, 6), (2, 1));
+        // "bé = " is 6 bytes, 5 characters: the value starts in column 6.
+        assert_eq!(line_col(text, 12), (2, 6));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64MiB"), Some(64 << 20));
+        assert_eq!(parse_size("512 KiB"), Some(512 << 10));
+        assert_eq!(parse_size("100"), Some(100));
+        assert_eq!(parse_size("1TB"), None);
+        assert_eq!(parse_size("MiB"), None);
+    }
+}

@@ -1,0 +1,316 @@
+//! The control socket: authorization from the kernel's peer credentials, then the request.
+use std::{
+    fs,
+    os::unix::fs::{PermissionsExt as _, chown},
+    path::Path,
+    sync::Arc,
+};
+
+use jit_common::{event::counter, policy::Decision};
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
+    net::{UnixListener, UnixStream},
+};
+use tracing::{info, warn};
+
+use super::{Daemon, DaemonError};
+use crate::{
+    config::SocketConfig,
+    control::{AgentStatus, Request, Response, Status},
+};
+
+/// Longest request line accepted.
+const MAX_REQUEST: usize = 64 * 1024;
+
+/// Creates the socket with its configured mode (and group), replacing a stale one.
+///
+/// # Errors
+/// When the directory or socket cannot be created.
+pub fn bind(config: &SocketConfig) -> Result<UnixListener, DaemonError> {
+    let path = &config.path;
+    let err = |source| DaemonError::Socket {
+        path: path.clone(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(err)?;
+    }
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    // Bound with no permissions at all, then opened up to the configured mode: no moment in
+    // which the socket is more open than configured.
+    let listener = {
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o777));
+        let bound = UnixListener::bind(path);
+        nix::sys::stat::umask(old);
+        bound.map_err(err)?
+    };
+    if let Some(group) = &config.group {
+        let gid = nix::unistd::Group::from_name(group)
+            .ok()
+            .flatten()
+            .ok_or_else(|| {
+                err(std::io::Error::other(format!(
+                    "group {group} does not exist"
+                )))
+            })?;
+        chown(path, None, Some(gid.gid.as_raw())).map_err(err)?;
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(config.mode)).map_err(err)?;
+    info!(socket = %path.display(), mode = format!("{:o}", config.mode), "control socket ready");
+    Ok(listener)
+}
+
+/// Accepts connections until the daemon stops.
+pub async fn serve(daemon: Arc<Daemon>, listener: UnixListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(handle(Arc::clone(&daemon), stream));
+            }
+            Err(err) => warn!(error = %err, "accepting a control connection failed"),
+        }
+    }
+}
+
+/// Who is asking, as the kernel says.
+struct Peer {
+    uid: u32,
+    pid: u32,
+}
+
+async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
+    let cred = stream.peer_cred();
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut read = BufReader::new(read.take(MAX_REQUEST as u64));
+    let response = match read.read_line(&mut line).await {
+        Err(err) => Response::Error {
+            error: format!("reading the request failed: {err}"),
+        },
+        Ok(_) => match (cred, serde_json::from_str::<Request>(&line)) {
+            (Err(err), _) => Response::Error {
+                error: format!("cannot identify the requesting process: {err}"),
+            },
+            (_, Err(err)) => Response::Error {
+                error: format!("malformed request: {err}"),
+            },
+            (Ok(cred), Ok(request)) => {
+                let peer = cred
+                    .pid()
+                    .and_then(|pid| u32::try_from(pid).ok())
+                    .map(|pid| Peer {
+                        uid: cred.uid(),
+                        pid,
+                    });
+                match peer {
+                    None => Response::Error {
+                        error: "cannot identify the requesting process".to_owned(),
+                    },
+                    Some(peer) => answer(&daemon, &peer, request),
+                }
+            }
+        },
+    };
+    let mut bytes = serde_json::to_vec(&response).unwrap_or_default();
+    bytes.push(b'\n');
+    let _ = write.write_all(&bytes).await;
+}
+
+fn answer(daemon: &Arc<Daemon>, peer: &Peer, request: Request) -> Response {
+    if let Some(cgroup) = agent_cgroup_of(daemon, peer.pid) {
+        warn!(
+            pid = peer.pid,
+            uid = peer.uid,
+            cgroup,
+            ?request,
+            "refused a control request from inside an agent cgroup"
+        );
+        return Response::Error {
+            error: format!(
+                "refused: process {} is inside agent cgroup {cgroup}; agents cannot control jit",
+                peer.pid
+            ),
+        };
+    }
+    let needs_root = !matches!(request, Request::Status);
+    if needs_root && peer.uid != 0 {
+        return Response::Error {
+            error: format!(
+                "refused: this request needs root (you are uid {})",
+                peer.uid
+            ),
+        };
+    }
+    match request {
+        Request::Status => Response::Status(Box::new(status(daemon))),
+        Request::Reload => match daemon.reload("jitctl policy reload") {
+            Ok((generation, files)) => Response::Reloaded { generation, files },
+            Err(error) => Response::Error {
+                error: format!("policy rejected; the previous policy stays in force:\n{error}"),
+            },
+        },
+        Request::Run { agent } => place(daemon, peer, &agent),
+    }
+}
+
+/// The agent cgroup (as a path below the cgroup2 mount) that process `pid` is in, if any: its
+/// cgroup or one of that cgroup's ancestors is registered in the kernel.
+fn agent_cgroup_of(daemon: &Daemon, pid: u32) -> Option<String> {
+    let registered: Vec<u64> = daemon
+        .enforcer()
+        .registered_cgroups()
+        .map(|v| v.into_iter().map(|(id, _)| id).collect())
+        .unwrap_or_default();
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let path = text.lines().find_map(|l| l.strip_prefix("0::"))?.trim();
+    let root = &daemon.config.cgroup_root;
+    let mut current = Some(Path::new(path));
+    while let Some(dir) = current {
+        let rel = dir.strip_prefix("/").unwrap_or(dir);
+        if let Ok(meta) = fs::metadata(root.join(rel)) {
+            use std::os::unix::fs::MetadataExt as _;
+            if registered.contains(&meta.ino()) {
+                return Some(dir.display().to_string());
+            }
+        }
+        current = dir.parent();
+    }
+    None
+}
+
+fn place(daemon: &Daemon, peer: &Peer, agent: &str) -> Response {
+    let cgroup = {
+        let state = daemon.policy();
+        match state.installed.get(agent) {
+            None => {
+                let known: Vec<&str> = state.installed.keys().map(String::as_str).collect();
+                return Response::Error {
+                    error: format!(
+                        "no agent named {agent:?} in the policy in force (agents: {})",
+                        if known.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                };
+            }
+            Some(installed) => match installed.cgroups.first() {
+                Some((rel, _)) => rel.clone(),
+                None => {
+                    return Response::Error {
+                        error: format!("agent {agent} has no cgroup"),
+                    };
+                }
+            },
+        }
+    };
+    let procs = daemon.config.cgroup_root.join(&cgroup).join("cgroup.procs");
+    match fs::write(&procs, peer.pid.to_string()) {
+        Ok(()) => {
+            info!(
+                agent,
+                pid = peer.pid,
+                cgroup,
+                "process placed in the agent's cgroup"
+            );
+            Response::Placed { cgroup }
+        }
+        Err(err) => Response::Error {
+            error: format!(
+                "moving process {} into {}: {err}",
+                peer.pid,
+                procs.display()
+            ),
+        },
+    }
+}
+
+fn status(daemon: &Daemon) -> Status {
+    let (counters, pending) = {
+        let mut enforcer = daemon.enforcer();
+        (
+            enforcer.counters().ok(),
+            enforcer.pending_requests().map(|p| {
+                p.iter()
+                    .filter(|(_, r)| r.state == jit_common::pending::STATE_PENDING)
+                    .count()
+            }),
+        )
+    };
+    let links = daemon.config.bpffs.join("links");
+    let programs = jit_common::program_names::ALL
+        .iter()
+        .filter(|(name, _)| links.join(name).exists())
+        .map(|(name, hook)| format!("{name} ({hook})"))
+        .collect();
+    // Decision counters are indexed by the decision's value, then the named counters.
+    let names = [
+        Decision::Allow.name(),
+        Decision::Audit.name(),
+        Decision::Hold.name(),
+        Decision::Deny.name(),
+        "events_emitted",
+        "events_dropped",
+        "errors",
+        "grants_used",
+    ];
+    let counters = counters.unwrap_or_default();
+    let state = daemon.policy();
+    let agents = state
+        .installed
+        .iter()
+        .map(|(name, a)| {
+            let config = state
+                .compiled
+                .as_ref()
+                .and_then(|c| c.agent(name))
+                .map(|c| c.config);
+            AgentStatus {
+                name: name.clone(),
+                id: a.id,
+                mode: config
+                    .and_then(|c| jit_common::policy::Mode::from_u8(c.mode))
+                    .map_or("?", jit_common::policy::Mode::name)
+                    .to_owned(),
+                default: config
+                    .map_or("?", |c| {
+                        jit_common::policy::Decision::from_u8_or_deny(c.default_decision).name()
+                    })
+                    .to_owned(),
+                rules: a.rules,
+                cgroups: a.cgroups.iter().map(|(rel, _)| rel.clone()).collect(),
+            }
+        })
+        .collect();
+    Status {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        pid: std::process::id(),
+        startup: match daemon.startup {
+            crate::bpf::Startup::Loaded => "loaded",
+            crate::bpf::Startup::Adopted => "adopted",
+        }
+        .to_owned(),
+        pin_dir: daemon.config.bpffs.display().to_string(),
+        programs,
+        policy_generation: state.generation,
+        policy_files: state.files.clone(),
+        policy_error: state.last_error.clone(),
+        agents,
+        counters: names
+            .iter()
+            .zip(counters.iter())
+            .map(|(n, v)| ((*n).to_owned(), *v))
+            .collect(),
+        events_dropped: counters
+            .get(counter::EVENTS_DROPPED as usize)
+            .copied()
+            .unwrap_or(0),
+        pending: pending.unwrap_or(0),
+        audit_log: daemon.config.audit.path.display().to_string(),
+    }
+}

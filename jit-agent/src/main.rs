@@ -1,0 +1,81 @@
+//! `jit-agent`: the jit daemon. See the README, "The daemon".
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::Parser;
+use jit_agent::{
+    config::{Config, LogFormat, Overrides},
+    daemon, prereq,
+};
+use tracing::error;
+
+/// jit's daemon: enforces the agent policies in the kernel, audits every decision and serves
+/// `jitctl`.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// Config file (TOML; see jit-agent.example.toml). Without it, built-in defaults apply.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Policy directory (overrides the config file).
+    #[arg(long, value_name = "DIR")]
+    policies: Option<PathBuf>,
+    /// Audit log file (overrides the config file).
+    #[arg(long, value_name = "FILE")]
+    audit_log: Option<PathBuf>,
+    /// Control socket path (overrides the config file).
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Log format (overrides the config file).
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let overrides = Overrides {
+        policy_dir: args.policies,
+        audit_path: args.audit_log,
+        socket_path: args.socket,
+        log_format: args.log_format,
+    };
+    let config = match Config::resolve(args.config.as_deref(), overrides) {
+        Ok(config) => config,
+        Err(err) => {
+            // No logger yet: the config says which one.
+            eprintln!("jit-agent: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config);
+    if let Err(err) = prereq::check(&config.cgroup_root, &config.bpffs) {
+        error!("cannot start: {err}");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            error!("cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(daemon::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            error!("{err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(config.log.level)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Human => builder.init(),
+    }
+}

@@ -1,0 +1,124 @@
+//! `[escalation]`: who can release a hold, and what happens when nobody does in time.
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::{
+    error::FileErrors,
+    model::{Account, Approvers, Escalation, Grant, OnTimeout},
+    parse::{duration, duration_or, on_timeout},
+    raw::{RawApprovers, RawEscalation},
+};
+
+/// Default of `[escalation] timeout`: long enough for a reviewer at their desk to react, short
+/// enough that an unattended agent is not stuck for long.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_mins(5);
+
+/// The escalation settings, with defaults for everything omitted (also for a missing section).
+pub(super) fn escalation_of(
+    errs: &mut FileErrors<'_>,
+    raw: Option<&RawEscalation>,
+) -> Option<Escalation> {
+    let before = errs.errors.len();
+    let approvers = raw
+        .and_then(|r| r.approvers.as_ref())
+        .map(|a| approvers(errs, a.get_ref()))
+        .unwrap_or_default();
+    let timeout = raw
+        .and_then(|r| r.timeout.as_ref())
+        .map_or(Some(DEFAULT_TIMEOUT), |t| duration(errs, t, "timeout"));
+    let on_timeout = raw
+        .and_then(|r| r.on_timeout.as_ref())
+        .map_or(Some(OnTimeout::Deny), |t| on_timeout(errs, t));
+    let grant = raw
+        .and_then(|r| r.grant.as_ref())
+        .map_or(Some(Grant::Once), |g| {
+            if g.get_ref() == "once" {
+                Some(Grant::Once)
+            } else {
+                duration_or(errs, g, "grant", "\"once\" or a duration").map(Grant::For)
+            }
+        });
+    let required = match raw.and_then(|r| r.required_approvals.as_ref()) {
+        None => Some(1),
+        Some(n) => required_approvals(errs, n, &approvers),
+    };
+    (errs.errors.len() == before).then(|| Escalation {
+        approvers,
+        timeout: timeout.unwrap_or(DEFAULT_TIMEOUT),
+        on_timeout: on_timeout.unwrap_or(OnTimeout::Deny),
+        grant: grant.unwrap_or(Grant::Once),
+        required_approvals: required.unwrap_or(1),
+    })
+}
+
+fn required_approvals(
+    errs: &mut FileErrors<'_>,
+    n: &Spanned<i64>,
+    approvers: &Approvers,
+) -> Option<u32> {
+    let value = *n.get_ref();
+    let Some(count) = u32::try_from(value).ok().filter(|&c| c >= 1) else {
+        errs.at(
+            &n.span(),
+            format!("`required_approvals` must be at least 1, not {value}"),
+        );
+        return None;
+    };
+    // Group membership changes after load, so only a list of users alone gives a bound.
+    if approvers.groups.is_empty() && count as usize > approvers.users.len() {
+        errs.at(
+            &n.span(),
+            format!(
+                "`required_approvals` is {count}, but only {} approver user(s) and no group are \
+                 listed: no hold could ever be approved",
+                approvers.users.len()
+            ),
+        );
+        return None;
+    }
+    Some(count)
+}
+
+/// Resolves approvers against the host's databases (NSS), so a typo is caught at load time
+/// rather than when a hold waits for a reviewer who does not exist.
+fn approvers(errs: &mut FileErrors<'_>, raw: &RawApprovers) -> Approvers {
+    let mut out = Approvers::default();
+    for user in &raw.users {
+        let name = user.get_ref();
+        if out.users.iter().any(|u| u.name == *name) {
+            errs.at(
+                &user.span(),
+                format!("approver user `{name}` is listed twice"),
+            );
+            continue;
+        }
+        match nix::unistd::User::from_name(name) {
+            Ok(Some(u)) => out.users.push(Account {
+                name: name.clone(),
+                id: u.uid.as_raw(),
+            }),
+            Ok(None) => errs.at(&user.span(), format!("unknown user `{name}`")),
+            Err(e) => errs.at(&user.span(), format!("cannot look up user `{name}`: {e}")),
+        }
+    }
+    for group in &raw.groups {
+        let name = group.get_ref();
+        if out.groups.iter().any(|g| g.name == *name) {
+            errs.at(
+                &group.span(),
+                format!("approver group `{name}` is listed twice"),
+            );
+            continue;
+        }
+        match nix::unistd::Group::from_name(name) {
+            Ok(Some(g)) => out.groups.push(Account {
+                name: name.clone(),
+                id: g.gid.as_raw(),
+            }),
+            Ok(None) => errs.at(&group.span(), format!("unknown group `{name}`")),
+            Err(e) => errs.at(&group.span(), format!("cannot look up group `{name}`: {e}")),
+        }
+    }
+    out
+}

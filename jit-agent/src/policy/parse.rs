@@ -1,0 +1,405 @@
+//! One policy file: TOML text to a validated [`AgentPolicy`], reporting every mistake it can
+//! find. Each section (`[agent]`, `[escalation]`, each `[[rule]]`) is deserialized on its own,
+//! so a structural error (an unknown field, a wrong type) hides nothing in other sections.
+use std::{collections::HashMap, ops::Range, path::Path, time::Duration};
+
+use jit_common::policy::{Decision, Mode, Op, RuleShape};
+use serde::de::DeserializeOwned;
+use toml::{
+    Spanned,
+    de::{DeTable, DeValue, ValueDeserializer},
+};
+
+use super::{
+    error::{FileErrors, PolicyError, Position},
+    escalation::escalation_of,
+    identity::{Identity, identity},
+    model::{AgentPolicy, Escalation, OnTimeout, Rule, RulePath},
+    raw::{RawAgent, RawEscalation, RawRule, RawWhen, StringOrList},
+    window::{Activity, TimeWindow, When},
+};
+
+#[derive(Default)]
+pub(super) struct FileOutcome {
+    pub identity: Option<Identity>,
+    /// `Some` only when the file has no error.
+    pub agent: Option<AgentPolicy>,
+}
+
+/// Parses and validates one file; errors go to `errors`.
+pub(super) fn parse_file(file: &Path, text: &str, errors: &mut Vec<PolicyError>) -> FileOutcome {
+    let before = errors.len();
+    let mut errs = FileErrors {
+        file: file.to_owned(),
+        text,
+        errors,
+    };
+    // Only the first syntax error: after it, the parser's recovery guesses and its further
+    // errors are mostly echoes of the first. The rest of the file is checked once it parses.
+    let root = match DeTable::parse(text) {
+        Ok(root) => root,
+        Err(e) => {
+            toml_error(&mut errs, &e);
+            return FileOutcome::default();
+        }
+    };
+    let mut agent = None;
+    let mut agent_seen = false;
+    let mut escalation = None;
+    let mut raw_rules = Vec::new();
+    for (key, value) in root.into_inner() {
+        match key.get_ref().as_ref() {
+            "agent" => {
+                agent_seen = true;
+                agent =
+                    section::<RawAgent>(&mut errs, value, "`agent` must be a table (`[agent]`)");
+            }
+            "escalation" => {
+                escalation = section::<RawEscalation>(
+                    &mut errs,
+                    value,
+                    "`escalation` must be a table (`[escalation]`)",
+                );
+            }
+            "rule" => raw_rules = rules(&mut errs, &value),
+            other => errs.at(
+                &key.span(),
+                format!("unknown section `{other}`: expected `agent`, `escalation` or `rule`"),
+            ),
+        }
+    }
+    if !agent_seen {
+        errs.at_position(Position::START, "missing `[agent]` section");
+    }
+
+    let identity = agent.as_ref().and_then(|a| identity(&mut errs, a));
+    let mode = agent.as_ref().and_then(|a| {
+        a.mode.as_ref().map_or(Some(Mode::Enforce), |m| {
+            named(
+                &mut errs,
+                m,
+                "mode",
+                Mode::from_name,
+                Mode::ALL.map(Mode::name),
+            )
+        })
+    });
+    let default = agent.as_ref().and_then(|a| {
+        // Omitted: deny, the fail-closed choice that needs no reviewer (see policies/README.md).
+        a.default
+            .as_ref()
+            .map_or(Some(Decision::Deny), |d| decision(&mut errs, d))
+    });
+    let mut names: HashMap<String, Position> = HashMap::new();
+    let rules: Vec<Rule> = raw_rules
+        .iter()
+        .filter_map(|r| rule(&mut errs, r, &mut names))
+        .collect();
+    let escalation = escalation_of(&mut errs, escalation.as_ref());
+
+    if let (Some(esc), Some(a)) = (&escalation, &agent) {
+        check_releasable(&mut errs, a, &raw_rules, esc);
+    }
+
+    let clean = errs.errors.len() == before;
+    let agent = match (clean, identity.as_ref(), mode, default, escalation) {
+        (true, Some(id), Some(mode), Some(default), Some(escalation)) => Some(AgentPolicy {
+            name: id.name.clone(),
+            file: file.to_owned(),
+            at: id.name_at,
+            cgroups: id.cgroups.iter().map(|(c, _)| c.clone()).collect(),
+            mode,
+            default,
+            escalation,
+            rules,
+        }),
+        _ => None,
+    };
+    FileOutcome { identity, agent }
+}
+
+/// A hold nobody can release always ends in `on_timeout`: refuse an agent that can hold without
+/// approvers, pointing at the first place that asks for a hold.
+fn check_releasable(
+    errs: &mut FileErrors<'_>,
+    agent: &RawAgent,
+    rules: &[RawRule],
+    escalation: &Escalation,
+) {
+    if !escalation.approvers.is_empty() {
+        return;
+    }
+    let hold_at = agent
+        .default
+        .as_ref()
+        .filter(|d| d.get_ref() == Decision::Hold.name())
+        .map(Spanned::span)
+        .or_else(|| {
+            rules
+                .iter()
+                .find(|r| r.decision.get_ref() == Decision::Hold.name())
+                .map(|r| r.decision.span())
+        });
+    if let Some(span) = hold_at {
+        errs.at(
+            &span,
+            "this agent can hold actions, but `[escalation] approvers` lists nobody who could \
+             release them",
+        );
+    }
+}
+
+fn toml_error(errs: &mut FileErrors<'_>, e: &toml::de::Error) {
+    errs.at(&e.span().unwrap_or(0..0), e.message().trim_end());
+}
+
+/// Deserializes one table, reporting `not_table` when it is some other value.
+fn section<T: DeserializeOwned>(
+    errs: &mut FileErrors<'_>,
+    value: Spanned<DeValue<'_>>,
+    not_table: &str,
+) -> Option<T> {
+    if !value.get_ref().is_table() {
+        errs.at(&value.span(), not_table);
+        return None;
+    }
+    T::deserialize(ValueDeserializer::from(value))
+        .map_err(|e| toml_error(errs, &e))
+        .ok()
+}
+
+fn rules(errs: &mut FileErrors<'_>, value: &Spanned<DeValue<'_>>) -> Vec<RawRule> {
+    let not_array = "`rule` must be an array of tables (`[[rule]]`)";
+    let Some(items) = value.get_ref().as_array() else {
+        errs.at(&value.span(), not_array);
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|item| section::<RawRule>(errs, item.clone(), not_array))
+        .collect()
+}
+
+/// A name from a fixed set (`mode`, `decision`, `on_timeout`, `op`).
+fn named<T, const N: usize>(
+    errs: &mut FileErrors<'_>,
+    value: &Spanned<String>,
+    what: &str,
+    from_name: impl Fn(&str) -> Option<T>,
+    valid: [&str; N],
+) -> Option<T> {
+    let found = from_name(value.get_ref());
+    if found.is_none() {
+        errs.at(
+            &value.span(),
+            format!(
+                "unknown {what} `{}`: expected one of {}",
+                value.get_ref(),
+                valid.join(", ")
+            ),
+        );
+    }
+    found
+}
+
+fn decision(errs: &mut FileErrors<'_>, value: &Spanned<String>) -> Option<Decision> {
+    named(
+        errs,
+        value,
+        "decision",
+        Decision::from_name,
+        Decision::ALL.map(Decision::name),
+    )
+}
+
+pub(super) fn on_timeout(errs: &mut FileErrors<'_>, value: &Spanned<String>) -> Option<OnTimeout> {
+    named(
+        errs,
+        value,
+        "on_timeout",
+        OnTimeout::from_name,
+        OnTimeout::ALL.map(OnTimeout::name),
+    )
+}
+
+/// A positive duration such as `30s`, `5m` or `1h30m`.
+pub(super) fn duration(
+    errs: &mut FileErrors<'_>,
+    value: &Spanned<String>,
+    what: &str,
+) -> Option<Duration> {
+    duration_or(errs, value, what, "a duration")
+}
+
+/// [`duration`], saying what else `expected` the value could have been in the error.
+pub(super) fn duration_or(
+    errs: &mut FileErrors<'_>,
+    value: &Spanned<String>,
+    what: &str,
+    expected: &str,
+) -> Option<Duration> {
+    match humantime::parse_duration(value.get_ref()) {
+        Ok(d) if d.is_zero() => {
+            errs.at(&value.span(), format!("`{what}` must be longer than 0s"));
+            None
+        }
+        Ok(d) => Some(d),
+        Err(e) => {
+            errs.at(
+                &value.span(),
+                format!(
+                    "`{what}` = \"{}\" is not {expected} like \"30s\", \"5m\" or \"1h30m\" \
+                     ({e})",
+                    value.get_ref()
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// One rule, checked; its id is assigned once the whole set is known.
+fn rule(
+    errs: &mut FileErrors<'_>,
+    raw: &RawRule,
+    names: &mut HashMap<String, Position>,
+) -> Option<Rule> {
+    let before = errs.errors.len();
+    let name = raw.name.get_ref();
+    let at = errs.position(&raw.name.span());
+    if name.trim().is_empty() {
+        errs.at(&raw.name.span(), "rule name is empty");
+    } else if let Some(first) = names.get(name) {
+        errs.at(
+            &raw.name.span(),
+            format!("duplicate rule name `{name}` (first used at {first})"),
+        );
+    } else {
+        names.insert(name.clone(), at);
+    }
+
+    let ops = list(errs, &raw.op, "op", |errs, op, span| {
+        let found = Op::from_name(op);
+        if found.is_none() {
+            errs.at(
+                span,
+                format!(
+                    "unknown op `{op}`: expected one of {}",
+                    Op::ALL.map(Op::name).join(", ")
+                ),
+            );
+        }
+        found
+    });
+    let paths = list(
+        errs,
+        &raw.path,
+        "path",
+        |errs, path, span| match RuleShape::parse(path.as_bytes()) {
+            Ok(shape) => Some(RulePath {
+                pattern: path.to_owned(),
+                shape,
+            }),
+            Err(e) => {
+                errs.at(span, format!("bad path `{path}`: {e}"));
+                None
+            }
+        },
+    );
+    let decision = decision(errs, &raw.decision);
+    let when = raw.when.as_ref().and_then(|w| when(errs, w));
+    let is_hold = decision == Some(Decision::Hold);
+    let hold_only = |errs: &mut FileErrors<'_>, value: &Spanned<String>, key: &str| {
+        if decision.is_some() && !is_hold {
+            errs.at(
+                &value.span(),
+                format!(
+                    "`{key}` only applies to rules with decision = \"hold\"; this rule's \
+                     decision is \"{}\"",
+                    raw.decision.get_ref()
+                ),
+            );
+        }
+    };
+    let timeout = raw.timeout.as_ref().and_then(|t| {
+        hold_only(errs, t, "timeout");
+        duration(errs, t, "timeout")
+    });
+    let on_timeout = raw.on_timeout.as_ref().and_then(|t| {
+        hold_only(errs, t, "on_timeout");
+        on_timeout(errs, t)
+    });
+    (errs.errors.len() == before).then(|| Rule {
+        id: 0,
+        name: name.clone(),
+        at,
+        ops,
+        paths,
+        decision: decision.unwrap_or(Decision::Deny),
+        when,
+        timeout,
+        on_timeout,
+    })
+}
+
+/// The items of a string-or-list field, each converted by `item`; reports an empty list.
+fn list<T>(
+    errs: &mut FileErrors<'_>,
+    value: &Spanned<StringOrList>,
+    key: &str,
+    mut item: impl FnMut(&mut FileErrors<'_>, &str, &Range<usize>) -> Option<T>,
+) -> Vec<T> {
+    let items: Vec<(&str, Range<usize>)> = StringOrList::items(value).collect();
+    if items.is_empty() {
+        errs.at(
+            &value.span(),
+            format!("`{key}` is empty: the rule would match nothing"),
+        );
+    }
+    items
+        .into_iter()
+        .filter_map(|(s, span)| item(errs, s, &span))
+        .collect()
+}
+
+fn when(errs: &mut FileErrors<'_>, raw: &Spanned<RawWhen>) -> Option<When> {
+    let w = raw.get_ref();
+    let (activity, text) = match (&w.inside, &w.outside) {
+        (Some(t), None) => (Activity::Inside, t),
+        (None, Some(t)) => (Activity::Outside, t),
+        (Some(_), Some(_)) | (None, None) => {
+            errs.at(
+                &raw.span(),
+                "`when` needs exactly one of `inside` and `outside`, like \
+                 { outside = \"Mon-Fri 08:00-18:00\", tz = \"UTC\" }",
+            );
+            return None;
+        }
+    };
+    let window = TimeWindow::parse(text.get_ref())
+        .map_err(|e| {
+            errs.at(
+                &text.span(),
+                format!("bad time window `{}`: {e}", text.get_ref()),
+            );
+        })
+        .ok();
+    let tz_name =
+        w.tz.as_ref()
+            .map_or_else(|| "UTC".to_owned(), |t| t.get_ref().clone());
+    let tz = jiff::tz::TimeZone::get(&tz_name)
+        .map_err(|_| {
+            let span = w.tz.as_ref().map_or_else(|| raw.span(), Spanned::span);
+            errs.at(
+                &span,
+                format!("unknown time zone `{tz_name}`: use an IANA name like \"Europe/Berlin\" or \"UTC\""),
+            );
+        })
+        .ok();
+    Some(When {
+        activity,
+        window: window?,
+        tz_name,
+        tz: tz?,
+    })
+}

@@ -1,0 +1,119 @@
+//! The policy file as written: serde structs that keep the position of every value, so that
+//! validation (in `parse`) can point at the exact spot of each mistake. Names and values are
+//! kept as strings here and checked there, because serde stops at the first error while a
+//! policy author wants all of them.
+use std::{fmt, ops::Range};
+
+use serde::{
+    Deserialize, Deserializer,
+    de::{self, SeqAccess, Visitor},
+};
+use toml::Spanned;
+
+/// `[agent]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAgent {
+    pub name: Spanned<String>,
+    pub cgroups: Spanned<StringOrList>,
+    pub mode: Option<Spanned<String>>,
+    pub default: Option<Spanned<String>>,
+}
+
+/// `[escalation]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEscalation {
+    pub approvers: Option<Spanned<RawApprovers>>,
+    pub timeout: Option<Spanned<String>>,
+    pub on_timeout: Option<Spanned<String>>,
+    pub grant: Option<Spanned<String>>,
+    pub required_approvals: Option<Spanned<i64>>,
+}
+
+/// `approvers = { users = [...], groups = [...] }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawApprovers {
+    #[serde(default)]
+    pub users: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub groups: Vec<Spanned<String>>,
+}
+
+/// One `[[rule]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRule {
+    pub name: Spanned<String>,
+    pub op: Spanned<StringOrList>,
+    pub path: Spanned<StringOrList>,
+    pub decision: Spanned<String>,
+    pub when: Option<Spanned<RawWhen>>,
+    pub timeout: Option<Spanned<String>>,
+    pub on_timeout: Option<Spanned<String>>,
+}
+
+/// `when = { inside | outside = "...", tz = "..." }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWhen {
+    pub inside: Option<Spanned<String>>,
+    pub outside: Option<Spanned<String>>,
+    pub tz: Option<Spanned<String>>,
+}
+
+/// A string or a list of strings (`op = "exec"` or `op = ["write", "create"]`).
+///
+/// A hand-written visitor rather than `#[serde(untagged)]`: untagged enums buffer their input
+/// and lose the positions of the list items.
+#[derive(Debug)]
+pub(super) enum StringOrList {
+    /// The position is that of the enclosing `Spanned`.
+    One(String),
+    Many(Vec<Spanned<String>>),
+}
+
+impl StringOrList {
+    /// Every item with its span, given the span of the whole value.
+    pub fn items(this: &Spanned<Self>) -> impl Iterator<Item = (&str, Range<usize>)> + '_ {
+        let (one, many) = match this.get_ref() {
+            Self::One(s) => (Some((s.as_str(), this.span())), None),
+            Self::Many(v) => (
+                None,
+                Some(v.iter().map(|s| (s.get_ref().as_str(), s.span()))),
+            ),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
+}
+
+impl<'de> Deserialize<'de> for StringOrList {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = StringOrList;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or a list of strings")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(StringOrList::One(v.to_owned()))
+            }
+
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(StringOrList::One(v))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(StringOrList::Many(items))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
