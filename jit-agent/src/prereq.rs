@@ -93,48 +93,36 @@ fn btf() -> Result<(), PrereqError> {
     }
 }
 
-/// BPF LSM is active when `bpf` is among the kernel's LSMs *and* the kernel accepts an LSM
-/// program: some kernels list `bpf` yet refuse LSM programs (seen on sandboxed hosts), so the
-/// check loads a trivial one (not attached) rather than trusting the list.
+/// BPF LSM is active when the kernel accepts an LSM program: the check loads a trivial one (not
+/// attached). The LSM list only explains a refusal: some kernels list `bpf` yet refuse LSM
+/// programs (seen on sandboxed hosts), and securityfs may not be mounted at all.
 fn bpf_lsm() -> Result<(), PrereqError> {
+    let probe = aya::sys::is_program_supported(ProgramType::Lsm(LsmAttachType::Mac));
+    if matches!(probe, Ok(true)) {
+        return Ok(());
+    }
     let list_path = "/sys/kernel/security/lsm";
     let list = fs::read_to_string(list_path).ok();
-    let suggested = |list: Option<&str>| match list {
-        Some(list) if !list.trim().is_empty() => format!("{},bpf", list.trim()),
-        _ => TYPICAL_LSMS.to_owned(),
+    let list = list.as_deref().map(str::trim).filter(|l| !l.is_empty());
+    let suggested = list.map_or_else(|| TYPICAL_LSMS.to_owned(), |l| format!("{l},bpf"));
+    let refused = match probe {
+        Err(err) => format!("probing for BPF LSM support failed ({err})"),
+        Ok(_) => "the kernel refuses to load BPF LSM programs".to_owned(),
     };
-    match list.as_deref() {
-        None => {
-            return Err(PrereqError::BpfLsm {
-                detail: format!(
-                    "{list_path} cannot be read (is securityfs mounted? `mount -t securityfs \
-                     securityfs /sys/kernel/security`)"
-                ),
-                suggested: suggested(None),
-            });
+    let detail = match list {
+        None => format!(
+            "{refused}, and {list_path} cannot be read to tell which LSMs are active (mount \
+             securityfs to see: `mount -t securityfs securityfs /sys/kernel/security`)"
+        ),
+        Some(list) if !list.split(',').any(|lsm| lsm == "bpf") => {
+            format!("{refused}: the active LSMs are `{list}`, without `bpf`")
         }
-        Some(list) if !list.trim().split(',').any(|lsm| lsm == "bpf") => {
-            return Err(PrereqError::BpfLsm {
-                detail: format!("the active LSMs are `{}`, without `bpf`", list.trim()),
-                suggested: suggested(Some(list)),
-            });
-        }
-        Some(_) => {}
-    }
-    match aya::sys::is_program_supported(ProgramType::Lsm(LsmAttachType::Mac)) {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(PrereqError::BpfLsm {
-            detail: format!(
-                "{list_path} lists `bpf`, but the kernel refuses to load BPF LSM programs (a \
-                 kernel without CONFIG_BPF_LSM, or a sandbox that forbids them)"
-            ),
-            suggested: suggested(list.as_deref()),
-        }),
-        Err(err) => Err(PrereqError::BpfLsm {
-            detail: format!("probing for BPF LSM support failed: {err}"),
-            suggested: suggested(list.as_deref()),
-        }),
-    }
+        Some(list) => format!(
+            "{refused} although the active LSMs (`{list}`) include `bpf` (a kernel without \
+             CONFIG_BPF_LSM, or a sandbox that forbids LSM programs)"
+        ),
+    };
+    Err(PrereqError::BpfLsm { detail, suggested })
 }
 
 fn filesystem(path: &Path, magic: i64) -> Result<(), ()> {

@@ -91,12 +91,13 @@ fn record(daemon: &Daemon, event: &Event) {
 }
 
 /// Polls the kernel counters; every increase of the dropped-events counter becomes an audit
-/// record and a warning.
+/// record and a warning. Also the audit log's timer for `fsync = "interval"`.
 pub async fn poll_counters(daemon: Arc<Daemon>) {
     let mut reported = None;
     let mut tick = tokio::time::interval(COUNTER_POLL);
     loop {
         tick.tick().await;
+        daemon.sync_audit_if_due();
         let counters = daemon.enforcer().counters();
         let total = match counters {
             Ok(counters) => counters[counter::EVENTS_DROPPED as usize],

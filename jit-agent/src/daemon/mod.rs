@@ -125,6 +125,17 @@ impl Daemon {
         }
     }
 
+    /// Flushes the audit log when its `fsync = "interval"` period has passed.
+    fn sync_audit_if_due(&self) {
+        let mut writer = self
+            .audit
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Err(err) = writer.sync_if_due() {
+            error!(error = %err, "syncing the audit log failed");
+        }
+    }
+
     /// Reads the policy directory, compiles and installs it. A policy that fails is rejected
     /// (logged and audited) and the installed one stays in force.
     ///
