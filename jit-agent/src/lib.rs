@@ -10,3 +10,4 @@ pub mod control;
 pub mod daemon;
 pub mod policy;
 pub mod prereq;
+pub mod approval;
