@@ -501,6 +501,25 @@ impl Enforcer {
         })
     }
 
+    /// Forgets the pending entry of thread `tid` if it is still request `request_id`: for a
+    /// task killed or gone while held (its entry would otherwise stay in the map forever).
+    ///
+    /// # Errors
+    /// When the map cannot be read or updated.
+    pub fn remove_pending(&mut self, tid: u32, request_id: u64) -> Result<(), BpfError> {
+        let map = self.map(map_names::PENDING)?;
+        let mut pending: HashMap<_, u32, PendingRequest> =
+            HashMap::try_from(map).map_err(map_err(map_names::PENDING, "open"))?;
+        match pending.get(&tid, 0) {
+            Ok(request) if request.request_id == request_id => match pending.remove(&tid) {
+                Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+                Err(source) => Err(map_err(map_names::PENDING, "remove")(source)),
+            },
+            Ok(_) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(source) => Err(map_err(map_names::PENDING, "read")(source)),
+        }
+    }
+
     /// Approves every held action `key` describes for `duration` from now, enforced by the
     /// kernel's clock (the grant stops working at the deadline even when no daemon runs).
     ///

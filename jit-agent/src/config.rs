@@ -25,6 +25,7 @@
 //! | `http.enabled` | `false` | |
 //! | `http.listen` | `127.0.0.1:7070` | |
 //! | `[[http.token]]` | none | `name`, `token_file` (absolute path) |
+//! | `webhook.url` | none | `https://` (or `http://`) URL notified of each new held action |
 
 use std::{
     collections::HashSet,
@@ -38,7 +39,10 @@ use serde::{Deserialize, Deserializer, de};
 use toml::Spanned;
 use tracing::level_filters::LevelFilter;
 
-use crate::audit::{AuditOptions, FsyncPolicy};
+use crate::{
+    approval::webhook::WebhookUrl,
+    audit::{AuditOptions, FsyncPolicy},
+};
 
 /// Default policy directory.
 pub const DEFAULT_POLICY_DIR: &str = "/etc/jit/policies";
@@ -102,6 +106,7 @@ pub struct Config {
     pub socket: SocketConfig,
     pub log: LogConfig,
     pub http: HttpConfig,
+    pub webhook: WebhookConfig,
     pub bpffs: PathBuf,
     pub cgroup_root: PathBuf,
 }
@@ -146,7 +151,7 @@ pub struct LogConfig {
     pub level: LevelFilter,
 }
 
-/// `[http]`: the approval API (served later; only parsed and checked for now).
+/// `[http]`: the approval API ([`crate::approval::http`]), served only when `enabled`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpConfig {
     pub enabled: bool,
@@ -162,6 +167,13 @@ pub struct HttpToken {
     /// File holding the token (read at start; kept out of the config so the config can be
     /// world-readable).
     pub token_file: PathBuf,
+}
+
+/// `[webhook]`: where new held actions are announced (a Slack-compatible incoming webhook).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WebhookConfig {
+    /// `None`: no notifications. The URL is often a credential; it is never logged in full.
+    pub url: Option<WebhookUrl>,
 }
 
 /// Command-line flags that override the file. `None` = not given.
@@ -201,6 +213,7 @@ impl Default for Config {
                 listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
                 tokens: Vec::new(),
             },
+            webhook: WebhookConfig::default(),
             bpffs: DEFAULT_BPFFS.into(),
             cgroup_root: DEFAULT_CGROUP_ROOT.into(),
         }
@@ -294,6 +307,7 @@ struct RawConfig {
     socket: RawSocket,
     log: RawLog,
     http: RawHttp,
+    webhook: RawWebhook,
     bpffs: AbsPath,
     cgroup_root: AbsPath,
 }
@@ -331,6 +345,12 @@ struct RawHttp {
     tokens: Vec<RawToken>,
 }
 
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawWebhook {
+    url: Option<Url>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawToken {
@@ -347,6 +367,7 @@ impl Default for RawConfig {
             socket: RawSocket::default(),
             log: RawLog::default(),
             http: RawHttp::default(),
+            webhook: RawWebhook::default(),
             bpffs: AbsPath(d.bpffs),
             cgroup_root: AbsPath(d.cgroup_root),
         }
@@ -459,6 +480,9 @@ impl RawConfig {
                 listen: self.http.listen,
                 tokens,
             },
+            webhook: WebhookConfig {
+                url: self.webhook.url.map(|u| u.0),
+            },
             bpffs: self.bpffs.0,
             cgroup_root: self.cgroup_root.0,
         })
@@ -486,6 +510,17 @@ impl<'de> Deserialize<'de> for AbsPath {
             )));
         }
         Ok(Self(PathBuf::from(s)))
+    }
+}
+
+/// `webhook.url`.
+struct Url(WebhookUrl);
+
+impl<'de> Deserialize<'de> for Url {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        // The message leaves the URL out: it may hold a secret, and the position says which.
+        s.parse().map(Self).map_err(de::Error::custom)
     }
 }
 

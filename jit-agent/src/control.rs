@@ -20,6 +20,14 @@ pub enum Request {
     Reload,
     /// Move the calling process (as the kernel identifies it) into `agent`'s cgroup.
     Run { agent: String },
+    /// Held actions waiting for a decision.
+    Pending,
+    /// A reviewer's decision on held action `id`; the reviewer is the calling user.
+    Decide {
+        id: u64,
+        action: crate::approval::ReviewAction,
+        reason: Option<String>,
+    },
 }
 
 /// The daemon's answer.
@@ -36,6 +44,10 @@ pub enum Response {
     Placed {
         cgroup: String,
     },
+    Pending {
+        requests: Vec<crate::approval::PendingView>,
+    },
+    Decided(crate::approval::Decided),
     /// The request was refused or failed; `error` says why.
     Error {
         error: String,

@@ -169,6 +169,7 @@ fn other_records_golden() {
             decision: ApprovalDecision::Approve,
             scope: "15m".into(),
             reason: None,
+            action: None,
         }),
         r#""type":"approval","request_id":987654321,"reviewer":"alice","decision":"approve","scope":"15m","reason":null"#,
     );
@@ -276,6 +277,7 @@ fn table_rows() {
             decision: ApprovalDecision::Kill,
             scope: "once".into(),
             reason: Some("not today".into()),
+            action: None,
         }))),
         "2026-01-02T03:04:05Z approval        -                -        kill                - \
          request 5 by alice, scope once: not today"

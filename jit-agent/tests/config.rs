@@ -8,6 +8,7 @@ use std::{
 };
 
 use jit_agent::{
+    approval::webhook::WebhookUrl,
     audit::FsyncPolicy,
     config::{Config, ConfigError, HttpToken, LogFormat, Overrides},
 };
@@ -42,6 +43,7 @@ fn defaults() {
         "127.0.0.1:7070".parse::<SocketAddr>().unwrap()
     );
     assert!(c.http.tokens.is_empty());
+    assert_eq!(c.webhook.url, None);
     assert_eq!(c.bpffs, Path::new("/sys/fs/bpf/jit"));
     assert_eq!(c.cgroup_root, Path::new("/sys/fs/cgroup"));
     let o = c.audit.options();
@@ -61,6 +63,20 @@ fn example_file_parses_to_the_defaults_plus_its_examples() {
         token_file: "/etc/jit/tokens/alice".into(),
     });
     assert_eq!(c, expected);
+
+    // The commented webhook example is valid too.
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        text.contains("\n# url = \"https://"),
+        "the example lost its webhook url"
+    );
+    let c = Config::parse(&path, &text.replace("\n# url = ", "\nurl = ")).unwrap();
+    let url = c.webhook.url.expect("webhook url");
+    assert!(
+        url.as_str()
+            .starts_with("https://hooks.slack.com/services/")
+    );
+    assert_eq!(url.to_string(), "https://hooks.slack.com/…");
 }
 
 #[test]
@@ -91,6 +107,8 @@ token_file = "/t/alice"
 [[http.token]]
 name = "bob.smith"
 token_file = "/t/bob"
+[webhook]
+url = "https://hooks.example.com/services/T0/B0/secret"
 "#,
     )
     .unwrap();
@@ -117,6 +135,20 @@ token_file = "/t/bob"
             .collect::<Vec<_>>(),
         ["alice", "bob.smith"]
     );
+    assert_eq!(
+        c.webhook.url.as_ref().map(WebhookUrl::as_str),
+        Some("https://hooks.example.com/services/T0/B0/secret")
+    );
+    assert_eq!(
+        parse("[webhook]\nurl = \"http://127.0.0.1:9000/hook\"")
+            .unwrap()
+            .webhook
+            .url
+            .unwrap()
+            .to_string(),
+        "http://127.0.0.1:9000/…"
+    );
+    assert_eq!(parse("[webhook]").unwrap().webhook.url, None);
     assert_eq!(
         parse("[audit]\nfsync = \"never\"").unwrap().audit.fsync,
         FsyncPolicy::Never
@@ -216,7 +248,7 @@ const ERROR_CASES: &[(&str, &str)] = &[
     (
         "policy_dirs = \"/x\"",
         "jit.toml:1:1: unknown field `policy_dirs`, expected one of `policy_dir`, `audit`, \
-             `socket`, `log`, `http`, `bpffs`, `cgroup_root`",
+             `socket`, `log`, `http`, `webhook`, `bpffs`, `cgroup_root`",
     ),
     (
         "[audit]\nkeep = 2\nrotate = true",
@@ -226,6 +258,10 @@ const ERROR_CASES: &[(&str, &str)] = &[
     (
         "[[http.token]]\nname = \"a\"\ntoken_file = \"/t\"\ntoken = \"secret\"",
         "jit.toml:4:1: unknown field `token`, expected `name` or `token_file`",
+    ),
+    (
+        "[webhook]\nurl = \"https://h/x\"\nretries = 3",
+        "jit.toml:3:1: unknown field `retries`, expected `url`",
     ),
     // Types and values.
     (
@@ -311,6 +347,23 @@ const ERROR_CASES: &[(&str, &str)] = &[
     (
         "[[http.token]]\nname = \"a\"\ntoken_file = \"t\"",
         "jit.toml:3:14: path \"t\" must be absolute (start with `/`)",
+    ),
+    // The URL itself stays out of the messages: it may be a credential.
+    (
+        "[webhook]\nurl = \"ftp://files/secret\"",
+        "jit.toml:2:7: webhook url must start with https:// (or http:// for a local relay)",
+    ),
+    (
+        "[webhook]\nurl = \"hooks.slack.com/services/secret\"",
+        "jit.toml:2:7: webhook url must start with https:// (or http:// for a local relay)",
+    ),
+    (
+        "[webhook]\nurl = \"https:///secret\"",
+        "jit.toml:2:7: webhook url is not a URL: invalid format",
+    ),
+    (
+        "[webhook]\nurl = true",
+        "jit.toml:2:7: invalid type: boolean `true`, expected a string",
     ),
 ];
 

@@ -41,7 +41,15 @@ fn dir_errors(dir: &Path) -> Vec<String> {
 fn the_repository_policies_load() {
     let set = load_dir(&manifest_dir().join("../policies")).unwrap_or_else(|e| panic!("{e}"));
     let names: Vec<&str> = set.agents().iter().map(|a| a.name.as_str()).collect();
-    assert_eq!(names, ["coding-agent", "deploy-bot", "readonly-auditor"]);
+    assert_eq!(
+        names,
+        [
+            "coding-agent",
+            "demo-agent",
+            "deploy-bot",
+            "readonly-auditor"
+        ]
+    );
     // Weekend releases of the deploy bot wait for a reviewer: on a Saturday the hold rule is
     // active and, having the same key as the allow rule, wins the merge.
     let deploy = |at| {

@@ -1,6 +1,7 @@
 //! A real `jit-agent` daemon for a test, in its own directory, with its own pins, socket and
 //! audit log; killed and unpinned on drop.
 use std::{
+    fmt::Write as _,
     fs,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
@@ -44,7 +45,7 @@ impl DaemonFiles {
             dir,
         };
         let config = format!(
-            "policy_dir = \"{}\"\nbpffs = \"{}\"\n\n[audit]\npath = \"{}\"\n\n[socket]\npath = \"{}\"\n",
+            "policy_dir = \"{}\"\nbpffs = \"{}\"\n\n[log]\nlevel = \"debug\"\n\n[audit]\npath = \"{}\"\n\n[socket]\npath = \"{}\"\n",
             files.policies.display(),
             files.pins.display(),
             files.audit.display(),
@@ -52,6 +53,14 @@ impl DaemonFiles {
         );
         fs::write(&files.config, config).expect("write the daemon config");
         files
+    }
+
+    /// Lets members of `group` connect to the control socket (reviewers who are not root).
+    pub fn set_socket_access(&self, group: &str, mode: &str) {
+        let mut config = fs::read_to_string(&self.config).expect("read config");
+        // [socket] is the config's last table.
+        let _ = writeln!(config, "group = \"{group}\"\nmode = \"{mode}\"");
+        fs::write(&self.config, config).expect("write config");
     }
 
     /// Writes (or replaces) policy file `name` atomically, as an editor saving it would.
@@ -179,13 +188,47 @@ impl Drop for Daemon {
 /// Runs `jitctl args...` with the daemon's config and returns its output.
 #[must_use]
 pub fn jitctl(files: &DaemonFiles, args: &[&str]) -> Output {
-    Command::new(JITCTL)
-        .arg("--config")
+    let mut cmd = Command::new(JITCTL);
+    cmd.arg("--config").arg(&files.config).args(args);
+    output_via_files(cmd, &files.dir)
+}
+
+/// `cmd.output()`, but with stdout and stderr going through files rather than pipes.
+///
+/// A test that holds execs forks children concurrently; a child forked while a pipe to jitctl is
+/// open inherits its write end and, held inside `execve` (before close-on-exec applies), keeps
+/// it open: reading the pipe to its end would then wait for the hold to end. Files have no such
+/// end to wait for.
+fn output_via_files(mut cmd: Command, dir: &Path) -> Output {
+    let n = crate::COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (out_path, err_path) = (dir.join(format!(".out-{n}")), dir.join(format!(".err-{n}")));
+    let status = cmd
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&out_path).expect("create stdout file"))
+        .stderr(fs::File::create(&err_path).expect("create stderr file"))
+        .status()
+        .expect("run jitctl");
+    let output = Output {
+        status,
+        stdout: fs::read(&out_path).unwrap_or_default(),
+        stderr: fs::read(&err_path).unwrap_or_default(),
+    };
+    let _ = fs::remove_file(out_path);
+    let _ = fs::remove_file(err_path);
+    output
+}
+
+/// Runs `jitctl args...` as user `uid` with primary group `gid` (a reviewer who is not root).
+#[must_use]
+pub fn jitctl_as(files: &DaemonFiles, uid: u32, gid: u32, args: &[&str]) -> Output {
+    use std::os::unix::process::CommandExt as _;
+    let mut cmd = Command::new(JITCTL);
+    cmd.arg("--config")
         .arg(&files.config)
         .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run jitctl")
+        .uid(uid)
+        .gid(gid);
+    output_via_files(cmd, &files.dir)
 }
 
 /// Polls `check` every 100 ms until it returns true or `timeout` passes.

@@ -160,6 +160,13 @@ impl ExistingCgroup {
     pub fn run(&self, program: &str, args: &[&str]) -> io::Result<ExitStatus> {
         run_in(&self.0, program, args)
     }
+
+    /// Like [`ExistingCgroup::run`], on another thread: for execs that will be held.
+    #[must_use]
+    pub fn spawn(&self, program: &str) -> thread::JoinHandle<io::Result<ExitStatus>> {
+        let (path, program) = (self.0.clone(), program.to_owned());
+        thread::spawn(move || run_in(&path, &program, &[]))
+    }
 }
 
 /// Whether `result` is the failure of an `execve` refused with `EPERM` (for polling).

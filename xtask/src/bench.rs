@@ -11,15 +11,9 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 
-use crate::{
-    cmd,
-    initramfs::Initramfs,
-    setup,
-    test::{cargo, root},
-    vm,
-};
+use crate::{cmd, initramfs::Initramfs, setup, test::root, vm};
 
 /// Options of `cargo xtask bench`.
 #[derive(clap::Args)]
@@ -51,27 +45,7 @@ echo "JIT-BIN-EXIT jit-bench $?"
 /// Builds jit-bench (release, like the VM tests: aya parses the kernel's whole BTF at load, and
 /// the timed loops should not measure debug code) and returns the executable.
 fn build_bench() -> Result<PathBuf> {
-    let out = cmd::stdout(cargo(None).args([
-        "build",
-        "--package",
-        "jit-tests",
-        "--bin",
-        "jit-bench",
-        "--release",
-        "--message-format=json-render-diagnostics",
-    ]))?;
-    for line in out.lines() {
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        if msg["reason"] == "compiler-artifact"
-            && msg["target"]["name"] == "jit-bench"
-            && let Some(exe) = msg["executable"].as_str()
-        {
-            return Ok(PathBuf::from(exe));
-        }
-    }
-    bail!("cargo built no jit-bench executable")
+    crate::test::build_release_bin("jit-tests", "jit-bench")
 }
 
 fn build_initramfs(exe: &Path, out_dir: &Path) -> Result<PathBuf> {
@@ -86,16 +60,16 @@ fn build_initramfs(exe: &Path, out_dir: &Path) -> Result<PathBuf> {
 
 /// What jit-bench printed in the VM, and how it ended.
 #[derive(Debug, Default, PartialEq, Eq)]
-struct BenchRun {
-    started: bool,
+pub struct BenchRun {
+    pub started: bool,
     /// Everything between the start and exit markers.
-    output: String,
+    pub output: String,
     /// The exit status the init script reported; `None` when the bench did not finish.
-    status: Option<String>,
+    pub status: Option<String>,
 }
 
 impl BenchRun {
-    fn parse(results: &str) -> Self {
+    pub fn parse(results: &str) -> Self {
         let mut run = Self::default();
         for line in results.lines() {
             if line.starts_with(vm::BIN_START) {

@@ -27,6 +27,13 @@ pub struct Initramfs {
 
 const BUSYBOX: &str = "/bin/busybox";
 
+/// The guest's users: root, a reviewer and an unprivileged account, as Debian names them.
+const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n\
+    reviewer:x:1000:1000:jit test reviewer:/tmp:/bin/sh\n\
+    nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
+/// The guest's groups; `sre` holds the test reviewer.
+const GROUP: &str = "root:x:0:\nreviewer:x:1000:\nsre:x:1001:reviewer\nnogroup:x:65534:\n";
+
 impl Initramfs {
     /// The base image: directories, `/dev/console`, busybox and `init`.
     pub fn new(init_script: &str) -> Result<Self> {
@@ -55,6 +62,9 @@ impl Initramfs {
             .with_context(|| format!("reading {BUSYBOX} (apt package busybox-static)"))?;
         fs.add_bytes(Path::new(BUSYBOX), busybox, 0o755);
         fs.add_bytes(Path::new("/init"), init_script.as_bytes().to_vec(), 0o755);
+        // Accounts the policies name (approvers) resolve against these, as on a real host.
+        fs.add_bytes(Path::new("/etc/passwd"), PASSWD.as_bytes().to_vec(), 0o644);
+        fs.add_bytes(Path::new("/etc/group"), GROUP.as_bytes().to_vec(), 0o644);
         fs.entries
             .insert(PathBuf::from("/bin/sh"), Entry::Symlink("busybox".into()));
         Ok(fs)

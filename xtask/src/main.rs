@@ -1,6 +1,7 @@
 //! `cargo xtask`: jit's build, test, bench and VM driver.
 mod bench;
 mod cmd;
+mod demo;
 mod initramfs;
 mod kernels;
 mod libtest;
@@ -27,6 +28,9 @@ enum Commands {
     Test(test::TestArgs),
     /// Measure in a VM what jit's kernel programs add to exec and open-for-write.
     Bench(bench::BenchArgs),
+    /// See jit work: boot a VM, run an agent that is allowed, denied and held, and a reviewer
+    /// who approves one hold and denies another; print what happened and the audit trail.
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +39,7 @@ fn main() -> ExitCode {
         Commands::Setup => setup::run().map(|_| ExitCode::SUCCESS),
         Commands::Test(args) => test::run(&args),
         Commands::Bench(args) => bench::run(&args),
+        Commands::Demo(args) => demo::run(&args),
     };
     match result {
         Ok(code) => code,

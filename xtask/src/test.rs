@@ -130,9 +130,34 @@ fn build_vm_tests() -> Result<Vec<(String, PathBuf)>> {
     Ok(bins)
 }
 
+/// Builds binary `bin` of `package` (release) and returns the executable.
+pub fn build_release_bin(package: &str, bin: &str) -> Result<PathBuf> {
+    let out = cmd::stdout(cargo(None).args([
+        "build",
+        "--package",
+        package,
+        "--bin",
+        bin,
+        "--release",
+        "--message-format=json-render-diagnostics",
+    ]))?;
+    for line in out.lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if msg["reason"] == "compiler-artifact"
+            && msg["target"]["name"] == bin
+            && let Some(exe) = msg["executable"].as_str()
+        {
+            return Ok(PathBuf::from(exe));
+        }
+    }
+    anyhow::bail!("cargo built no {bin} executable")
+}
+
 /// Builds the daemon and `jitctl` (release) for the VM tests that run them, and returns their
 /// paths.
-fn build_daemon() -> Result<Vec<(String, PathBuf)>> {
+pub fn build_daemon() -> Result<Vec<(String, PathBuf)>> {
     let out = cmd::stdout(cargo(None).args([
         "build",
         "--package",

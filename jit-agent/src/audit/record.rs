@@ -83,6 +83,9 @@ pub enum RecordBody {
     Approval(Approval),
     /// The writer found a torn tail (a crash mid-write) when it opened the log and cut it off.
     AuditRecovered(AuditRecovered),
+    /// A hold ended without a reviewer's decision: the held process exited or was killed by
+    /// someone else.
+    HoldEnded(HoldEnded),
 }
 
 impl RecordBody {
@@ -98,6 +101,7 @@ impl RecordBody {
             Self::EventsDropped(_) => "events_dropped",
             Self::Approval(_) => "approval",
             Self::AuditRecovered(_) => "audit_recovered",
+            Self::HoldEnded(_) => "hold_ended",
         }
     }
 }
@@ -302,6 +306,27 @@ pub struct Approval {
     pub scope: String,
     /// Free text the reviewer gave, if any.
     pub reason: Option<String>,
+    /// The held action the decision applies to (absent when the daemon did not know it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<HeldAction>,
+}
+
+/// A held action, as approval and hold-end records name it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldAction {
+    pub agent: String,
+    pub op: String,
+    pub path: String,
+    pub pid: u32,
+}
+
+/// See [`RecordBody::HoldEnded`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldEnded {
+    pub request_id: u64,
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<HeldAction>,
 }
 
 /// A torn tail was cut off the log when the writer opened it.

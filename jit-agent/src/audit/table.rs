@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use super::record::{KernelRecord, Record, RecordBody};
+use super::record::{HeldAction, KernelRecord, Record, RecordBody};
 
 const TIME_W: usize = 20;
 const TYPE_W: usize = 15;
@@ -103,6 +103,24 @@ pub fn table_header() -> String {
     )
 }
 
+/// Agent, op, pid and a path prefix for the detail column, of a record about a held action.
+fn action_columns(action: Option<&HeldAction>) -> (String, String, String, String) {
+    match action {
+        Some(h) => (
+            clean(&h.agent),
+            clean(&h.op),
+            h.pid.to_string(),
+            format!("{}: ", clean(&h.path)),
+        ),
+        None => (
+            "-".to_owned(),
+            "-".to_owned(),
+            "-".to_owned(),
+            String::new(),
+        ),
+    }
+}
+
 /// One table line for `record`: time (UTC, seconds), type (for kernel events their kind),
 /// agent, op, decision (`policy->enforced` when shadow mode made them differ), pid, and the
 /// path or a summary.
@@ -149,8 +167,9 @@ pub fn format_row(record: &Record) -> String {
             row(&time, "events_dropped", dash, dash, dash, dash, &detail)
         }
         RecordBody::Approval(a) => {
+            let (agent, op, pid, what) = action_columns(a.action.as_ref());
             let mut detail = format!(
-                "request {} by {}, scope {}",
+                "{what}request {} by {}, scope {}",
                 a.request_id,
                 clean(&a.reviewer),
                 clean(&a.scope)
@@ -161,12 +180,17 @@ pub fn format_row(record: &Record) -> String {
             row(
                 &time,
                 "approval",
-                dash,
-                dash,
+                &agent,
+                &op,
                 a.decision.name(),
-                dash,
+                &pid,
                 &detail,
             )
+        }
+        RecordBody::HoldEnded(h) => {
+            let (agent, op, pid, what) = action_columns(h.action.as_ref());
+            let detail = format!("{what}request {}: {}", h.request_id, clean(&h.reason));
+            row(&time, "hold_ended", &agent, &op, dash, &pid, &detail)
         }
         RecordBody::AuditRecovered(r) => {
             let detail = format!(

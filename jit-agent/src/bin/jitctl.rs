@@ -11,6 +11,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use jit_agent::{
+    approval::ReviewAction,
     audit::{table, verify},
     config::{Config, Overrides},
     control::{self, Request, Response},
@@ -43,6 +44,38 @@ enum Cmd {
         /// The command and its arguments.
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<String>,
+    },
+    /// Held actions waiting for a reviewer, with their context.
+    Pending {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve held action ID: it proceeds. Without --once or --for, the agent's `grant`
+    /// setting decides the scope.
+    Approve {
+        id: u64,
+        /// Only this action.
+        #[arg(long, conflicts_with = "for_")]
+        once: bool,
+        /// This action, and the same operation of the agent on the same file, for DURATION
+        /// (e.g. 15m), enforced by the kernel's clock.
+        #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
+        for_: Option<Duration>,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Deny held action ID: it fails with EPERM and the process continues.
+    Deny {
+        id: u64,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Kill the process of held action ID.
+    Kill {
+        id: u64,
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// The daemon's state: programs, agents, policy generation, counters.
     Status {
@@ -104,6 +137,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Cmd::Run { agent, command } => run_as(&socket, &agent, &command),
         Cmd::Status { json } => status(&socket, json),
+        Cmd::Pending { json } => pending(&socket, json),
+        Cmd::Approve {
+            id,
+            once,
+            for_,
+            reason,
+        } => decide(
+            &socket,
+            id,
+            ReviewAction::Approve {
+                once,
+                for_secs: for_.map(|d| d.as_secs().max(1)),
+            },
+            reason,
+        ),
+        Cmd::Deny { id, reason } => decide(&socket, id, ReviewAction::Deny, reason),
+        Cmd::Kill { id, reason } => decide(&socket, id, ReviewAction::Kill, reason),
         Cmd::Policy {
             command: PolicyCmd::Check { dir },
         } => Ok(check(&dir)),
@@ -182,6 +232,88 @@ fn run_as(socket: &Path, agent: &str, command: &[String]) -> Result<ExitCode> {
             126
         },
     ))
+}
+
+fn decide(
+    socket: &Path,
+    id: u64,
+    action: ReviewAction,
+    reason: Option<String>,
+) -> Result<ExitCode> {
+    match call(socket, &Request::Decide { id, action, reason })? {
+        Response::Decided(d) if d.approvals_missing > 0 => {
+            println!(
+                "{}: approval recorded; {} more approval(s) needed",
+                d.id, d.approvals_missing
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Response::Decided(d) => {
+            println!("{}: {}", d.id, d.outcome);
+            Ok(ExitCode::SUCCESS)
+        }
+        other => fail(other),
+    }
+}
+
+fn pending(socket: &Path, json: bool) -> Result<ExitCode> {
+    let requests = match call(socket, &Request::Pending)? {
+        Response::Pending { requests } => requests,
+        other => return fail(other),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&requests)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if requests.is_empty() {
+        println!("no held actions");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for r in &requests {
+        println!(
+            "{}  {} {} {}  (agent {}, pid {}, user {}, held {}s, {} in {}s)",
+            r.id,
+            r.op,
+            r.path,
+            r.rule
+                .as_deref()
+                .map_or_else(|| "[default]".to_owned(), |rule| format!("[rule: {rule}]")),
+            r.agent,
+            r.pid,
+            r.user.as_deref().unwrap_or("?"),
+            r.age_secs,
+            r.on_timeout,
+            r.timeout_in_secs
+        );
+        if let Some(argv) = &r.argv {
+            println!("    argv: {}", argv.join(" "));
+        }
+        println!(
+            "    exe: {}  cwd: {}",
+            r.exe.as_deref().unwrap_or("?"),
+            r.cwd.as_deref().unwrap_or("?")
+        );
+        if let Some(t) = &r.target {
+            println!(
+                "    target: {} bytes, owner {}, mode {}",
+                t.size,
+                t.owner.as_deref().unwrap_or("?"),
+                t.mode
+            );
+        }
+        if !r.parents.is_empty() {
+            println!("    parents: {}", r.parents.join(" <- "));
+        }
+        if r.required_approvals > 1 {
+            println!(
+                "    approvals: {}/{} ({})",
+                r.approvals.len(),
+                r.required_approvals,
+                r.approvals.join(", ")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn status(socket: &Path, json: bool) -> Result<ExitCode> {

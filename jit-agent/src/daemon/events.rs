@@ -69,8 +69,9 @@ fn record(daemon: &Daemon, event: &Event) {
     // The process is read while it is stopped (holds) or right after its syscall failed; it
     // may be gone already, then the fields stay empty.
     let process = ProcessContext::read(event.tgid);
-    let record = KernelRecord::from_event(event, Some(process)).with_names(agent, rule);
+    let record = KernelRecord::from_event(event, Some(process.clone())).with_names(agent, rule);
     let kind = EventKind::from_u8(event.kind);
+    let path = record.path.clone();
     info!(
         kind = %record.kind,
         op = %record.op,
@@ -80,14 +81,11 @@ fn record(daemon: &Daemon, event: &Event) {
         agent = record.agent.as_deref().unwrap_or("?"),
         "kernel decision"
     );
-    if kind == Some(EventKind::Hold) {
-        info!(
-            request_id = event.request_id,
-            pid = event.tgid,
-            "action held, waiting for a reviewer"
-        );
-    }
     daemon.audit(RecordBody::Kernel(record));
+    // Queued after the audit record, so the hold is in the log before any decision on it.
+    if kind == Some(EventKind::Hold) {
+        daemon.on_hold(event, process, path);
+    }
 }
 
 /// Polls the kernel counters; every increase of the dropped-events counter becomes an audit

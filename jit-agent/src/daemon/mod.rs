@@ -6,6 +6,7 @@
 //! the enforcer and the audit writer sit behind mutexes held only for the map operation or the
 //! write at hand.
 pub mod apply;
+mod escalation;
 mod events;
 mod server;
 
@@ -59,12 +60,21 @@ pub enum DaemonError {
     },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("HTTP API: {0}")]
+    Tokens(#[from] crate::approval::http::TokenError),
+    #[error("HTTP API: cannot listen on {listen}: {source}")]
+    Http {
+        listen: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The policy as installed, and what the daemon knows about it.
 #[derive(Default)]
 pub struct PolicyState {
     pub generation: u64,
+    pub set: Option<policy::PolicySet>,
     pub compiled: Option<Compiled>,
     pub installed: BTreeMap<String, apply::InstalledAgent>,
     pub files: Vec<String>,
@@ -98,6 +108,14 @@ pub struct Daemon {
     enforcer: Mutex<Enforcer>,
     audit: Mutex<AuditWriter>,
     policy: Mutex<PolicyState>,
+    queue: Mutex<escalation::Queue>,
+    /// Every audit line as written, for live followers (HTTP stream).
+    audit_lines: tokio::sync::broadcast::Sender<String>,
+    /// The monotonic clock when this daemon started: timeouts whose deadline passed before it
+    /// were missed by a daemon that was not running.
+    started_ns: u64,
+    /// Where new holds are announced, when a webhook is configured.
+    webhook: Option<crate::approval::webhook::WebhookHandle>,
 }
 
 impl Daemon {
@@ -113,6 +131,29 @@ impl Daemon {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    fn queue(&self) -> MutexGuard<'_, escalation::Queue> {
+        self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Tells reviewers about a new held action: the log, and the webhook when configured.
+    fn notify(&self, view: &crate::approval::PendingView) {
+        if let Some(webhook) = &self.webhook {
+            webhook.notify(view.clone());
+        }
+        info!(
+            id = view.id,
+            agent = %view.agent,
+            op = %view.op,
+            path = %view.path,
+            pid = view.pid,
+            "held for review: `jitctl approve {}` or `jitctl deny {}`",
+            view.id,
+            view.id
+        );
+    }
+
     /// Appends an audit record; a failure is logged loudly (the daemon keeps enforcing: the
     /// kernel does not depend on the log).
     fn audit(&self, body: RecordBody) {
@@ -120,8 +161,12 @@ impl Daemon {
             .audit
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Err(err) = writer.append(body) {
-            error!(error = %err, "writing the audit log failed");
+        match writer.append(body) {
+            Ok(appended) => {
+                // Nobody listening is fine.
+                let _ = self.audit_lines.send(appended.line);
+            }
+            Err(err) => error!(error = %err, "writing the audit log failed"),
         }
     }
 
@@ -153,6 +198,11 @@ impl Daemon {
             }
         };
         let compiled = policy::compile(&set, Timestamp::now());
+        let files_of_set: Vec<String> = set
+            .agents()
+            .iter()
+            .map(|a| a.file.display().to_string())
+            .collect();
         let mut state = self.policy();
         state.fingerprint = fingerprint;
         let mut next = state.next_ruleset;
@@ -174,16 +224,13 @@ impl Daemon {
                 return Err(self.reject(trigger, vec![err.to_string()], fingerprint));
             }
         };
-        let mut files: Vec<String> = set
-            .agents()
-            .iter()
-            .map(|a| a.file.display().to_string())
-            .collect();
+        let mut files = files_of_set;
         files.sort();
         files.dedup();
         state.generation += 1;
         state.installed = installed;
         state.compiled = Some(compiled);
+        state.set = Some(set);
         state.files.clone_from(&files);
         state.last_error = None;
         let generation = state.generation;
@@ -284,6 +331,23 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         ),
     }
     let next_ruleset = apply::first_free_ruleset(&mut enforcer)?;
+    let webhook = config.webhook.url.clone().map(|url| {
+        info!(url = %url, "new holds are announced to the webhook");
+        crate::approval::webhook::spawn(url, crate::approval::webhook::WebhookOptions::default())
+    });
+    // Token files are read before anything else starts: a bad one stops the daemon here.
+    let http = if config.http.enabled {
+        let tokens = crate::approval::http::Tokens::load(&config.http.tokens)?;
+        let listener = tokio::net::TcpListener::bind(config.http.listen)
+            .await
+            .map_err(|source| DaemonError::Http {
+                listen: config.http.listen.to_string(),
+                source,
+            })?;
+        Some((tokens, listener))
+    } else {
+        None
+    };
     let events = enforcer.take_events()?;
     let daemon = Arc::new(Daemon {
         config,
@@ -294,6 +358,10 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             next_ruleset,
             ..PolicyState::default()
         }),
+        queue: Mutex::new(escalation::Queue::default()),
+        audit_lines: tokio::sync::broadcast::channel(1024).0,
+        webhook,
+        started_ns: escalation::monotonic_ns(),
     });
     daemon.audit(RecordBody::DaemonStarted(DaemonStarted {
         version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -310,8 +378,22 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         warn!("keeping the policy the previous daemon installed in the kernel");
     }
 
+    // Holds the kernel kept while no daemon ran: adopted, and overdue ones resolved, before
+    // reviewers can connect.
+    daemon.reconcile();
+    tokio::spawn(reconcile_loop(Arc::clone(&daemon)));
+
     let listener = server::bind(&daemon.config.socket)?;
     tokio::spawn(server::serve(Arc::clone(&daemon), listener));
+    if let Some((tokens, listener)) = http {
+        info!(listen = %daemon.config.http.listen, "HTTP approval API ready");
+        let service: Arc<dyn crate::approval::ApprovalService> = Arc::clone(&daemon) as _;
+        tokio::spawn(async move {
+            if let Err(err) = crate::approval::http::serve(listener, tokens, service).await {
+                error!(error = %err, "the HTTP approval API stopped");
+            }
+        });
+    }
     tokio::spawn(events::poll_counters(Arc::clone(&daemon)));
     tokio::spawn(watch_policy(Arc::clone(&daemon)));
 
@@ -366,6 +448,37 @@ async fn watch_policy(daemon: Arc<Daemon>) {
         };
         // Errors are logged and audited by reload itself.
         let _ = daemon.reload(trigger);
+    }
+}
+
+/// How often the queue is reconciled with the kernel's pending map (and timeouts applied).
+const RECONCILE: Duration = Duration::from_millis(500);
+
+async fn reconcile_loop(daemon: Arc<Daemon>) {
+    let mut tick = tokio::time::interval(RECONCILE);
+    loop {
+        tick.tick().await;
+        daemon.reconcile();
+    }
+}
+
+impl crate::approval::ApprovalService for Daemon {
+    fn pending(&self) -> Vec<crate::approval::PendingView> {
+        self.pending_views()
+    }
+
+    fn decide(
+        &self,
+        id: u64,
+        reviewer: &crate::approval::Reviewer,
+        action: crate::approval::ReviewAction,
+        reason: Option<String>,
+    ) -> Result<crate::approval::Decided, crate::approval::DecideError> {
+        Daemon::decide(self, id, reviewer, action, reason)
+    }
+
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.audit_lines.subscribe()
     }
 }
 

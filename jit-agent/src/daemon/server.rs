@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use super::{Daemon, DaemonError};
 use crate::{
+    approval::Reviewer,
     config::SocketConfig,
     control::{AgentStatus, Request, Response, Status},
 };
@@ -79,6 +80,7 @@ pub async fn serve(daemon: Arc<Daemon>, listener: UnixListener) {
 /// Who is asking, as the kernel says.
 struct Peer {
     uid: u32,
+    gid: u32,
     pid: u32,
 }
 
@@ -104,6 +106,7 @@ async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
                     .and_then(|pid| u32::try_from(pid).ok())
                     .map(|pid| Peer {
                         uid: cred.uid(),
+                        gid: cred.gid(),
                         pid,
                     });
                 match peer {
@@ -121,6 +124,7 @@ async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
 }
 
 fn answer(daemon: &Arc<Daemon>, peer: &Peer, request: Request) -> Response {
+    tracing::debug!(pid = peer.pid, uid = peer.uid, ?request, "control request");
     if let Some(cgroup) = agent_cgroup_of(daemon, peer.pid) {
         warn!(
             pid = peer.pid,
@@ -136,7 +140,9 @@ fn answer(daemon: &Arc<Daemon>, peer: &Peer, request: Request) -> Response {
             ),
         };
     }
-    let needs_root = !matches!(request, Request::Status);
+    // Reviewers decide as themselves (checked against the agent's approvers); only changing
+    // what jit enforces, or placing processes, needs root.
+    let needs_root = matches!(request, Request::Reload | Request::Run { .. });
     if needs_root && peer.uid != 0 {
         return Response::Error {
             error: format!(
@@ -154,6 +160,44 @@ fn answer(daemon: &Arc<Daemon>, peer: &Peer, request: Request) -> Response {
             },
         },
         Request::Run { agent } => place(daemon, peer, &agent),
+        Request::Pending => Response::Pending {
+            requests: daemon.pending_views(),
+        },
+        Request::Decide { id, action, reason } => {
+            let reviewer = reviewer_of(peer);
+            match daemon.decide(id, &reviewer, action, reason) {
+                Ok(decided) => Response::Decided(decided),
+                Err(err) => Response::Error {
+                    error: err.to_string(),
+                },
+            }
+        }
+    }
+}
+
+/// The reviewer a socket peer is: its user, with its primary and supplementary groups as the
+/// kernel reports them for the connecting process.
+fn reviewer_of(peer: &Peer) -> Reviewer {
+    let name = nix::unistd::User::from_uid(peer.uid.into())
+        .ok()
+        .flatten()
+        .map_or_else(|| format!("uid {}", peer.uid), |u| u.name);
+    let status = fs::read_to_string(format!("/proc/{}/status", peer.pid)).unwrap_or_default();
+    let mut gids: Vec<u32> = status
+        .lines()
+        .filter_map(|l| l.strip_prefix("Groups:"))
+        .flat_map(|l| {
+            l.split_whitespace()
+                .filter_map(|g| g.parse().ok())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    gids.push(peer.gid);
+    Reviewer {
+        name,
+        uid: Some(peer.uid),
+        gids,
+        channel: "socket".to_owned(),
     }
 }
 

@@ -1,0 +1,498 @@
+//! Held actions waiting for a reviewer: the queue, reviewers' decisions, timeouts, and the
+//! reconciliation with the kernel's pending map that makes all of it restart-safe.
+//!
+//! The kernel's `PENDING` map is the truth: a held task stays stopped until its entry is
+//! answered, whatever happens to the daemon. The queue here adds what reviewers need (path,
+//! process context, deadline) and is rebuilt from the map at start: a hold the daemon has not
+//! seen (made while it was down) is adopted with the path from the audit log's hold record.
+//! Deadlines derive from the hold's id, which is the kernel's monotonic clock at the hold, so a
+//! timeout that passed while no daemon ran is applied at once on restart.
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::{BufRead as _, BufReader},
+    os::unix::fs::MetadataExt as _,
+    path::Path,
+    time::Duration,
+};
+
+use jiff::Timestamp;
+use jit_common::{
+    event::Event,
+    pending::{FileId, GrantKey, PendingRequest, STATE_PENDING},
+    policy::Op,
+};
+use tracing::{info, warn};
+
+use super::Daemon;
+use crate::{
+    approval::{DecideError, Decided, PendingView, ReviewAction, Reviewer, TargetFacts},
+    audit::{
+        ProcessContext,
+        record::{Approval, ApprovalDecision, HeldAction, HoldEnded, RecordBody},
+    },
+    policy::{AgentPolicy, Grant, OnTimeout},
+};
+
+/// One held action.
+#[derive(Clone, Debug)]
+pub struct Held {
+    pub request_id: u64,
+    pub tid: u32,
+    pub tgid: u32,
+    pub agent_id: u32,
+    pub op: Op,
+    pub rule_id: u32,
+    pub file: FileId,
+    /// From the hold event (or the audit log after a restart).
+    pub path: String,
+    pub process: ProcessContext,
+    /// Distinct reviewers who approved, when more than one approval is required.
+    pub approvals: Vec<String>,
+}
+
+/// The queue, by request id.
+#[derive(Default)]
+pub struct Queue {
+    pub held: BTreeMap<u64, Held>,
+}
+
+/// The kernel's monotonic clock (what `bpf_ktime_get_ns` reads), in nanoseconds.
+pub(super) fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+        u64::try_from(Duration::from(t).as_nanos()).unwrap_or(u64::MAX)
+    })
+}
+
+fn alive(tid: u32) -> bool {
+    Path::new(&format!("/proc/{tid}")).exists()
+}
+
+impl Daemon {
+    /// A hold event: the task is stopped; queue it with its context.
+    pub(super) fn on_hold(&self, event: &Event, process: ProcessContext, path: String) {
+        let op = Op::from_u8(event.op).unwrap_or(Op::Exec);
+        let held = Held {
+            request_id: event.request_id,
+            tid: event.pid,
+            tgid: event.tgid,
+            agent_id: event.agent_id,
+            op,
+            rule_id: event.rule_id,
+            file: event.file,
+            path,
+            process,
+            approvals: Vec::new(),
+        };
+        self.queue().held.insert(held.request_id, held.clone());
+        let view = self.view(&held, monotonic_ns());
+        self.notify(&view);
+    }
+
+    /// The agent policy of `agent_id` in force, with its name.
+    fn agent_policy(&self, agent_id: u32) -> Option<AgentPolicy> {
+        let state = self.policy();
+        let name = state.agent_name(agent_id)?;
+        state.set.as_ref()?.agent(&name).cloned()
+    }
+
+    /// What reviewers see of `held`.
+    fn view(&self, held: &Held, now_ns: u64) -> PendingView {
+        let agent = self.agent_policy(held.agent_id);
+        let rule = self.policy().rule_name(held.rule_id);
+        let (timeout, on_timeout) = agent
+            .as_ref()
+            .map_or((crate::policy::DEFAULT_TIMEOUT, OnTimeout::Deny), |a| {
+                a.hold_timeout(held.rule_id)
+            });
+        let age = Duration::from_nanos(now_ns.saturating_sub(held.request_id));
+        let held_at = Timestamp::now()
+            .checked_sub(jiff::SignedDuration::try_from(age).unwrap_or_default())
+            .unwrap_or_else(|_| Timestamp::now());
+        let target = match held.op {
+            Op::Write | Op::Truncate | Op::Chmod | Op::Chown | Op::Unlink | Op::Rename => {
+                fs::metadata(&held.path).ok().map(|m| TargetFacts {
+                    size: m.len(),
+                    uid: m.uid(),
+                    owner: nix::unistd::User::from_uid(m.uid().into())
+                        .ok()
+                        .flatten()
+                        .map(|u| u.name),
+                    mode: format!("{:o}", m.mode() & 0o7777),
+                })
+            }
+            _ => None,
+        };
+        PendingView {
+            id: held.request_id,
+            agent: self
+                .policy()
+                .agent_name(held.agent_id)
+                .unwrap_or_else(|| format!("agent {:#010x}", held.agent_id)),
+            op: held.op.name().to_owned(),
+            path: held.path.clone(),
+            rule,
+            pid: held.tgid,
+            tid: held.tid,
+            uid: held.process.uid.unwrap_or(u32::MAX),
+            user: held.process.user.clone(),
+            exe: held.process.exe.clone(),
+            argv: held.process.argv.clone(),
+            cwd: held.process.cwd.clone(),
+            parents: held
+                .process
+                .parents
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{} {} {}",
+                        p.pid,
+                        p.comm.as_deref().unwrap_or("?"),
+                        p.exe.as_deref().unwrap_or("?")
+                    )
+                })
+                .collect(),
+            held_at: format!("{held_at:.0}"),
+            age_secs: age.as_secs(),
+            timeout_in_secs: timeout.saturating_sub(age).as_secs(),
+            on_timeout: on_timeout.name().to_owned(),
+            target,
+            approvals: held.approvals.clone(),
+            required_approvals: agent.map_or(1, |a| a.escalation.required_approvals),
+        }
+    }
+
+    /// Every queued hold, oldest first.
+    pub fn pending_views(&self) -> Vec<PendingView> {
+        let now = monotonic_ns();
+        let held: Vec<Held> = self.queue().held.values().cloned().collect();
+        held.iter().map(|h| self.view(h, now)).collect()
+    }
+
+    /// A reviewer's decision.
+    ///
+    /// # Errors
+    /// See [`DecideError`].
+    pub fn decide(
+        &self,
+        id: u64,
+        reviewer: &Reviewer,
+        action: ReviewAction,
+        reason: Option<String>,
+    ) -> Result<Decided, DecideError> {
+        let held = self
+            .queue()
+            .held
+            .get(&id)
+            .cloned()
+            .ok_or(DecideError::NotPending(id))?;
+        let agent = self.agent_policy(held.agent_id);
+        let agent_name = self
+            .policy()
+            .agent_name(held.agent_id)
+            .unwrap_or_else(|| format!("agent {:#010x}", held.agent_id));
+        let Some(agent) = agent else {
+            return Err(DecideError::NotAnApprover {
+                reviewer: reviewer.name.clone(),
+                agent: agent_name,
+            });
+        };
+        if !may_decide(&agent, reviewer) {
+            warn!(reviewer = %reviewer.name, agent = %agent.name, id, "refused a decision from a non-approver");
+            return Err(DecideError::NotAnApprover {
+                reviewer: reviewer.name.clone(),
+                agent: agent.name.clone(),
+            });
+        }
+        if let ReviewAction::Approve { .. } = action {
+            let required = agent.escalation.required_approvals.max(1);
+            if required > 1 {
+                let mut queue = self.queue();
+                let entry = queue.held.get_mut(&id).ok_or(DecideError::NotPending(id))?;
+                if entry.approvals.contains(&reviewer.name) {
+                    return Err(DecideError::AlreadyApproved(reviewer.name.clone()));
+                }
+                entry.approvals.push(reviewer.name.clone());
+                let have = u32::try_from(entry.approvals.len()).unwrap_or(u32::MAX);
+                if have < required {
+                    drop(queue);
+                    info!(id, reviewer = %reviewer.name, have, required, "approval recorded");
+                    return Ok(Decided {
+                        id,
+                        outcome: "approval recorded".to_owned(),
+                        approvals_missing: required - have,
+                    });
+                }
+            }
+        }
+        let scope = match action {
+            ReviewAction::Approve {
+                once: false,
+                for_secs: Some(secs),
+            } => Grant::For(Duration::from_secs(secs)),
+            ReviewAction::Approve {
+                once: false,
+                for_secs: None,
+            } => agent.escalation.grant,
+            ReviewAction::Approve { once: true, .. } | ReviewAction::Deny | ReviewAction::Kill => {
+                Grant::Once
+            }
+        };
+        let decision = match action {
+            ReviewAction::Approve { .. } => ApprovalDecision::Approve,
+            ReviewAction::Deny => ApprovalDecision::Deny,
+            ReviewAction::Kill => ApprovalDecision::Kill,
+        };
+        self.apply(&held, decision, scope)
+            .map_err(DecideError::Failed)?;
+        self.queue().held.remove(&id);
+        self.audit_decision(&held, &agent.name, &reviewer.name, decision, scope, reason);
+        Ok(Decided {
+            id,
+            outcome: match decision {
+                ApprovalDecision::Approve => "approved",
+                ApprovalDecision::Deny => "denied",
+                ApprovalDecision::Kill => "killed",
+            }
+            .to_owned(),
+            approvals_missing: 0,
+        })
+    }
+
+    /// Writes the decision into the kernel and resumes (or kills) the task.
+    fn apply(&self, held: &Held, decision: ApprovalDecision, scope: Grant) -> Result<(), String> {
+        let mut enforcer = self.enforcer();
+        match decision {
+            ApprovalDecision::Approve => {
+                if let Grant::For(duration) = scope {
+                    let key = GrantKey {
+                        file: held.file,
+                        agent_id: held.agent_id,
+                        op: held.op as u8,
+                        pad: [0; 3],
+                    };
+                    enforcer
+                        .grant_for(key, duration, held.rule_id)
+                        .map_err(|e| e.to_string())?;
+                }
+                enforcer
+                    .answer(held.tid, held.request_id, true)
+                    .map_err(|e| e.to_string())
+            }
+            ApprovalDecision::Deny => enforcer
+                .answer(held.tid, held.request_id, false)
+                .map_err(|e| e.to_string()),
+            ApprovalDecision::Kill => {
+                let pid = nix::unistd::Pid::from_raw(held.tgid.cast_signed());
+                nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL)
+                    .map_err(|e| format!("killing process {}: {e}", held.tgid))?;
+                enforcer
+                    .remove_pending(held.tid, held.request_id)
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    fn audit_decision(
+        &self,
+        held: &Held,
+        agent: &str,
+        reviewer: &str,
+        decision: ApprovalDecision,
+        scope: Grant,
+        reason: Option<String>,
+    ) {
+        let scope = match scope {
+            Grant::Once => "once".to_owned(),
+            Grant::For(d) => humantime::format_duration(d).to_string(),
+        };
+        info!(
+            id = held.request_id,
+            reviewer,
+            decision = decision.name(),
+            scope = %scope,
+            path = %held.path,
+            pid = held.tgid,
+            "hold answered"
+        );
+        self.audit(RecordBody::Approval(Approval {
+            request_id: held.request_id,
+            reviewer: reviewer.to_owned(),
+            decision,
+            scope,
+            reason,
+            action: Some(held_action(held, agent)),
+        }));
+    }
+
+    /// Aligns the queue with the kernel's pending map: adopts holds the daemon has not seen,
+    /// drops answered ones, cleans up after tasks that died while held, and applies timeouts.
+    pub(super) fn reconcile(&self) {
+        let entries = match self.enforcer().pending_requests() {
+            Ok(entries) => entries,
+            Err(err) => {
+                warn!(error = %err, "reading the pending map failed");
+                return;
+            }
+        };
+        let now = monotonic_ns();
+        let mut adopted = Vec::new();
+        let mut ended = Vec::new();
+        {
+            let mut queue = self.queue();
+            let waiting: BTreeMap<u64, (u32, PendingRequest)> = entries
+                .iter()
+                .filter(|(_, r)| r.state == STATE_PENDING)
+                .map(|&(tid, r)| (r.request_id, (tid, r)))
+                .collect();
+            queue.held.retain(|id, _| waiting.contains_key(id));
+            for (id, (tid, request)) in &waiting {
+                if !alive(*tid) {
+                    ended.push((*tid, *request, queue.held.remove(id)));
+                } else if !queue.held.contains_key(id) {
+                    adopted.push((*tid, *request));
+                }
+            }
+        }
+        // Answered entries whose task is gone are never consumed: remove them too.
+        for (tid, request) in &entries {
+            if request.state != STATE_PENDING && !alive(*tid) {
+                let _ = self.enforcer().remove_pending(*tid, request.request_id);
+            }
+        }
+        for (tid, request, held) in ended {
+            let _ = self.enforcer().remove_pending(tid, request.request_id);
+            let agent = self
+                .policy()
+                .agent_name(request.agent_id)
+                .unwrap_or_default();
+            let action = held.as_ref().map(|h| held_action(h, &agent));
+            warn!(
+                id = request.request_id,
+                pid = request.tgid,
+                "held process exited before a decision"
+            );
+            self.audit(RecordBody::HoldEnded(HoldEnded {
+                request_id: request.request_id,
+                reason: "the held process exited before a decision".to_owned(),
+                action,
+            }));
+        }
+        for (tid, request) in adopted {
+            let (path, _) = self
+                .find_hold_record(request.request_id)
+                .unwrap_or_else(|| ("(unknown: held before this audit log)".to_owned(), None));
+            let held = Held {
+                request_id: request.request_id,
+                tid,
+                tgid: request.tgid,
+                agent_id: request.agent_id,
+                op: Op::from_u8(request.op).unwrap_or(Op::Exec),
+                rule_id: request.rule_id,
+                file: request.file,
+                path,
+                process: ProcessContext::read(request.tgid),
+                approvals: Vec::new(),
+            };
+            info!(id = held.request_id, pid = held.tgid, path = %held.path, "adopted a held action from the kernel");
+            self.queue().held.insert(held.request_id, held);
+        }
+        self.apply_timeouts(now);
+    }
+
+    fn apply_timeouts(&self, now_ns: u64) {
+        let held: Vec<Held> = self.queue().held.values().cloned().collect();
+        for h in held {
+            let Some(agent) = self.agent_policy(h.agent_id) else {
+                continue;
+            };
+            let (timeout, on_timeout) = agent.hold_timeout(h.rule_id);
+            let age = Duration::from_nanos(now_ns.saturating_sub(h.request_id));
+            if age < timeout {
+                continue;
+            }
+            let decision = match on_timeout {
+                OnTimeout::Allow => ApprovalDecision::Approve,
+                OnTimeout::Deny => ApprovalDecision::Deny,
+                OnTimeout::Kill => ApprovalDecision::Kill,
+            };
+            match self.apply(&h, decision, Grant::Once) {
+                Ok(()) => {
+                    self.queue().held.remove(&h.request_id);
+                    let deadline_ns = h
+                        .request_id
+                        .saturating_add(u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX));
+                    let reason = if deadline_ns < self.started_ns {
+                        format!(
+                            "no decision within {}; applied late, at the daemon's start: no \
+                             daemon was running at the deadline ({} ago)",
+                            humantime::format_duration(timeout),
+                            humantime::format_duration(Duration::from_secs(
+                                now_ns.saturating_sub(deadline_ns) / 1_000_000_000
+                            ))
+                        )
+                    } else {
+                        format!("no decision within {}", humantime::format_duration(timeout))
+                    };
+                    self.audit_decision(
+                        &h,
+                        &agent.name,
+                        "timeout",
+                        decision,
+                        Grant::Once,
+                        Some(reason),
+                    );
+                }
+                Err(err) => warn!(id = h.request_id, error = %err, "applying a timeout failed"),
+            }
+        }
+    }
+
+    /// The path (and rule name) of hold `request_id` from the audit log's hold record.
+    fn find_hold_record(&self, request_id: u64) -> Option<(String, Option<String>)> {
+        let path = &self.config.audit.path;
+        let files = [crate::audit::rotated_path(path, 1), path.clone()];
+        let mut found = None;
+        for file in files {
+            let Ok(f) = fs::File::open(&file) else {
+                continue;
+            };
+            for line in BufReader::new(f).lines().map_while(Result::ok) {
+                if !line.contains("\"hold\"") {
+                    continue;
+                }
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                if v["type"] == "kernel" && v["kind"] == "hold" && v["request_id"] == request_id {
+                    found = Some((
+                        v["path"].as_str().unwrap_or_default().to_owned(),
+                        v["rule"].as_str().map(str::to_owned),
+                    ));
+                }
+            }
+        }
+        found
+    }
+}
+
+fn held_action(held: &Held, agent: &str) -> HeldAction {
+    HeldAction {
+        agent: agent.to_owned(),
+        op: held.op.name().to_owned(),
+        path: held.path.clone(),
+        pid: held.tgid,
+    }
+}
+
+/// Whether `reviewer` is among `agent`'s approvers: by uid or user name, or by a group.
+fn may_decide(agent: &AgentPolicy, reviewer: &Reviewer) -> bool {
+    let approvers = &agent.escalation.approvers;
+    approvers.users.iter().any(|u| match reviewer.uid {
+        Some(uid) => u.id == uid,
+        None => u.name == reviewer.name,
+    }) || approvers
+        .groups
+        .iter()
+        .any(|g| reviewer.gids.contains(&g.id))
+}

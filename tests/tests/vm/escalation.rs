@@ -1,0 +1,494 @@
+//! Reviewers and held actions through the real daemon: approve once, approve for a duration
+//! (then the grant expires), deny, kill, timeouts with the daemon up and down, approvers, a
+//! request from inside an agent cgroup, 50 simultaneous holds, and a daemon killed (`SIGKILL`) with 10
+//! tasks held.
+//!
+//! One scenario on one daemon: each daemon start loads and verifies every program (tens of
+//! seconds under software emulation).
+use std::{
+    fs,
+    path::Path,
+    process::Output,
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use jit_agent::approval::PendingView;
+use jit_tests::{
+    CGROUP2_ROOT, ExistingCgroup, TestDir,
+    daemon::{DaemonFiles, eventually, jitctl, jitctl_as},
+    process_state, require_vm,
+};
+
+const CGROUP: &str = "jit-test-esc/agent";
+const STRICT_CGROUP: &str = "jit-test-esc/strict";
+/// The guest's reviewer account (see xtask's initramfs): uid 1000, in group `sre` (1001).
+const REVIEWER: (u32, u32) = (1000, 1001);
+
+type Exec = JoinHandle<std::io::Result<std::process::ExitStatus>>;
+
+fn policies(files: &DaemonFiles, held: &str, timed: &str) {
+    files.write_policy(
+        "esc-agent.toml",
+        &format!(
+            r#"[agent]
+name = "esc-agent"
+cgroups = ["{CGROUP}"]
+default = "allow"
+
+[escalation]
+approvers = {{ users = ["root"], groups = ["sre"] }}
+timeout = "1h"
+on_timeout = "deny"
+grant = "once"
+
+[[rule]]
+name = "held tool"
+op = "exec"
+path = "{held}"
+decision = "hold"
+
+[[rule]]
+name = "quick timeout"
+op = "exec"
+path = "{timed}"
+decision = "hold"
+timeout = "2s"
+on_timeout = "deny"
+"#
+        ),
+    );
+    files.write_policy(
+        "strict-agent.toml",
+        &format!(
+            r#"[agent]
+name = "strict-agent"
+cgroups = ["{STRICT_CGROUP}"]
+default = "allow"
+
+[escalation]
+approvers = {{ users = ["reviewer"] }}
+
+[[rule]]
+name = "held tool"
+op = "exec"
+path = "{held}"
+decision = "hold"
+"#
+        ),
+    );
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn ok(out: &Output, what: &str) {
+    assert!(out.status.success(), "{what}: {}", text(out));
+}
+
+fn pending(files: &DaemonFiles) -> Vec<PendingView> {
+    let out = jitctl(files, &["pending", "--json"]);
+    ok(&out, "jitctl pending --json");
+    serde_json::from_slice(&out.stdout).expect("pending JSON")
+}
+
+/// Waits until `n` actions on `path` are held and returns them.
+fn wait_held(files: &DaemonFiles, path: &str, n: usize) -> Vec<PendingView> {
+    let mut held = Vec::new();
+    let found = eventually(Duration::from_mins(1), || {
+        held = pending(files)
+            .into_iter()
+            .filter(|v| v.path == path)
+            .collect();
+        held.len() >= n
+    });
+    assert!(
+        found,
+        "{n} holds of {path} expected, have {}: {held:?}",
+        held.len()
+    );
+    held
+}
+
+fn join(exec: Exec, what: &str) -> std::io::Result<std::process::ExitStatus> {
+    let deadline = Instant::now() + Duration::from_mins(1);
+    while !exec.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the exec did not finish within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    exec.join().expect("exec thread")
+}
+
+static LAST_STEP: std::sync::Mutex<Option<(String, Instant)>> = std::sync::Mutex::new(None);
+
+/// Progress on the VM console (run with `--nocapture` to see it live), and a watchdog: a step
+/// that hangs for more than 2 minutes (an exec nobody releases) prints the daemon's log and
+/// the held processes' states, then fails the test binary instead of hanging the VM.
+fn step(name: &str) {
+    eprintln!("escalation: {name}");
+    let mut last = LAST_STEP.lock().unwrap();
+    if last.is_none() {
+        std::thread::spawn(|| {
+            loop {
+                std::thread::sleep(Duration::from_secs(5));
+                let stale = LAST_STEP
+                    .lock()
+                    .unwrap()
+                    .as_ref()
+                    .filter(|(_, at)| at.elapsed() > Duration::from_mins(2))
+                    .map(|(name, _)| name.clone());
+                if let Some(name) = stale {
+                    eprintln!("escalation: step {name:?} hangs; daemon logs:");
+                    for entry in fs::read_dir("/tmp/jitd-esc")
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                    {
+                        if entry.file_name().to_string_lossy().ends_with(".log") {
+                            eprintln!("--- {}", entry.path().display());
+                            eprintln!("{}", fs::read_to_string(entry.path()).unwrap_or_default());
+                        }
+                    }
+                    dump_processes();
+                    std::process::exit(101);
+                }
+            }
+        });
+    }
+    *last = Some((name.to_owned(), Instant::now()));
+}
+
+/// Ends the watchdog when the scenario ends, passed or failed: the other tests of the binary
+/// run after it.
+struct WatchdogOff;
+
+impl Drop for WatchdogOff {
+    fn drop(&mut self) {
+        *LAST_STEP
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
+}
+
+/// Every process's state, wait channel and kernel stack (for the watchdog).
+fn dump_processes() {
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let stat = fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        if stat.contains("(kworker") || stat.contains("(ksoftirq") || stat.contains("(rcu_") {
+            continue;
+        }
+        eprintln!("--- {}", stat.split(") ").next().unwrap_or_default());
+        for task in fs::read_dir(entry.path().join("task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let tstat = fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            let state = tstat.rsplit_once(") ").map_or("?", |(_, r)| &r[..1]);
+            let wchan = fs::read_to_string(task.path().join("wchan")).unwrap_or_default();
+            let stack = fs::read_to_string(task.path().join("stack")).unwrap_or_default();
+            eprintln!(
+                "  task {} state {state} wchan {wchan}\n{}",
+                task.file_name().to_string_lossy(),
+                stack.lines().take(12).collect::<Vec<_>>().join("\n")
+            );
+        }
+    }
+}
+
+fn audit_has(path: &Path, pred: impl Fn(&serde_json::Value) -> bool) -> bool {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .any(|r| pred(&r))
+}
+
+#[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario: the restart steps need the daemon and holds the earlier steps made"
+)]
+fn escalation_reviewers_timeouts_and_restart() {
+    require_vm();
+    let _watchdog = WatchdogOff;
+    let work = TestDir::new("esc");
+    let held = work.install_true("held");
+    let timed = work.install_true("timed");
+    let mut files = DaemonFiles::new("esc");
+    files.cgroups.extend([
+        CGROUP.to_owned(),
+        STRICT_CGROUP.to_owned(),
+        "jit-test-esc".to_owned(),
+    ]);
+    files.set_socket_access("sre", "0660");
+    policies(&files, &held, &timed);
+    let mut daemon = files.start();
+    let agent = ExistingCgroup(Path::new(CGROUP2_ROOT).join(CGROUP));
+    let strict = ExistingCgroup(Path::new(CGROUP2_ROOT).join(STRICT_CGROUP));
+
+    step("approve once");
+    // Approve once: the held exec proceeds; the next one is held again.
+    let exec = agent.spawn(&held);
+    let view = wait_held(&files, &held, 1).remove(0);
+    assert_eq!(view.agent, "esc-agent");
+    assert_eq!(view.op, "exec");
+    assert_eq!(view.rule.as_deref(), Some("held tool"));
+    assert_eq!(process_state(view.pid), 'T', "a held process is stopped");
+    assert!(view.argv.is_some(), "context read while held: {view:?}");
+    let out = jitctl(
+        &files,
+        &[
+            "approve",
+            &view.id.to_string(),
+            "--once",
+            "--reason",
+            "fine",
+        ],
+    );
+    ok(&out, "approve --once");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("approved"),
+        "{}",
+        text(&out)
+    );
+    jit_tests::assert_ran(&join(exec, "approved exec"), "approved once");
+
+    step("deny by group approver");
+    // Deny, by a reviewer who is an approver through the `sre` group.
+    let exec = agent.spawn(&held);
+    let view = wait_held(&files, &held, 1).remove(0);
+    let out = jitctl_as(
+        &files,
+        REVIEWER.0,
+        REVIEWER.1,
+        &["deny", &view.id.to_string()],
+    );
+    ok(&out, "deny by a group approver");
+    jit_tests::assert_eperm(&join(exec, "denied exec"), "denied by a reviewer");
+
+    step("kill");
+    // Kill.
+    let exec = agent.spawn(&held);
+    let view = wait_held(&files, &held, 1).remove(0);
+    ok(&jitctl(&files, &["kill", &view.id.to_string()]), "kill");
+    match join(exec, "killed exec") {
+        Ok(status) => {
+            use std::os::unix::process::ExitStatusExt as _;
+            assert_eq!(status.signal(), Some(9), "killed by SIGKILL: {status}");
+        }
+        Err(err) => panic!("killed exec: expected a SIGKILLed process, got error {err}"),
+    }
+
+    step("approve for a duration");
+    // Approve for a duration: matching execs pass without a hold until it expires.
+    let exec = agent.spawn(&held);
+    let view = wait_held(&files, &held, 1).remove(0);
+    let approved_at = Instant::now();
+    ok(
+        &jitctl(&files, &["approve", &view.id.to_string(), "--for", "4s"]),
+        "approve --for",
+    );
+    jit_tests::assert_ran(&join(exec, "approved exec"), "approved for 4s");
+    jit_tests::assert_ran(
+        &join(agent.spawn(&held), "second exec inside the grant"),
+        "second exec inside the grant",
+    );
+    if let Some(rest) = Duration::from_secs(5).checked_sub(approved_at.elapsed()) {
+        std::thread::sleep(rest);
+    }
+    let exec = agent.spawn(&held);
+    let view = wait_held(&files, &held, 1).remove(0);
+    ok(
+        &jitctl(&files, &["deny", &view.id.to_string()]),
+        "deny after expiry",
+    );
+    jit_tests::assert_eperm(&join(exec, "exec after the grant expired"), "expired grant");
+
+    step("timeout, daemon up");
+    // Timeout with the daemon running: denied after 2 s, audited as decided by `timeout`.
+    let started = Instant::now();
+    let exec = agent.spawn(&timed);
+    jit_tests::assert_eperm(&join(exec, "timed exec"), "on_timeout = deny");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "not before the timeout"
+    );
+    assert!(audit_has(&files.audit, |r| r["type"] == "approval"
+        && r["reviewer"] == "timeout"
+        && r["decision"] == "deny"));
+
+    step("approvers");
+    // Approvers: root is not one for strict-agent; the reviewer account is.
+    let exec = strict.spawn(&held);
+    let view = wait_held(&files, &held, 1).remove(0);
+    assert_eq!(view.agent, "strict-agent");
+    let out = jitctl(&files, &["approve", &view.id.to_string()]);
+    assert!(
+        !out.status.success(),
+        "root is not an approver here: {}",
+        text(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not among its approvers"),
+        "{}",
+        text(&out)
+    );
+    ok(
+        &jitctl_as(
+            &files,
+            REVIEWER.0,
+            REVIEWER.1,
+            &["approve", &view.id.to_string()],
+        ),
+        "approve by reviewer",
+    );
+    jit_tests::assert_ran(
+        &join(exec, "strict exec"),
+        "approved by the listed reviewer",
+    );
+
+    step("request from inside");
+    // A request from inside an agent cgroup is refused, even from root.
+    let exec = agent.spawn(&held);
+    let view = wait_held(&files, &held, 1).remove(0);
+    let config = files.config.to_str().unwrap().to_owned();
+    let id = view.id.to_string();
+    let out = jitctl(
+        &files,
+        &[
+            "run",
+            "--agent",
+            "esc-agent",
+            "--",
+            "/jit/bin/jitctl",
+            "--config",
+            &config,
+            "approve",
+            &id,
+        ],
+    );
+    assert!(!out.status.success(), "approve from inside: {}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("refused"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        process_state(view.pid),
+        'T',
+        "still held after the refused approval"
+    );
+    ok(&jitctl(&files, &["deny", &id]), "deny");
+    jit_tests::assert_eperm(&join(exec, "exec"), "denied");
+
+    step("50 simultaneous holds");
+    // 50 simultaneous holds from 50 processes, answered in a scrambled order.
+    let execs: Vec<Exec> = (0..50).map(|_| agent.spawn(&held)).collect();
+    let views = wait_held(&files, &held, 50);
+    let by_pid: std::collections::HashMap<u32, u64> = views.iter().map(|v| (v.pid, v.id)).collect();
+    assert_eq!(by_pid.len(), 50, "50 distinct held processes");
+    let mut order: Vec<usize> = (0..50).collect();
+    let mut seed = 0x2545_f491_u64;
+    for i in (1..order.len()).rev() {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        order.swap(i, usize::try_from(seed >> 33).unwrap() % (i + 1));
+    }
+    let mut approved = std::collections::HashSet::new();
+    for (n, &i) in order.iter().enumerate() {
+        let id = views[i].id;
+        if n % 2 == 0 {
+            ok(
+                &jitctl(&files, &["approve", &id.to_string()]),
+                "approve one of 50",
+            );
+            approved.insert(views[i].pid);
+        } else {
+            ok(
+                &jitctl(&files, &["deny", &id.to_string()]),
+                "deny one of 50",
+            );
+        }
+    }
+    let results: Vec<_> = execs.into_iter().map(|e| join(e, "one of 50")).collect();
+    let ran = results
+        .iter()
+        .filter(|r| matches!(r, Ok(s) if s.success()))
+        .count();
+    let denied = results
+        .iter()
+        .filter(|r| matches!(r, Err(e) if e.raw_os_error() == Some(libc::EPERM)))
+        .count();
+    assert_eq!(
+        (ran, denied),
+        (25, 25),
+        "25 approved ran, 25 denied failed: {results:?}"
+    );
+    assert!(pending(&files).is_empty(), "nothing left pending");
+
+    step("restart with 10 held");
+    // SIGKILL the daemon with 10 tasks held and one whose 2 s timeout passes while it is down.
+    let execs: Vec<Exec> = (0..10).map(|_| agent.spawn(&held)).collect();
+    let held_views = wait_held(&files, &held, 10);
+    let timed_exec = agent.spawn(&timed);
+    wait_held(&files, &timed, 1);
+    daemon.kill();
+    std::thread::sleep(Duration::from_secs(3));
+    for v in &held_views {
+        assert_eq!(
+            process_state(v.pid),
+            'T',
+            "held task {} still stopped with no daemon",
+            v.pid
+        );
+    }
+    assert!(
+        !timed_exec.is_finished(),
+        "no daemon: nothing resolved the timed hold yet"
+    );
+    let daemon = files.start();
+    // The overdue hold is resolved at once, and audited as late.
+    jit_tests::assert_eperm(
+        &join(timed_exec, "timed exec after restart"),
+        "overdue on restart",
+    );
+    assert!(audit_has(&files.audit, |r| r["type"] == "approval"
+        && r["reviewer"] == "timeout"
+        && r["reason"].as_str().is_some_and(|s| s.contains("late"))));
+    // All 10 are listed again, with their paths, and still stopped.
+    let relisted = wait_held(&files, &held, 10);
+    for v in &held_views {
+        assert!(
+            relisted.iter().any(|r| r.id == v.id && r.path == held),
+            "request {} re-adopted",
+            v.id
+        );
+        assert_eq!(process_state(v.pid), 'T');
+    }
+    for v in &relisted {
+        ok(
+            &jitctl(&files, &["approve", &v.id.to_string()]),
+            "approve after restart",
+        );
+    }
+    for e in execs {
+        jit_tests::assert_ran(
+            &join(e, "held across the restart"),
+            "approved after restart",
+        );
+    }
+    drop(daemon);
+}
