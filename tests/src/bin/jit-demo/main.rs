@@ -32,7 +32,7 @@ say() { echo "  agent | $*"; }
 say "write my notes to /srv/demo/work/notes.txt"
 if echo "release notes" > /srv/demo/work/notes.txt; then say "-> written (allowed)"; else say "-> failed"; fi
 say "append a line to /etc/hosts"
-if echo "10.0.0.1 evil" >> /etc/hosts 2>/dev/null; then say "-> written"; else say "-> refused: Operation not permitted (denied by policy)"; fi
+if echo "10.0.0.1 evil" 2>/dev/null >> /etc/hosts; then say "-> written"; else say "-> refused: Operation not permitted (denied by policy)"; fi
 say "run /srv/demo/bin/deploy"
 if /srv/demo/bin/deploy; then say "-> deploy finished"; else say "-> deploy refused"; fi
 say "delete /srv/demo/work/customers.db"
@@ -52,15 +52,19 @@ fn main() -> Result<()> {
     println!("== jit demo: an agent acts, a reviewer decides ==");
     println!("policy: policies/demo.toml (agent demo-agent in cgroup jit/demo-agent)");
     let mut daemon = start_daemon()?;
-    let result = story().and_then(|()| round_trip());
-    println!();
-    println!("== the audit trail (jitctl audit) ==");
-    let _ = Command::new(JITCTL).args(["audit"]).status();
-    let verify = Command::new(JITCTL)
-        .args(["audit", "verify", AUDIT])
-        .output()
-        .context("jitctl audit verify")?;
-    print!("{}", String::from_utf8_lossy(&verify.stdout));
+    let result = story().and_then(|()| {
+        println!();
+        println!("== the audit trail: jitctl audit ==");
+        let _ = Command::new(JITCTL).args(["audit"]).status();
+        println!("$ jitctl audit verify {AUDIT}");
+        let verify = Command::new(JITCTL)
+            .args(["audit", "verify", AUDIT])
+            .output()
+            .context("jitctl audit verify")?;
+        print!("{}", String::from_utf8_lossy(&verify.stdout));
+        ensure!(verify.status.success(), "the audit chain does not verify");
+        round_trip()
+    });
     let _ = daemon.kill();
     let _ = daemon.wait();
     result
