@@ -20,6 +20,10 @@ pub fn current_agent() -> Option<AgentCgroup> {
             return None;
         }
         // The highest set bit; `mask != 0`, so `leading_zeros() <= 31`.
+        #[expect(
+            clippy::manual_ilog2,
+            reason = "ilog2 carries a panic path for 0, which must not reach a BPF program"
+        )]
         let level = 31 - mask.leading_zeros();
         mask &= !(1 << level);
         // SAFETY: helper without pointer arguments.

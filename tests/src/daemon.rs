@@ -63,6 +63,29 @@ impl DaemonFiles {
         fs::write(&self.config, config).expect("write config");
     }
 
+    /// Turns the HTTP API on at `listen` with one reviewer token (written to a root-only file)
+    /// and the webhook at `webhook_url`. Call after [`DaemonFiles::set_socket_access`]: it
+    /// appends tables after `[socket]`.
+    pub fn enable_http_and_webhook(
+        &self,
+        listen: &str,
+        reviewer: &str,
+        token: &str,
+        webhook_url: &str,
+    ) {
+        use std::os::unix::fs::PermissionsExt as _;
+        let token_file = self.dir.join(format!("{reviewer}.token"));
+        fs::write(&token_file, token).expect("write token");
+        fs::set_permissions(&token_file, fs::Permissions::from_mode(0o600)).expect("chmod token");
+        let mut config = fs::read_to_string(&self.config).expect("read config");
+        let _ = write!(
+            config,
+            "\n[http]\nenabled = true\nlisten = \"{listen}\"\n\n[[http.token]]\nname = \"{reviewer}\"\ntoken_file = \"{}\"\n\n[webhook]\nurl = \"{webhook_url}\"\n",
+            token_file.display()
+        );
+        fs::write(&self.config, config).expect("write config");
+    }
+
     /// Writes (or replaces) policy file `name` atomically, as an editor saving it would.
     pub fn write_policy(&self, name: &str, text: &str) {
         let tmp = self.dir.join(format!(".{name}.tmp"));

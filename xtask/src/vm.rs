@@ -50,6 +50,7 @@ mount -t tmpfs tmpfs /run
 mount -t securityfs securityfs /sys/kernel/security
 mount -t bpf bpf /sys/fs/bpf
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
+ip link set lo up
 exec >/dev/ttyS1 2>&1
 echo "JIT-VM-BOOTED $(uname -r)"
 echo "JIT-VM-LSM $(cat /sys/kernel/security/lsm)"

@@ -128,6 +128,84 @@ fn join(exec: Exec, what: &str) -> std::io::Result<std::process::ExitStatus> {
     exec.join().expect("exec thread")
 }
 
+const TOKEN: &str = "test-token-0123456789abcdef";
+const HTTP_LISTEN: &str = "127.0.0.1:7071";
+
+/// A local webhook receiver: accepts HTTP POSTs, answers 200 and keeps each body.
+struct WebhookReceiver {
+    url: String,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl WebhookReceiver {
+    fn start() -> Self {
+        use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind receiver");
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let store = std::sync::Arc::clone(&bodies);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(&stream);
+                let mut length = 0;
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                    line.clear();
+                }
+                let mut body = vec![0; length];
+                if reader.read_exact(&mut body).is_ok() {
+                    store
+                        .lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&body).into_owned());
+                }
+                let _ = (&stream).write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
+            }
+        });
+        Self { url, bodies }
+    }
+
+    fn received(&self, needle: &str) -> bool {
+        self.bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|b| b.contains(needle))
+    }
+}
+
+/// An HTTP request to the daemon's API: `(status, body)`.
+fn http(method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = format!("http://{HTTP_LISTEN}{path}");
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let response = if method == "GET" {
+        let mut req = agent.get(&url);
+        if let Some(auth) = &auth {
+            req = req.header("Authorization", auth);
+        }
+        req.call()
+    } else {
+        let mut req = agent.post(&url).header("Content-Type", "application/json");
+        if let Some(auth) = &auth {
+            req = req.header("Authorization", auth);
+        }
+        req.send(body.unwrap_or(""))
+    };
+    let mut response = response.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().unwrap_or_default();
+    (status, text)
+}
+
 static LAST_STEP: std::sync::Mutex<Option<(String, Instant)>> = std::sync::Mutex::new(None);
 
 /// Progress on the VM console (run with `--nocapture` to see it live), and a watchdog: a step
@@ -235,6 +313,8 @@ fn escalation_reviewers_timeouts_and_restart() {
         "jit-test-esc".to_owned(),
     ]);
     files.set_socket_access("sre", "0660");
+    let receiver = WebhookReceiver::start();
+    files.enable_http_and_webhook(HTTP_LISTEN, "reviewer", TOKEN, &receiver.url);
     policies(&files, &held, &timed);
     let mut daemon = files.start();
     let agent = ExistingCgroup(Path::new(CGROUP2_ROOT).join(CGROUP));
@@ -266,6 +346,16 @@ fn escalation_reviewers_timeouts_and_restart() {
         text(&out)
     );
     jit_tests::assert_ran(&join(exec, "approved exec"), "approved once");
+    // The webhook announced that hold, with a Slack-compatible text.
+    assert!(
+        eventually(Duration::from_secs(20), || receiver
+            .received(&format!("\"id\":{}", view.id))
+            && receiver.received("\"text\"")),
+        "the webhook receiver got no notification for request {}: {:?}\ndaemon log:\n{}",
+        view.id,
+        receiver.bodies.lock().unwrap(),
+        daemon.log()
+    );
 
     step("deny by group approver");
     // Deny, by a reviewer who is an approver through the `sre` group.
@@ -360,6 +450,41 @@ fn escalation_reviewers_timeouts_and_restart() {
         &join(exec, "strict exec"),
         "approved by the listed reviewer",
     );
+
+    step("HTTP API");
+    let exec = strict.spawn(&held);
+    let view = wait_held(&files, &held, 1).remove(0);
+    assert_eq!(http("GET", "/v1/pending", None, None).0, 401, "no token");
+    assert_eq!(
+        http("GET", "/v1/pending", Some("wrong-token-0123456789"), None).0,
+        401,
+        "wrong token"
+    );
+    let (status, body) = http("GET", "/v1/pending", Some(TOKEN), None);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&view.id.to_string()), "{body}");
+    let approve = format!("/v1/pending/{}/approve", view.id);
+    assert_eq!(
+        http("POST", &approve, None, Some("{}")).0,
+        401,
+        "approve without a token"
+    );
+    assert_eq!(
+        process_state(view.pid),
+        'T',
+        "still held after the refused approval"
+    );
+    let (status, body) = http(
+        "POST",
+        &approve,
+        Some(TOKEN),
+        Some(r#"{"once":true,"reason":"via http"}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+    jit_tests::assert_ran(&join(exec, "exec approved over HTTP"), "approved over HTTP");
+    assert!(audit_has(&files.audit, |r| r["type"] == "approval"
+        && r["reviewer"] == "reviewer"
+        && r["reason"] == "via http"));
 
     step("request from inside");
     // A request from inside an agent cgroup is refused, even from root.
