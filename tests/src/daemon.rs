@@ -254,6 +254,17 @@ pub fn jitctl_as(files: &DaemonFiles, uid: u32, gid: u32, args: &[&str]) -> Outp
     output_via_files(cmd, &files.dir)
 }
 
+/// A command's exit status, stdout and stderr, for assertion messages.
+#[must_use]
+pub fn describe(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// Polls `check` every 100 ms until it returns true or `timeout` passes.
 #[must_use]
 pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {

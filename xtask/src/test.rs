@@ -101,6 +101,25 @@ fn host_tests(tally: &mut Tally) {
     }
 }
 
+/// The executables cargo reports building in `--message-format=json` output:
+/// `(target name, path, built as a test)`.
+fn executables(cargo_json: &str) -> Vec<(String, PathBuf, bool)> {
+    cargo_json
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|msg| msg["reason"] == "compiler-artifact")
+        .filter_map(|msg| {
+            let exe = msg["executable"].as_str()?;
+            let name = msg["target"]["name"].as_str()?;
+            Some((
+                name.to_owned(),
+                PathBuf::from(exe),
+                msg["profile"]["test"] == true,
+            ))
+        })
+        .collect()
+}
+
 /// Builds the privileged test binaries and returns `(name, path)` for each.
 fn build_vm_tests() -> Result<Vec<(String, PathBuf)>> {
     let out = cmd::stdout(cargo(None).args([
@@ -113,19 +132,11 @@ fn build_vm_tests() -> Result<Vec<(String, PathBuf)>> {
         "--release",
         "--message-format=json-render-diagnostics",
     ]))?;
-    let mut bins = Vec::new();
-    for line in out.lines() {
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        if msg["reason"] == "compiler-artifact"
-            && msg["profile"]["test"] == true
-            && let (Some(exe), Some(name)) =
-                (msg["executable"].as_str(), msg["target"]["name"].as_str())
-        {
-            bins.push((name.to_owned(), PathBuf::from(exe)));
-        }
-    }
+    let bins: Vec<(String, PathBuf)> = executables(&out)
+        .into_iter()
+        .filter(|(_, _, test)| *test)
+        .map(|(name, path, _)| (name, path))
+        .collect();
     anyhow::ensure!(!bins.is_empty(), "cargo built no test binary for jit-tests");
     Ok(bins)
 }
@@ -141,16 +152,8 @@ pub fn build_release_bin(package: &str, bin: &str) -> Result<PathBuf> {
         "--release",
         "--message-format=json-render-diagnostics",
     ]))?;
-    for line in out.lines() {
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        if msg["reason"] == "compiler-artifact"
-            && msg["target"]["name"] == bin
-            && let Some(exe) = msg["executable"].as_str()
-        {
-            return Ok(PathBuf::from(exe));
-        }
+    if let Some((_, path, _)) = executables(&out).into_iter().find(|(name, ..)| name == bin) {
+        return Ok(path);
     }
     anyhow::bail!("cargo built no {bin} executable")
 }
@@ -166,18 +169,10 @@ pub fn build_daemon() -> Result<Vec<(String, PathBuf)>> {
         "--release",
         "--message-format=json-render-diagnostics",
     ]))?;
-    let mut bins = Vec::new();
-    for line in out.lines() {
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        if msg["reason"] == "compiler-artifact"
-            && let (Some(exe), Some(name)) =
-                (msg["executable"].as_str(), msg["target"]["name"].as_str())
-        {
-            bins.push((name.to_owned(), PathBuf::from(exe)));
-        }
-    }
+    let bins: Vec<(String, PathBuf)> = executables(&out)
+        .into_iter()
+        .map(|(name, path, _)| (name, path))
+        .collect();
     anyhow::ensure!(
         bins.iter().any(|(n, _)| n == "jit-agent") && bins.iter().any(|(n, _)| n == "jitctl"),
         "cargo did not build jit-agent and jitctl"

@@ -9,7 +9,7 @@ use std::{fs, path::Path, process::Output, time::Duration};
 
 use jit_tests::{
     CGROUP2_ROOT, TestDir,
-    daemon::{DaemonFiles, eventually, jitctl},
+    daemon::{DaemonFiles, describe, eventually, jitctl},
     require_vm,
 };
 
@@ -40,15 +40,6 @@ decision = "deny"
 
 fn code(out: &Output) -> i32 {
     out.status.code().unwrap_or(-1)
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// Runs `program` in the agent's cgroup without asking the daemon (it may be down), as a
@@ -92,25 +83,30 @@ fn daemon_enforces_reloads_survives_sigkill_and_audits() {
 
     // `jitctl run` puts the command under the agent's policy.
     let out = jitctl(&files, &["run", "--agent", AGENT, "--", &allowed]);
-    assert_eq!(code(&out), 0, "allowed exec via jitctl run: {}", text(&out));
+    assert_eq!(
+        code(&out),
+        0,
+        "allowed exec via jitctl run: {}",
+        describe(&out)
+    );
     let out = jitctl(&files, &["run", "--agent", AGENT, "--", &denied]);
     assert_eq!(
         code(&out),
         126,
         "denied exec via jitctl run: {}",
-        text(&out)
+        describe(&out)
     );
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"),
         "{}",
-        text(&out)
+        describe(&out)
     );
     let out = jitctl(&files, &["run", "--agent", "no-such-agent", "--", &allowed]);
-    assert_ne!(code(&out), 0, "unknown agent: {}", text(&out));
+    assert_ne!(code(&out), 0, "unknown agent: {}", describe(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("no agent named"),
         "{}",
-        text(&out)
+        describe(&out)
     );
 
     // The control socket refuses requests from inside an agent cgroup.
@@ -131,12 +127,12 @@ fn daemon_enforces_reloads_survives_sigkill_and_audits() {
         code(&out),
         0,
         "status from inside the agent cgroup: {}",
-        text(&out)
+        describe(&out)
     );
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("refused"),
         "status from inside the agent cgroup: {}",
-        text(&out)
+        describe(&out)
     );
 
     // A policy edit applies live (file change, no signal).
@@ -185,11 +181,16 @@ fn daemon_enforces_reloads_survives_sigkill_and_audits() {
         "denied tool under the broken edit",
     );
     let out = jitctl(&files, &["policy", "reload"]);
-    assert_ne!(code(&out), 0, "reload of a broken policy: {}", text(&out));
+    assert_ne!(
+        code(&out),
+        0,
+        "reload of a broken policy: {}",
+        describe(&out)
+    );
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("stays in force"),
         "{}",
-        text(&out)
+        describe(&out)
     );
     let out = jitctl(
         &files,
@@ -199,7 +200,7 @@ fn daemon_enforces_reloads_survives_sigkill_and_audits() {
         code(&out),
         0,
         "policy check of a broken policy: {}",
-        text(&out)
+        describe(&out)
     );
 
     // Back to a valid policy (tool allowed again).
@@ -256,7 +257,7 @@ fn daemon_enforces_reloads_survives_sigkill_and_audits() {
     // The chain verifies, and one changed byte breaks it.
     let audit = files.audit.to_str().unwrap().to_owned();
     let out = jitctl(&files, &["audit", "verify", &audit]);
-    assert_eq!(code(&out), 0, "audit verify: {}", text(&out));
+    assert_eq!(code(&out), 0, "audit verify: {}", describe(&out));
     let mut bytes = fs::read(&files.audit).unwrap();
     let middle = bytes.len() / 2;
     // A digit or letter swapped for another of the same class keeps the line valid JSON.
@@ -270,20 +271,25 @@ fn daemon_enforces_reloads_survives_sigkill_and_audits() {
     let tampered = files.dir.join("tampered.jsonl");
     fs::write(&tampered, &bytes).unwrap();
     let out = jitctl(&files, &["audit", "verify", tampered.to_str().unwrap()]);
-    assert_eq!(code(&out), 1, "verify of a tampered log: {}", text(&out));
+    assert_eq!(
+        code(&out),
+        1,
+        "verify of a tampered log: {}",
+        describe(&out)
+    );
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("BROKEN"),
         "{}",
-        text(&out)
+        describe(&out)
     );
 
     // `jitctl audit` prints the trail as a table.
     let out = jitctl(&files, &["audit"]);
-    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(code(&out), 0, "{}", describe(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains(&denied),
         "{}",
-        text(&out)
+        describe(&out)
     );
     drop(daemon);
 }

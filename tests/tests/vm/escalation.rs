@@ -16,7 +16,7 @@ use std::{
 use jit_agent::approval::PendingView;
 use jit_tests::{
     CGROUP2_ROOT, ExistingCgroup, TestDir,
-    daemon::{DaemonFiles, eventually, jitctl, jitctl_as},
+    daemon::{DaemonFiles, describe, eventually, jitctl, jitctl_as},
     process_state, require_vm,
 };
 
@@ -79,17 +79,8 @@ decision = "hold"
     );
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 fn ok(out: &Output, what: &str) {
-    assert!(out.status.success(), "{what}: {}", text(out));
+    assert!(out.status.success(), "{what}: {}", describe(out));
 }
 
 fn pending(files: &DaemonFiles) -> Vec<PendingView> {
@@ -343,7 +334,7 @@ fn escalation_reviewers_timeouts_and_restart() {
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("approved"),
         "{}",
-        text(&out)
+        describe(&out)
     );
     jit_tests::assert_ran(&join(exec, "approved exec"), "approved once");
     // The webhook announced that hold, with a Slack-compatible text.
@@ -430,12 +421,12 @@ fn escalation_reviewers_timeouts_and_restart() {
     assert!(
         !out.status.success(),
         "root is not an approver here: {}",
-        text(&out)
+        describe(&out)
     );
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("not among its approvers"),
         "{}",
-        text(&out)
+        describe(&out)
     );
     ok(
         &jitctl_as(
@@ -506,11 +497,15 @@ fn escalation_reviewers_timeouts_and_restart() {
             &id,
         ],
     );
-    assert!(!out.status.success(), "approve from inside: {}", text(&out));
+    assert!(
+        !out.status.success(),
+        "approve from inside: {}",
+        describe(&out)
+    );
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("refused"),
         "{}",
-        text(&out)
+        describe(&out)
     );
     assert_eq!(
         process_state(view.pid),
