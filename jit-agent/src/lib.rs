@@ -1,6 +1,7 @@
 //! jit's userspace library: everything the daemon, `jitctl` and the privileged tests share.
 //!
 //! [`bpf`] is the only module that touches aya objects.
+pub mod approval;
 pub mod audit;
 pub mod bpf;
 pub mod btf;
@@ -10,4 +11,3 @@ pub mod control;
 pub mod daemon;
 pub mod policy;
 pub mod prereq;
-pub mod approval;

@@ -69,10 +69,7 @@ pub struct Reviewer {
 pub enum ReviewAction {
     /// Let the action proceed: once, or every matching action of the agent on the same file for
     /// `for_secs` seconds (enforced by the kernel's clock). Neither: the agent's `grant` default.
-    Approve {
-        once: bool,
-        for_secs: Option<u64>,
-    },
+    Approve { once: bool, for_secs: Option<u64> },
     /// Fail the action with `EPERM`; the process continues.
     Deny,
     /// Kill the held process.
