@@ -27,8 +27,9 @@ use jit_common::{
     layout::LAYOUT_GLOBAL,
     map_names,
     pending::{GrantKey, GrantValue, PendingRequest, STATE_ALLOWED, STATE_DENIED, STATE_PENDING},
-    policy::{AgentConfig, KEY_DATA_LEN, PolicyKey, PolicyValue},
+    policy::{AgentConfig, KEY_DATA_LEN, PatternError, PolicyKey, PolicyValue},
     program_names,
+    protect::{self, ProtectConfig},
     scope::MAX_AGENT_CGROUP_LEVEL,
 };
 
@@ -103,6 +104,12 @@ pub enum BpfError {
         max = MAX_AGENT_CGROUP_LEVEL
     )]
     CgroupTooDeep { path: String, level: u32 },
+    #[error("cannot protect {path}: {source}")]
+    ProtectedPath {
+        path: PathBuf,
+        #[source]
+        source: PatternError,
+    },
     #[error("{path}: {action} failed")]
     Pin {
         path: PathBuf,
@@ -145,7 +152,7 @@ pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/jit";
 
 /// The maps userspace drives, with the key and value sizes this version expects of them
 /// (compared with pinned maps before adopting them; a ring buffer has neither).
-const USER_MAPS: [(&str, usize, usize); 8] = [
+const USER_MAPS: [(&str, usize, usize); 10] = [
     (
         map_names::AGENT_CGROUPS,
         size_of::<u64>(),
@@ -177,6 +184,16 @@ const USER_MAPS: [(&str, usize, usize); 8] = [
         map_names::GRANTS,
         size_of::<GrantKey>(),
         size_of::<GrantValue>(),
+    ),
+    (
+        map_names::PROTECT_CONFIG,
+        size_of::<u32>(),
+        size_of::<ProtectConfig>(),
+    ),
+    (
+        map_names::PROTECTED,
+        size_of::<PolicyKey>(),
+        size_of::<u32>(),
     ),
 ];
 
@@ -420,6 +437,88 @@ impl Enforcer {
             LpmTrie::try_from(map).map_err(map_err(map_names::POLICY, "open"))?;
         trie.insert(&Key::new(key.prefixlen, key.data), value, 0)
             .map_err(map_err(map_names::POLICY, "insert"))
+    }
+
+    /// Sets who and what processes in agent cgroups may not touch, on top of what is always
+    /// refused to them (writing to cgroup and bpf filesystems, calling `bpf()`):
+    ///
+    /// - `daemon_tgid`: the daemon's process id; agents can neither signal it (any signal,
+    ///   0 included) nor ptrace it (attach, `/proc/PID/mem`, `process_vm_readv`, ...). 0 turns
+    ///   this part off.
+    /// - `protected`: the daemon's files and directories (policy directory, audit log
+    ///   directory, config file, control socket directory). Agents cannot write, create,
+    ///   unlink, rename, truncate, chmod, chown, link, symlink, mkdir or rmdir the path itself
+    ///   or anything below it, nor rename or remove a directory above it; whatever their mode
+    ///   (shadow too), default, rules and grants say.
+    ///
+    /// Each path is resolved (symlinks followed) when it exists, since the kernel matches
+    /// resolved paths; a path that does not exist yet is taken as given and must be absolute.
+    /// Replaces the previous set: the new entries are in place before the old ones are
+    /// removed, so a path protected before and after is never unprotected in between.
+    /// Denials are reported as decision events with rule id
+    /// [`jit_common::protect::SELF_PROTECTION_RULE_ID`].
+    ///
+    /// # Errors
+    /// [`BpfError::ProtectedPath`] for a path that cannot be protected (`/`, relative, too
+    /// long for a policy key); map errors.
+    pub fn set_protection(
+        &mut self,
+        daemon_tgid: u32,
+        protected: &[&Path],
+    ) -> Result<(), BpfError> {
+        let mut keys: Vec<PolicyKey> = Vec::new();
+        for &path in protected {
+            let resolved = fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+            let bytes = resolved.as_os_str().as_encoded_bytes();
+            protect::protected_patterns(bytes, |pattern| {
+                let key = protect::protected_key(pattern)?;
+                if !keys.contains(&key) {
+                    keys.push(key);
+                }
+                Ok(())
+            })
+            .map_err(|source| BpfError::ProtectedPath {
+                path: path.to_owned(),
+                source,
+            })?;
+        }
+        let map = self.map(map_names::PROTECTED)?;
+        let mut trie: LpmTrie<_, [u8; KEY_DATA_LEN], u32> =
+            LpmTrie::try_from(map).map_err(map_err(map_names::PROTECTED, "open"))?;
+        for key in &keys {
+            trie.insert(&Key::new(key.prefixlen, key.data), 1, 0)
+                .map_err(map_err(map_names::PROTECTED, "insert"))?;
+        }
+        let stale = trie
+            .keys()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_err(map_names::PROTECTED, "read"))?
+            .into_iter()
+            .filter(|old| {
+                !keys
+                    .iter()
+                    .any(|k| k.prefixlen == old.prefix_len() && k.data == old.data())
+            })
+            .collect::<Vec<_>>();
+        for key in &stale {
+            match trie.remove(key) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(source) => return Err(map_err(map_names::PROTECTED, "remove")(source)),
+            }
+        }
+        let map = self.map(map_names::PROTECT_CONFIG)?;
+        let mut config: Array<_, ProtectConfig> =
+            Array::try_from(map).map_err(map_err(map_names::PROTECT_CONFIG, "open"))?;
+        config
+            .set(
+                0,
+                ProtectConfig {
+                    daemon_tgid,
+                    pad: 0,
+                },
+                0,
+            )
+            .map_err(map_err(map_names::PROTECT_CONFIG, "update"))
     }
 
     /// The event ring buffer. Can be taken once; events are read with `RingBuf::next`.

@@ -14,6 +14,8 @@ const KIND_VOLATILE: u32 = 9;
 const KIND_CONST: u32 = 10;
 const KIND_RESTRICT: u32 = 11;
 const KIND_TYPE_TAG: u32 = 18;
+const KIND_FUNC: u32 = 12;
+const KIND_FUNC_PROTO: u32 = 13;
 
 /// Errors reading BTF.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +32,8 @@ pub enum BtfError {
     NoStruct(String),
     #[error("kernel BTF: struct {strukt} has no member {member}")]
     NoMember { strukt: String, member: String },
+    #[error("kernel BTF has no function {0} (is this an LSM hook of this kernel?)")]
+    NoFunction(String),
 }
 
 struct Member {
@@ -40,8 +44,10 @@ struct Member {
 
 struct Type {
     kind: u32,
-    /// `size_or_type`: the referenced type for modifiers and typedefs.
+    /// `size_or_type`: the referenced type for modifiers, typedefs and functions.
     referenced: u32,
+    /// Members of a struct or union, parameters of a function prototype.
+    vlen: u32,
     members: Vec<Member>,
 }
 
@@ -50,6 +56,7 @@ pub struct KernelBtf {
     strings: Vec<u8>,
     types: Vec<Type>,
     structs_by_name: HashMap<String, u32>,
+    funcs_by_name: HashMap<String, u32>,
 }
 
 fn u32_at(data: &[u8], off: usize) -> Result<u32, BtfError> {
@@ -104,9 +111,11 @@ impl KernelBtf {
             types: vec![Type {
                 kind: 0,
                 referenced: 0,
+                vlen: 0,
                 members: Vec::new(),
             }],
             structs_by_name: HashMap::new(),
+            funcs_by_name: HashMap::new(),
         };
         let mut pos = 0;
         while pos < types_data.len() {
@@ -144,9 +153,14 @@ impl KernelBtf {
                 let name = btf.name(name_off).to_owned();
                 btf.structs_by_name.entry(name).or_insert(id);
             }
+            if kind == KIND_FUNC && name_off != 0 {
+                let name = btf.name(name_off).to_owned();
+                btf.funcs_by_name.entry(name).or_insert(id);
+            }
             btf.types.push(Type {
                 kind,
                 referenced,
+                vlen: u32::try_from(vlen).unwrap_or(u32::MAX),
                 members,
             });
         }
@@ -220,6 +234,28 @@ impl KernelBtf {
     }
 }
 
+impl KernelBtf {
+    /// Number of parameters of function `name`: for `bpf_lsm_HOOK`, the function an LSM
+    /// program of hook `HOOK` attaches to, the index of the previous program's verdict in the
+    /// program's context (the `bpf` hook has 3 on 6.1 and gained a `bool kernel` later).
+    ///
+    /// # Errors
+    /// When this kernel has no such function, or its type is not a function prototype.
+    pub fn func_param_count(&self, name: &str) -> Result<u32, BtfError> {
+        let id = *self
+            .funcs_by_name
+            .get(name)
+            .ok_or_else(|| BtfError::NoFunction(name.to_owned()))?;
+        let proto = self
+            .types
+            .get(id as usize)
+            .and_then(|func| self.types.get(func.referenced as usize))
+            .filter(|proto| proto.kind == KIND_FUNC_PROTO)
+            .ok_or(BtfError::Malformed("function without a prototype"))?;
+        Ok(proto.vlen)
+    }
+}
+
 /// The member offsets the eBPF programs need, read from `btf`.
 ///
 /// # Errors
@@ -240,9 +276,10 @@ mod tests {
     use super::*;
 
     /// Builds a tiny BTF blob: `struct inner { int a; int b; }` and
-    /// `struct outer { long x; struct { int pad; struct inner in; }; int y; }` (anonymous member).
+    /// `struct outer { long x; struct { int pad; struct inner in; }; int y; }` (anonymous member),
+    /// and `int hook(int a, int b)`.
     fn sample() -> Vec<u8> {
-        let strings = b"\0int\0a\0b\0inner\0outer\0x\0in\0y\0pad\0".to_vec();
+        let strings = b"\0int\0a\0b\0inner\0outer\0x\0in\0y\0pad\0hook\0".to_vec();
         let s = |name: &str| -> u32 {
             let needle = format!("\0{name}\0");
             u32::try_from(
@@ -271,6 +308,10 @@ mod tests {
         push(&[s("x"), 1, 0]);
         push(&[0, 3, 64]);
         push(&[s("y"), 1, 160]);
+        push(&[0, (KIND_FUNC_PROTO << 24) | 2, 1]); // 5: int (int a, int b)
+        push(&[s("a"), 1]);
+        push(&[s("b"), 1]);
+        push(&[s("hook"), KIND_FUNC << 24, 5]); // 6: func hook
         let mut blob = Vec::new();
         for w in [
             0xeb9f_u32 | (1 << 16),
@@ -309,6 +350,16 @@ mod tests {
     }
 
     #[test]
+    fn counts_function_parameters() {
+        let btf = KernelBtf::parse(&sample()).unwrap();
+        assert_eq!(btf.func_param_count("hook").unwrap(), 2);
+        assert!(matches!(
+            btf.func_param_count("outer"),
+            Err(BtfError::NoFunction(_))
+        ));
+    }
+
+    #[test]
     fn rejects_non_btf() {
         assert!(KernelBtf::parse(b"\x7fELF....................").is_err());
     }
@@ -329,5 +380,17 @@ mod tests {
         assert!(btf.member_offset("file", "f_path").is_ok());
         let layout = kernel_layout(&btf).unwrap();
         assert!(layout.task_tgid > 0 && layout.file_f_path > 0, "{layout:?}");
+        // The self-protection hooks, as jit_ebpf reads them.
+        // `bpf(int cmd, union bpf_attr *attr, unsigned int size[, bool kernel])`.
+        let bpf_args = btf.func_param_count("bpf_lsm_bpf").unwrap();
+        assert!(
+            matches!(bpf_args, 3 | 4),
+            "bpf_lsm_bpf has {bpf_args} parameters"
+        );
+        assert_eq!(btf.func_param_count("bpf_lsm_task_kill").unwrap(), 4);
+        assert_eq!(
+            btf.func_param_count("bpf_lsm_ptrace_access_check").unwrap(),
+            2
+        );
     }
 }

@@ -11,6 +11,7 @@ use jit_common::{
     event::{EVENT_FLAG_PATH_TRUNCATED, EVENT_PATH_MAX, Event, EventKind},
     pending::FileId,
     policy::{Decision, Op},
+    protect::{SELF_PROTECTION_RULE_ID, event_op},
 };
 
 /// 2026-01-02T03:04:05.000006Z: microseconds set so the fixed precision shows.
@@ -103,6 +104,29 @@ fn kernel_record_with_process_golden() {
         KernelRecord::from_event(&ev, Some(process)).into(),
         r#""type":"kernel","kind":"decision","op":"exec","path":"/usr/bin/curl","decision":"deny","enforced":"audit","rule_id":2,"rule":null,"agent_id":3,"agent":null,"pid":100,"tgid":100,"ppid":99,"uid":1000,"gid":1000,"cgroup_id":7777,"request_id":null,"ktime_ns":123456789,"dev":2049,"ino":42,"truncated":false,"unresolved":false,"process":{"pid":100,"exe":"/usr/bin/curl","argv":["curl","https://example.com"],"argv_truncated":false,"cwd":"/srv/work","uid":1000,"user":"dev","parents":[{"pid":1,"comm":"systemd","exe":null}]}"#,
     );
+}
+
+#[test]
+fn self_protection_records_name_their_rule_and_op() {
+    let mut ev = event(b"");
+    ev.kind = EventKind::Decision as u8;
+    ev.request_id = 0;
+    ev.rule_id = SELF_PROTECTION_RULE_ID;
+    ev.decision = Decision::Deny as u8;
+    ev.enforced = Decision::Deny as u8;
+    for (op, name) in [
+        (event_op::SIGNAL, "signal"),
+        (event_op::PTRACE, "ptrace"),
+        (event_op::BPF, "bpf"),
+        (Op::Write as u8, "write"),
+    ] {
+        ev.op = op;
+        // The daemon knows no rule by that id: the name stays.
+        let rec = KernelRecord::from_event(&ev, None).with_names(Some("a".into()), None);
+        assert_eq!(rec.op, name);
+        assert_eq!(rec.rule.as_deref(), Some("self-protection"));
+        assert_eq!(rec.rule_id, u32::MAX);
+    }
 }
 
 #[test]

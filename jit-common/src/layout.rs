@@ -57,6 +57,10 @@ pub struct KernelLayout {
     pub mount_mnt_parent: u32,
     /// `struct mount`, member `mnt_mountpoint`.
     pub mount_mnt_mountpoint: u32,
+    /// `struct vfsmount`, member `mnt_sb` (the mounted filesystem's superblock).
+    pub vfsmount_mnt_sb: u32,
+    /// `struct super_block`, member `s_magic` (which filesystem: cgroup2, bpffs, ...).
+    pub super_block_s_magic: u32,
 }
 
 impl KernelLayout {
@@ -84,10 +88,12 @@ impl KernelLayout {
         mount_mnt: 0,
         mount_mnt_parent: 0,
         mount_mnt_mountpoint: 0,
+        vfsmount_mnt_sb: 0,
+        super_block_s_magic: 0,
     };
 
     /// `(struct, member)` for every field, in field order: what userspace looks up in BTF.
-    pub const MEMBERS: [(&'static str, &'static str); 22] = [
+    pub const MEMBERS: [(&'static str, &'static str); 24] = [
         ("linux_binprm", "file"),
         ("file", "f_path"),
         ("file", "f_inode"),
@@ -110,11 +116,13 @@ impl KernelLayout {
         ("mount", "mnt"),
         ("mount", "mnt_parent"),
         ("mount", "mnt_mountpoint"),
+        ("vfsmount", "mnt_sb"),
+        ("super_block", "s_magic"),
     ];
 
     /// Builds the layout from offsets given in [`Self::MEMBERS`] order.
     #[must_use]
-    pub const fn from_offsets(o: [u32; 22]) -> Self {
+    pub const fn from_offsets(o: [u32; 24]) -> Self {
         Self {
             binprm_file: o[0],
             file_f_path: o[1],
@@ -138,6 +146,8 @@ impl KernelLayout {
             mount_mnt: o[19],
             mount_mnt_parent: o[20],
             mount_mnt_mountpoint: o[21],
+            vfsmount_mnt_sb: o[22],
+            super_block_s_magic: o[23],
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod event;
 pub mod layout;
 pub mod pending;
 pub mod policy;
+pub mod protect;
 pub mod scope;
 
 pub use policy::{
@@ -38,6 +39,10 @@ pub mod map_names {
     pub const PENDING: &str = "PENDING";
     /// `HashMap<GrantKey, GrantValue>`: time-boxed approvals.
     pub const GRANTS: &str = "GRANTS";
+    /// `Array<ProtectConfig>` with one entry: the daemon's thread group id.
+    pub const PROTECT_CONFIG: &str = "PROTECT_CONFIG";
+    /// `LpmTrie<PolicyKey, u32>`: the daemon's own files and directories (see `protect`).
+    pub const PROTECTED: &str = "PROTECTED";
 }
 
 /// Names of the programs in `jit-ebpf`.
@@ -46,7 +51,7 @@ pub mod program_names {
     pub const EXEC: &str = "jit_exec";
 
     /// Every program with the LSM hook it attaches to.
-    pub const ALL: [(&str, &str); 12] = [
+    pub const ALL: [(&str, &str); 15] = [
         (EXEC, "bprm_check_security"),
         ("jit_file_open", "file_open"),
         ("jit_path_mknod", "path_mknod"),
@@ -59,5 +64,10 @@ pub mod program_names {
         ("jit_path_rename", "path_rename"),
         ("jit_path_link", "path_link"),
         ("jit_path_symlink", "path_symlink"),
+        // Self-protection (see `protect`): agents may not signal or trace the daemon, nor
+        // call bpf().
+        ("jit_task_kill", "task_kill"),
+        ("jit_ptrace_access_check", "ptrace_access_check"),
+        ("jit_bpf", "bpf"),
     ];
 }

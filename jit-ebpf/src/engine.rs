@@ -26,11 +26,14 @@ use jit_common::{
     layout::KernelLayout,
     pending::{FileId, GrantKey, PendingAnswer, PendingRequest, STATE_PENDING},
     policy::{Decision, KEY_DATA_LEN, Op, PATH_CAPACITY, PolicyKey, Verdict, evaluate_with},
+    protect::{PROTECTED_OP, PROTECTED_RULESET, SELF_PROTECTION_VERDICT, is_protected_fs},
 };
 
 use crate::{
     EPERM,
-    maps::{AGENT_CONFIG, EVENTS, GRANTS, PENDING, POLICY, SCRATCH, Scratch, WALK_LEN, count},
+    maps::{
+        AGENT_CONFIG, EVENTS, GRANTS, PENDING, POLICY, PROTECTED, SCRATCH, Scratch, WALK_LEN, count,
+    },
 };
 
 /// Makes the interrupted syscall restart transparently once the task is continued. Only ever
@@ -188,7 +191,7 @@ pub fn path_mnt(path: *const u8) -> *const u8 {
     read_kernel::<u64>(path, offset(|l| &l.path_mnt)) as *const u8
 }
 
-fn parent_tgid() -> u32 {
+pub fn parent_tgid() -> u32 {
     // SAFETY: helper without arguments.
     let task = unsafe { bpf_get_current_task() } as *const u8;
     let parent: u64 = read_kernel(task, offset(|l| &l.task_real_parent));
@@ -287,12 +290,21 @@ pub fn decide(action: &Action) -> Result<i32, i32> {
         }
     }
 
+    // Both ends of a rename or link lie on one filesystem (else EXDEV): one magic check covers
+    // them. Kept in scratch memory rather than a register live across the path walks, which
+    // would keep the verifier from merging their states.
+    let on_protected_fs = action.op != Op::Exec && is_protected_fs(fs_magic(&action.path));
+    // SAFETY: plain integer in scratch memory.
+    unsafe { core::ptr::write_volatile(&raw mut s.protected_fs, u32::from(on_protected_fs)) };
     let mut verdict = evaluate_where(&action.path, action, s);
     if let Some(second) = &action.second {
         let first = verdict;
         verdict = evaluate_where(second, action, s);
         if first.decision as u8 > verdict.decision as u8 {
-            // The first path decides: it is the one the event must name.
+            // The first path decides: it is the one the event must name. (On a tie the second
+            // is named, even when the first was self-protection: comparing rule ids here would
+            // make the verifier track them precisely and multiply the states of the second
+            // walk.)
             verdict = first;
             resolve_path(&action.path, s);
         }
@@ -393,14 +405,65 @@ fn stop(tid: u32) -> Result<i32, i32> {
     Err(-ERESTARTNOINTR)
 }
 
-/// Resolves `place` and evaluates the agent's rules for it; fails closed when the path
-/// cannot be resolved.
+/// Resolves `place` and evaluates it: self-protection first, then the agent's rules. Fails
+/// closed when the path cannot be resolved.
+///
+/// Self-protection denies whatever the agent's mode (shadow too), default, rules and grants
+/// say: a file op on a cgroup filesystem or bpffs, or on one of the daemon's protected paths.
+/// Exec is no change to a file and is left to the policy. (A task held before a path became
+/// protected still gets the reviewer's answer: the pending check runs before this.)
 #[inline(always)]
 fn evaluate_where(place: &Where, action: &Action, s: &mut Scratch) -> Verdict {
-    if resolve_path(place, s) {
-        evaluate_path(action, s)
-    } else {
-        Verdict::fail_closed()
+    if !resolve_path(place, s) {
+        return Verdict::fail_closed();
+    }
+    load_key_path(s);
+    // SAFETY: plain integer in scratch memory, written by `decide`.
+    let on_protected_fs = unsafe { core::ptr::read_volatile(&raw const s.protected_fs) } != 0;
+    if action.op != Op::Exec && (on_protected_fs || is_protected_path(s)) {
+        return SELF_PROTECTION_VERDICT;
+    }
+    evaluate_path(action, s)
+}
+
+/// The superblock magic of the filesystem `place` lies on, read through its mount
+/// (`vfsmount->mnt_sb`): the same superblock as the inode's `i_sb` (for `file_open`,
+/// `file->f_inode->i_sb`), and available for entries that have no inode yet (mkdir, create).
+#[inline(always)]
+fn fs_magic(place: &Where) -> u64 {
+    let mnt = match *place {
+        Where::Path(path) => path_mnt(path.cast()),
+        Where::Walk { mnt, .. } => mnt,
+    };
+    let sb: u64 = read_kernel(mnt, offset(|l| &l.vfsmount_mnt_sb));
+    read_kernel(sb as *const u8, offset(|l| &l.super_block_s_magic))
+}
+
+/// Whether the path in `s.key` (see [`load_key_path`]) is one of the daemon's protected paths.
+#[inline(always)]
+fn is_protected_path(s: &mut Scratch) -> bool {
+    s.key
+        .finish_lookup(PROTECTED_RULESET, PROTECTED_OP, s.event.path_len as usize);
+    // SAFETY: PolicyKey has the layout of aya's Key<[u8; KEY_DATA_LEN]> (repr(C) u32 + bytes).
+    let key = unsafe { &*(core::ptr::from_ref(&s.key).cast::<Key<[u8; KEY_DATA_LEN]>>()) };
+    PROTECTED.get(key).is_some()
+}
+
+/// Copies the first `PATH_CAPACITY` bytes of the resolved path into the lookup key; each
+/// lookup then only rewrites the header with `finish_lookup`.
+#[inline(always)]
+fn load_key_path(s: &mut Scratch) {
+    // SAFETY: both buffers are map memory at least PATH_CAPACITY bytes long.
+    unsafe {
+        bpf_probe_read_kernel(
+            s.key
+                .data
+                .as_mut_ptr()
+                .add(KEY_DATA_LEN - PATH_CAPACITY)
+                .cast(),
+            PATH_CAPACITY as u32,
+            s.event.path.as_ptr().cast(),
+        );
     }
 }
 
@@ -534,19 +597,8 @@ fn evaluate_path(action: &Action, s: &mut Scratch) -> Verdict {
         count(counter::ERRORS);
         return Verdict::fail_closed();
     };
-    // The key holds the first PATH_CAPACITY bytes of the path; finish_lookup terminates it.
-    // SAFETY: both buffers are map memory at least PATH_CAPACITY bytes long.
-    unsafe {
-        bpf_probe_read_kernel(
-            s.key
-                .data
-                .as_mut_ptr()
-                .add(KEY_DATA_LEN - PATH_CAPACITY)
-                .cast(),
-            PATH_CAPACITY as u32,
-            s.event.path.as_ptr().cast(),
-        );
-    }
+    // The key holds the first PATH_CAPACITY bytes of the path (`load_key_path`);
+    // finish_lookup terminates it.
     // The agent's current rule set, read once: a policy reload switches it atomically.
     s.key
         .finish_lookup(cfg.ruleset, action.op, s.event.path_len as usize);

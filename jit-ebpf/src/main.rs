@@ -13,6 +13,7 @@
     reason = "the #[lsm] macro hands each program its context by value"
 )]
 
+mod bpf;
 mod engine;
 mod exec;
 mod file_open;
@@ -27,7 +28,10 @@ mod path_rmdir;
 mod path_symlink;
 mod path_truncate;
 mod path_unlink;
+mod protect;
+mod ptrace_access_check;
 mod scope;
+mod task_kill;
 
 /// `EPERM`: what a denied operation returns to the calling process.
 const EPERM: i32 = 1;

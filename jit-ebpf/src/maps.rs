@@ -8,6 +8,7 @@ use jit_common::{
     event::{Event, counter},
     pending::{GrantKey, GrantValue, PendingRequest},
     policy::{AgentConfig, KEY_DATA_LEN, PathLayout, PolicyKey, PolicyValue},
+    protect::ProtectConfig,
 };
 
 /// Registered agent cgroups, keyed by cgroup id. Written only by the daemon.
@@ -41,6 +42,15 @@ pub static PENDING: HashMap<u32, PendingRequest> = HashMap::with_max_entries(16_
 #[map(name = "GRANTS")]
 pub static GRANTS: HashMap<GrantKey, GrantValue> = HashMap::with_max_entries(16_384, 0);
 
+/// One entry: the daemon's thread group id, which agents may neither signal nor trace.
+#[map(name = "PROTECT_CONFIG")]
+pub static PROTECT_CONFIG: Array<ProtectConfig> = Array::with_max_entries(1, 0);
+
+/// The daemon's own files and directories (see `jit_common::protect`): no agent may change
+/// anything there. The value is unused. `BPF_F_NO_PREALLOC` is mandatory for LPM tries.
+#[map(name = "PROTECTED")]
+pub static PROTECTED: LpmTrie<[u8; KEY_DATA_LEN], u32> = LpmTrie::with_max_entries(1024, 1);
+
 /// Decision events for userspace.
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
@@ -60,7 +70,9 @@ pub struct Scratch {
     pub layout: PathLayout,
     /// Next free byte (from the end) of `walk` while a path is built backwards.
     pub walk_pos: u32,
-    pub pad: u32,
+    /// 1 when the current action's object lies on a cgroup filesystem or bpffs (set by
+    /// `engine::decide`).
+    pub protected_fs: u32,
     /// A path built backwards by the dentry walk, ending at `WALK_LEN`, with slack behind it
     /// so every masked write of a name (at most 255 bytes) stays inside the value.
     pub walk: [u8; WALK_LEN + 512],

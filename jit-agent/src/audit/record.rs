@@ -5,6 +5,7 @@ use jiff::Timestamp;
 use jit_common::{
     event::{EVENT_FLAG_PATH_TRUNCATED, EVENT_FLAG_PATH_UNRESOLVED, Event, EventKind},
     policy::{Decision, Op},
+    protect::{SELF_PROTECTION_RULE_ID, event_op},
 };
 use serde::{Deserialize, Serialize};
 
@@ -170,16 +171,23 @@ fn kind_name(v: u8) -> String {
 }
 
 fn op_name(v: u8) -> String {
-    Op::from_u8(v).map_or_else(|| unknown(v), |op| op.name().to_owned())
+    Op::from_u8(v)
+        .map(Op::name)
+        .or_else(|| event_op::name(v))
+        .map_or_else(|| unknown(v), str::to_owned)
 }
+
+/// The name of a rule id no policy defines.
+const SELF_PROTECTION_RULE: &str = "self-protection";
 
 fn decision_name(v: u8) -> String {
     Decision::from_u8(v).map_or_else(|| unknown(v), |d| d.name().to_owned())
 }
 
 impl KernelRecord {
-    /// Converts a ring buffer event. `agent` and `rule` stay `None`: only the daemon knows the
-    /// names behind the ids (see [`KernelRecord::with_names`]).
+    /// Converts a ring buffer event. `agent` and `rule` stay `None` (except the rule of
+    /// self-protection, `"self-protection"`): only the daemon knows the names behind the ids
+    /// (see [`KernelRecord::with_names`]).
     #[must_use]
     pub fn from_event(event: &Event, process: Option<ProcessContext>) -> Self {
         let bytes = event.path_bytes();
@@ -198,7 +206,8 @@ impl KernelRecord {
             decision: decision_name(event.decision),
             enforced: decision_name(event.enforced),
             rule_id: event.rule_id,
-            rule: None,
+            rule: (event.rule_id == SELF_PROTECTION_RULE_ID)
+                .then(|| SELF_PROTECTION_RULE.to_owned()),
             agent_id: event.agent_id,
             agent: None,
             pid: event.pid,
@@ -219,9 +228,12 @@ impl KernelRecord {
 
     /// Sets the agent and rule names the daemon looked up for `agent_id` and `rule_id`.
     #[must_use]
+    /// Self-protection keeps its own rule name.
     pub fn with_names(mut self, agent: Option<String>, rule: Option<String>) -> Self {
         self.agent = agent;
-        self.rule = rule;
+        if self.rule_id != SELF_PROTECTION_RULE_ID {
+            self.rule = rule;
+        }
         self
     }
 }

@@ -8,3 +8,4 @@ mod exec_deny;
 mod exec_hold;
 mod exec_policy;
 mod file_ops;
+mod self_protect;

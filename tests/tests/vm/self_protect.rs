@@ -1,0 +1,724 @@
+//! Self-protection (invariant 6), on the real hooks: a process in an agent cgroup cannot
+//! signal or trace the daemon, write to or restructure any cgroup filesystem, call `bpf()`, or
+//! change the daemon's protected paths, whatever its policy says; the same actions from
+//! outside agent cgroups still work. A sibling's `SIGCONT` does not release a held task.
+use std::{
+    ffi::CString,
+    fs,
+    path::Path,
+    process::{Child, Command},
+    ptr, thread,
+    time::Duration,
+};
+
+use jit_common::{
+    event::{Event, EventKind},
+    policy::{Decision, Mode, Op},
+    protect::{SELF_PROTECTION_RULE_ID, event_op},
+};
+use jit_tests::{
+    AgentSetup, CGROUP2_ROOT, TestCgroup, TestDir, assert_ran, join_cgroup, process_state,
+    require_vm, wait_stopped,
+};
+
+fn c_path(path: &Path) -> CString {
+    CString::new(path.as_os_str().as_encoded_bytes()).expect("path without NUL")
+}
+
+/// Runs `action` in a forked child, inside the cgroup `cgroup` (or where the test runs, outside
+/// every agent cgroup, for `None`); returns the errno it failed with, 0 when it succeeded. The
+/// closure must be async-signal-safe: build its strings before.
+fn errno_of(cgroup: Option<&Path>, action: impl Fn() -> bool) -> i32 {
+    let procs = cgroup.map(|c| c_path(&c.join("cgroup.procs")));
+    // SAFETY: the child only joins the cgroup, makes raw syscalls and leaves with _exit.
+    match unsafe { libc::fork() } {
+        -1 => panic!("fork: {}", std::io::Error::last_os_error()),
+        0 => unsafe {
+            let joined = procs.as_ref().is_none_or(|p| join_cgroup(p).is_ok());
+            let code = if !joined {
+                200
+            } else if action() {
+                0
+            } else {
+                std::io::Error::last_os_error()
+                    .raw_os_error()
+                    .unwrap_or(255)
+            };
+            libc::_exit(code)
+        },
+        pid => {
+            let mut status = 0;
+            // SAFETY: waits for our own child.
+            let waited = unsafe { libc::waitpid(pid, &raw mut status, 0) };
+            assert_eq!(waited, pid, "waitpid");
+            assert!(libc::WIFEXITED(status), "child died: status {status:#x}");
+            let code = libc::WEXITSTATUS(status);
+            assert_ne!(code, 200, "the child could not join its cgroup");
+            code
+        }
+    }
+}
+
+/// A process standing in for the daemon, outside every agent cgroup, killed on drop.
+struct FakeDaemon(Child);
+
+impl FakeDaemon {
+    fn start() -> Self {
+        Self(
+            Command::new("/bin/sleep")
+                .arg("1000")
+                .spawn()
+                .expect("start sleep"),
+        )
+    }
+
+    fn pid(&self) -> i32 {
+        i32::try_from(self.0.id()).expect("pid")
+    }
+
+    /// Fails unless it still runs (neither stopped, nor dead).
+    fn assert_running(&mut self, what: &str) {
+        thread::sleep(Duration::from_millis(50));
+        assert!(
+            self.0.try_wait().expect("try_wait").is_none(),
+            "{what}: the daemon exited"
+        );
+        let state = process_state(self.0.id());
+        assert!(matches!(state, 'S' | 'R'), "{what}: daemon state {state}");
+    }
+}
+
+impl Drop for FakeDaemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The self-protection denials among `events`, as `(op, file.ino, file.name)`.
+fn protection_events(events: &[Event]) -> Vec<(u8, u64, u64)> {
+    events
+        .iter()
+        .filter(|e| e.rule_id == SELF_PROTECTION_RULE_ID)
+        .inspect(|e| {
+            assert_eq!(e.kind, EventKind::Decision as u8);
+            assert_eq!(
+                (e.decision, e.enforced),
+                (Decision::Deny as u8, Decision::Deny as u8)
+            );
+        })
+        .map(|e| (e.op, e.file.ino, e.file.name))
+        .collect()
+}
+
+#[test]
+fn agents_cannot_signal_the_daemon() {
+    require_vm();
+    let mut daemon = FakeDaemon::start();
+    let bystander = FakeDaemon::start();
+    let mut setup = AgentSetup::new("sp-signal", Decision::Allow, Mode::Enforce);
+    let pid = daemon.pid();
+    setup
+        .enforcer()
+        .set_protection(daemon.0.id(), &[])
+        .expect("set protection");
+    let agent_cgroup = setup.cgroup.path().to_owned();
+    let agent = Some(agent_cgroup.as_path());
+    for sig in [
+        libc::SIGTERM,
+        libc::SIGSTOP,
+        libc::SIGKILL,
+        libc::SIGCONT,
+        0,
+    ] {
+        // SAFETY (closures): plain syscalls.
+        let errno = errno_of(agent, || unsafe { libc::kill(pid, sig) } == 0);
+        assert_eq!(errno, libc::EPERM, "kill(daemon, {sig}) from an agent");
+        daemon.assert_running(&format!("after kill(daemon, {sig}) from an agent"));
+    }
+    let errno = errno_of(
+        agent,
+        || unsafe { libc::syscall(libc::SYS_tgkill, pid, pid, libc::SIGTERM) } == 0,
+    );
+    assert_eq!(errno, libc::EPERM, "tgkill(daemon) from an agent");
+    // busybox kill, as an agent's shell would do it.
+    let status = setup
+        .cgroup
+        .run("/bin/kill", &["-KILL", &pid.to_string()])
+        .expect("run kill");
+    assert!(
+        !status.success(),
+        "kill -KILL daemon from an agent: {status}"
+    );
+    daemon.assert_running("after busybox kill from an agent");
+    let events = protection_events(&setup.drain_events());
+    assert!(
+        events.contains(&(
+            event_op::SIGNAL,
+            u64::from(daemon.0.id()),
+            libc::SIGKILL as u64
+        )),
+        "a self-protection event names the signal and the daemon: {events:?}"
+    );
+
+    // Other targets are the policy's business, and the daemon is reachable from outside.
+    let other = bystander.pid();
+    assert_eq!(
+        errno_of(agent, || unsafe { libc::kill(other, 0) } == 0),
+        0,
+        "kill(other, 0) from an agent"
+    );
+    assert_eq!(
+        errno_of(None, || unsafe { libc::kill(pid, 0) } == 0),
+        0,
+        "kill(daemon, 0) from outside"
+    );
+    assert_eq!(
+        errno_of(None, || unsafe { libc::kill(pid, libc::SIGKILL) } == 0),
+        0,
+        "kill(daemon, SIGKILL) from outside"
+    );
+    let status = daemon.0.wait().expect("wait for the daemon");
+    assert!(
+        !status.success(),
+        "SIGKILL from outside ended the daemon: {status}"
+    );
+    setup
+        .enforcer()
+        .set_protection(0, &[])
+        .expect("reset protection");
+}
+
+#[test]
+fn agents_cannot_ptrace_the_daemon() {
+    require_vm();
+    let mut daemon = FakeDaemon::start();
+    let mut setup = AgentSetup::new("sp-ptrace", Decision::Allow, Mode::Enforce);
+    let pid = daemon.pid();
+    setup
+        .enforcer()
+        .set_protection(daemon.0.id(), &[])
+        .expect("set protection");
+    let agent_cgroup = setup.cgroup.path().to_owned();
+    let agent = Some(agent_cgroup.as_path());
+    let null = ptr::null_mut::<libc::c_void>();
+    for (request, name) in [
+        (libc::PTRACE_ATTACH, "PTRACE_ATTACH"),
+        (libc::PTRACE_SEIZE, "PTRACE_SEIZE"),
+    ] {
+        // SAFETY (closures): plain syscalls.
+        let errno = errno_of(
+            agent,
+            || unsafe { libc::ptrace(request, pid, null, null) } == 0,
+        );
+        assert_eq!(errno, libc::EPERM, "{name} of the daemon from an agent");
+        daemon.assert_running(&format!("after {name} from an agent"));
+    }
+    // Reading its memory goes through the same check (mm_access answers EACCES).
+    let mem = c_path(Path::new(&format!("/proc/{pid}/mem")));
+    let open_mem = || unsafe { libc::open(mem.as_ptr(), libc::O_RDONLY) } >= 0;
+    assert_eq!(
+        errno_of(agent, open_mem),
+        libc::EACCES,
+        "open /proc/daemon/mem from an agent"
+    );
+    let events = protection_events(&setup.drain_events());
+    assert!(
+        events
+            .iter()
+            .any(|&(op, ino, _)| op == event_op::PTRACE && ino == u64::from(daemon.0.id())),
+        "a self-protection event names the daemon: {events:?}"
+    );
+
+    // From outside: seize (no stop; the tracer's exit detaches) and open its memory.
+    assert_eq!(
+        errno_of(None, || unsafe {
+            libc::ptrace(libc::PTRACE_SEIZE, pid, null, null)
+        } == 0),
+        0,
+        "PTRACE_SEIZE of the daemon from outside"
+    );
+    assert_eq!(
+        errno_of(None, open_mem),
+        0,
+        "open /proc/daemon/mem from outside"
+    );
+    daemon.assert_running("after the tracer outside exited");
+    setup
+        .enforcer()
+        .set_protection(0, &[])
+        .expect("reset protection");
+}
+
+/// Opens `path` for writing and writes "0" (our own pid, for `cgroup.procs`).
+fn write_zero(path: &CString) -> bool {
+    // SAFETY: plain syscalls on a valid C string and a static buffer.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY);
+        fd >= 0 && libc::write(fd, b"0".as_ptr().cast(), 1) == 1
+    }
+}
+
+#[test]
+fn agents_cannot_write_cgroup_files_on_any_cgroup2_mount() {
+    require_vm();
+    let setup = AgentSetup::new("sp-cgroup-write", Decision::Allow, Mode::Enforce);
+    let other = TestCgroup::new("sp-other");
+    // A second mount of the cgroup2 hierarchy, somewhere the path /sys/fs/cgroup says nothing.
+    let dir = TestDir::new("sp-cgroup2-mount");
+    let mnt = c_path(dir.path());
+    // SAFETY: plain mount(2) with valid C strings.
+    let mounted = unsafe {
+        libc::mount(
+            c"none".as_ptr(),
+            mnt.as_ptr(),
+            c"cgroup2".as_ptr(),
+            0,
+            ptr::null(),
+        )
+    };
+    assert_eq!(
+        mounted,
+        0,
+        "mount cgroup2: {}",
+        std::io::Error::last_os_error()
+    );
+    let agent_cgroup = setup.cgroup.path().to_owned();
+    let agent = Some(agent_cgroup.as_path());
+    let root = Path::new(CGROUP2_ROOT);
+    let other_name = other.path().file_name().expect("cgroup name");
+    let targets = [
+        root.join("cgroup.procs"),
+        other.path().join("cgroup.procs"),
+        other.path().join("cgroup.threads"),
+        setup.cgroup.path().join("cgroup.subtree_control"),
+        setup.cgroup.path().join("cgroup.procs"),
+        root.join("cgroup.subtree_control"),
+        dir.path().join("cgroup.procs"),
+        dir.path().join(other_name).join("cgroup.procs"),
+    ];
+    for target in &targets {
+        let path = c_path(target);
+        assert_eq!(
+            errno_of(agent, || write_zero(&path)),
+            libc::EPERM,
+            "writing {} from an agent",
+            target.display()
+        );
+    }
+    // The same through a shell, as an agent would try it.
+    let status = setup
+        .cgroup
+        .run("/bin/sh", &["-c", "echo $$ > /sys/fs/cgroup/cgroup.procs"])
+        .expect("run sh");
+    assert!(
+        !status.success(),
+        "sh: echo $$ > cgroup.procs from an agent: {status}"
+    );
+
+    // From outside both mounts work (the child moves itself into `other`, then exits).
+    for target in [
+        other.path().join("cgroup.procs"),
+        dir.path().join(other_name).join("cgroup.procs"),
+    ] {
+        let path = c_path(&target);
+        assert_eq!(
+            errno_of(None, || write_zero(&path)),
+            0,
+            "writing {} from outside",
+            target.display()
+        );
+    }
+    // SAFETY: plain umount(2).
+    assert_eq!(unsafe { libc::umount2(mnt.as_ptr(), 0) }, 0, "umount");
+}
+
+#[test]
+fn agents_cannot_mkdir_rmdir_or_rename_in_cgroupfs() {
+    require_vm();
+    let mut setup = AgentSetup::new("sp-cgroup-dirs", Decision::Allow, Mode::Enforce);
+    let other = TestCgroup::new("sp-victim");
+    let agent_cgroup = setup.cgroup.path().to_owned();
+    let agent = Some(agent_cgroup.as_path());
+    let nested = c_path(&setup.cgroup.path().join("escape"));
+    let top =
+        c_path(&Path::new(CGROUP2_ROOT).join(format!("jit-sp-escape-{}", std::process::id())));
+    let victim = c_path(other.path());
+    let moved = c_path(&other.path().with_extension("moved"));
+    // SAFETY (closures): plain syscalls on valid C strings.
+    for (path, what) in [
+        (&nested, "mkdir in its own cgroup"),
+        (&top, "mkdir at the root"),
+    ] {
+        assert_eq!(
+            errno_of(agent, || unsafe { libc::mkdir(path.as_ptr(), 0o755) } == 0),
+            libc::EPERM,
+            "{what} from an agent"
+        );
+    }
+    assert_eq!(
+        errno_of(agent, || unsafe { libc::rmdir(victim.as_ptr()) } == 0),
+        libc::EPERM,
+        "rmdir of another cgroup from an agent"
+    );
+    // cgroup2 refuses rename with EPERM by itself: the event shows jit refused it first.
+    assert_eq!(
+        errno_of(agent, || unsafe {
+            libc::rename(victim.as_ptr(), moved.as_ptr())
+        } == 0),
+        libc::EPERM,
+        "rename of another cgroup from an agent"
+    );
+    assert!(other.path().exists(), "the victim cgroup is still there");
+    let events = setup.drain_events();
+    let denied: Vec<u8> = protection_events(&events)
+        .iter()
+        .map(|&(op, ..)| op)
+        .collect();
+    assert_eq!(
+        denied,
+        vec![
+            Op::Mkdir as u8,
+            Op::Mkdir as u8,
+            Op::Rmdir as u8,
+            Op::Rename as u8
+        ],
+        "every attempt reported as self-protection"
+    );
+    // From outside.
+    assert_eq!(
+        errno_of(None, || unsafe { libc::mkdir(nested.as_ptr(), 0o755) } == 0),
+        0,
+        "mkdir from outside"
+    );
+    assert_eq!(
+        errno_of(None, || unsafe { libc::rmdir(nested.as_ptr()) } == 0),
+        0,
+        "rmdir from outside"
+    );
+    assert_eq!(
+        errno_of(None, || unsafe { libc::rmdir(victim.as_ptr()) } == 0),
+        0,
+        "rmdir from outside"
+    );
+    assert_eq!(
+        errno_of(None, || unsafe { libc::mkdir(victim.as_ptr(), 0o755) } == 0),
+        0,
+        "mkdir again"
+    );
+    let _ = setup.drain_events();
+    errno_of(
+        None,
+        || unsafe { libc::rename(victim.as_ptr(), moved.as_ptr()) } == 0,
+    );
+    assert!(
+        protection_events(&setup.drain_events()).is_empty(),
+        "nothing reported from outside"
+    );
+}
+
+/// `bpf(BPF_MAP_CREATE)` of a one-entry array; the map fd is left to `_exit`.
+fn bpf_map_create() -> bool {
+    let mut attr = [0u32; 32];
+    // map_type BPF_MAP_TYPE_ARRAY, key_size, value_size, max_entries.
+    attr[..4].copy_from_slice(&[2, 4, 4, 1]);
+    // SAFETY: bpf(2) with a zeroed attribute buffer of the size passed.
+    unsafe { libc::syscall(libc::SYS_bpf, 0, attr.as_ptr(), size_of_val(&attr)) >= 0 }
+}
+
+/// `bpf(BPF_PROG_LOAD)` of a socket filter `r0 = 0; exit`.
+fn bpf_prog_load() -> bool {
+    static INSNS: [u64; 2] = [0xb7, 0x95];
+    static LICENSE: &[u8] = b"GPL\0";
+    #[repr(C)]
+    struct Attr {
+        prog_type: u32,
+        insn_cnt: u32,
+        insns: u64,
+        license: u64,
+        rest: [u64; 12],
+    }
+    let attr = Attr {
+        prog_type: 1,
+        insn_cnt: 2,
+        insns: INSNS.as_ptr() as u64,
+        license: LICENSE.as_ptr() as u64,
+        rest: [0; 12],
+    };
+    // SAFETY: bpf(2) with an attribute buffer of the size passed, pointing at statics.
+    unsafe { libc::syscall(libc::SYS_bpf, 5, &raw const attr, size_of::<Attr>()) >= 0 }
+}
+
+#[test]
+fn agents_cannot_call_bpf() {
+    require_vm();
+    let mut setup = AgentSetup::new("sp-bpf", Decision::Allow, Mode::Enforce);
+    let agent_cgroup = setup.cgroup.path().to_owned();
+    let agent = Some(agent_cgroup.as_path());
+    assert_eq!(
+        errno_of(agent, bpf_map_create),
+        libc::EPERM,
+        "BPF_MAP_CREATE from an agent"
+    );
+    assert_eq!(
+        errno_of(agent, bpf_prog_load),
+        libc::EPERM,
+        "BPF_PROG_LOAD from an agent"
+    );
+    let denied = protection_events(&setup.drain_events());
+    assert_eq!(
+        denied,
+        vec![(event_op::BPF, 0, 0), (event_op::BPF, 0, 5)],
+        "both commands reported"
+    );
+    assert_eq!(
+        errno_of(None, bpf_map_create),
+        0,
+        "BPF_MAP_CREATE from outside"
+    );
+    assert_eq!(
+        errno_of(None, bpf_prog_load),
+        0,
+        "BPF_PROG_LOAD from outside"
+    );
+}
+
+/// One file operation on the protected tree, by raw syscall.
+#[derive(Clone, Copy, Debug)]
+enum Act {
+    Write,
+    Create,
+    Truncate,
+    Chmod,
+    Chown,
+    Unlink,
+    RenameWithin,
+    RenameIn,
+    RenameOut,
+    Link,
+    Symlink,
+    Mkdir,
+    Rmdir,
+    RmdirProtectedDir,
+    RenameParent,
+}
+
+const ACTS: [Act; 15] = [
+    Act::Write,
+    Act::Create,
+    Act::Truncate,
+    Act::Chmod,
+    Act::Chown,
+    Act::Unlink,
+    Act::RenameWithin,
+    Act::RenameIn,
+    Act::RenameOut,
+    Act::Link,
+    Act::Symlink,
+    Act::Mkdir,
+    Act::Rmdir,
+    Act::RmdirProtectedDir,
+    Act::RenameParent,
+];
+
+/// `base/jit/policies` (protected, with `file` and the empty `sub` in it), `base/outside`.
+struct Tree {
+    base: TestDir,
+}
+
+impl Tree {
+    fn new() -> Self {
+        let base = TestDir::new("sp-protected");
+        let tree = Self { base };
+        fs::create_dir_all(tree.protected().join("sub")).unwrap();
+        fs::write(tree.protected().join("file"), "policy").unwrap();
+        fs::write(tree.base.path().join("outside"), "x").unwrap();
+        tree
+    }
+
+    fn protected(&self) -> std::path::PathBuf {
+        self.base.path().join("jit/policies")
+    }
+
+    /// The operation as a closure over prepared C strings.
+    fn act(&self, act: Act) -> impl Fn() -> bool + use<> {
+        let p = self.protected();
+        let base = self.base.path().to_owned();
+        let a = c_path(&p.join("file"));
+        let (b, c) = match act {
+            Act::Create => (c_path(&p.join("new")), c_path(&p)),
+            Act::RenameWithin => (a.clone(), c_path(&p.join("renamed"))),
+            Act::RenameIn => (c_path(&base.join("outside")), c_path(&p.join("moved-in"))),
+            Act::RenameOut => (a.clone(), c_path(&base.join("moved-out"))),
+            Act::Link => (a.clone(), c_path(&p.join("hardlink"))),
+            Act::Symlink => (a.clone(), c_path(&p.join("symlink"))),
+            Act::Mkdir => (c_path(&p.join("newdir")), a.clone()),
+            Act::Rmdir => (c_path(&p.join("sub")), a.clone()),
+            Act::RmdirProtectedDir => (c_path(&p), a.clone()),
+            Act::RenameParent => (c_path(&base.join("jit")), c_path(&base.join("jit-moved"))),
+            _ => (a.clone(), a.clone()),
+        };
+        // SAFETY (all arms): plain syscalls on valid C strings.
+        move || unsafe {
+            match act {
+                Act::Write => {
+                    let fd = libc::open(a.as_ptr(), libc::O_WRONLY);
+                    fd >= 0 && libc::write(fd, b"evil".as_ptr().cast(), 4) == 4
+                }
+                Act::Create => libc::open(b.as_ptr(), libc::O_WRONLY | libc::O_CREAT, 0o644) >= 0,
+                Act::Truncate => libc::truncate(a.as_ptr(), 0) == 0,
+                Act::Chmod => libc::chmod(a.as_ptr(), 0o777) == 0,
+                Act::Chown => libc::chown(a.as_ptr(), 1000, 1000) == 0,
+                Act::Unlink => libc::unlink(a.as_ptr()) == 0,
+                Act::RenameWithin | Act::RenameIn | Act::RenameOut | Act::RenameParent => {
+                    libc::rename(b.as_ptr(), c.as_ptr()) == 0
+                }
+                Act::Link => libc::link(b.as_ptr(), c.as_ptr()) == 0,
+                Act::Symlink => libc::symlink(b.as_ptr(), c.as_ptr()) == 0,
+                Act::Mkdir => libc::mkdir(b.as_ptr(), 0o755) == 0,
+                Act::Rmdir | Act::RmdirProtectedDir => libc::rmdir(b.as_ptr()) == 0,
+            }
+        }
+    }
+}
+
+/// Every path under `dir` with the content of every file: what must not change.
+fn snapshot(dir: &Path) -> Vec<(std::path::PathBuf, Option<String>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(path) = stack.pop() {
+        let meta = fs::symlink_metadata(&path).unwrap();
+        if meta.is_dir() {
+            for entry in fs::read_dir(&path).unwrap() {
+                stack.push(entry.unwrap().path());
+            }
+            out.push((path, None));
+        } else {
+            let content = fs::read_to_string(&path).ok();
+            out.push((path, content));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn check_protected_paths(mode: Mode) {
+    let mut setup = AgentSetup::new(&format!("sp-paths-{}", mode.name()), Decision::Allow, mode);
+    // The policy allows everything there explicitly: self-protection must still win.
+    for op in Op::ALL {
+        setup.rule(op, "/tmp/", Decision::Allow);
+    }
+    for act in ACTS {
+        let tree = Tree::new();
+        let protected = tree.protected();
+        if matches!(act, Act::RmdirProtectedDir) {
+            // Empty, so that only jit can make the rmdir fail.
+            fs::remove_file(protected.join("file")).unwrap();
+            fs::remove_dir(protected.join("sub")).unwrap();
+        }
+        setup
+            .enforcer()
+            .set_protection(0, &[protected.as_path()])
+            .expect("set protection");
+        let before = snapshot(tree.base.path());
+        let agent_cgroup = setup.cgroup.path().to_owned();
+        let agent = Some(agent_cgroup.as_path());
+        assert_eq!(
+            errno_of(agent, tree.act(act)),
+            libc::EPERM,
+            "{act:?} on the protected directory from an agent ({})",
+            mode.name()
+        );
+        assert_eq!(
+            snapshot(tree.base.path()),
+            before,
+            "{act:?} changed nothing"
+        );
+        let events = setup.drain_events();
+        let denial = events
+            .iter()
+            .find(|e| e.rule_id == SELF_PROTECTION_RULE_ID)
+            .unwrap_or_else(|| panic!("{act:?}: no self-protection event"));
+        assert_eq!(
+            (denial.kind, denial.decision, denial.enforced),
+            (
+                EventKind::Decision as u8,
+                Decision::Deny as u8,
+                Decision::Deny as u8
+            )
+        );
+        if matches!(act, Act::Write) {
+            assert_eq!(denial.op, Op::Write as u8);
+            assert_eq!(
+                denial.path_bytes(),
+                protected.join("file").as_os_str().as_encoded_bytes()
+            );
+        }
+        // From outside the same operation works.
+        assert_eq!(errno_of(None, tree.act(act)), 0, "{act:?} from outside");
+    }
+    // Beside a protected tree the agent's policy decides (allow).
+    let tree = Tree::new();
+    setup
+        .enforcer()
+        .set_protection(0, &[tree.protected().as_path()])
+        .expect("set protection");
+    let beside = c_path(&tree.base.path().join("outside"));
+    assert_eq!(
+        errno_of(Some(setup.cgroup.path()), || unsafe {
+            libc::truncate(beside.as_ptr(), 0)
+        } == 0),
+        0,
+        "truncate beside the protected directory from an agent"
+    );
+    setup
+        .enforcer()
+        .set_protection(0, &[])
+        .expect("reset protection");
+}
+
+#[test]
+fn protected_paths_refuse_every_file_op_in_enforce_mode() {
+    require_vm();
+    check_protected_paths(Mode::Enforce);
+}
+
+#[test]
+fn protected_paths_refuse_every_file_op_in_shadow_mode() {
+    require_vm();
+    check_protected_paths(Mode::Shadow);
+}
+
+#[test]
+fn a_sibling_sigcont_does_not_release_a_held_task() {
+    require_vm();
+    let dir = TestDir::new("sp-sibling");
+    let tool = dir.install_true("held");
+    let mut setup = AgentSetup::new("sp-sibling", Decision::Allow, Mode::Enforce);
+    setup.rule(Op::Exec, &tool, Decision::Hold);
+    let child = setup.cgroup.spawn(&tool);
+    let (tid, request) = setup.wait_for_hold();
+    wait_stopped(request.tgid);
+    // A sibling in the same agent cgroup continues it, as an agent helping itself would.
+    let pid = request.tgid.to_string();
+    for _ in 0..3 {
+        assert_ran(
+            &setup.cgroup.run("/bin/kill", &["-CONT", &pid]),
+            "sibling kill -CONT",
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    wait_stopped(request.tgid);
+    let (tid_again, still) = setup.wait_for_hold();
+    assert_eq!(
+        (tid_again, still.request_id),
+        (tid, request.request_id),
+        "the same request still waits"
+    );
+    assert!(!child.is_finished(), "execve has not returned");
+    setup
+        .enforcer()
+        .answer(tid, request.request_id, true)
+        .expect("approve");
+    assert_ran(&setup.join(child), "approved after the sibling's SIGCONTs");
+}
