@@ -330,6 +330,19 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             "adopted the attached programs and maps of a previous run: enforcement never stopped"
         ),
     }
+    // Self-protection, on by default: agents may not signal or trace this process, nor change
+    // the policy directory, the audit log or the control socket (the kernel also keeps them
+    // out of cgroupfs, bpffs and bpf()). Set before anything else, also when adopting.
+    let protected: Vec<&std::path::Path> = [
+        Some(config.policy_dir.as_path()),
+        config.audit.path.parent(),
+        config.socket.path.parent(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    enforcer.set_protection(std::process::id(), &protected)?;
+    info!(?protected, "self-protection in force for agent cgroups");
     let next_ruleset = apply::first_free_ruleset(&mut enforcer)?;
     let webhook = config.webhook.url.clone().map(|url| {
         info!(url = %url, "new holds are announced to the webhook");
