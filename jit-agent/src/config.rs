@@ -221,6 +221,23 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The daemon's own files, for [`Enforcer::set_protection`](crate::bpf::Enforcer::set_protection):
+    /// the policy directory, the directory of the audit log (its rotations live next to it),
+    /// the directory of the control socket, and `config_file` when given. Agents can change
+    /// nothing in there, so the audit log and the socket belong in directories of their own
+    /// (the defaults `/var/log/jit` and `/run/jit`); a file directly under `/` protects only
+    /// itself.
+    #[must_use]
+    pub fn protected_paths(&self, config_file: Option<&Path>) -> Vec<PathBuf> {
+        let mut paths = vec![self.policy_dir.clone()];
+        for file in [&self.audit.path, &self.socket.path] {
+            let dir = file.parent().filter(|dir| *dir != Path::new("/"));
+            paths.push(dir.map_or_else(|| file.clone(), Path::to_owned));
+        }
+        paths.extend(config_file.map(Path::to_owned));
+        paths
+    }
+
     /// The configuration to run with: the defaults, replaced by what `file` sets (when given),
     /// replaced by what `overrides` sets. A relative override path is taken relative to the
     /// current directory (as a user typing a flag expects) and made absolute, because the
@@ -682,6 +699,23 @@ mod tests {
         assert_eq!(line_col(text, 6), (2, 1));
         // "bé = " is 6 bytes, 5 characters: the value starts in column 6.
         assert_eq!(line_col(text, 12), (2, 6));
+    }
+
+    #[test]
+    fn protected_paths_are_the_daemons_directories() {
+        let mut config = Config::default();
+        assert_eq!(
+            config.protected_paths(Some(Path::new("/etc/jit/jit.toml"))),
+            [
+                "/etc/jit/policies",
+                "/var/log/jit",
+                "/run/jit",
+                "/etc/jit/jit.toml"
+            ]
+            .map(PathBuf::from)
+        );
+        config.socket.path = "/jit.sock".into();
+        assert_eq!(config.protected_paths(None)[2], PathBuf::from("/jit.sock"));
     }
 
     #[test]

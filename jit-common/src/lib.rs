@@ -51,7 +51,7 @@ pub mod program_names {
     pub const EXEC: &str = "jit_exec";
 
     /// Every program with the LSM hook it attaches to.
-    pub const ALL: [(&str, &str); 15] = [
+    pub const ALL: [(&str, &str); 17] = [
         (EXEC, "bprm_check_security"),
         ("jit_file_open", "file_open"),
         ("jit_path_mknod", "path_mknod"),
@@ -65,7 +65,11 @@ pub mod program_names {
         ("jit_path_link", "path_link"),
         ("jit_path_symlink", "path_symlink"),
         // Self-protection (see `protect`): agents may not signal or trace the daemon, nor
-        // call bpf().
+        // call bpf(); rename and link have their file checks in programs of their own
+        // (single-path ops have them in the engine's programs). Attached after the engine's:
+        // newer programs on a hook run first.
+        ("jit_protect_path_rename", "path_rename"),
+        ("jit_protect_path_link", "path_link"),
         ("jit_task_kill", "task_kill"),
         ("jit_ptrace_access_check", "ptrace_access_check"),
         ("jit_bpf", "bpf"),

@@ -185,6 +185,44 @@ pub fn decide_on_pair(
     })
 }
 
+/// Self-protection of a two-path op (see [`protect_pair`]), arguments as [`decide_on_pair`].
+#[inline(always)]
+pub fn protect_on_pair(
+    op: Op,
+    agent: AgentCgroup,
+    src_dir_mnt: *const u8,
+    src: *const u8,
+    dst_dir: *const u8,
+    dst: *const u8,
+) -> Result<i32, i32> {
+    protect_pair(&pair_action(op, agent, src_dir_mnt, src, dst_dir, dst))
+}
+
+#[inline(always)]
+fn pair_action(
+    op: Op,
+    agent: AgentCgroup,
+    src_dir_mnt: *const u8,
+    src: *const u8,
+    dst_dir: *const u8,
+    dst: *const u8,
+) -> Action {
+    Action {
+        op,
+        agent,
+        path: Where::Walk {
+            mnt: src_dir_mnt,
+            dentry: src,
+        },
+        second: Some(Where::Walk {
+            mnt: path_mnt(dst_dir),
+            dentry: dst,
+        }),
+        file: file_id(dentry_inode(src)),
+        no_hold: false,
+    }
+}
+
 /// The mount of `path` (a kernel `struct path *`).
 #[inline(always)]
 pub fn path_mnt(path: *const u8) -> *const u8 {
@@ -290,21 +328,26 @@ pub fn decide(action: &Action) -> Result<i32, i32> {
         }
     }
 
-    // Both ends of a rename or link lie on one filesystem (else EXDEV): one magic check covers
-    // them. Kept in scratch memory rather than a register live across the path walks, which
-    // would keep the verifier from merging their states.
-    let on_protected_fs = action.op != Op::Exec && is_protected_fs(fs_magic(&action.path));
-    // SAFETY: plain integer in scratch memory.
-    unsafe { core::ptr::write_volatile(&raw mut s.protected_fs, u32::from(on_protected_fs)) };
-    let mut verdict = evaluate_where(&action.path, action, s);
+    // Self-protection of single-path ops: is the object on a cgroup filesystem or bpffs? Kept
+    // in scratch memory rather than a register live across the path walk, which would keep
+    // the verifier from merging its states. Two-path ops (rename, link) are protected by
+    // programs of their own (`protect_pair`): inlined here, the checks pushed
+    // `jit_path_rename` past the verifier's 1M-instruction budget on both kernels.
+    if action.second.is_none() {
+        let on_protected_fs = action.op != Op::Exec && is_protected_fs(fs_magic(&action.path));
+        // SAFETY: plain integer in scratch memory.
+        unsafe { core::ptr::write_volatile(&raw mut s.protected_fs, u32::from(on_protected_fs)) };
+    }
+    let mut verdict = if action.second.is_none() {
+        evaluate_single(&action.path, action, s)
+    } else {
+        evaluate_where(&action.path, action, s)
+    };
     if let Some(second) = &action.second {
         let first = verdict;
         verdict = evaluate_where(second, action, s);
         if first.decision as u8 > verdict.decision as u8 {
-            // The first path decides: it is the one the event must name. (On a tie the second
-            // is named, even when the first was self-protection: comparing rule ids here would
-            // make the verifier track them precisely and multiply the states of the second
-            // walk.)
+            // The first path decides: it is the one the event must name.
             verdict = first;
             resolve_path(&action.path, s);
         }
@@ -405,25 +448,72 @@ fn stop(tid: u32) -> Result<i32, i32> {
     Err(-ERESTARTNOINTR)
 }
 
-/// Resolves `place` and evaluates it: self-protection first, then the agent's rules. Fails
-/// closed when the path cannot be resolved.
+/// Resolves `place` and evaluates the agent's rules for it; fails closed when the path
+/// cannot be resolved.
+#[inline(always)]
+fn evaluate_where(place: &Where, action: &Action, s: &mut Scratch) -> Verdict {
+    if resolve_path(place, s) {
+        evaluate_path(action, s)
+    } else {
+        Verdict::fail_closed()
+    }
+}
+
+/// [`evaluate_where`] for a single-path op, with self-protection first (two-path ops have
+/// programs of their own for it, see [`protect_pair`]).
 ///
 /// Self-protection denies whatever the agent's mode (shadow too), default, rules and grants
 /// say: a file op on a cgroup filesystem or bpffs, or on one of the daemon's protected paths.
 /// Exec is no change to a file and is left to the policy. (A task held before a path became
 /// protected still gets the reviewer's answer: the pending check runs before this.)
 #[inline(always)]
-fn evaluate_where(place: &Where, action: &Action, s: &mut Scratch) -> Verdict {
+fn evaluate_single(place: &Where, action: &Action, s: &mut Scratch) -> Verdict {
     if !resolve_path(place, s) {
         return Verdict::fail_closed();
     }
-    load_key_path(s);
-    // SAFETY: plain integer in scratch memory, written by `decide`.
-    let on_protected_fs = unsafe { core::ptr::read_volatile(&raw const s.protected_fs) } != 0;
-    if action.op != Op::Exec && (on_protected_fs || is_protected_path(s)) {
-        return SELF_PROTECTION_VERDICT;
+    if action.op != Op::Exec {
+        // SAFETY: plain integer in scratch memory, written by `decide`.
+        let on_protected_fs = unsafe { core::ptr::read_volatile(&raw const s.protected_fs) } != 0;
+        if on_protected_fs || {
+            load_key_path(s);
+            is_protected_path(s)
+        } {
+            return SELF_PROTECTION_VERDICT;
+        }
     }
     evaluate_path(action, s)
+}
+
+/// Self-protection of a two-path op (rename, link), run by a program of its own on the same
+/// hook as the engine's: `Err(-EPERM)` with a self-protection event when either end lies on a
+/// cgroup filesystem or bpffs or under a protected path, `Ok(0)` otherwise (the engine's
+/// program then decides; it also fails closed on a path that cannot be resolved).
+#[inline(always)]
+pub fn protect_pair(action: &Action) -> Result<i32, i32> {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        count(counter::ERRORS);
+        return Err(-EPERM);
+    };
+    // SAFETY: per-CPU scratch memory, used by one program at a time on this CPU.
+    let s = unsafe { &mut *scratch };
+    // Both ends lie on one filesystem (else EXDEV): one magic check covers them.
+    let on_protected_fs = is_protected_fs(fs_magic(&action.path));
+    let mut protected = resolve_path(&action.path, s) && {
+        load_key_path(s);
+        on_protected_fs || is_protected_path(s)
+    };
+    if !protected && let Some(second) = &action.second {
+        protected = resolve_path(second, s) && {
+            load_key_path(s);
+            is_protected_path(s)
+        };
+    }
+    if !protected {
+        return Ok(0);
+    }
+    count(counter::DECISION_BASE + Decision::Deny as u32);
+    emit(EventKind::Decision, action, &SELF_PROTECTION_VERDICT, 0, s);
+    Err(-EPERM)
 }
 
 /// The superblock magic of the filesystem `place` lies on, read through its mount
@@ -449,8 +539,7 @@ fn is_protected_path(s: &mut Scratch) -> bool {
     PROTECTED.get(key).is_some()
 }
 
-/// Copies the first `PATH_CAPACITY` bytes of the resolved path into the lookup key; each
-/// lookup then only rewrites the header with `finish_lookup`.
+/// Copies the first `PATH_CAPACITY` bytes of the resolved path into the lookup key.
 #[inline(always)]
 fn load_key_path(s: &mut Scratch) {
     // SAFETY: both buffers are map memory at least PATH_CAPACITY bytes long.
@@ -597,8 +686,19 @@ fn evaluate_path(action: &Action, s: &mut Scratch) -> Verdict {
         count(counter::ERRORS);
         return Verdict::fail_closed();
     };
-    // The key holds the first PATH_CAPACITY bytes of the path (`load_key_path`);
-    // finish_lookup terminates it.
+    // The key holds the first PATH_CAPACITY bytes of the path; finish_lookup terminates it.
+    // SAFETY: both buffers are map memory at least PATH_CAPACITY bytes long.
+    unsafe {
+        bpf_probe_read_kernel(
+            s.key
+                .data
+                .as_mut_ptr()
+                .add(KEY_DATA_LEN - PATH_CAPACITY)
+                .cast(),
+            PATH_CAPACITY as u32,
+            s.event.path.as_ptr().cast(),
+        );
+    }
     // The agent's current rule set, read once: a policy reload switches it atomically.
     s.key
         .finish_lookup(cfg.ruleset, action.op, s.event.path_len as usize);

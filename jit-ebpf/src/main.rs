@@ -29,6 +29,7 @@ mod path_symlink;
 mod path_truncate;
 mod path_unlink;
 mod protect;
+mod protect_pair;
 mod ptrace_access_check;
 mod scope;
 mod task_kill;
