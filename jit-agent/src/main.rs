@@ -61,7 +61,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(daemon::run(config)) {
+    match runtime.block_on(daemon::run(config, args.config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             error!("{err}");

@@ -318,7 +318,7 @@ fn fingerprint(dir: &std::path::Path) -> Vec<(String, u64, Option<SystemTime>)> 
 /// # Errors
 /// When the kernel state, the audit log or the socket cannot be set up, or there is no policy
 /// to enforce.
-pub async fn run(config: Config) -> Result<(), DaemonError> {
+pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), DaemonError> {
     let audit = AuditWriter::open(config.audit.options())?;
     let (mut enforcer, startup) = Enforcer::load_pinned(&config.bpffs)?;
     match startup {
@@ -331,16 +331,10 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         ),
     }
     // Self-protection, on by default: agents may not signal or trace this process, nor change
-    // the policy directory, the audit log or the control socket (the kernel also keeps them
+    // the policy directory, the audit log, the control socket or the config file (the kernel also keeps them
     // out of cgroupfs, bpffs and bpf()). Set before anything else, also when adopting.
-    let protected: Vec<&std::path::Path> = [
-        Some(config.policy_dir.as_path()),
-        config.audit.path.parent(),
-        config.socket.path.parent(),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let protected = config.protected_paths(config_file.as_deref());
+    let protected: Vec<&std::path::Path> = protected.iter().map(PathBuf::as_path).collect();
     enforcer.set_protection(std::process::id(), &protected)?;
     info!(?protected, "self-protection in force for agent cgroups");
     let next_ruleset = apply::first_free_ruleset(&mut enforcer)?;
