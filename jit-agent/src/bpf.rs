@@ -30,7 +30,7 @@ use jit_common::{
     policy::{AgentConfig, KEY_DATA_LEN, PatternError, PolicyKey, PolicyValue},
     program_names,
     protect::{self, ProtectConfig},
-    scope::MAX_AGENT_CGROUP_LEVEL,
+    scope::{MAX_AGENT_CGROUP_LEVEL, SlotUpdate},
 };
 
 use crate::{
@@ -63,6 +63,10 @@ pub enum BpfError {
     NotBuilt,
     #[error("loading the jit eBPF object failed")]
     Load(#[source] EbpfError),
+    #[error(
+        "a rule cannot have id 0: the kernel reads that id as \"no rule matched\" (rule ids start at 1)"
+    )]
+    RuleIdZero,
     #[error(
         "reading kernel BTF from /sys/kernel/btf/vmlinux failed (the kernel needs CONFIG_DEBUG_INFO_BTF=y)"
     )]
@@ -348,17 +352,14 @@ impl Enforcer {
         agent_id: u32,
     ) -> Result<CgroupInfo, BpfError> {
         let info = cgroup::inspect(dir)?;
-        let too_deep = || BpfError::CgroupTooDeep {
-            path: dir.display().to_string(),
-            level: info.level,
-        };
-        let config = self.scope_config()?;
-        let current = config
-            .get(&0, 0)
-            .map_err(map_err(map_names::SCOPE_CONFIG, "read"))?;
-        let updated = current.with_level(info.level).ok_or_else(too_deep)?;
-
-        // Entry first, then the level bit: a task is in scope only once both exist.
+        if ScopeConfig::default().with_level(info.level).is_none() {
+            return Err(BpfError::CgroupTooDeep {
+                path: dir.display().to_string(),
+                level: info.level,
+            });
+        }
+        // The hash entry first, then the scope entry (mask and slots): a task is in scope only
+        // once both list its cgroup.
         let mut cgroups = self.agent_cgroups()?;
         cgroups
             .insert(
@@ -370,15 +371,12 @@ impl Enforcer {
                 0,
             )
             .map_err(map_err(map_names::AGENT_CGROUPS, "insert"))?;
-        let mut config = self.scope_config()?;
-        config
-            .set(0, updated, 0)
-            .map_err(map_err(map_names::SCOPE_CONFIG, "update"))?;
+        self.sync_scope()?;
         Ok(info)
     }
 
     /// Takes the cgroup with id `cgroup_id` out of jit's scope (its processes are no longer
-    /// evaluated) and recomputes which cgroup levels hold agent cgroups.
+    /// evaluated) and recomputes the scope entry.
     ///
     /// # Errors
     /// When a map operation fails.
@@ -388,15 +386,47 @@ impl Enforcer {
             Ok(()) | Err(MapError::KeyNotFound) => {}
             Err(source) => return Err(map_err(map_names::AGENT_CGROUPS, "remove")(source)),
         }
-        let mut mask = ScopeConfig::default();
-        for entry in &cgroups {
-            let (_, cgroup) = entry.map_err(map_err(map_names::AGENT_CGROUPS, "read"))?;
-            mask = mask.with_level(cgroup.level).unwrap_or(mask);
-        }
+        self.sync_scope()
+    }
+
+    /// The scope entry: which agent cgroups the programs find in its slots, and at which levels
+    /// agent cgroups are registered.
+    ///
+    /// # Errors
+    /// When the map cannot be read.
+    pub fn scope(&mut self) -> Result<ScopeConfig, BpfError> {
+        self.scope_config()?
+            .get(&0, 0)
+            .map_err(map_err(map_names::SCOPE_CONFIG, "read"))
+    }
+
+    /// Rewrites the scope entry (`SCOPE_CONFIG`) to list exactly the cgroups registered in
+    /// `AGENT_CGROUPS`, in the order of writes that never lets a program search slots being
+    /// rewritten (see `jit_common::scope`).
+    fn sync_scope(&mut self) -> Result<(), BpfError> {
+        let target = ScopeConfig::for_cgroups(self.registered_cgroups()?);
         let mut config = self.scope_config()?;
-        config
-            .set(0, mask, 0)
-            .map_err(map_err(map_names::SCOPE_CONFIG, "update"))
+        let current = config
+            .get(&0, 0)
+            .map_err(map_err(map_names::SCOPE_CONFIG, "read"))?;
+        let write = |config: &mut Array<&mut MapData, ScopeConfig>, value: ScopeConfig| {
+            config
+                .set(0, value, 0)
+                .map_err(map_err(map_names::SCOPE_CONFIG, "update"))
+        };
+        match current.slot_update(&target) {
+            SlotUpdate::Direct(value) => write(&mut config, value),
+            SlotUpdate::Rebuild {
+                hide,
+                rewrite,
+                publish,
+            } => {
+                write(&mut config, hide)?;
+                wait_for_rcu_readers();
+                write(&mut config, rewrite)?;
+                write(&mut config, publish)
+            }
+        }
     }
 
     /// Removes an agent's configuration; its cgroups, if any are still registered, then fail
@@ -405,9 +435,7 @@ impl Enforcer {
     /// # Errors
     /// When the map update fails.
     pub fn remove_agent_config(&mut self, agent_id: u32) -> Result<(), BpfError> {
-        let map = self.map(map_names::AGENT_CONFIG)?;
-        let mut configs: HashMap<_, u32, AgentConfig> =
-            HashMap::try_from(map).map_err(map_err(map_names::AGENT_CONFIG, "open"))?;
+        let mut configs: HashMap<_, u32, AgentConfig> = self.open(map_names::AGENT_CONFIG)?;
         match configs.remove(&agent_id) {
             Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
             Err(source) => Err(map_err(map_names::AGENT_CONFIG, "remove")(source)),
@@ -419,9 +447,7 @@ impl Enforcer {
     /// # Errors
     /// When the map update fails.
     pub fn set_agent_config(&mut self, agent_id: u32, config: AgentConfig) -> Result<(), BpfError> {
-        let map = self.map(map_names::AGENT_CONFIG)?;
-        let mut configs: HashMap<_, u32, AgentConfig> =
-            HashMap::try_from(map).map_err(map_err(map_names::AGENT_CONFIG, "open"))?;
+        let mut configs: HashMap<_, u32, AgentConfig> = self.open(map_names::AGENT_CONFIG)?;
         configs
             .insert(agent_id, config, 0)
             .map_err(map_err(map_names::AGENT_CONFIG, "insert"))
@@ -430,11 +456,13 @@ impl Enforcer {
     /// Adds or replaces one compiled rule.
     ///
     /// # Errors
-    /// When the map update fails (for example when the map is full).
+    /// [`BpfError::RuleIdZero`] for a value with rule id 0 (see `PolicyValue::NO_MATCH`); when
+    /// the map update fails (for example when the map is full).
     pub fn insert_rule(&mut self, key: &PolicyKey, value: PolicyValue) -> Result<(), BpfError> {
-        let map = self.map(map_names::POLICY)?;
-        let mut trie: LpmTrie<_, [u8; KEY_DATA_LEN], PolicyValue> =
-            LpmTrie::try_from(map).map_err(map_err(map_names::POLICY, "open"))?;
+        if !value.is_match() {
+            return Err(BpfError::RuleIdZero);
+        }
+        let mut trie: LpmTrie<_, [u8; KEY_DATA_LEN], PolicyValue> = self.open(map_names::POLICY)?;
         trie.insert(&Key::new(key.prefixlen, key.data), value, 0)
             .map_err(map_err(map_names::POLICY, "insert"))
     }
@@ -443,8 +471,9 @@ impl Enforcer {
     /// refused to them (writing to cgroup and bpf filesystems, calling `bpf()`):
     ///
     /// - `daemon_tgid`: the daemon's process id; agents can neither signal it (any signal,
-    ///   0 included) nor ptrace it (attach, `/proc/PID/mem`, `process_vm_readv`, ...). 0 turns
-    ///   this part off.
+    ///   0 included, also as a file owner's `SIGIO`) nor ptrace it (attach, `/proc/PID/mem`,
+    ///   `process_vm_readv`, ...), nor change anything under `/proc/PID/` (`oom_score_adj`, ...).
+    ///   0 turns this part off.
     /// - `protected`: the daemon's files and directories (policy directory, audit log
     ///   directory, config file, control socket directory). Agents cannot write, create,
     ///   unlink, rename, truncate, chmod, chown, link, symlink, mkdir or rmdir the path itself
@@ -467,7 +496,10 @@ impl Enforcer {
         protected: &[&Path],
     ) -> Result<(), BpfError> {
         let mut keys: Vec<PolicyKey> = Vec::new();
-        for &path in protected {
+        // The daemon's /proc directory too: no agent may write its oom_score_adj (to make it
+        // the OOM killer's first victim), its attributes or anything else there.
+        let proc_dir = (daemon_tgid != 0).then(|| PathBuf::from(format!("/proc/{daemon_tgid}")));
+        for path in protected.iter().copied().chain(proc_dir.as_deref()) {
             let resolved = fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
             let bytes = resolved.as_os_str().as_encoded_bytes();
             protect::protected_patterns(bytes, |pattern| {
@@ -482,9 +514,7 @@ impl Enforcer {
                 source,
             })?;
         }
-        let map = self.map(map_names::PROTECTED)?;
-        let mut trie: LpmTrie<_, [u8; KEY_DATA_LEN], u32> =
-            LpmTrie::try_from(map).map_err(map_err(map_names::PROTECTED, "open"))?;
+        let mut trie: LpmTrie<_, [u8; KEY_DATA_LEN], u32> = self.open(map_names::PROTECTED)?;
         for key in &keys {
             trie.insert(&Key::new(key.prefixlen, key.data), 1, 0)
                 .map_err(map_err(map_names::PROTECTED, "insert"))?;
@@ -506,9 +536,7 @@ impl Enforcer {
                 Err(source) => return Err(map_err(map_names::PROTECTED, "remove")(source)),
             }
         }
-        let map = self.map(map_names::PROTECT_CONFIG)?;
-        let mut config: Array<_, ProtectConfig> =
-            Array::try_from(map).map_err(map_err(map_names::PROTECT_CONFIG, "open"))?;
+        let mut config: Array<_, ProtectConfig> = self.open(map_names::PROTECT_CONFIG)?;
         config
             .set(
                 0,
@@ -540,9 +568,7 @@ impl Enforcer {
     /// # Errors
     /// When the map cannot be read.
     pub fn counters(&mut self) -> Result<[u64; counter::COUNT as usize], BpfError> {
-        let map = self.map(map_names::COUNTERS)?;
-        let array: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(map).map_err(map_err(map_names::COUNTERS, "open"))?;
+        let array: PerCpuArray<_, u64> = self.open(map_names::COUNTERS)?;
         let mut sums = [0u64; counter::COUNT as usize];
         for (index, sum) in (0u32..).zip(sums.iter_mut()) {
             let per_cpu = array
@@ -558,9 +584,7 @@ impl Enforcer {
     /// # Errors
     /// When the map cannot be read.
     pub fn pending_requests(&mut self) -> Result<Vec<(u32, PendingRequest)>, BpfError> {
-        let map = self.map(map_names::PENDING)?;
-        let pending: HashMap<_, u32, PendingRequest> =
-            HashMap::try_from(map).map_err(map_err(map_names::PENDING, "open"))?;
+        let pending: HashMap<_, u32, PendingRequest> = self.open(map_names::PENDING)?;
         pending
             .iter()
             .collect::<Result<Vec<_>, _>>()
@@ -574,9 +598,7 @@ impl Enforcer {
     /// [`BpfError::NotPending`] when that request is not waiting (answered already, or another
     /// hold of the thread replaced it); map or signal errors.
     pub fn answer(&mut self, tid: u32, request_id: u64, allow: bool) -> Result<(), BpfError> {
-        let map = self.map(map_names::PENDING)?;
-        let mut pending: HashMap<_, u32, PendingRequest> =
-            HashMap::try_from(map).map_err(map_err(map_names::PENDING, "open"))?;
+        let mut pending: HashMap<_, u32, PendingRequest> = self.open(map_names::PENDING)?;
         let mut request = match pending.get(&tid, 0) {
             Ok(request) if request.request_id == request_id && request.state == STATE_PENDING => {
                 request
@@ -606,9 +628,7 @@ impl Enforcer {
     /// # Errors
     /// When the map cannot be read or updated.
     pub fn remove_pending(&mut self, tid: u32, request_id: u64) -> Result<(), BpfError> {
-        let map = self.map(map_names::PENDING)?;
-        let mut pending: HashMap<_, u32, PendingRequest> =
-            HashMap::try_from(map).map_err(map_err(map_names::PENDING, "open"))?;
+        let mut pending: HashMap<_, u32, PendingRequest> = self.open(map_names::PENDING)?;
         match pending.get(&tid, 0) {
             Ok(request) if request.request_id == request_id => match pending.remove(&tid) {
                 Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
@@ -635,9 +655,7 @@ impl Enforcer {
         let now_ns = u64::try_from(std::time::Duration::from(now).as_nanos()).unwrap_or(u64::MAX);
         let expires_ns =
             now_ns.saturating_add(u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX));
-        let map = self.map(map_names::GRANTS)?;
-        let mut grants: HashMap<_, GrantKey, GrantValue> =
-            HashMap::try_from(map).map_err(map_err(map_names::GRANTS, "open"))?;
+        let mut grants: HashMap<_, GrantKey, GrantValue> = self.open(map_names::GRANTS)?;
         grants
             .insert(
                 key,
@@ -653,6 +671,14 @@ impl Enforcer {
 
     fn map(&mut self, name: &'static str) -> Result<&mut Map, BpfError> {
         self.maps.get_mut(name).ok_or(BpfError::MissingMap { name })
+    }
+
+    /// Map `name` as the typed aya map `M` (which checks key and value sizes).
+    fn open<'a, M>(&'a mut self, name: &'static str) -> Result<M, BpfError>
+    where
+        M: TryFrom<&'a mut Map, Error = MapError>,
+    {
+        M::try_from(self.map(name)?).map_err(map_err(name, "open"))
     }
 
     /// Detaches every program: from now on no process is affected by jit. Pinned programs are
@@ -689,9 +715,7 @@ impl Enforcer {
     /// # Errors
     /// When the map cannot be read.
     pub fn agent_configs(&mut self) -> Result<Vec<(u32, AgentConfig)>, BpfError> {
-        let map = self.map(map_names::AGENT_CONFIG)?;
-        let configs: HashMap<_, u32, AgentConfig> =
-            HashMap::try_from(map).map_err(map_err(map_names::AGENT_CONFIG, "open"))?;
+        let configs: HashMap<_, u32, AgentConfig> = self.open(map_names::AGENT_CONFIG)?;
         configs
             .iter()
             .collect::<Result<Vec<_>, _>>()
@@ -714,9 +738,7 @@ impl Enforcer {
     /// # Errors
     /// When the map cannot be read or an entry cannot be removed.
     pub fn retain_rulesets(&mut self, keep: &[u32]) -> Result<usize, BpfError> {
-        let map = self.map(map_names::POLICY)?;
-        let mut trie: LpmTrie<_, [u8; KEY_DATA_LEN], PolicyValue> =
-            LpmTrie::try_from(map).map_err(map_err(map_names::POLICY, "open"))?;
+        let mut trie: LpmTrie<_, [u8; KEY_DATA_LEN], PolicyValue> = self.open(map_names::POLICY)?;
         let stale = trie
             .keys()
             .collect::<Result<Vec<_>, _>>()
@@ -737,13 +759,30 @@ impl Enforcer {
     }
 
     fn agent_cgroups(&mut self) -> Result<HashMap<&mut MapData, u64, AgentCgroup>, BpfError> {
-        let map = self.map(map_names::AGENT_CGROUPS)?;
-        HashMap::try_from(map).map_err(map_err(map_names::AGENT_CGROUPS, "open"))
+        self.open(map_names::AGENT_CGROUPS)
     }
 
     fn scope_config(&mut self) -> Result<Array<&mut MapData, ScopeConfig>, BpfError> {
-        let map = self.map(map_names::SCOPE_CONFIG)?;
-        Array::try_from(map).map_err(map_err(map_names::SCOPE_CONFIG, "open"))
+        self.open(map_names::SCOPE_CONFIG)
+    }
+}
+
+/// Returns once every BPF program that was running when it was called has returned: BPF LSM
+/// programs run inside an RCU read-side section, and `membarrier(MEMBARRIER_CMD_GLOBAL)` waits
+/// for an RCU grace period (`synchronize_rcu`).
+///
+/// The command is refused on `nohz_full` kernels; then a pause far longer than any program runs
+/// (they take microseconds) stands in, and the fallback is logged.
+fn wait_for_rcu_readers() {
+    const MEMBARRIER_CMD_GLOBAL: libc::c_int = 1;
+    // SAFETY: plain syscall without pointer arguments.
+    let rc = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
+    if rc != 0 {
+        tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            "membarrier(MEMBARRIER_CMD_GLOBAL) failed; waiting 100 ms for running BPF programs instead"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
 
@@ -880,6 +919,12 @@ fn attach_lsm(
             source,
         }
     };
+    let started = std::time::Instant::now();
     prog.load(hook, btf).map_err(wrap("load"))?;
+    tracing::debug!(
+        program = name,
+        ms = started.elapsed().as_millis(),
+        "program loaded (verified)"
+    );
     prog.attach().map_err(wrap("attach"))
 }

@@ -266,7 +266,14 @@ pub fn kernel_layout(btf: &KernelBtf) -> Result<jit_common::layout::KernelLayout
         .iter_mut()
         .zip(jit_common::layout::KernelLayout::MEMBERS)
     {
-        *slot = btf.member_offset(strukt, member)?;
+        *slot = match btf.member_offset(strukt, member) {
+            Err(BtfError::NoMember { .. })
+                if jit_common::layout::KernelLayout::OPTIONAL.contains(&(strukt, member)) =>
+            {
+                jit_common::layout::KernelLayout::ABSENT
+            }
+            other => other?,
+        };
     }
     Ok(jit_common::layout::KernelLayout::from_offsets(offsets))
 }

@@ -85,6 +85,7 @@ fn kernel_record_with_process_golden() {
         pid: 100,
         exe: Some("/usr/bin/curl".into()),
         argv: Some(vec!["curl".into(), "https://example.com".into()]),
+        exec_argv: None,
         argv_truncated: false,
         cwd: Some("/srv/work".into()),
         uid: Some(1000),
@@ -194,6 +195,7 @@ fn other_records_golden() {
             scope: "15m".into(),
             reason: None,
             action: None,
+            approvals_missing: 0,
         }),
         r#""type":"approval","request_id":987654321,"reviewer":"alice","decision":"approve","scope":"15m","reason":null"#,
     );
@@ -302,6 +304,7 @@ fn table_rows() {
             scope: "once".into(),
             reason: Some("not today".into()),
             action: None,
+            approvals_missing: 0,
         }))),
         "2026-01-02T03:04:05Z approval        -                -        kill                - \
          request 5 by alice, scope once: not today"

@@ -61,6 +61,9 @@ pub struct KernelLayout {
     pub vfsmount_mnt_sb: u32,
     /// `struct super_block`, member `s_magic` (which filesystem: cgroup2, bpffs, ...).
     pub super_block_s_magic: u32,
+    /// `struct task_struct`, member `io_uring` (set once the task used `io_uring`), or
+    /// [`KernelLayout::ABSENT`] on a kernel built without `io_uring`.
+    pub task_io_uring: u32,
 }
 
 impl KernelLayout {
@@ -90,10 +93,18 @@ impl KernelLayout {
         mount_mnt_mountpoint: 0,
         vfsmount_mnt_sb: 0,
         super_block_s_magic: 0,
+        task_io_uring: 0,
     };
 
+    /// The offset of an optional member this kernel does not have.
+    pub const ABSENT: u32 = u32::MAX;
+
+    /// Members that may be missing ([`KernelLayout::ABSENT`]): the programs then skip what
+    /// needs them.
+    pub const OPTIONAL: [(&'static str, &'static str); 1] = [("task_struct", "io_uring")];
+
     /// `(struct, member)` for every field, in field order: what userspace looks up in BTF.
-    pub const MEMBERS: [(&'static str, &'static str); 24] = [
+    pub const MEMBERS: [(&'static str, &'static str); 25] = [
         ("linux_binprm", "file"),
         ("file", "f_path"),
         ("file", "f_inode"),
@@ -118,11 +129,12 @@ impl KernelLayout {
         ("mount", "mnt_mountpoint"),
         ("vfsmount", "mnt_sb"),
         ("super_block", "s_magic"),
+        ("task_struct", "io_uring"),
     ];
 
     /// Builds the layout from offsets given in [`Self::MEMBERS`] order.
     #[must_use]
-    pub const fn from_offsets(o: [u32; 24]) -> Self {
+    pub const fn from_offsets(o: [u32; 25]) -> Self {
         Self {
             binprm_file: o[0],
             file_f_path: o[1],
@@ -148,6 +160,7 @@ impl KernelLayout {
             mount_mnt_mountpoint: o[21],
             vfsmount_mnt_sb: o[22],
             super_block_s_magic: o[23],
+            task_io_uring: o[24],
         }
     }
 }

@@ -25,7 +25,8 @@ pub use scope::{AgentCgroup, ScopeConfig};
 pub mod map_names {
     /// `HashMap<u64 cgroup id, AgentCgroup>`: every registered agent cgroup.
     pub const AGENT_CGROUPS: &str = "AGENT_CGROUPS";
-    /// `Array<ScopeConfig>` with one entry: which cgroup levels hold agent cgroups.
+    /// `Array<ScopeConfig>` with one entry: the agent cgroups when they fit in its slots, and
+    /// the cgroup levels that hold agent cgroups (see `scope`).
     pub const SCOPE_CONFIG: &str = "SCOPE_CONFIG";
     /// `LpmTrie<PolicyKey, PolicyValue>`: the compiled rules of every agent.
     pub const POLICY: &str = "POLICY";
@@ -51,7 +52,7 @@ pub mod program_names {
     pub const EXEC: &str = "jit_exec";
 
     /// Every program with the LSM hook it attaches to.
-    pub const ALL: [(&str, &str); 17] = [
+    pub const ALL: [(&str, &str); 18] = [
         (EXEC, "bprm_check_security"),
         ("jit_file_open", "file_open"),
         ("jit_path_mknod", "path_mknod"),
@@ -64,13 +65,14 @@ pub mod program_names {
         ("jit_path_rename", "path_rename"),
         ("jit_path_link", "path_link"),
         ("jit_path_symlink", "path_symlink"),
-        // Self-protection (see `protect`): agents may not signal or trace the daemon, nor
-        // call bpf(); rename and link have their file checks in programs of their own
+        // Self-protection (see `protect`): agents may not signal (also by SIGIO) or trace the
+        // daemon, nor call bpf(); rename and link have their file checks in programs of their own
         // (single-path ops have them in the engine's programs). Attached after the engine's:
         // newer programs on a hook run first.
         ("jit_protect_path_rename", "path_rename"),
         ("jit_protect_path_link", "path_link"),
         ("jit_task_kill", "task_kill"),
+        ("jit_file_send_sigiotask", "file_send_sigiotask"),
         ("jit_ptrace_access_check", "ptrace_access_check"),
         ("jit_bpf", "bpf"),
     ];

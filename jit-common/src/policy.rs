@@ -596,15 +596,56 @@ impl PolicyValue {
     }
 }
 
+impl PolicyValue {
+    /// "No rule matched", as a whole value rather than `None`: the kernel side keeps lookup
+    /// results in this form so that no code path ever reads an uninitialized payload (the
+    /// compiler may load an `Option`'s payload before testing it, and the verifier rejects that
+    /// when the stack slot last held a pointer). What marks it is its rule id,
+    /// [`DEFAULT_RULE_ID`], which no compiled rule has; its decision is deny, should anything
+    /// ever read it as a rule.
+    pub const NO_MATCH: Self = Self {
+        decision: Decision::Deny as u8,
+        pad: [0; 3],
+        rule_id: DEFAULT_RULE_ID,
+        literal_len: 0,
+        pattern_len: 0,
+    };
+
+    /// A lookup result in the [`PolicyValue::NO_MATCH`] form.
+    #[must_use]
+    #[inline(always)]
+    pub fn or_no_match(found: Option<Self>) -> Self {
+        match found {
+            Some(v) => v,
+            None => Self::NO_MATCH,
+        }
+    }
+
+    /// Whether this is a match rather than [`PolicyValue::NO_MATCH`].
+    #[must_use]
+    #[inline(always)]
+    pub const fn is_match(&self) -> bool {
+        self.rule_id != DEFAULT_RULE_ID
+    }
+
+    /// The match that decides, of `self` and `other` (either may be [`PolicyValue::NO_MATCH`]).
+    #[must_use]
+    #[inline(always)]
+    pub fn best_of(self, other: Self) -> Self {
+        if !other.is_match() || (self.is_match() && !other.outranks(&self)) {
+            self
+        } else {
+            other
+        }
+    }
+}
+
 /// The match that decides, of two lookups of the same operation (either may have found nothing).
 #[must_use]
 #[inline(always)]
 pub fn better(a: Option<PolicyValue>, b: Option<PolicyValue>) -> Option<PolicyValue> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(if b.outranks(&a) { b } else { a }),
-        (Some(v), None) | (None, Some(v)) => Some(v),
-        (None, None) => None,
-    }
+    let best = PolicyValue::or_no_match(a).best_of(PolicyValue::or_no_match(b));
+    best.is_match().then_some(best)
 }
 
 /// The one value to store for two rules that compiled to the same key (and so have the same
@@ -695,10 +736,20 @@ impl Verdict {
 #[must_use]
 #[inline(always)]
 pub fn verdict(matched: Option<PolicyValue>, cfg: &AgentConfig) -> Verdict {
-    let (raw, rule_id) = match matched {
-        Some(v) => (v.decision, v.rule_id),
-        None => (cfg.default_decision, DEFAULT_RULE_ID),
+    verdict_for(PolicyValue::or_no_match(matched), cfg)
+}
+
+/// [`verdict`] for a match in the [`PolicyValue::NO_MATCH`] form (what the kernel runs).
+#[must_use]
+#[inline(always)]
+pub fn verdict_for(best: PolicyValue, cfg: &AgentConfig) -> Verdict {
+    let raw = if best.is_match() {
+        best.decision
+    } else {
+        cfg.default_decision
     };
+    // NO_MATCH carries DEFAULT_RULE_ID: no branch needed.
+    let rule_id = best.rule_id;
     let decision = Decision::from_u8_or_deny(raw);
     let enforced = match Mode::from_u8(cfg.mode) {
         Some(Mode::Shadow) => match decision {
@@ -901,10 +952,11 @@ pub fn wildcard_key(src: &PolicyKey, component: u32, out: &mut PolicyKey) -> boo
 ///
 /// Looks up `key`; when the agent has wildcard rules, scans the path once and looks up, for
 /// each bit of `cfg.wildcard_components`, the key with that component replaced by `*` (built in
-/// `wildcard`); decides by the best match.
+/// `wildcard`); decides by the best match. `lookup` returns [`PolicyValue::NO_MATCH`] for a key
+/// the map does not hold.
 #[inline(always)]
 pub fn evaluate_with(
-    lookup: impl Fn(&PolicyKey) -> Option<PolicyValue>,
+    lookup: impl Fn(&PolicyKey) -> PolicyValue,
     key: &PolicyKey,
     cfg: &AgentConfig,
     layout: &mut PathLayout,
@@ -920,11 +972,11 @@ pub fn evaluate_with(
                 && let Some(s) = splice(layout, component)
             {
                 apply_splice(key, &s, wildcard, &copy);
-                best = better(best, lookup(wildcard));
+                best = best.best_of(lookup(wildcard));
             }
         }
     }
-    verdict(best, cfg)
+    verdict_for(best, cfg)
 }
 
 /// [`evaluate_with`] with host memory: a stack [`PathLayout`] and slice copies.
@@ -935,7 +987,14 @@ pub fn evaluate(
     scratch: &mut PolicyKey,
 ) -> Verdict {
     let mut layout = PathLayout::EMPTY;
-    evaluate_with(lookup, key, cfg, &mut layout, scratch, copy_slices)
+    evaluate_with(
+        |k| PolicyValue::or_no_match(lookup(k)),
+        key,
+        cfg,
+        &mut layout,
+        scratch,
+        copy_slices,
+    )
 }
 
 #[cfg(feature = "user")]

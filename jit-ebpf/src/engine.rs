@@ -25,7 +25,9 @@ use jit_common::{
     },
     layout::KernelLayout,
     pending::{FileId, GrantKey, PendingAnswer, PendingRequest, STATE_PENDING},
-    policy::{Decision, KEY_DATA_LEN, Op, PATH_CAPACITY, PolicyKey, Verdict, evaluate_with},
+    policy::{
+        Decision, KEY_DATA_LEN, Op, PATH_CAPACITY, PolicyKey, PolicyValue, Verdict, evaluate_with,
+    },
     protect::{PROTECTED_OP, PROTECTED_RULESET, SELF_PROTECTION_VERDICT, is_protected_fs},
 };
 
@@ -45,6 +47,16 @@ const SIGCONT: u32 = 18;
 /// `task_struct::flags` bits of tasks that cannot be stopped with a signal.
 const PF_IO_WORKER: u32 = 0x0000_0010;
 const PF_KTHREAD: u32 = 0x0020_0000;
+
+/// [`PolicyValue::NO_MATCH`], the lookup result when no rule matches. Read from writable memory
+/// on purpose: the verifier then knows nothing about its fields, exactly as about a value found
+/// in the map, and the states of "matched" and "not matched" paths stay alike enough to be
+/// pruned. Built from the constant, the precise field values split every state of the wildcard
+/// loop in two, and verifying the rename program took minutes instead of seconds.
+///
+/// Nothing writes it (only root could, through `bpf()`, which agents are refused).
+#[unsafe(no_mangle)]
+static mut JIT_NO_MATCH: PolicyValue = PolicyValue::NO_MATCH;
 
 /// Struct member offsets of the running kernel, written by userspace before load.
 #[unsafe(no_mangle)]
@@ -82,6 +94,30 @@ pub fn read_kernel<T: Copy + Default>(base: *const u8, off: usize) -> T {
         );
     }
     value
+}
+
+/// Copies the `T` at `base + off` with a direct load. Only for a BTF-typed `base` (a hook
+/// argument or a pointer read from one with [`load_ptr`]) and the offset of a member of type
+/// `T`: the verifier checks the access against the kernel's BTF and turns it into a single
+/// fault-safe load, far cheaper than a `bpf_probe_read_kernel` call.
+#[inline(always)]
+pub unsafe fn load_btf<T: Copy>(base: *const u8, off: usize) -> T {
+    // SAFETY: as documented; the verifier rejects anything else at load time.
+    unsafe { *(base.add(off).cast::<T>()) }
+}
+
+/// [`file_id`] for a BTF-typed `inode` (see [`load_btf`]).
+#[inline(always)]
+pub unsafe fn file_id_btf(inode: *const u8) -> FileId {
+    // SAFETY: `inode` is BTF-typed; `i_sb` is a pointer member, `s_dev` a u32, `i_ino` a u64.
+    unsafe {
+        let sb = load_ptr(inode, offset(|l| &l.inode_i_sb));
+        FileId {
+            dev: u64::from(load_btf::<u32>(sb, offset(|l| &l.super_block_s_dev))),
+            ino: load_btf(inode, offset(|l| &l.inode_i_ino)),
+            name: 0,
+        }
+    }
 }
 
 /// Device and inode of `inode` (a kernel `struct inode *`).
@@ -236,17 +272,26 @@ pub fn parent_tgid() -> u32 {
     read_kernel::<i32>(parent as *const u8, offset(|l| &l.task_tgid)).cast_unsigned()
 }
 
+/// Whether a hold cannot work for the current task, which then gets a denial instead: kernel
+/// threads and `io_uring` workers cannot be stopped with a signal, and a task that has used
+/// `io_uring` may be running this hook for a request issued inside `io_uring_enter` or from task
+/// work, where the restart code would not restart anything but reach the request's completion
+/// as errno 513.
 fn current_cannot_stop() -> bool {
     // SAFETY: helper without arguments.
     let task = unsafe { bpf_get_current_task() } as *const u8;
     let flags: u32 = read_kernel(task, offset(|l| &l.task_flags));
-    flags & (PF_KTHREAD | PF_IO_WORKER) != 0
+    if flags & (PF_KTHREAD | PF_IO_WORKER) != 0 {
+        return true;
+    }
+    let io_uring = offset(|l| &l.task_io_uring);
+    io_uring != KernelLayout::ABSENT as usize && read_kernel::<u64>(task, io_uring) != 0
 }
 
 /// How to resolve the path of an action's object.
 pub enum Where {
-    /// A kernel `struct path *`, resolved with `bpf_d_path` (the exec and open hooks, where
-    /// every supported kernel allows that helper).
+    /// A BTF-typed kernel `struct path *` (inside a hook argument), resolved with `bpf_d_path`
+    /// (the exec and open hooks, where every supported kernel allows that helper).
     Path(*const c_void),
     /// A dentry on a mount, resolved by walking the dentry and mount trees: the `path_*` hooks,
     /// where 6.1 does not allow `bpf_d_path`, and entries that do not exist yet.
@@ -453,6 +498,7 @@ fn stop(tid: u32) -> Result<i32, i32> {
 #[inline(always)]
 fn evaluate_where(place: &Where, action: &Action, s: &mut Scratch) -> Verdict {
     if resolve_path(place, s) {
+        load_key_path(s);
         evaluate_path(action, s)
     } else {
         Verdict::fail_closed()
@@ -471,13 +517,11 @@ fn evaluate_single(place: &Where, action: &Action, s: &mut Scratch) -> Verdict {
     if !resolve_path(place, s) {
         return Verdict::fail_closed();
     }
+    load_key_path(s);
     if action.op != Op::Exec {
         // SAFETY: plain integer in scratch memory, written by `decide`.
         let on_protected_fs = unsafe { core::ptr::read_volatile(&raw const s.protected_fs) } != 0;
-        if on_protected_fs || {
-            load_key_path(s);
-            is_protected_path(s)
-        } {
+        if on_protected_fs || is_protected_path(s) {
             return SELF_PROTECTION_VERDICT;
         }
     }
@@ -521,12 +565,19 @@ pub fn protect_pair(action: &Action) -> Result<i32, i32> {
 /// `file->f_inode->i_sb`), and available for entries that have no inode yet (mkdir, create).
 #[inline(always)]
 fn fs_magic(place: &Where) -> u64 {
-    let mnt = match *place {
-        Where::Path(path) => path_mnt(path.cast()),
-        Where::Walk { mnt, .. } => mnt,
-    };
-    let sb: u64 = read_kernel(mnt, offset(|l| &l.vfsmount_mnt_sb));
-    read_kernel(sb as *const u8, offset(|l| &l.super_block_s_magic))
+    match *place {
+        // SAFETY: a BTF-typed path (see `Where::Path`): `mnt` and `mnt_sb` are pointer members,
+        // `s_magic` an unsigned long.
+        Where::Path(path) => unsafe {
+            let mnt = load_ptr(path.cast(), offset(|l| &l.path_mnt));
+            let sb = load_ptr(mnt, offset(|l| &l.vfsmount_mnt_sb));
+            load_btf(sb, offset(|l| &l.super_block_s_magic))
+        },
+        Where::Walk { mnt, .. } => {
+            let sb: u64 = read_kernel(mnt, offset(|l| &l.vfsmount_mnt_sb));
+            read_kernel(sb as *const u8, offset(|l| &l.super_block_s_magic))
+        }
+    }
 }
 
 /// Whether the path in `s.key` (see [`load_key_path`]) is one of the daemon's protected paths.
@@ -539,10 +590,16 @@ fn is_protected_path(s: &mut Scratch) -> bool {
     PROTECTED.get(key).is_some()
 }
 
-/// Copies the first `PATH_CAPACITY` bytes of the resolved path into the lookup key.
+/// Copies the resolved path (its first `PATH_CAPACITY` bytes when longer) into the path part
+/// of the lookup key; [`PolicyKey::finish_lookup`] then makes it the key of a map. Only the
+/// path's own bytes are copied: the key's header, terminator and prefix length are rewritten for
+/// every map the key is used with, and the trie never reads past the prefix length.
 #[inline(always)]
 fn load_key_path(s: &mut Scratch) {
-    // SAFETY: both buffers are map memory at least PATH_CAPACITY bytes long.
+    let len = (s.event.path_len as usize).min(PATH_CAPACITY);
+    // SAFETY: the destination is the key's path part (PATH_CAPACITY bytes, and the mask keeps
+    // the length below 256 for the verifier: the scratch value continues after the key); the
+    // source is the event's path buffer, longer than PATH_CAPACITY.
     unsafe {
         bpf_probe_read_kernel(
             s.key
@@ -550,7 +607,7 @@ fn load_key_path(s: &mut Scratch) {
                 .as_mut_ptr()
                 .add(KEY_DATA_LEN - PATH_CAPACITY)
                 .cast(),
-            PATH_CAPACITY as u32,
+            (len & 0xff) as u32,
             s.event.path.as_ptr().cast(),
         );
     }
@@ -686,26 +743,18 @@ fn evaluate_path(action: &Action, s: &mut Scratch) -> Verdict {
         count(counter::ERRORS);
         return Verdict::fail_closed();
     };
-    // The key holds the first PATH_CAPACITY bytes of the path; finish_lookup terminates it.
-    // SAFETY: both buffers are map memory at least PATH_CAPACITY bytes long.
-    unsafe {
-        bpf_probe_read_kernel(
-            s.key
-                .data
-                .as_mut_ptr()
-                .add(KEY_DATA_LEN - PATH_CAPACITY)
-                .cast(),
-            PATH_CAPACITY as u32,
-            s.event.path.as_ptr().cast(),
-        );
-    }
+    // The key holds the path (see `load_key_path`); finish_lookup terminates it.
     // The agent's current rule set, read once: a policy reload switches it atomically.
     s.key
         .finish_lookup(cfg.ruleset, action.op, s.event.path_len as usize);
     let lookup = |key: &PolicyKey| {
         // SAFETY: PolicyKey has the layout of aya's Key<[u8; KEY_DATA_LEN]> (repr(C) u32 + bytes).
         let key = unsafe { &*(core::ptr::from_ref(key).cast::<Key<[u8; KEY_DATA_LEN]>>()) };
-        POLICY.get(key).copied()
+        match POLICY.get(key) {
+            Some(v) => *v,
+            // SAFETY: plain read of a global.
+            None => unsafe { core::ptr::read_volatile(&raw const JIT_NO_MATCH) },
+        }
     };
     evaluate_with(
         lookup,

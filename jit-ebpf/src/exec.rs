@@ -17,7 +17,7 @@ use aya_ebpf::{macros::lsm, programs::LsmContext};
 use jit_common::policy::Op;
 
 use crate::{
-    engine::{Action, Where, decide, file_id, load_ptr, offset},
+    engine::{Action, Where, decide, file_id_btf, load_ptr, offset},
     scope::current_agent,
 };
 
@@ -56,7 +56,8 @@ fn try_exec(ctx: &LsmContext) -> Result<i32, i32> {
         agent,
         path: Where::Path(path.cast()),
         second: None,
-        file: file_id(inode),
+        // SAFETY: `inode` was loaded from the BTF-typed `file`.
+        file: unsafe { file_id_btf(inode) },
         no_hold: interpreter_pass,
     })
 }

@@ -11,7 +11,7 @@ use aya_ebpf::{macros::lsm, programs::LsmContext};
 use jit_common::policy::Op;
 
 use crate::{
-    engine::{Action, Where, decide, file_id, load_ptr, offset, read_kernel},
+    engine::{Action, Where, decide, file_id_btf, load_btf, load_ptr, offset},
     scope::current_agent,
 };
 
@@ -36,7 +36,8 @@ fn try_file_open(ctx: &LsmContext) -> Result<i32, i32> {
         return Ok(0);
     };
     let file: *const u8 = ctx.arg(0);
-    let mode: u32 = read_kernel(file, offset(|l| &l.file_f_mode));
+    // SAFETY: `file` is the hook's BTF-typed argument; `f_mode` is a u32 (`fmode_t`).
+    let mode: u32 = unsafe { load_btf(file, offset(|l| &l.file_f_mode)) };
     if mode & FMODE_WRITE == 0 {
         return Ok(0);
     }
@@ -52,7 +53,8 @@ fn try_file_open(ctx: &LsmContext) -> Result<i32, i32> {
         agent,
         path: Where::Path(path.cast()),
         second: None,
-        file: file_id(inode),
+        // SAFETY: `inode` was loaded from the BTF-typed `file`.
+        file: unsafe { file_id_btf(inode) },
         no_hold: false,
     })
 }

@@ -17,6 +17,7 @@ mod bpf;
 mod engine;
 mod exec;
 mod file_open;
+mod file_send_sigiotask;
 mod maps;
 mod path_chmod;
 mod path_chown;

@@ -15,7 +15,8 @@ use jit_common::{
 #[map(name = "AGENT_CGROUPS")]
 pub static AGENT_CGROUPS: HashMap<u64, AgentCgroup> = HashMap::with_max_entries(4096, 0);
 
-/// One entry: the cgroup levels at which agent cgroups are registered.
+/// One entry: the agent cgroups when they fit in its slots, and the cgroup levels that hold
+/// agent cgroups (see `jit_common::scope`).
 #[map(name = "SCOPE_CONFIG")]
 pub static SCOPE_CONFIG: Array<ScopeConfig> = Array::with_max_entries(1, 0);
 

@@ -72,12 +72,43 @@ impl TestCgroup {
         &self.path
     }
 
+    /// This cgroup's `cgroup.procs`, ready for [`join_cgroup`] in a forked child.
+    #[must_use]
+    pub fn procs(&self) -> CString {
+        procs_of(&self.path)
+    }
+
     /// Runs `program args...` as a process placed in this cgroup before it calls `execve`.
     ///
     /// # Errors
     /// The error of `execve` (for example `EPERM` from jit), or of the cgroup move.
     pub fn run(&self, program: &str, args: &[&str]) -> io::Result<ExitStatus> {
         run_in(&self.path, program, args)
+    }
+
+    /// Forks a child that joins this cgroup and then calls `exec`, which should replace the
+    /// process (`execveat`, `fexecve`, ...) and return the error when it cannot. Returns the
+    /// new program's exit status, or the error `exec` returned. `exec` runs between `fork` and
+    /// `exec`: it must only make syscalls on memory prepared before (no allocation).
+    ///
+    /// # Errors
+    /// The error `exec` returned, or of the cgroup move.
+    pub fn run_exec(
+        &self,
+        mut exec: impl FnMut() -> io::Result<()> + Send + Sync + 'static,
+    ) -> io::Result<ExitStatus> {
+        let procs = self.procs();
+        // Only reached when `exec` returned Ok without replacing the process: then this
+        // program's failure shows it.
+        let mut cmd = Command::new("/bin/false");
+        // SAFETY: the closure makes async-signal-safe calls only (see above).
+        unsafe {
+            cmd.pre_exec(move || {
+                join_cgroup(&procs)?;
+                exec()
+            });
+        }
+        cmd.status()
     }
 
     /// Like [`TestCgroup::run`], on another thread: for execs that will be held.
@@ -90,13 +121,7 @@ impl TestCgroup {
 
 /// Runs `program args...` as a process placed in `cgroup` before it calls `execve`.
 fn run_in(cgroup: &Path, program: &str, args: &[&str]) -> io::Result<ExitStatus> {
-    let procs = CString::new(
-        cgroup
-            .join("cgroup.procs")
-            .into_os_string()
-            .into_encoded_bytes(),
-    )
-    .expect("cgroup path without NUL");
+    let procs = procs_of(cgroup);
     let mut cmd = Command::new(program);
     cmd.args(args);
     // SAFETY: the closure only calls async-signal-safe functions (open, write, close) on
@@ -105,6 +130,17 @@ fn run_in(cgroup: &Path, program: &str, args: &[&str]) -> io::Result<ExitStatus>
         cmd.pre_exec(move || join_cgroup(&procs));
     }
     cmd.status()
+}
+
+/// The `cgroup.procs` file of the cgroup directory `cgroup`, as a C string.
+fn procs_of(cgroup: &Path) -> CString {
+    CString::new(
+        cgroup
+            .join("cgroup.procs")
+            .into_os_string()
+            .into_encoded_bytes(),
+    )
+    .expect("cgroup path without NUL")
 }
 
 /// Moves the calling process into the cgroup whose `cgroup.procs` is `procs` ("0" = self).
@@ -164,8 +200,22 @@ impl ExistingCgroup {
     /// Like [`ExistingCgroup::run`], on another thread: for execs that will be held.
     #[must_use]
     pub fn spawn(&self, program: &str) -> thread::JoinHandle<io::Result<ExitStatus>> {
+        self.spawn_with_args(program, &[])
+    }
+
+    /// [`ExistingCgroup::spawn`] with arguments.
+    #[must_use]
+    pub fn spawn_with_args(
+        &self,
+        program: &str,
+        args: &[&str],
+    ) -> thread::JoinHandle<io::Result<ExitStatus>> {
         let (path, program) = (self.0.clone(), program.to_owned());
-        thread::spawn(move || run_in(&path, &program, &[]))
+        let args: Vec<String> = args.iter().map(|&a| a.to_owned()).collect();
+        thread::spawn(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_in(&path, &program, &args)
+        })
     }
 }
 

@@ -26,6 +26,10 @@ pub struct PendingView {
     pub user: Option<String>,
     pub exe: Option<String>,
     pub argv: Option<Vec<String>>,
+    /// For a held exec: the command that runs if approved (the arguments passed to `execve`);
+    /// `argv` and `exe` are those of the program that called it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec_argv: Option<Vec<String>>,
     pub cwd: Option<String>,
     /// Parent chain, nearest first: `pid comm exe`.
     pub parents: Vec<String>,

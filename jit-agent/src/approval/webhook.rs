@@ -359,9 +359,21 @@ pub fn summary(view: &PendingView) -> String {
         .as_deref()
         .map_or_else(|| "?".to_owned(), slack_escape);
     let id = view.id;
+    let runs = view.exec_argv.as_ref().map_or_else(String::new, |argv| {
+        let mut line = argv.join(" ");
+        if line.len() > 300 {
+            let mut cut = 300;
+            while !line.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            line.truncate(cut);
+            line.push_str("...");
+        }
+        format!(" as `{}`", slack_escape(&line).replace('`', "'"))
+    });
     format!(
-        "jit: agent {agent} is held before {op} {path} (pid {pid}, exe {exe}, {rule}, request \
-         {id}). Answer with `jitctl approve {id}` [--once | --for 15m], `jitctl deny {id}` or \
+        "jit: agent {agent} is held before {op} {path}{runs} (pid {pid}, exe {exe}, {rule}, \
+         request {id}). Answer with `jitctl approve {id}` [--once | --for 15m], `jitctl deny {id}` or \
          `jitctl kill {id}`.",
         agent = slack_escape(&view.agent),
         op = slack_escape(&view.op),

@@ -30,6 +30,11 @@ pub struct ProcessContext {
     /// Arguments were dropped or cut to stay within [`MAX_ARGV_BYTES`].
     #[serde(default)]
     pub argv_truncated: bool,
+    /// For a held `exec`: the argument list the process passed to `execve`/`execveat`, that is
+    /// the command that runs if the hold is approved (`argv` still shows the program that
+    /// called exec). Read from the stopped task's memory; `None` for other events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec_argv: Option<Vec<String>>,
     /// `/proc/PID/cwd`.
     pub cwd: Option<String>,
     /// Real uid (`/proc/PID/status`).
@@ -126,6 +131,94 @@ impl ProcessContext {
         }
         ctx
     }
+
+    /// [`ProcessContext::read`] for a held task (thread `tid`); for a held exec also the
+    /// command it is about to run ([`ProcessContext::exec_argv`]).
+    #[must_use]
+    pub fn read_held(pid: u32, tid: u32, exec: bool) -> Self {
+        let mut ctx = Self::read(pid);
+        if exec && let Some((args, truncated)) = exec_argv(pid, tid) {
+            ctx.exec_argv = Some(args);
+            ctx.argv_truncated |= truncated;
+        }
+        ctx
+    }
+}
+
+/// Most arguments read from a held exec's argument vector.
+const MAX_EXEC_ARGS: usize = 4096;
+
+/// The argument list thread `tid` of process `pid` passed to the `execve` or `execveat` it is
+/// stopped in (a held exec), read through `/proc/PID/task/TID/syscall` and `/proc/PID/mem`.
+/// `None` when the thread is not in one of those syscalls (or is not stopped), or its memory
+/// cannot be read. Bounded like `argv` (the flag says when arguments were dropped or cut).
+#[must_use]
+pub fn exec_argv(pid: u32, tid: u32) -> Option<(Vec<String>, bool)> {
+    use std::os::unix::fs::FileExt as _;
+
+    // "NR arg0 arg1 ... sp pc" while the thread is blocked in a syscall (else "running" or -1).
+    let syscall = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).ok()?;
+    let mut fields = syscall.split_whitespace();
+    let nr: i64 = fields.next()?.parse().ok()?;
+    let args: Vec<u64> = fields
+        .take(6)
+        .map(|f| u64::from_str_radix(f.trim_start_matches("0x"), 16))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let argv_at = if nr == libc::SYS_execve {
+        *args.get(1)?
+    } else if nr == libc::SYS_execveat {
+        *args.get(2)?
+    } else {
+        return None;
+    };
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
+    let read_u64 = |at: u64| {
+        let mut buf = [0; 8];
+        mem.read_exact_at(&mut buf, at)
+            .ok()
+            .map(|()| u64::from_ne_bytes(buf))
+    };
+    let read_str = |at: u64, room: usize| {
+        // Reads in small chunks up to the NUL: an argument may end just before unmapped memory.
+        let mut out = Vec::new();
+        let mut chunk = [0; 256];
+        loop {
+            let n = mem.read_at(&mut chunk, at + out.len() as u64).ok()?;
+            if n == 0 {
+                return None;
+            }
+            let part = chunk.get(..n)?;
+            if let Some(end) = part.iter().position(|&b| b == 0) {
+                out.extend_from_slice(part.get(..end)?);
+                return Some(out);
+            }
+            out.extend_from_slice(part);
+            if out.len() > room {
+                return Some(out);
+            }
+        }
+    };
+    let mut args = Vec::new();
+    let mut used = 0;
+    let mut dropped = false;
+    if argv_at != 0 {
+        for i in 0..=MAX_EXEC_ARGS as u64 {
+            let ptr = read_u64(argv_at + i * 8)?;
+            if ptr == 0 {
+                break;
+            }
+            if i == MAX_EXEC_ARGS as u64 || used >= MAX_ARGV_BYTES {
+                dropped = true;
+                break;
+            }
+            let arg = read_str(ptr, MAX_ARGV_BYTES - used)?;
+            used += arg.len();
+            args.push(String::from_utf8_lossy(&arg).into_owned());
+        }
+    }
+    let (args, cut) = bounded_argv(args);
+    Some((args, cut || dropped))
 }
 
 #[cfg(test)]

@@ -321,6 +321,19 @@ pub struct Approval {
     /// The held action the decision applies to (absent when the daemon did not know it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<HeldAction>,
+    /// Approvals still needed when the agent requires several (`required_approvals`): this
+    /// approval was recorded but has not taken effect, the process is still held. Absent (0)
+    /// when the decision took effect.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub approvals_missing: u32,
+}
+
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if signature"
+)]
+const fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A held action, as approval and hold-end records name it.

@@ -174,6 +174,13 @@ pub fn format_row(record: &Record) -> String {
                 clean(&a.reviewer),
                 clean(&a.scope)
             );
+            if a.approvals_missing > 0 {
+                let _ = write!(
+                    detail,
+                    " (recorded; {} more approval(s) needed)",
+                    a.approvals_missing
+                );
+            }
             if let Some(reason) = &a.reason {
                 let _ = write!(detail, ": {}", clean(reason));
             }

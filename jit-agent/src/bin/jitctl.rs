@@ -285,8 +285,16 @@ fn pending(socket: &Path, json: bool) -> Result<ExitCode> {
             r.on_timeout,
             r.timeout_in_secs
         );
+        if let Some(argv) = &r.exec_argv {
+            println!("    runs: {}", argv.join(" "));
+        }
         if let Some(argv) = &r.argv {
-            println!("    argv: {}", argv.join(" "));
+            let by = if r.exec_argv.is_some() {
+                "called by"
+            } else {
+                "argv"
+            };
+            println!("    {by}: {}", argv.join(" "));
         }
         println!(
             "    exe: {}  cwd: {}",

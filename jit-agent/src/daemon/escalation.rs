@@ -12,7 +12,6 @@ use std::{
     fs,
     io::{BufRead as _, BufReader},
     os::unix::fs::MetadataExt as _,
-    path::Path,
     time::Duration,
 };
 
@@ -64,8 +63,18 @@ pub(super) fn monotonic_ns() -> u64 {
     })
 }
 
-fn alive(tid: u32) -> bool {
-    Path::new(&format!("/proc/{tid}")).exists()
+/// Whether the held task `thread` of process `process` still lives: it exists, is a thread of that
+/// process (not a reused id) and has not exited. A zombie counts as dead: it never runs again,
+/// though it stays in /proc until its parent reaps it.
+fn alive(thread: u32, process: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{process}/task/{thread}/stat")) else {
+        return false;
+    };
+    // The state letter follows the command name, which may itself contain ") ".
+    let state = stat
+        .rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next());
+    !matches!(state, None | Some('Z' | 'X' | 'x'))
 }
 
 impl Daemon {
@@ -138,6 +147,7 @@ impl Daemon {
             user: held.process.user.clone(),
             exe: held.process.exe.clone(),
             argv: held.process.argv.clone(),
+            exec_argv: held.process.exec_argv.clone(),
             cwd: held.process.cwd.clone(),
             parents: held
                 .process
@@ -204,27 +214,6 @@ impl Daemon {
                 agent: agent.name.clone(),
             });
         }
-        if let ReviewAction::Approve { .. } = action {
-            let required = agent.escalation.required_approvals.max(1);
-            if required > 1 {
-                let mut queue = self.queue();
-                let entry = queue.held.get_mut(&id).ok_or(DecideError::NotPending(id))?;
-                if entry.approvals.contains(&reviewer.name) {
-                    return Err(DecideError::AlreadyApproved(reviewer.name.clone()));
-                }
-                entry.approvals.push(reviewer.name.clone());
-                let have = u32::try_from(entry.approvals.len()).unwrap_or(u32::MAX);
-                if have < required {
-                    drop(queue);
-                    info!(id, reviewer = %reviewer.name, have, required, "approval recorded");
-                    return Ok(Decided {
-                        id,
-                        outcome: "approval recorded".to_owned(),
-                        approvals_missing: required - have,
-                    });
-                }
-            }
-        }
         let scope = match action {
             ReviewAction::Approve {
                 once: false,
@@ -238,6 +227,36 @@ impl Daemon {
                 Grant::Once
             }
         };
+        if let ReviewAction::Approve { .. } = action {
+            let required = agent.escalation.required_approvals.max(1);
+            if required > 1 {
+                let mut queue = self.queue();
+                let entry = queue.held.get_mut(&id).ok_or(DecideError::NotPending(id))?;
+                if entry.approvals.contains(&reviewer.name) {
+                    return Err(DecideError::AlreadyApproved(reviewer.name.clone()));
+                }
+                entry.approvals.push(reviewer.name.clone());
+                let have = u32::try_from(entry.approvals.len()).unwrap_or(u32::MAX);
+                if have < required {
+                    drop(queue);
+                    info!(id, reviewer = %reviewer.name, have, required, "approval recorded");
+                    self.audit(RecordBody::Approval(Approval {
+                        request_id: id,
+                        reviewer: reviewer.name.clone(),
+                        decision: ApprovalDecision::Approve,
+                        scope: scope_name(scope),
+                        reason,
+                        action: Some(held_action(&held, &agent.name)),
+                        approvals_missing: required - have,
+                    }));
+                    return Ok(Decided {
+                        id,
+                        outcome: "approval recorded".to_owned(),
+                        approvals_missing: required - have,
+                    });
+                }
+            }
+        }
         let decision = match action {
             ReviewAction::Approve { .. } => ApprovalDecision::Approve,
             ReviewAction::Deny => ApprovalDecision::Deny,
@@ -302,10 +321,7 @@ impl Daemon {
         scope: Grant,
         reason: Option<String>,
     ) {
-        let scope = match scope {
-            Grant::Once => "once".to_owned(),
-            Grant::For(d) => humantime::format_duration(d).to_string(),
-        };
+        let scope = scope_name(scope);
         info!(
             id = held.request_id,
             reviewer,
@@ -322,6 +338,7 @@ impl Daemon {
             scope,
             reason,
             action: Some(held_action(held, agent)),
+            approvals_missing: 0,
         }));
     }
 
@@ -347,7 +364,7 @@ impl Daemon {
                 .collect();
             queue.held.retain(|id, _| waiting.contains_key(id));
             for (id, (tid, request)) in &waiting {
-                if !alive(*tid) {
+                if !alive(*tid, request.tgid) {
                     ended.push((*tid, *request, queue.held.remove(id)));
                 } else if !queue.held.contains_key(id) {
                     adopted.push((*tid, *request));
@@ -356,7 +373,7 @@ impl Daemon {
         }
         // Answered entries whose task is gone are never consumed: remove them too.
         for (tid, request) in &entries {
-            if request.state != STATE_PENDING && !alive(*tid) {
+            if request.state != STATE_PENDING && !alive(*tid, request.tgid) {
                 let _ = self.enforcer().remove_pending(*tid, request.request_id);
             }
         }
@@ -391,7 +408,11 @@ impl Daemon {
                 rule_id: request.rule_id,
                 file: request.file,
                 path,
-                process: ProcessContext::read(request.tgid),
+                process: ProcessContext::read_held(
+                    request.tgid,
+                    tid,
+                    Op::from_u8(request.op) == Some(Op::Exec),
+                ),
                 approvals: Vec::new(),
             };
             info!(id = held.request_id, pid = held.tgid, path = %held.path, "adopted a held action from the kernel");
@@ -495,4 +516,12 @@ fn may_decide(agent: &AgentPolicy, reviewer: &Reviewer) -> bool {
         .groups
         .iter()
         .any(|g| reviewer.gids.contains(&g.id))
+}
+
+/// How an approval's scope is written in audit records: `once` or a duration such as `15m`.
+fn scope_name(scope: Grant) -> String {
+    match scope {
+        Grant::Once => "once".to_owned(),
+        Grant::For(d) => humantime::format_duration(d).to_string(),
+    }
 }

@@ -2,7 +2,10 @@
 use std::sync::Arc;
 
 use aya::maps::{MapData, RingBuf};
-use jit_common::event::{Event, EventKind, counter};
+use jit_common::{
+    event::{Event, EventKind, counter},
+    policy::Op,
+};
 use tokio::io::{Interest, unix::AsyncFd};
 use tracing::{error, info, warn};
 
@@ -66,11 +69,15 @@ fn record(daemon: &Daemon, event: &Event) {
             state.rule_name(event.rule_id),
         )
     };
+    let kind = EventKind::from_u8(event.kind);
     // The process is read while it is stopped (holds) or right after its syscall failed; it
     // may be gone already, then the fields stay empty.
-    let process = ProcessContext::read(event.tgid);
+    let process = if kind == Some(EventKind::Hold) {
+        ProcessContext::read_held(event.tgid, event.pid, event.op == Op::Exec as u8)
+    } else {
+        ProcessContext::read(event.tgid)
+    };
     let record = KernelRecord::from_event(event, Some(process.clone())).with_names(agent, rule);
-    let kind = EventKind::from_u8(event.kind);
     let path = record.path.clone();
     info!(
         kind = %record.kind,

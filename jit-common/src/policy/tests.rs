@@ -534,3 +534,15 @@ fn evaluate_looks_up_one_wildcard_key_per_mask_bit() {
     );
     assert_eq!(seen.borrow().len(), 1);
 }
+
+#[test]
+fn no_match_is_never_a_stored_value_and_always_loses() {
+    for d in Decision::ALL {
+        let v = value(d, 1, 1, 1);
+        assert!(v.is_match(), "{d:?} compiles to a match");
+        assert_eq!(v.best_of(PolicyValue::NO_MATCH), v);
+        assert_eq!(PolicyValue::NO_MATCH.best_of(v), v);
+    }
+    assert!(!PolicyValue::NO_MATCH.is_match());
+    assert_eq!(PolicyValue::NO_MATCH.rule_id, DEFAULT_RULE_ID);
+}

@@ -1,7 +1,8 @@
 //! Reviewers and held actions through the real daemon: approve once, approve for a duration
 //! (then the grant expires), deny, kill, timeouts with the daemon up and down, approvers, a
-//! request from inside an agent cgroup, 50 simultaneous holds, and a daemon killed (`SIGKILL`) with 10
-//! tasks held.
+//! request from inside an agent cgroup, two required approvals, a held process killed from
+//! outside (with the daemon up and down), 50 simultaneous holds, and a daemon killed (`SIGKILL`)
+//! with 10 tasks held.
 //!
 //! One scenario on one daemon: each daemon start loads and verifies every program (tens of
 //! seconds under software emulation).
@@ -22,6 +23,7 @@ use jit_tests::{
 
 const CGROUP: &str = "jit-test-esc/agent";
 const STRICT_CGROUP: &str = "jit-test-esc/strict";
+const QUORUM_CGROUP: &str = "jit-test-esc/quorum";
 /// The guest's reviewer account (see xtask's initramfs): uid 1000, in group `sre` (1001).
 const REVIEWER: (u32, u32) = (1000, 1001);
 
@@ -71,6 +73,26 @@ approvers = {{ users = ["reviewer"] }}
 
 [[rule]]
 name = "held tool"
+op = "exec"
+path = "{held}"
+decision = "hold"
+"#
+        ),
+    );
+    files.write_policy(
+        "quorum-agent.toml",
+        &format!(
+            r#"[agent]
+name = "quorum-agent"
+cgroups = ["{QUORUM_CGROUP}"]
+default = "allow"
+
+[escalation]
+approvers = {{ users = ["root", "reviewer"] }}
+required_approvals = 2
+
+[[rule]]
+name = "two-person tool"
 op = "exec"
 path = "{held}"
 decision = "hold"
@@ -278,6 +300,14 @@ fn dump_processes() {
     }
 }
 
+/// SIGKILLs a held process the way someone other than jit would.
+fn kill_held(pid: u32) {
+    let pid = i32::try_from(pid).expect("pid");
+    // SAFETY: plain syscall.
+    let rc = unsafe { libc::kill(pid, libc::SIGKILL) };
+    assert_eq!(rc, 0, "kill {pid}: {}", std::io::Error::last_os_error());
+}
+
 fn audit_has(path: &Path, pred: impl Fn(&serde_json::Value) -> bool) -> bool {
     fs::read_to_string(path)
         .unwrap_or_default()
@@ -301,6 +331,7 @@ fn escalation_reviewers_timeouts_and_restart() {
     files.cgroups.extend([
         CGROUP.to_owned(),
         STRICT_CGROUP.to_owned(),
+        QUORUM_CGROUP.to_owned(),
         "jit-test-esc".to_owned(),
     ]);
     files.set_socket_access("sre", "0660");
@@ -310,16 +341,30 @@ fn escalation_reviewers_timeouts_and_restart() {
     let mut daemon = files.start();
     let agent = ExistingCgroup(Path::new(CGROUP2_ROOT).join(CGROUP));
     let strict = ExistingCgroup(Path::new(CGROUP2_ROOT).join(STRICT_CGROUP));
+    let quorum = ExistingCgroup(Path::new(CGROUP2_ROOT).join(QUORUM_CGROUP));
 
     step("approve once");
-    // Approve once: the held exec proceeds; the next one is held again.
-    let exec = agent.spawn(&held);
+    // Approve once: the held exec proceeds; the next one is held again. The reviewer sees the
+    // command that would run (`exec_argv`), not only the program that called exec (`argv`).
+    let exec = agent.spawn_with_args(&held, &["--delete", "all of it"]);
     let view = wait_held(&files, &held, 1).remove(0);
     assert_eq!(view.agent, "esc-agent");
     assert_eq!(view.op, "exec");
     assert_eq!(view.rule.as_deref(), Some("held tool"));
     assert_eq!(process_state(view.pid), 'T', "a held process is stopped");
     assert!(view.argv.is_some(), "context read while held: {view:?}");
+    assert_eq!(
+        view.exec_argv.as_deref(),
+        Some(&[held.clone(), "--delete".to_owned(), "all of it".to_owned()][..]),
+        "the held exec's own arguments: {view:?}"
+    );
+    let human = jitctl(&files, &["pending"]);
+    assert!(
+        String::from_utf8_lossy(&human.stdout)
+            .contains(&format!("runs: {held} --delete all of it")),
+        "{}",
+        describe(&human)
+    );
     let out = jitctl(
         &files,
         &[
@@ -442,6 +487,101 @@ fn escalation_reviewers_timeouts_and_restart() {
         "approved by the listed reviewer",
     );
 
+    step("two approvals required");
+    // required_approvals = 2: the first approval is recorded and audited, the process stays
+    // held; the same reviewer cannot count twice; a second, distinct approver releases it.
+    let exec = quorum.spawn(&held);
+    let view = wait_held(&files, &held, 1).remove(0);
+    assert_eq!(view.agent, "quorum-agent");
+    assert_eq!(view.required_approvals, 2);
+    let id = view.id.to_string();
+    let out = jitctl(&files, &["approve", &id, "--reason", "looks fine"]);
+    ok(&out, "first of two approvals");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 more approval(s) needed"),
+        "{}",
+        describe(&out)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        process_state(view.pid),
+        'T',
+        "one approval of two releases nothing"
+    );
+    let listed = pending(&files);
+    let still = listed.iter().find(|v| v.id == view.id);
+    assert_eq!(
+        still.map(|v| v.approvals.clone()),
+        Some(vec!["root".to_owned()]),
+        "the recorded approval is listed: {listed:?}"
+    );
+    assert!(audit_has(&files.audit, |r| r["type"] == "approval"
+        && r["request_id"] == view.id
+        && r["reviewer"] == "root"
+        && r["approvals_missing"] == 1));
+    let out = jitctl(&files, &["approve", &id]);
+    assert!(
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("approved this request already"),
+        "the same reviewer twice: {}",
+        describe(&out)
+    );
+    assert_eq!(process_state(view.pid), 'T', "still held after a repeat");
+    let out = jitctl_as(&files, REVIEWER.0, REVIEWER.1, &["approve", &id]);
+    ok(&out, "second approval, by another reviewer");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("approved"),
+        "{}",
+        describe(&out)
+    );
+    jit_tests::assert_ran(&join(exec, "exec approved by two"), "two approvals");
+    assert!(audit_has(&files.audit, |r| r["type"] == "approval"
+        && r["request_id"] == view.id
+        && r["reviewer"] == "reviewer"
+        && r.get("approvals_missing").is_none()));
+    // One denial is enough, whatever approvals came before.
+    let exec = quorum.spawn(&held);
+    let view = wait_held(&files, &held, 1).remove(0);
+    ok(
+        &jitctl(&files, &["approve", &view.id.to_string()]),
+        "first approval",
+    );
+    ok(
+        &jitctl_as(
+            &files,
+            REVIEWER.0,
+            REVIEWER.1,
+            &["deny", &view.id.to_string()],
+        ),
+        "deny by the second reviewer",
+    );
+    jit_tests::assert_eperm(&join(exec, "approved once, then denied"), "denied");
+
+    step("held process killed from outside");
+    // A held process that dies without a decision (here SIGKILLed by someone other than jit):
+    // the daemon drops the request, clears the kernel's entry and audits the end.
+    let exec = agent.spawn(&held);
+    let view = wait_held(&files, &held, 1).remove(0);
+    kill_held(view.pid);
+    join(exec, "exec killed from outside").ok();
+    assert!(
+        eventually(Duration::from_secs(20), || pending(&files)
+            .iter()
+            .all(|v| v.id != view.id)),
+        "request {} still listed after its process died",
+        view.id
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || audit_has(
+            &files.audit,
+            |r| r["type"] == "hold_ended"
+                && r["request_id"] == view.id
+                && r["action"]["path"] == held.as_str()
+        )),
+        "no hold_ended record for request {}",
+        view.id
+    );
+
     step("HTTP API");
     let exec = strict.spawn(&held);
     let view = wait_held(&files, &held, 1).remove(0);
@@ -560,12 +700,23 @@ fn escalation_reviewers_timeouts_and_restart() {
     assert!(pending(&files).is_empty(), "nothing left pending");
 
     step("restart with 10 held");
-    // SIGKILL the daemon with 10 tasks held and one whose 2 s timeout passes while it is down.
-    let execs: Vec<Exec> = (0..10).map(|_| agent.spawn(&held)).collect();
-    let held_views = wait_held(&files, &held, 10);
+    // SIGKILL the daemon with 10 tasks held, one whose 2 s timeout passes while it is down, and
+    // one more whose process is killed while no daemon runs.
+    let execs: Vec<Exec> = (0..11).map(|_| agent.spawn(&held)).collect();
+    let mut held_views = wait_held(&files, &held, 11);
     let timed_exec = agent.spawn(&timed);
     wait_held(&files, &timed, 1);
     daemon.kill();
+    let doomed = held_views.pop().expect("11 held");
+    kill_held(doomed.pid);
+    // It stays a zombie until its exec thread reaps it, which happens only once the other held
+    // execs have gone on: they inherited that thread's exec-error pipe and hold it open while
+    // they are stopped before close-on-exec (see the README's note on held execs and fds).
+    assert!(
+        eventually(Duration::from_secs(20), || process_state(doomed.pid) == 'Z'),
+        "the held process {} died from SIGKILL",
+        doomed.pid
+    );
     std::thread::sleep(Duration::from_secs(3));
     for v in &held_views {
         assert_eq!(
@@ -588,8 +739,26 @@ fn escalation_reviewers_timeouts_and_restart() {
     assert!(audit_has(&files.audit, |r| r["type"] == "approval"
         && r["reviewer"] == "timeout"
         && r["reason"].as_str().is_some_and(|s| s.contains("late"))));
-    // All 10 are listed again, with their paths, and still stopped.
+    // The one that died while no daemon ran is cleaned up and audited, not listed.
+    assert!(
+        eventually(Duration::from_secs(20), || audit_has(
+            &files.audit,
+            |r| r["type"] == "hold_ended" && r["request_id"] == doomed.id
+        )),
+        "no hold_ended record for request {} (died while the daemon was down)",
+        doomed.id
+    );
+    // All 10 others are listed again, with their paths, and still stopped.
     let relisted = wait_held(&files, &held, 10);
+    assert!(
+        relisted.iter().all(|v| v.id != doomed.id),
+        "the dead process's request is not listed: {relisted:?}"
+    );
+    assert_eq!(
+        relisted.len(),
+        10,
+        "exactly the 10 live holds: {relisted:?}"
+    );
     for v in &held_views {
         assert!(
             relisted.iter().any(|r| r.id == v.id && r.path == held),
@@ -604,11 +773,26 @@ fn escalation_reviewers_timeouts_and_restart() {
             "approve after restart",
         );
     }
-    for e in execs {
-        jit_tests::assert_ran(
-            &join(e, "held across the restart"),
-            "approved after restart",
-        );
-    }
+    let results: Vec<_> = execs
+        .into_iter()
+        .map(|e| join(e, "held across the restart"))
+        .collect();
+    let killed = results
+        .iter()
+        .filter(|r| {
+            use std::os::unix::process::ExitStatusExt as _;
+            matches!(r, Ok(s) if s.signal() == Some(9))
+        })
+        .count();
+    let ran = results
+        .iter()
+        .filter(|r| matches!(r, Ok(s) if s.success()))
+        .count();
+    assert_eq!(
+        (ran, killed),
+        (10, 1),
+        "10 approved after the restart ran, the one killed while no daemon ran did not: \
+         {results:?}"
+    );
     drop(daemon);
 }

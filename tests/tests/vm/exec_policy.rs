@@ -1,6 +1,15 @@
 //! Exec decisions from policy rules, on the real `bprm_check_security` hook: allow, deny and
-//! audit by rule and by default, shadow mode, most-specific-wins, wildcards, symlinks, and the
-//! events and counters each decision produces.
+//! audit by rule and by default, shadow mode, most-specific-wins, wildcards, symlinks, `execveat`
+//! (directory fd, `AT_EMPTY_PATH`, `/proc/self/fd`), `memfd` programs, and the events and counters
+//! each decision produces.
+use std::{
+    ffi::CStr,
+    fs,
+    io::{self, Write as _},
+    os::fd::{AsRawFd as _, FromRawFd as _},
+    path::Path,
+};
+
 use jit_common::{
     event::{Event, counter},
     policy::{Decision, Mode, Op},
@@ -180,4 +189,120 @@ fn counters_agree_with_events() {
     assert_eq!(delta(counter::EVENTS_EMITTED), 6);
     assert_eq!(delta(counter::EVENTS_DROPPED), 0);
     assert_eq!(events.len(), 6, "every counted event arrived");
+}
+
+/// `execveat(dirfd, path, [name], [], flags)`; returns only on failure. Async-signal-safe.
+fn execveat(dirfd: i32, path: &'static CStr, flags: i32, name: &'static CStr) -> io::Result<()> {
+    let args = [name.as_ptr(), std::ptr::null()];
+    let envp = [std::ptr::null::<libc::c_char>()];
+    // SAFETY: NUL-terminated strings and NULL-terminated arrays that outlive the call.
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            dirfd,
+            path.as_ptr(),
+            args.as_ptr(),
+            envp.as_ptr(),
+            flags,
+        );
+    }
+    Err(io::Error::last_os_error())
+}
+
+#[test]
+fn execveat_and_fd_paths_are_decided_on_the_file_executed() {
+    require_vm();
+    let dir = TestDir::new("execveat");
+    let denied = dir.install_true("denied");
+    let allowed = dir.install_true("allowed");
+    let mut setup = Setup::new("execveat", Decision::Allow, Mode::Enforce);
+    let rule = setup.rule(Op::Exec, &denied, Decision::Deny);
+    let expect_denied = |setup: &mut Setup, what: &str| {
+        let event = only_event(setup);
+        assert_eq!(
+            (event.path_bytes(), event.rule_id),
+            (denied.as_bytes(), rule),
+            "{what}: the event names the file executed"
+        );
+    };
+
+    // A directory fd and a name relative to it.
+    let parent = fs::File::open(Path::new(&denied).parent().unwrap()).expect("open directory");
+    let dirfd = parent.as_raw_fd();
+    assert_eperm(
+        &setup
+            .cgroup
+            .run_exec(move || execveat(dirfd, c"true", 0, c"true")),
+        "execveat(dirfd, \"true\")",
+    );
+    expect_denied(&mut setup, "execveat(dirfd, name)");
+
+    // An O_PATH descriptor and AT_EMPTY_PATH (what fexecve does).
+    let opath = open_path(&denied, libc::O_PATH);
+    let fd = opath.as_raw_fd();
+    assert_eperm(
+        &setup
+            .cgroup
+            .run_exec(move || execveat(fd, c"", libc::AT_EMPTY_PATH, c"true")),
+        "execveat(O_PATH fd, \"\", AT_EMPTY_PATH)",
+    );
+    expect_denied(&mut setup, "execveat(fd, AT_EMPTY_PATH)");
+
+    // /proc/self/fd/N of a descriptor open on the file.
+    let file = fs::File::open(&denied).expect("open denied program");
+    let via_proc = format!("/proc/self/fd/{}", file.as_raw_fd());
+    assert_eperm(&setup.exec(&via_proc), "execve(/proc/self/fd/N)");
+    expect_denied(&mut setup, "execve(/proc/self/fd/N)");
+
+    // The same ways to an allowed program run.
+    let allowed_fd = open_path(&allowed, libc::O_PATH);
+    let fd = allowed_fd.as_raw_fd();
+    assert_ran(
+        &setup
+            .cgroup
+            .run_exec(move || execveat(fd, c"", libc::AT_EMPTY_PATH, c"true")),
+        "execveat of an allowed program",
+    );
+}
+
+#[test]
+fn memfd_exec_is_decided_by_its_memfd_path() {
+    require_vm();
+    let dir = TestDir::new("memfd");
+    let allowed = dir.install_true("allowed");
+    let mut setup = Setup::new("memfd", Decision::Deny, Mode::Enforce);
+    setup.rule(Op::Exec, &allowed, Decision::Allow);
+    // The bytes of the allowed program, in an anonymous memory file.
+    // SAFETY: NUL-terminated name.
+    let raw = unsafe { libc::memfd_create(c"jit-test".as_ptr(), libc::MFD_CLOEXEC) };
+    assert!(raw >= 0, "memfd_create: {}", io::Error::last_os_error());
+    // SAFETY: a descriptor we own.
+    let mut memfd = unsafe { fs::File::from_raw_fd(raw) };
+    memfd
+        .write_all(&fs::read(&allowed).expect("read allowed program"))
+        .expect("fill memfd");
+    let fd = memfd.as_raw_fd();
+    assert_eperm(
+        &setup
+            .cgroup
+            .run_exec(move || execveat(fd, c"", libc::AT_EMPTY_PATH, c"true")),
+        "a memfd holding an allowed program falls to the default deny",
+    );
+    let event = only_event(&mut setup);
+    assert!(
+        event.path_bytes().starts_with(b"/memfd:jit-test"),
+        "the event names the memfd: {:?}",
+        String::from_utf8_lossy(event.path_bytes())
+    );
+    // The same bytes from the allowed path run: the path decides, not the content.
+    assert_ran(&setup.exec(&allowed), "the allowed program itself");
+}
+
+fn open_path(path: &str, flags: i32) -> fs::File {
+    let c = std::ffi::CString::new(path).expect("path without NUL");
+    // SAFETY: NUL-terminated path.
+    let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) };
+    assert!(fd >= 0, "open {path}: {}", io::Error::last_os_error());
+    // SAFETY: a descriptor we own.
+    unsafe { fs::File::from_raw_fd(fd) }
 }

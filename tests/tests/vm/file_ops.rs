@@ -137,15 +137,7 @@ struct Child(libc::pid_t);
 
 impl Child {
     fn start(setup: &AgentSetup, act: FileAct, target: &Path) -> Self {
-        let procs = CString::new(
-            setup
-                .cgroup
-                .path()
-                .join("cgroup.procs")
-                .into_os_string()
-                .into_encoded_bytes(),
-        )
-        .unwrap();
+        let procs = setup.cgroup.procs();
         let path = CString::new(target.as_os_str().as_encoded_bytes()).unwrap();
         let source = CString::new(source_of(target).into_os_string().into_encoded_bytes()).unwrap();
         // SAFETY: the child only makes async-signal-safe calls and leaves with _exit.
@@ -427,4 +419,64 @@ fn write_through_a_symlink_to_a_denied_file_is_denied() {
         libc::EPERM
     );
     assert_eq!(fs::read_to_string(&secret).unwrap(), "data");
+}
+
+/// A hold is made even when the event ring buffer is full: the pending entry, not the event,
+/// keeps the task held, and the dropped events are counted. The ring buffer (4 MiB) is filled
+/// with some 2,000 denial events nobody reads.
+#[test]
+fn hold_with_a_full_ring_buffer() {
+    use jit_common::event::counter;
+    require_vm();
+    let dir = TestDir::new("ringfull");
+    let denied = dir.path().join("denied");
+    let held = dir.path().join("held");
+    fs::write(&denied, b"").unwrap();
+    fs::write(&held, b"before").unwrap();
+    let mut setup = AgentSetup::new("ringfull", Decision::Allow, Mode::Enforce);
+    setup.rule(Op::Write, denied.to_str().unwrap(), Decision::Deny);
+    setup.rule(Op::Write, held.to_str().unwrap(), Decision::Hold);
+    let dropped_before =
+        setup.enforcer().counters().expect("counters")[counter::EVENTS_DROPPED as usize];
+    let procs = setup.cgroup.procs();
+    let (denied_c, held_c) = (
+        CString::new(denied.as_os_str().as_encoded_bytes()).unwrap(),
+        CString::new(held.as_os_str().as_encoded_bytes()).unwrap(),
+    );
+    // SAFETY: the child only makes syscalls and leaves with _exit.
+    let child = match unsafe { libc::fork() } {
+        -1 => panic!("fork: {}", std::io::Error::last_os_error()),
+        0 => unsafe {
+            if join_cgroup(&procs).is_err() {
+                libc::_exit(200);
+            }
+            for _ in 0..2000 {
+                let fd = libc::open(denied_c.as_ptr(), libc::O_WRONLY);
+                if fd >= 0 {
+                    libc::_exit(201);
+                }
+            }
+            let fd = libc::open(held_c.as_ptr(), libc::O_WRONLY);
+            libc::_exit(if fd >= 0 {
+                0
+            } else {
+                *libc::__errno_location()
+            })
+        },
+        pid => Child(pid),
+    };
+    let (tid, request) = setup.wait_for_hold();
+    wait_stopped(request.tgid);
+    let dropped = setup.enforcer().counters().expect("counters")[counter::EVENTS_DROPPED as usize]
+        - dropped_before;
+    assert!(
+        dropped > 0,
+        "the ring buffer never filled (no event dropped): the test proves nothing"
+    );
+    setup
+        .enforcer()
+        .answer(tid, request.request_id, true)
+        .expect("answer");
+    assert_eq!(child.result(), 0, "the held open, approved, succeeded");
+    assert!(setup.pending().is_empty(), "the answer was consumed");
 }

@@ -8,4 +8,5 @@ mod exec_deny;
 mod exec_hold;
 mod exec_policy;
 mod file_ops;
+mod io_uring;
 mod self_protect;

@@ -1,6 +1,6 @@
 //! Self-protection (invariant 6), on the real hooks: a process in an agent cgroup cannot
-//! signal or trace the daemon, write to or restructure any cgroup filesystem, call `bpf()`, or
-//! change the daemon's protected paths, whatever its policy says; the same actions from
+//! signal (also by `SIGIO`) or trace the daemon, write to or restructure any cgroup filesystem,
+//! call `bpf()`, or change the daemon's protected paths, whatever its policy says; the same actions from
 //! outside agent cgroups still work. A sibling's `SIGCONT` does not release a held task.
 use std::{
     ffi::CString,
@@ -185,6 +185,77 @@ fn agents_cannot_signal_the_daemon() {
     assert!(
         !status.success(),
         "SIGKILL from outside ended the daemon: {status}"
+    );
+    setup
+        .enforcer()
+        .set_protection(0, &[])
+        .expect("reset protection");
+}
+
+/// Points a pipe's `O_ASYNC` owner at `pid` and makes it readable: the kernel then sends
+/// `pid` a `SIGIO`, whose default action ends the process. Returns whether every call succeeded
+/// (the signal itself is sent afterwards, by the kernel, and cannot fail the write).
+fn sigio_to(pid: i32) -> bool {
+    let mut fds = [0; 2];
+    // SAFETY: plain syscalls on our own descriptors.
+    unsafe {
+        libc::pipe(fds.as_mut_ptr()) == 0
+            && libc::fcntl(fds[0], libc::F_SETOWN, pid) == 0
+            && libc::fcntl(fds[0], libc::F_SETFL, libc::O_ASYNC | libc::O_NONBLOCK) == 0
+            && libc::write(fds[1], b"x".as_ptr().cast(), 1) == 1
+    }
+}
+
+#[test]
+fn agents_cannot_kill_the_daemon_with_sigio() {
+    require_vm();
+    let mut daemon = FakeDaemon::start();
+    let mut bystander = FakeDaemon::start();
+    let mut setup = AgentSetup::new("sp-sigio", Decision::Allow, Mode::Enforce);
+    setup
+        .enforcer()
+        .set_protection(daemon.0.id(), &[])
+        .expect("set protection");
+    let agent_cgroup = setup.cgroup.path().to_owned();
+    let agent = Some(agent_cgroup.as_path());
+    let pid = daemon.pid();
+    assert_eq!(
+        errno_of(agent, || sigio_to(pid)),
+        0,
+        "the agent's own calls succeed; the kernel's SIGIO is what is refused"
+    );
+    daemon.assert_running("after an agent pointed SIGIO at the daemon");
+    let events = protection_events(&setup.drain_events());
+    assert!(
+        events.contains(&(
+            event_op::SIGNAL,
+            u64::from(daemon.0.id()),
+            libc::SIGIO as u64
+        )),
+        "a self-protection event names SIGIO and the daemon: {events:?}"
+    );
+    // Nor can it write the daemon's /proc files (here: make it the OOM killer's first victim);
+    // another process's it can.
+    let other = bystander.pid();
+    let daemon_oom = c_path(Path::new(&format!("/proc/{pid}/oom_score_adj")));
+    let other_oom = c_path(Path::new(&format!("/proc/{other}/oom_score_adj")));
+    assert_eq!(
+        errno_of(agent, || write_zero(&daemon_oom)),
+        libc::EPERM,
+        "an agent writing /proc/<daemon>/oom_score_adj"
+    );
+    assert_eq!(
+        errno_of(agent, || write_zero(&other_oom)),
+        0,
+        "an agent writing another process's oom_score_adj"
+    );
+    // The same SIGIO against another process kills it: SIGIO works here, the test can fail.
+    assert_eq!(errno_of(agent, || sigio_to(other)), 0);
+    let status = bystander.0.wait().expect("wait for the bystander");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGIO),
+        "SIGIO ended the bystander: {status}"
     );
     setup
         .enforcer()
