@@ -52,7 +52,7 @@ pub mod program_names {
     pub const EXEC: &str = "jit_exec";
 
     /// Every program with the LSM hook it attaches to.
-    pub const ALL: [(&str, &str); 18] = [
+    pub const ALL: [(&str, &str); 23] = [
         (EXEC, "bprm_check_security"),
         ("jit_file_open", "file_open"),
         ("jit_path_mknod", "path_mknod"),
@@ -75,5 +75,11 @@ pub mod program_names {
         ("jit_file_send_sigiotask", "file_send_sigiotask"),
         ("jit_ptrace_access_check", "ptrace_access_check"),
         ("jit_bpf", "bpf"),
+        // Nor change how paths resolve (see `mount`).
+        ("jit_sb_mount", "sb_mount"),
+        ("jit_sb_umount", "sb_umount"),
+        ("jit_move_mount", "move_mount"),
+        ("jit_sb_pivotroot", "sb_pivotroot"),
+        ("jit_path_chroot", "path_chroot"),
     ];
 }

@@ -66,6 +66,10 @@ pub mod event_op {
     pub const PTRACE: u8 = 101;
     /// Any `bpf()` command.
     pub const BPF: u8 = 102;
+    /// `mount`, `umount`, `move_mount` (bind mounts and remounts included).
+    pub const MOUNT: u8 = 103;
+    /// `chroot`, `pivot_root`.
+    pub const CHROOT: u8 = 104;
 
     /// The name of an op code of this module.
     #[must_use]
@@ -74,6 +78,8 @@ pub mod event_op {
             SIGNAL => Some("signal"),
             PTRACE => Some("ptrace"),
             BPF => Some("bpf"),
+            MOUNT => Some("mount"),
+            CHROOT => Some("chroot"),
             _ => None,
         }
     }

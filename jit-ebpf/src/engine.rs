@@ -16,6 +16,7 @@ use aya_ebpf::{
         },
     },
     maps::lpm_trie::Key,
+    programs::LsmContext,
 };
 use jit_common::{
     AgentCgroup,
@@ -194,69 +195,74 @@ pub fn decide_on_entry(
     })
 }
 
-/// Decides a two-path op (rename, link) on `src` (a dentry) and `dst` (the new entry), both
-/// resolved on their directories' mounts. Answers bind to the source inode.
-#[inline(always)]
-pub fn decide_on_pair(
-    op: Op,
-    agent: AgentCgroup,
-    src_dir_mnt: *const u8,
-    src: *const u8,
-    dst_dir: *const u8,
-    dst: *const u8,
-) -> Result<i32, i32> {
-    decide(&Action {
-        op,
-        agent,
-        path: Where::Walk {
-            mnt: src_dir_mnt,
-            dentry: src,
-        },
-        second: Some(Where::Walk {
-            mnt: path_mnt(dst_dir),
-            dentry: dst,
-        }),
-        file: file_id(dentry_inode(src)),
-        no_hold: false,
-    })
+/// The two ends of a rename or link, as the hook's arguments give them: the source entry
+/// `src` (a dentry) on the mount `src_dir_mnt`, and the new entry `dst` (a dentry) in the
+/// directory `dst_dir` (a `struct path *`).
+pub struct Pair {
+    pub src_dir_mnt: *const u8,
+    pub src: *const u8,
+    pub dst_dir: *const u8,
+    pub dst: *const u8,
 }
 
-/// Self-protection of a two-path op (see [`protect_pair`]), arguments as [`decide_on_pair`].
-#[inline(always)]
-pub fn protect_on_pair(
-    op: Op,
-    agent: AgentCgroup,
-    src_dir_mnt: *const u8,
-    src: *const u8,
-    dst_dir: *const u8,
-    dst: *const u8,
-) -> Result<i32, i32> {
-    protect_pair(&pair_action(op, agent, src_dir_mnt, src, dst_dir, dst))
-}
-
-#[inline(always)]
-fn pair_action(
-    op: Op,
-    agent: AgentCgroup,
-    src_dir_mnt: *const u8,
-    src: *const u8,
-    dst_dir: *const u8,
-    dst: *const u8,
-) -> Action {
-    Action {
-        op,
-        agent,
-        path: Where::Walk {
-            mnt: src_dir_mnt,
-            dentry: src,
-        },
-        second: Some(Where::Walk {
-            mnt: path_mnt(dst_dir),
-            dentry: dst,
-        }),
-        file: file_id(dentry_inode(src)),
-        no_hold: false,
+impl Pair {
+    /// From `path_rename(const struct path *old_dir, struct dentry *old_dentry,
+    /// const struct path *new_dir, struct dentry *new_dentry, unsigned int flags)`.
+    #[inline(always)]
+    pub fn of_rename(ctx: &LsmContext) -> Self {
+        Self {
+            src_dir_mnt: path_mnt(ctx.arg(0)),
+            src: ctx.arg(1),
+            dst_dir: ctx.arg(2),
+            dst: ctx.arg(3),
+        }
     }
+
+    /// From `path_link(struct dentry *old_dentry, const struct path *new_dir,
+    /// struct dentry *new_dentry)`: a hard link stays on its filesystem, so the source is
+    /// resolved on the new directory's mount.
+    #[inline(always)]
+    pub fn of_link(ctx: &LsmContext) -> Self {
+        let new_dir: *const u8 = ctx.arg(1);
+        Self {
+            src_dir_mnt: path_mnt(new_dir),
+            src: ctx.arg(0),
+            dst_dir: new_dir,
+            dst: ctx.arg(2),
+        }
+    }
+
+    /// The action of `op` on both ends. Answers bind to the source inode.
+    #[inline(always)]
+    fn action(&self, op: Op, agent: AgentCgroup) -> Action {
+        Action {
+            op,
+            agent,
+            path: Where::Walk {
+                mnt: self.src_dir_mnt,
+                dentry: self.src,
+            },
+            second: Some(Where::Walk {
+                mnt: path_mnt(self.dst_dir),
+                dentry: self.dst,
+            }),
+            file: file_id(dentry_inode(self.src)),
+            no_hold: false,
+        }
+    }
+}
+
+/// Decides a two-path op (rename, link): both ends are evaluated, the more severe decision
+/// applies.
+#[inline(always)]
+pub fn decide_on_pair(op: Op, agent: AgentCgroup, pair: &Pair) -> Result<i32, i32> {
+    decide(&pair.action(op, agent))
+}
+
+/// Self-protection of a two-path op (see [`protect_pair`]).
+#[inline(always)]
+pub fn protect_on_pair(op: Op, agent: AgentCgroup, pair: &Pair) -> Result<i32, i32> {
+    protect_pair(&pair.action(op, agent))
 }
 
 /// The mount of `path` (a kernel `struct path *`).

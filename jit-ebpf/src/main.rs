@@ -19,6 +19,7 @@ mod exec;
 mod file_open;
 mod file_send_sigiotask;
 mod maps;
+mod mount;
 mod path_chmod;
 mod path_chown;
 mod path_link;

@@ -13,7 +13,7 @@ use aya_ebpf::{macros::lsm, programs::LsmContext};
 use jit_common::policy::Op;
 
 use crate::{
-    engine::{decide_on_pair, path_mnt},
+    engine::{Pair, decide_on_pair},
     scope::current_agent,
 };
 
@@ -35,13 +35,5 @@ fn try_path_link(ctx: &LsmContext) -> Result<i32, i32> {
     let Some(agent) = current_agent() else {
         return Ok(0);
     };
-    let new_dir: *const u8 = ctx.arg(1);
-    decide_on_pair(
-        Op::Link,
-        agent,
-        path_mnt(new_dir),
-        ctx.arg(0),
-        new_dir,
-        ctx.arg(2),
-    )
+    decide_on_pair(Op::Link, agent, &Pair::of_link(ctx))
 }

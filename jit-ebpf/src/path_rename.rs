@@ -12,7 +12,7 @@ use aya_ebpf::{macros::lsm, programs::LsmContext};
 use jit_common::policy::Op;
 
 use crate::{
-    engine::{decide_on_pair, path_mnt},
+    engine::{Pair, decide_on_pair},
     scope::current_agent,
 };
 
@@ -35,13 +35,5 @@ fn try_path_rename(ctx: &LsmContext) -> Result<i32, i32> {
     let Some(agent) = current_agent() else {
         return Ok(0);
     };
-    let old_dir: *const u8 = ctx.arg(0);
-    decide_on_pair(
-        Op::Rename,
-        agent,
-        path_mnt(old_dir),
-        ctx.arg(1),
-        ctx.arg(2),
-        ctx.arg(3),
-    )
+    decide_on_pair(Op::Rename, agent, &Pair::of_rename(ctx))
 }

@@ -16,7 +16,7 @@ use aya_ebpf::{macros::lsm, programs::LsmContext};
 use jit_common::policy::Op;
 
 use crate::{
-    engine::{path_mnt, protect_on_pair},
+    engine::{Pair, protect_on_pair},
     scope::current_agent,
 };
 
@@ -39,15 +39,7 @@ fn try_protect_path_rename(ctx: &LsmContext) -> Result<i32, i32> {
     let Some(agent) = current_agent() else {
         return Ok(0);
     };
-    let old_dir: *const u8 = ctx.arg(0);
-    protect_on_pair(
-        Op::Rename,
-        agent,
-        path_mnt(old_dir),
-        ctx.arg(1),
-        ctx.arg(2),
-        ctx.arg(3),
-    )
+    protect_on_pair(Op::Rename, agent, &Pair::of_rename(ctx))
 }
 
 #[lsm(hook = "path_link")]
@@ -68,13 +60,5 @@ fn try_protect_path_link(ctx: &LsmContext) -> Result<i32, i32> {
     let Some(agent) = current_agent() else {
         return Ok(0);
     };
-    let new_dir: *const u8 = ctx.arg(1);
-    protect_on_pair(
-        Op::Link,
-        agent,
-        path_mnt(new_dir),
-        ctx.arg(0),
-        new_dir,
-        ctx.arg(2),
-    )
+    protect_on_pair(Op::Link, agent, &Pair::of_link(ctx))
 }

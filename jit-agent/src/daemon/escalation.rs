@@ -345,18 +345,22 @@ impl Daemon {
     /// Aligns the queue with the kernel's pending map: adopts holds the daemon has not seen,
     /// drops answered ones, cleans up after tasks that died while held, and applies timeouts.
     pub(super) fn reconcile(&self) {
-        let entries = match self.enforcer().pending_requests() {
-            Ok(entries) => entries,
-            Err(err) => {
-                warn!(error = %err, "reading the pending map failed");
-                return;
-            }
-        };
         let now = monotonic_ns();
         let mut adopted = Vec::new();
         let mut ended = Vec::new();
-        {
+        // The pending map is read while the queue is locked: a hold queued by the event handler
+        // had its kernel entry written before its event, so the snapshot has it. Read before
+        // locking, a hold queued in between would be dropped here as answered and re-adopted
+        // later, possibly before its audit record is on disk, then without its path.
+        let entries = {
             let mut queue = self.queue();
+            let entries = match self.enforcer().pending_requests() {
+                Ok(entries) => entries,
+                Err(err) => {
+                    warn!(error = %err, "reading the pending map failed");
+                    return;
+                }
+            };
             let waiting: BTreeMap<u64, (u32, PendingRequest)> = entries
                 .iter()
                 .filter(|(_, r)| r.state == STATE_PENDING)
@@ -370,7 +374,8 @@ impl Daemon {
                     adopted.push((*tid, *request));
                 }
             }
-        }
+            entries
+        };
         // Answered entries whose task is gone are never consumed: remove them too.
         for (tid, request) in &entries {
             if request.state != STATE_PENDING && !alive(*tid, request.tgid) {

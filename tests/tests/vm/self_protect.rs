@@ -1,6 +1,7 @@
 //! Self-protection (invariant 6), on the real hooks: a process in an agent cgroup cannot
 //! signal (also by `SIGIO`) or trace the daemon, write to or restructure any cgroup filesystem,
-//! call `bpf()`, or change the daemon's protected paths, whatever its policy says; the same actions from
+//! call `bpf()`, change the daemon's protected paths, or change how paths resolve (mount,
+//! umount, `move_mount`, `pivot_root`, `chroot`), whatever its policy says; the same actions from
 //! outside agent cgroups still work. A sibling's `SIGCONT` does not release a held task.
 use std::{
     ffi::CString,
@@ -801,4 +802,139 @@ fn a_sibling_sigcont_does_not_release_a_held_task() {
         .answer(tid, request.request_id, true)
         .expect("approve");
     assert_ran(&setup.join(child), "approved after the sibling's SIGCONTs");
+}
+
+/// `mount(source, target, fstype, flags)`. Async-signal-safe.
+fn mount(source: &CString, target: &CString, fstype: &CString, flags: libc::c_ulong) -> bool {
+    // SAFETY: valid C strings; no data argument.
+    unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            flags,
+            ptr::null(),
+        ) == 0
+    }
+}
+
+/// Clones the mount tree at `source` with `open_tree` and attaches it at `target` with
+/// `move_mount` (the new mount API). Async-signal-safe.
+fn move_tree_into(source: &CString, target: &CString) -> bool {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+    // SAFETY: plain syscalls on valid C strings.
+    unsafe {
+        let fd = libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            source.as_ptr(),
+            OPEN_TREE_CLONE,
+        );
+        fd >= 0
+            && libc::syscall(
+                libc::SYS_move_mount,
+                fd,
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                target.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            ) == 0
+    }
+}
+
+#[test]
+fn agents_cannot_change_how_paths_resolve() {
+    require_vm();
+    let dir = TestDir::new("sp-mount");
+    let secret = dir.path().join("secret");
+    let open = dir.path().join("open");
+    let mounted = dir.path().join("mounted");
+    for d in [&secret, &open, &mounted] {
+        fs::create_dir(d).unwrap();
+    }
+    fs::write(secret.join("file"), b"secret").unwrap();
+    let (c_secret, c_open, c_mounted) = (c_path(&secret), c_path(&open), c_path(&mounted));
+    let (tmpfs, none, empty) = (
+        CString::new("tmpfs").unwrap(),
+        CString::new("none").unwrap(),
+        CString::new("").unwrap(),
+    );
+    // A mount made from outside, for the agent to try to remove.
+    assert!(mount(&none, &c_mounted, &tmpfs, 0), "tmpfs for the test");
+    let mut setup = AgentSetup::new("sp-mount", Decision::Allow, Mode::Enforce);
+    let agent_cgroup = setup.cgroup.path().to_owned();
+    let agent = Some(agent_cgroup.as_path());
+
+    let bind = || mount(&c_secret, &c_open, &empty, libc::MS_BIND);
+    assert_eq!(
+        errno_of(agent, bind),
+        libc::EPERM,
+        "bind mount from an agent"
+    );
+    assert!(!open.join("file").exists(), "nothing was bind-mounted");
+    assert_eq!(
+        errno_of(agent, || mount(&none, &c_open, &tmpfs, 0)),
+        libc::EPERM,
+        "tmpfs mount from an agent"
+    );
+    // SAFETY (closures below): plain syscalls on C strings built before the fork.
+    assert_eq!(
+        errno_of(agent, || unsafe { libc::umount2(c_mounted.as_ptr(), 0) }
+            == 0),
+        libc::EPERM,
+        "umount from an agent"
+    );
+    assert_eq!(
+        errno_of(agent, || unsafe { libc::chroot(c_secret.as_ptr()) } == 0),
+        libc::EPERM,
+        "chroot from an agent"
+    );
+    // pivot_root needs a mount namespace of its own; unsharing one is allowed, pivoting not.
+    let pivot = || unsafe {
+        libc::unshare(libc::CLONE_NEWNS) == 0
+            && libc::syscall(libc::SYS_pivot_root, c_mounted.as_ptr(), c_mounted.as_ptr()) == 0
+    };
+    assert_eq!(
+        errno_of(agent, pivot),
+        libc::EPERM,
+        "pivot_root from an agent"
+    );
+    // The new mount API: clone a tree with open_tree, attach it with move_mount.
+    let move_tree = || move_tree_into(&c_secret, &c_open);
+    assert_eq!(
+        errno_of(agent, move_tree),
+        libc::EPERM,
+        "move_mount from an agent"
+    );
+    assert!(!open.join("file").exists(), "nothing was moved into place");
+    let ops: Vec<u8> = protection_events(&setup.drain_events())
+        .into_iter()
+        .map(|(op, ..)| op)
+        .collect();
+    assert!(
+        ops.contains(&event_op::MOUNT) && ops.contains(&event_op::CHROOT),
+        "self-protection events for mount and chroot: {ops:?}"
+    );
+
+    // Outside agent cgroups all of it works.
+    assert_eq!(errno_of(None, bind), 0, "bind mount from outside");
+    assert!(open.join("file").exists());
+    // SAFETY: plain syscalls.
+    assert_eq!(
+        errno_of(None, || unsafe { libc::umount2(c_open.as_ptr(), 0) } == 0),
+        0,
+        "umount from outside"
+    );
+    assert_eq!(
+        errno_of(None, || unsafe { libc::chroot(c_secret.as_ptr()) } == 0),
+        0,
+        "chroot from outside"
+    );
+    assert_eq!(
+        errno_of(None, || unsafe { libc::umount2(c_mounted.as_ptr(), 0) }
+            == 0),
+        0,
+        "umount of the test's tmpfs from outside"
+    );
 }
