@@ -241,13 +241,15 @@ impl Daemon {
                     drop(queue);
                     info!(id, reviewer = %reviewer.name, have, required, "approval recorded");
                     self.audit(RecordBody::Approval(Approval {
-                        request_id: id,
-                        reviewer: reviewer.name.clone(),
-                        decision: ApprovalDecision::Approve,
-                        scope: scope_name(scope),
-                        reason,
-                        action: Some(held_action(&held, &agent.name)),
                         approvals_missing: required - have,
+                        ..approval(
+                            &held,
+                            &agent.name,
+                            &reviewer.name,
+                            ApprovalDecision::Approve,
+                            scope,
+                            reason,
+                        )
                     }));
                     return Ok(Decided {
                         id,
@@ -321,25 +323,17 @@ impl Daemon {
         scope: Grant,
         reason: Option<String>,
     ) {
-        let scope = scope_name(scope);
+        let record = approval(held, agent, reviewer, decision, scope, reason);
         info!(
             id = held.request_id,
             reviewer,
             decision = decision.name(),
-            scope = %scope,
+            scope = %record.scope,
             path = %held.path,
             pid = held.tgid,
             "hold answered"
         );
-        self.audit(RecordBody::Approval(Approval {
-            request_id: held.request_id,
-            reviewer: reviewer.to_owned(),
-            decision,
-            scope,
-            reason,
-            action: Some(held_action(held, agent)),
-            approvals_missing: 0,
-        }));
+        self.audit(RecordBody::Approval(record));
     }
 
     /// Aligns the queue with the kernel's pending map: adopts holds the daemon has not seen,
@@ -521,6 +515,27 @@ fn may_decide(agent: &AgentPolicy, reviewer: &Reviewer) -> bool {
         .groups
         .iter()
         .any(|g| reviewer.gids.contains(&g.id))
+}
+
+/// The audit record of `reviewer`'s `decision` on `held` (one that took effect: no approvals
+/// missing).
+fn approval(
+    held: &Held,
+    agent: &str,
+    reviewer: &str,
+    decision: ApprovalDecision,
+    scope: Grant,
+    reason: Option<String>,
+) -> Approval {
+    Approval {
+        request_id: held.request_id,
+        reviewer: reviewer.to_owned(),
+        decision,
+        scope: scope_name(scope),
+        reason,
+        action: Some(held_action(held, agent)),
+        approvals_missing: 0,
+    }
 }
 
 /// How an approval's scope is written in audit records: `once` or a duration such as `15m`.
