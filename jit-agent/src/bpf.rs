@@ -23,6 +23,7 @@ use aya::{
 };
 use jit_common::{
     AgentCgroup, ScopeConfig,
+    cache::{SEQLOCKS_GLOBAL, SeqLocks},
     event::counter,
     layout::LAYOUT_GLOBAL,
     map_names,
@@ -156,7 +157,7 @@ pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/jit";
 
 /// The maps userspace drives, with the key and value sizes this version expects of them
 /// (compared with pinned maps before adopting them; a ring buffer has neither).
-const USER_MAPS: [(&str, usize, usize); 10] = [
+const USER_MAPS: [(&str, usize, usize); 11] = [
     (
         map_names::AGENT_CGROUPS,
         size_of::<u64>(),
@@ -199,6 +200,7 @@ const USER_MAPS: [(&str, usize, usize); 10] = [
         size_of::<PolicyKey>(),
         size_of::<u32>(),
     ),
+    (map_names::POLICY_GEN, size_of::<u32>(), size_of::<u64>()),
 ];
 
 /// How [`Enforcer::load_pinned`] found the kernel.
@@ -227,6 +229,8 @@ enum Programs {
 pub struct Enforcer {
     maps: BTreeMap<&'static str, Map>,
     programs: Programs,
+    /// Whether [`Enforcer::policy_changed`] keeps the write-decision cache on.
+    cache_enabled: bool,
 }
 
 impl Enforcer {
@@ -243,10 +247,14 @@ impl Enforcer {
             links.push((name, attach_lsm(&mut ebpf, name, hook, &btf)?));
         }
         let maps = take_user_maps(&mut ebpf)?;
-        Ok(Self {
+        let mut enforcer = Self {
             maps,
             programs: Programs::Owned { ebpf, links },
-        })
+            cache_enabled: true,
+        };
+        // A fresh generation map holds 0, which keeps the cache off until this.
+        enforcer.policy_changed()?;
+        Ok(enforcer)
     }
 
     /// The daemon's start: adopts the programs and maps pinned under `dir` by a previous run
@@ -286,12 +294,15 @@ impl Enforcer {
                 })?;
                 maps.insert(name, map);
             }
-            let enforcer = Self {
+            let mut enforcer = Self {
                 maps,
                 programs: Programs::Pinned {
                     dir: dir.to_owned(),
                 },
+                cache_enabled: true,
             };
+            // Nothing cached before this start is trusted after it.
+            enforcer.policy_changed()?;
             return Ok((enforcer, Startup::Adopted));
         }
 
@@ -333,12 +344,14 @@ impl Enforcer {
         }
         // The pinned links keep the programs loaded; the object can go.
         drop(ebpf);
-        let enforcer = Self {
+        let mut enforcer = Self {
             maps,
             programs: Programs::Pinned {
                 dir: dir.to_owned(),
             },
+            cache_enabled: true,
         };
+        enforcer.policy_changed()?;
         Ok((enforcer, Startup::Loaded))
     }
 
@@ -415,7 +428,7 @@ impl Enforcer {
                 .map_err(map_err(map_names::SCOPE_CONFIG, "update"))
         };
         match current.slot_update(&target) {
-            SlotUpdate::Direct(value) => write(&mut config, value),
+            SlotUpdate::Direct(value) => write(&mut config, value)?,
             SlotUpdate::Rebuild {
                 hide,
                 rewrite,
@@ -424,9 +437,10 @@ impl Enforcer {
                 write(&mut config, hide)?;
                 wait_for_rcu_readers();
                 write(&mut config, rewrite)?;
-                write(&mut config, publish)
+                write(&mut config, publish)?;
             }
         }
+        self.policy_changed()
     }
 
     /// Removes an agent's configuration; its cgroups, if any are still registered, then fail
@@ -437,9 +451,10 @@ impl Enforcer {
     pub fn remove_agent_config(&mut self, agent_id: u32) -> Result<(), BpfError> {
         let mut configs: HashMap<_, u32, AgentConfig> = self.open(map_names::AGENT_CONFIG)?;
         match configs.remove(&agent_id) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(source) => Err(map_err(map_names::AGENT_CONFIG, "remove")(source)),
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(source) => return Err(map_err(map_names::AGENT_CONFIG, "remove")(source)),
         }
+        self.policy_changed()
     }
 
     /// Sets an agent's default decision, mode and wildcard positions.
@@ -450,7 +465,8 @@ impl Enforcer {
         let mut configs: HashMap<_, u32, AgentConfig> = self.open(map_names::AGENT_CONFIG)?;
         configs
             .insert(agent_id, config, 0)
-            .map_err(map_err(map_names::AGENT_CONFIG, "insert"))
+            .map_err(map_err(map_names::AGENT_CONFIG, "insert"))?;
+        self.policy_changed()
     }
 
     /// Adds or replaces one compiled rule.
@@ -464,7 +480,8 @@ impl Enforcer {
         }
         let mut trie: LpmTrie<_, [u8; KEY_DATA_LEN], PolicyValue> = self.open(map_names::POLICY)?;
         trie.insert(&Key::new(key.prefixlen, key.data), value, 0)
-            .map_err(map_err(map_names::POLICY, "insert"))
+            .map_err(map_err(map_names::POLICY, "insert"))?;
+        self.policy_changed()
     }
 
     /// Sets who and what processes in agent cgroups may not touch, on top of what is always
@@ -546,7 +563,8 @@ impl Enforcer {
                 },
                 0,
             )
-            .map_err(map_err(map_names::PROTECT_CONFIG, "update"))
+            .map_err(map_err(map_names::PROTECT_CONFIG, "update"))?;
+        self.policy_changed()
     }
 
     /// The event ring buffer. Can be taken once; events are read with `RingBuf::next`.
@@ -755,7 +773,37 @@ impl Enforcer {
                 Err(source) => return Err(map_err(map_names::POLICY, "remove")(source)),
             }
         }
+        self.policy_changed()?;
         Ok(stale.len())
+    }
+
+    /// Turns the write-decision cache (see `jit_common::cache`) on, the default, or off: off,
+    /// every write open is decided in full. For measuring what the cache saves.
+    ///
+    /// # Errors
+    /// When the map update fails.
+    pub fn set_decision_cache(&mut self, enabled: bool) -> Result<(), BpfError> {
+        self.cache_enabled = enabled;
+        self.policy_changed()
+    }
+
+    /// Invalidates every cached write decision: called after every change to the rules, agent
+    /// configurations, scope or protected paths, which the cached decisions were made under.
+    /// Writes the next policy generation, or 0 while the cache is off.
+    fn policy_changed(&mut self) -> Result<(), BpfError> {
+        let enabled = self.cache_enabled;
+        let mut generation: Array<_, u64> = self.open(map_names::POLICY_GEN)?;
+        let current = generation
+            .get(&0, 0)
+            .map_err(map_err(map_names::POLICY_GEN, "read"))?;
+        let next = if enabled {
+            current.wrapping_add(1).max(1)
+        } else {
+            0
+        };
+        generation
+            .set(0, next, 0)
+            .map_err(map_err(map_names::POLICY_GEN, "update"))
     }
 
     fn agent_cgroups(&mut self) -> Result<HashMap<&mut MapData, u64, AgentCgroup>, BpfError> {
@@ -800,8 +848,19 @@ fn load_object() -> Result<Ebpf, BpfError> {
     let layout = KernelBtf::from_sys_fs()
         .and_then(|kernel| kbtf::kernel_layout(&kernel))
         .map_err(BpfError::Layout)?;
+    let seqlocks = fs::read_to_string("/proc/kallsyms")
+        .map_or(SeqLocks::UNSET, |text| SeqLocks::from_kallsyms(&text));
+    if seqlocks.known() {
+        tracing::debug!("write-decision cache on (rename_lock and mount_lock found in kallsyms)");
+    } else {
+        tracing::warn!(
+            "write-decision cache off: rename_lock and mount_lock are not in /proc/kallsyms \
+             (kernel without CONFIG_KALLSYMS_ALL?); every write open is decided in full"
+        );
+    }
     EbpfLoader::new()
         .override_global(LAYOUT_GLOBAL, &layout, true)
+        .override_global(SEQLOCKS_GLOBAL, &seqlocks, true)
         .load(object)
         .map_err(BpfError::Load)
 }

@@ -103,8 +103,10 @@ pub mod counter {
     pub const ERRORS: u32 = 6;
     /// Actions that proceeded on an approval (pending answer or timed grant).
     pub const GRANTS_USED: u32 = 7;
+    /// Write opens allowed by the write-decision cache (counted in the allow decisions too).
+    pub const CACHE_HITS: u32 = 8;
     /// Size of the array.
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 9;
 }
 
 #[cfg(feature = "user")]

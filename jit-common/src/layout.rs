@@ -64,6 +64,13 @@ pub struct KernelLayout {
     /// `struct task_struct`, member `io_uring` (set once the task used `io_uring`), or
     /// [`KernelLayout::ABSENT`] on a kernel built without `io_uring`.
     pub task_io_uring: u32,
+    /// `struct dentry`, member `d_hash` (its `pprev` is null once the dentry is unhashed:
+    /// deleted, or dropped from the dcache).
+    pub dentry_d_hash: u32,
+    /// `struct task_struct`, member `fs` (root and working directory).
+    pub task_fs: u32,
+    /// `struct fs_struct`, member `root` (a `struct path`: the task's root directory).
+    pub fs_struct_root: u32,
 }
 
 impl KernelLayout {
@@ -94,6 +101,9 @@ impl KernelLayout {
         vfsmount_mnt_sb: 0,
         super_block_s_magic: 0,
         task_io_uring: 0,
+        dentry_d_hash: 0,
+        task_fs: 0,
+        fs_struct_root: 0,
     };
 
     /// The offset of an optional member this kernel does not have.
@@ -104,7 +114,7 @@ impl KernelLayout {
     pub const OPTIONAL: [(&'static str, &'static str); 1] = [("task_struct", "io_uring")];
 
     /// `(struct, member)` for every field, in field order: what userspace looks up in BTF.
-    pub const MEMBERS: [(&'static str, &'static str); 25] = [
+    pub const MEMBERS: [(&'static str, &'static str); 28] = [
         ("linux_binprm", "file"),
         ("file", "f_path"),
         ("file", "f_inode"),
@@ -130,11 +140,14 @@ impl KernelLayout {
         ("vfsmount", "mnt_sb"),
         ("super_block", "s_magic"),
         ("task_struct", "io_uring"),
+        ("dentry", "d_hash"),
+        ("task_struct", "fs"),
+        ("fs_struct", "root"),
     ];
 
     /// Builds the layout from offsets given in [`Self::MEMBERS`] order.
     #[must_use]
-    pub const fn from_offsets(o: [u32; 25]) -> Self {
+    pub const fn from_offsets(o: [u32; 28]) -> Self {
         Self {
             binprm_file: o[0],
             file_f_path: o[1],
@@ -161,6 +174,9 @@ impl KernelLayout {
             vfsmount_mnt_sb: o[22],
             super_block_s_magic: o[23],
             task_io_uring: o[24],
+            dentry_d_hash: o[25],
+            task_fs: o[26],
+            fs_struct_root: o[27],
         }
     }
 }

@@ -9,6 +9,7 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod cache;
 pub mod event;
 pub mod layout;
 pub mod pending;
@@ -44,6 +45,9 @@ pub mod map_names {
     pub const PROTECT_CONFIG: &str = "PROTECT_CONFIG";
     /// `LpmTrie<PolicyKey, u32>`: the daemon's own files and directories (see `protect`).
     pub const PROTECTED: &str = "PROTECTED";
+    /// `Array<u64>` with one entry: the policy generation the write-decision cache checks
+    /// (see `cache`); 0 turns the cache off.
+    pub const POLICY_GEN: &str = "POLICY_GEN";
 }
 
 /// Names of the programs in `jit-ebpf`.
@@ -52,7 +56,7 @@ pub mod program_names {
     pub const EXEC: &str = "jit_exec";
 
     /// Every program with the LSM hook it attaches to.
-    pub const ALL: [(&str, &str); 23] = [
+    pub const ALL: [(&str, &str); 24] = [
         (EXEC, "bprm_check_security"),
         ("jit_file_open", "file_open"),
         ("jit_path_mknod", "path_mknod"),
@@ -81,5 +85,8 @@ pub mod program_names {
         ("jit_move_mount", "move_mount"),
         ("jit_sb_pivotroot", "sb_pivotroot"),
         ("jit_path_chroot", "path_chroot"),
+        // Keeps the write-decision cache from trusting a recycled dentry (see `cache`); runs
+        // for every process and only bumps a counter.
+        ("jit_d_instantiate", "d_instantiate"),
     ];
 }

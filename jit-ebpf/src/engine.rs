@@ -33,7 +33,7 @@ use jit_common::{
 };
 
 use crate::{
-    EPERM,
+    EPERM, cache,
     maps::{
         AGENT_CONFIG, EVENTS, GRANTS, PENDING, POLICY, PROTECTED, SCRATCH, Scratch, WALK_LEN, count,
     },
@@ -333,50 +333,15 @@ pub fn decide(action: &Action) -> Result<i32, i32> {
     let tid = bpf_get_current_pid_tgid() as u32;
 
     // A held task comes back here when it is continued: answer it before anything else.
-    // SAFETY: the entry is copied out before any map update.
-    if let Some(pending) = unsafe { PENDING.get(tid) }.copied() {
-        match pending.answer(action.op as u8, &action.file) {
-            PendingAnswer::StillPending => return stop(tid),
-            PendingAnswer::Allow => {
-                let _ = PENDING.remove(tid);
-                resolve_path(&action.path, s);
-                let verdict = Verdict {
-                    decision: Decision::Hold,
-                    enforced: Decision::Allow,
-                    rule_id: pending.rule_id,
-                };
-                count(counter::GRANTS_USED);
-                emit(
-                    EventKind::GrantUsed,
-                    action,
-                    &verdict,
-                    pending.request_id,
-                    s,
-                );
-                return Ok(0);
-            }
-            PendingAnswer::Deny => {
-                let _ = PENDING.remove(tid);
-                resolve_path(&action.path, s);
-                let verdict = Verdict {
-                    decision: Decision::Hold,
-                    enforced: Decision::Deny,
-                    rule_id: pending.rule_id,
-                };
-                count(counter::DECISION_BASE + Decision::Deny as u32);
-                emit(
-                    EventKind::GrantDenied,
-                    action,
-                    &verdict,
-                    pending.request_id,
-                    s,
-                );
-                return Err(-EPERM);
-            }
-            // Left over from a thread that died while held and whose id was reused: decide
-            // afresh (a new hold overwrites it).
-            PendingAnswer::NotThisAction => {}
-        }
+    if let Some(answer) = answer_pending(tid, action, s) {
+        return answer;
+    }
+
+    let cached_path = cacheable(action);
+    if let Some(path) = cached_path
+        && cache_allows(path, action, s)
+    {
+        return Ok(0);
     }
 
     // Self-protection of single-path ops: is the object on a cgroup filesystem or bpffs? Kept
@@ -402,6 +367,9 @@ pub fn decide(action: &Action) -> Result<i32, i32> {
             verdict = first;
             resolve_path(&action.path, s);
         }
+    }
+    if let Some(path) = cached_path {
+        remember_allow(path, &verdict, s);
     }
     if verdict.enforced == Decision::Hold {
         let grant = GrantKey {
@@ -436,6 +404,93 @@ pub fn decide(action: &Action) -> Result<i32, i32> {
     match verdict.enforced {
         Decision::Allow | Decision::Audit => Ok(0),
         Decision::Hold | Decision::Deny => Err(-EPERM),
+    }
+}
+
+/// The answer to a held task that comes back here once continued, if the current task is
+/// one; `None` to decide afresh.
+#[inline(always)]
+fn answer_pending(tid: u32, action: &Action, s: &mut Scratch) -> Option<Result<i32, i32>> {
+    // SAFETY: the entry is copied out before any map update.
+    let pending = unsafe { PENDING.get(tid) }.copied()?;
+    match pending.answer(action.op as u8, &action.file) {
+        PendingAnswer::StillPending => Some(stop(tid)),
+        PendingAnswer::Allow => {
+            let _ = PENDING.remove(tid);
+            resolve_path(&action.path, s);
+            let verdict = Verdict {
+                decision: Decision::Hold,
+                enforced: Decision::Allow,
+                rule_id: pending.rule_id,
+            };
+            count(counter::GRANTS_USED);
+            emit(
+                EventKind::GrantUsed,
+                action,
+                &verdict,
+                pending.request_id,
+                s,
+            );
+            Some(Ok(0))
+        }
+        PendingAnswer::Deny => {
+            let _ = PENDING.remove(tid);
+            resolve_path(&action.path, s);
+            let verdict = Verdict {
+                decision: Decision::Hold,
+                enforced: Decision::Deny,
+                rule_id: pending.rule_id,
+            };
+            count(counter::DECISION_BASE + Decision::Deny as u32);
+            emit(
+                EventKind::GrantDenied,
+                action,
+                &verdict,
+                pending.request_id,
+                s,
+            );
+            Some(Err(-EPERM))
+        }
+        // Left over from a thread that died while held and whose id was reused: decide
+        // afresh (a new hold overwrites it).
+        PendingAnswer::NotThisAction => None,
+    }
+}
+
+/// The path of `action` when its decision may come from, and go into, the write-decision
+/// cache (see `jit_common::cache`): a write open, the only `write` on a [`Where::Path`]. For
+/// every other program this is `None` at compile time, and the cache code goes away.
+#[inline(always)]
+fn cacheable(action: &Action) -> Option<*const u8> {
+    match action.path {
+        Where::Path(path) if action.op == Op::Write => Some(path.cast()),
+        _ => None,
+    }
+}
+
+/// Whether the cache allows the write open of `path` again, with nothing it depended on
+/// changed since; counted as an allow (and a cache hit). Leaves the captured state in
+/// `s.cache_key` for [`remember_allow`].
+#[inline(always)]
+fn cache_allows(path: *const u8, action: &Action, s: &mut Scratch) -> bool {
+    cache::capture(path, action.agent.agent_id, &mut s.cache_key);
+    if !cache::lookup(&s.cache_key) {
+        return false;
+    }
+    count(counter::DECISION_BASE + Decision::Allow as u32);
+    count(counter::CACHE_HITS);
+    true
+}
+
+/// Caches `verdict` for the write open of `path` when it is an allow nothing was reported
+/// for, on a path resolved whole.
+#[inline(always)]
+fn remember_allow(path: *const u8, verdict: &Verdict, s: &mut Scratch) {
+    if verdict.decision == Decision::Allow
+        && verdict.enforced == Decision::Allow
+        && s.event.flags == 0
+    {
+        cache::store(path, &s.cache_key, &mut s.cache_check);
     }
 }
 

@@ -4,6 +4,13 @@
 //! Maps live in [`maps`], the agent-cgroup scope check in [`scope`].
 #![no_std]
 #![no_main]
+// `atomic_xadd` for the cache's invalidation counters: `core` has no atomic types for the BPF
+// target, and a BPF atomic add is what those counters need (see `cache`).
+#![feature(core_intrinsics)]
+#![expect(
+    internal_features,
+    reason = "core_intrinsics, for atomic_xadd (see above)"
+)]
 #![expect(
     clippy::inline_always,
     reason = "hook bodies are inlined on purpose: BPF-to-BPF calls add verifier work on every hook"
@@ -14,6 +21,7 @@
 )]
 
 mod bpf;
+mod cache;
 mod engine;
 mod exec;
 mod file_open;

@@ -5,6 +5,7 @@ use aya_ebpf::{
 };
 use jit_common::{
     AgentCgroup, ScopeConfig,
+    cache::CacheKey,
     event::{Event, counter},
     pending::{GrantKey, GrantValue, PendingRequest},
     policy::{AgentConfig, KEY_DATA_LEN, PathLayout, PolicyKey, PolicyValue},
@@ -78,6 +79,11 @@ pub struct Scratch {
     /// so every masked write of a name (at most 255 bytes) stays inside the value.
     pub walk: [u8; WALK_LEN + 512],
     pub event: Event,
+    /// The kernel state a write open's decision depends on (see `crate::cache`), captured
+    /// before the decision and stored with an allow.
+    pub cache_key: CacheKey,
+    /// The same state captured again after the decision (see `crate::cache::store`).
+    pub cache_check: CacheKey,
 }
 
 /// Capacity of the dentry-walk path buffer (`PATH_MAX`).

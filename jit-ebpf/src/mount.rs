@@ -15,7 +15,7 @@
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use jit_common::protect::event_op;
 
-use crate::{protect::deny, scope::current_agent};
+use crate::{cache::note_chroot, protect::deny, scope::current_agent};
 
 /// Refuses the current task's operation `op` when it runs in an agent cgroup.
 #[inline(always)]
@@ -52,8 +52,10 @@ pub fn jit_sb_pivotroot(_ctx: LsmContext) -> i32 {
     refuse_agents(event_op::CHROOT)
 }
 
-/// `path_chroot(const struct path *path)`: `chroot(2)`.
+/// `path_chroot(const struct path *path)`: `chroot(2)`. Every call, by any process, is also
+/// counted for the write-decision cache (see `crate::cache`), before the root changes.
 #[lsm(hook = "path_chroot")]
 pub fn jit_path_chroot(_ctx: LsmContext) -> i32 {
+    note_chroot();
     refuse_agents(event_op::CHROOT)
 }

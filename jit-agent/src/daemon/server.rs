@@ -293,7 +293,7 @@ fn status(daemon: &Daemon) -> Status {
         .map(|(name, hook)| format!("{name} ({hook})"))
         .collect();
     // Decision counters are indexed by the decision's value, then the named counters.
-    let names = [
+    let names: [&str; counter::COUNT as usize] = [
         Decision::Allow.name(),
         Decision::Audit.name(),
         Decision::Hold.name(),
@@ -302,6 +302,7 @@ fn status(daemon: &Daemon) -> Status {
         "events_dropped",
         "errors",
         "grants_used",
+        "write_cache_hits",
     ];
     let counters = counters.unwrap_or_default();
     let state = daemon.policy();

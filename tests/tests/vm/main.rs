@@ -10,3 +10,4 @@ mod exec_policy;
 mod file_ops;
 mod io_uring;
 mod self_protect;
+mod write_cache;

@@ -2,17 +2,20 @@
 //!
 //! Run as root inside the VM by `cargo xtask bench`. Two operations, timed in tight loops: `exec`
 //! (spawn a tiny static binary and wait for it) and `write` (`open(O_WRONLY)` + `close` of one
-//! file). Four cases, in this order, as each needs more kernel state than the one before:
+//! file). Five cases, in this order, as each needs more kernel state than the one before:
 //!
 //! - `none`: no jit program loaded;
 //! - `outside`: programs loaded and attached, an agent cgroup registered, the process in another
 //!   cgroup (what jit costs every process that is not an agent);
 //! - `inside-10`: the process in the agent cgroup, each operation allowed by its exact rule among
 //!   10 rules of that agent;
-//! - `inside-10000`: the same among 10,000 rules.
+//! - `inside-10000`: the same among 10,000 rules. Every write open after the first is allowed
+//!   by the write-decision cache (see `jit_common::cache`): the same file, nothing changed;
+//! - `inside-10000-uncached`: the same with the cache turned off, so every write open resolves
+//!   its path and looks its rule up (what a first open, or an open after a change, costs).
 //!
-//! One *round* runs the four cases once each, loading the programs (with fresh, empty maps)
-//! after `none` and detaching them after `inside-10000`; the bench runs several rounds and
+//! One *round* runs the five cases once each, loading the programs (with fresh, empty maps)
+//! after `none` and detaching them after the last; the bench runs several rounds and
 //! reports, per case, the median over the rounds. Rounds rather than all repetitions of a case
 //! back to back: a slow spell of the host (other VMs, builds) then spoils one repetition of
 //! every case instead of every repetition of one case.
@@ -122,12 +125,26 @@ enum Jit<'a> {
     Off,
     /// Programs attached; the worker is in a cgroup that is not an agent's.
     Outside(&'a mut Enforcer),
-    /// Programs attached; the worker is in the agent cgroup.
-    Inside(&'a mut Enforcer),
+    /// Programs attached; the worker is in the agent cgroup; whether the write-decision cache
+    /// is on.
+    Inside(&'a mut Enforcer, Cache),
+}
+
+/// Whether the write-decision cache is on during an inside case.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Cache {
+    On,
+    Off,
 }
 
 /// The cases, in the order of a round.
-const CASES: [&str; 4] = ["none", "outside", "inside-10", "inside-10000"];
+const CASES: [&str; 5] = [
+    "none",
+    "outside",
+    "inside-10",
+    "inside-10000",
+    "inside-10000-uncached",
+];
 
 /// What one case measured over all rounds.
 struct Case {
@@ -203,7 +220,7 @@ fn run(settings: &Settings) -> Result<Vec<Case>> {
     });
     for round in 1..=settings.reps {
         let start = Instant::now();
-        let [none, outside, inside_few, inside_many] = &mut cases;
+        let [none, outside, inside_few, inside_many, uncached] = &mut cases;
         let context = |case: &Case| format!("round {round}, case {}", case.name);
         // Discarded: the kernel tears the previous round's programs down (trampolines, RCU)
         // in the background just after the detach, and that work lands in the first timing.
@@ -217,15 +234,21 @@ fn run(settings: &Settings) -> Result<Vec<Case>> {
         let sample = measure(&other, settings, Jit::Outside(&mut enforcer))
             .with_context(|| context(outside))?;
         outside.add(sample);
-        let sample = measure(&agent, settings, Jit::Inside(&mut enforcer))
+        let sample = measure(&agent, settings, Jit::Inside(&mut enforcer, Cache::On))
             .with_context(|| context(inside_few))?;
         inside_few.add(sample);
         let inserting = Instant::now();
         insert_rules(&mut enforcer, FEW_RULES..MANY_RULES)?;
         let inserting = inserting.elapsed();
-        let sample = measure(&agent, settings, Jit::Inside(&mut enforcer))
+        let sample = measure(&agent, settings, Jit::Inside(&mut enforcer, Cache::On))
             .with_context(|| context(inside_many))?;
         inside_many.add(sample);
+        enforcer
+            .set_decision_cache(false)
+            .context("turning the write-decision cache off")?;
+        let sample = measure(&agent, settings, Jit::Inside(&mut enforcer, Cache::Off))
+            .with_context(|| context(uncached))?;
+        uncached.add(sample);
         enforcer.detach().context("detaching jit's programs")?;
         println!(
             "  round {round}/{}: {:.1}s (loading {:.1}s, inserting {} rules {:.1}s)",
@@ -299,9 +322,9 @@ fn insert_rules(enforcer: &mut Enforcer, rules: std::ops::Range<usize>) -> Resul
 /// what they counted.
 fn measure(cgroup: &BenchCgroup, settings: &Settings, jit: Jit<'_>) -> Result<Sample> {
     let (mut enforcer, inside) = match jit {
-        Jit::Off => (None, false),
-        Jit::Outside(enforcer) => (Some(enforcer), false),
-        Jit::Inside(enforcer) => (Some(enforcer), true),
+        Jit::Off => (None, None),
+        Jit::Outside(enforcer) => (Some(enforcer), None),
+        Jit::Inside(enforcer, cache) => (Some(enforcer), Some(cache)),
     };
     let before = enforcer
         .as_deref_mut()
@@ -327,16 +350,17 @@ fn measure(cgroup: &BenchCgroup, settings: &Settings, jit: Jit<'_>) -> Result<Sa
 }
 
 /// Fails unless jit decided what it should have: nothing for a process outside, and inside an
-/// allow for every exec (and, once the write op is hooked, every write open), nothing else.
-fn check_decisions(inside: bool, decisions: &Decisions) -> Result<()> {
-    if !inside {
+/// allow for every exec and every write open, nothing else; with the cache on, all but the
+/// first write open of the file allowed by the cache, with it off none.
+fn check_decisions(inside: Option<Cache>, decisions: &Decisions) -> Result<()> {
+    let Some(cache) = inside else {
         ensure!(
             decisions.delta.iter().all(|&n| n == 0),
             "jit counted {:?} for a process outside every agent cgroup",
             decisions.delta
         );
         return Ok(());
-    }
+    };
     for decision in [Decision::Audit, Decision::Hold, Decision::Deny] {
         let n = decisions.get(counter::DECISION_BASE + decision as u32);
         ensure!(n == 0, "{n} {} decisions, expected none", decision.name());
@@ -346,9 +370,21 @@ fn check_decisions(inside: bool, decisions: &Decisions) -> Result<()> {
     let [execs, writes] = decisions.calls;
     let allowed = decisions.allowed();
     ensure!(
-        allowed == execs || decisions.writes_decided(),
+        decisions.writes_decided(),
         "{allowed} allow decisions for {execs} execs and {writes} write opens"
     );
+    let hits = decisions.get(counter::CACHE_HITS);
+    match cache {
+        // The worker's first open of the file may miss (a fresh table, another CPU's entry).
+        Cache::On => ensure!(
+            hits + 2 >= writes,
+            "the write-decision cache allowed {hits} of {writes} write opens of one file"
+        ),
+        Cache::Off => ensure!(
+            hits == 0,
+            "the cache is off, yet allowed {hits} write opens"
+        ),
+    }
     Ok(())
 }
 

@@ -38,7 +38,7 @@ fn human(ns: u64) -> String {
 pub fn print(cases: &[Case], settings: &Settings) {
     let mut lines = String::new();
     let mut table = format!(
-        "\n{:<6} {:<13} {:>11} {:>6} {:>12} {:>12}\n",
+        "\n{:<6} {:<21} {:>11} {:>6} {:>12} {:>12}\n",
         "op", "case", "median", "ratio", "fastest rep", "slowest rep"
     );
     for (index, op) in OPS.iter().enumerate() {
@@ -50,7 +50,7 @@ pub fn print(cases: &[Case], settings: &Settings) {
             let _ = writeln!(lines, "bench {op}/{case} median_ns={m} ratio={ratio}");
             let _ = writeln!(
                 table,
-                "{op:<6} {case:<13} {:>11} {ratio:>6} {:>12} {:>12}",
+                "{op:<6} {case:<21} {:>11} {ratio:>6} {:>12} {:>12}",
                 human(m),
                 human(values.iter().copied().min().unwrap_or_default()),
                 human(values.iter().copied().max().unwrap_or_default()),
@@ -73,9 +73,10 @@ pub fn print(cases: &[Case], settings: &Settings) {
         let count = |decision: Decision| d.get(counter::DECISION_BASE + decision as u32);
         let _ = write!(
             table,
-            "  {:<13} allow {:>6}  audit {}  hold {}  deny {}  errors {}",
+            "  {:<21} allow {:>6} (cached {:>6})  audit {}  hold {}  deny {}  errors {}",
             case.name,
             count(Decision::Allow),
+            d.get(counter::CACHE_HITS),
             count(Decision::Audit),
             count(Decision::Hold),
             count(Decision::Deny),
