@@ -152,6 +152,9 @@ pub enum BpfError {
     },
 }
 
+/// `bpf_map_update_elem` flag: update an existing element only.
+const BPF_EXIST: u64 = 2;
+
 /// Where the daemon pins programs, links and maps by default.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/jit";
 
@@ -628,9 +631,18 @@ impl Enforcer {
         };
         request.state = if allow { STATE_ALLOWED } else { STATE_DENIED };
         // The answer must be in place before the task runs again: it re-enters the hook at once.
-        pending
-            .insert(tid, request, 0)
-            .map_err(map_err(map_names::PENDING, "update"))?;
+        // Only ever an update of the kernel's entry (`BPF_EXIST`), never a new one: the kernel
+        // may have removed it meanwhile (its stop failed), and only the kernel makes entries
+        // (its hold counters rely on that, see `jit_common::pending::held_slot`).
+        match pending.insert(tid, request, BPF_EXIST) {
+            Ok(()) => {}
+            Err(MapError::SyscallError(err))
+                if err.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                return Err(BpfError::NotPending { tid, request_id });
+            }
+            Err(source) => return Err(map_err(map_names::PENDING, "update")(source)),
+        }
         let pid = nix::unistd::Pid::from_raw(request.tgid.cast_signed());
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).map_err(|source| {
             BpfError::Continue {

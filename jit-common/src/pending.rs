@@ -25,6 +25,20 @@ pub struct FileId {
     pub name: u64,
 }
 
+/// Slots of the kernel's per-thread-id hold counters (see [`held_slot`]).
+pub const HELD_SLOTS: u32 = 4096;
+
+/// The slot of thread `tid` in the kernel's hold counters. Each counts the `PENDING` entries the
+/// kernel made for threads of that slot, minus those the kernel removed again: never less than
+/// the entries there are (the daemon never makes one, it only answers existing entries; an entry
+/// it removes, for a thread that died while held, stays counted). A thread whose slot counts 0
+/// has no entry, and the hooks skip the `PENDING` lookup for it.
+#[must_use]
+#[inline(always)]
+pub const fn held_slot(tid: u32) -> u32 {
+    tid & (HELD_SLOTS - 1)
+}
+
 /// `PendingRequest::state`: waiting for a reviewer.
 pub const STATE_PENDING: u8 = 0;
 /// `PendingRequest::state`: approved; the next identical action of the task proceeds once.

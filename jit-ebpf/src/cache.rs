@@ -10,7 +10,6 @@
 //! `path_chroot` (in `mount.rs`) bumps the `chroot` counter the same way for every process.
 use core::{
     ffi::c_void,
-    intrinsics::{AtomicOrdering, atomic_xadd},
     sync::atomic::{Ordering, compiler_fence},
 };
 
@@ -26,7 +25,10 @@ use jit_common::cache::{
     may_store, slot_of,
 };
 
-use crate::engine::{load_btf, load_ptr, offset, read_kernel};
+use crate::{
+    engine::{load_btf, load_ptr, offset, read_kernel},
+    maps::{atomic_add, read_u32},
+};
 
 /// The per-CPU table of allowed write opens.
 #[map(name = "DECISION_CACHE")]
@@ -63,23 +65,16 @@ pub fn note_chroot() {
     bump(CHROOT_COUNTER);
 }
 
+/// Bumps invalidation counter `index`. Atomic, not a plain `+= 1`: a preempted plain increment
+/// could write back an old count after a newer bump and make a recycled dentry match again.
 #[inline(always)]
 fn bump(index: u32) {
-    if let Some(counter) = CACHE_INVALIDATION.get_ptr_mut(index) {
-        // SAFETY: a u32 in map memory, which stays valid while the program runs; updated only
-        // atomically (BPF `lock xadd`: `core` has no atomic types for the BPF target). Atomic,
-        // not a plain `+= 1`: a preempted plain increment could write back an old count after
-        // a newer bump and make a recycled dentry match again.
-        unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(counter, 1) };
-    }
+    atomic_add(&CACHE_INVALIDATION, index, 1);
 }
 
 #[inline(always)]
 fn counter(index: u32) -> u32 {
-    CACHE_INVALIDATION
-        .get_ptr(index)
-        // SAFETY: a u32 in map memory, read once.
-        .map_or(0, |c| unsafe { core::ptr::read_volatile(c) })
+    read_u32(&CACHE_INVALIDATION, index)
 }
 
 /// The sequence count of the seqlock at kernel address `lock`, or 1 (odd: "changing", which

@@ -25,7 +25,7 @@ use jit_common::{
         counter,
     },
     layout::KernelLayout,
-    pending::{FileId, GrantKey, PendingAnswer, PendingRequest, STATE_PENDING},
+    pending::{FileId, GrantKey, PendingAnswer, PendingRequest, STATE_PENDING, held_slot},
     policy::{
         Decision, KEY_DATA_LEN, Op, PATH_CAPACITY, PolicyKey, PolicyValue, Verdict, evaluate_with,
     },
@@ -35,7 +35,8 @@ use jit_common::{
 use crate::{
     EPERM, cache,
     maps::{
-        AGENT_CONFIG, EVENTS, GRANTS, PENDING, POLICY, PROTECTED, SCRATCH, Scratch, WALK_LEN, count,
+        AGENT_CONFIG, EVENTS, GRANTS, HELD, PENDING, POLICY, PROTECTED, SCRATCH, Scratch, WALK_LEN,
+        atomic_add, count, read_u32,
     },
 };
 
@@ -332,8 +333,11 @@ pub fn decide(action: &Action) -> Result<i32, i32> {
     let s = unsafe { &mut *scratch };
     let tid = bpf_get_current_pid_tgid() as u32;
 
-    // A held task comes back here when it is continued: answer it before anything else.
-    if let Some(answer) = answer_pending(tid, action, s) {
+    // A held task comes back here when it is continued: answer it before anything else. Only
+    // threads whose slot has kernel-made entries can have one (see `held_slot`).
+    if read_u32(&HELD, held_slot(tid)) != 0
+        && let Some(answer) = answer_pending(tid, action, s)
+    {
         return answer;
     }
 
@@ -407,6 +411,15 @@ pub fn decide(action: &Action) -> Result<i32, i32> {
     }
 }
 
+/// Removes the current thread's `PENDING` entry and uncounts it when this removal took it
+/// (the daemon may have removed it first).
+#[inline(always)]
+fn forget_pending(tid: u32) {
+    if PENDING.remove(tid).is_ok() {
+        atomic_add(&HELD, held_slot(tid), u32::MAX);
+    }
+}
+
 /// The answer to a held task that comes back here once continued, if the current task is
 /// one; `None` to decide afresh.
 #[inline(always)]
@@ -416,7 +429,7 @@ fn answer_pending(tid: u32, action: &Action, s: &mut Scratch) -> Option<Result<i
     match pending.answer(action.op as u8, &action.file) {
         PendingAnswer::StillPending => Some(stop(tid)),
         PendingAnswer::Allow => {
-            let _ = PENDING.remove(tid);
+            forget_pending(tid);
             resolve_path(&action.path, s);
             let verdict = Verdict {
                 decision: Decision::Hold,
@@ -434,7 +447,7 @@ fn answer_pending(tid: u32, action: &Action, s: &mut Scratch) -> Option<Result<i
             Some(Ok(0))
         }
         PendingAnswer::Deny => {
-            let _ = PENDING.remove(tid);
+            forget_pending(tid);
             resolve_path(&action.path, s);
             let verdict = Verdict {
                 decision: Decision::Hold,
@@ -511,6 +524,8 @@ fn hold(tid: u32, action: &Action, verdict: &Verdict, s: &mut Scratch) -> Result
         state: STATE_PENDING,
         pad: [0; 2],
     };
+    // Counted first: the count may exceed the entries, never fall short of them.
+    atomic_add(&HELD, held_slot(tid), 1);
     if PENDING.insert(tid, request, 0).is_err() {
         count(counter::ERRORS);
         count(counter::DECISION_BASE + Decision::Deny as u32);
@@ -539,7 +554,7 @@ fn stop(tid: u32) -> Result<i32, i32> {
     // SAFETY: helper with a plain signal number.
     if unsafe { bpf_send_signal(SIGSTOP) } != 0 {
         count(counter::ERRORS);
-        let _ = PENDING.remove(tid);
+        forget_pending(tid);
         return Err(-EPERM);
     }
     // SAFETY: the state is copied out.

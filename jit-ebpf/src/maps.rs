@@ -1,4 +1,6 @@
 //! Every map of the jit programs. Names are shared with userspace via `jit_common::map_names`.
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
@@ -7,7 +9,7 @@ use jit_common::{
     AgentCgroup, ScopeConfig,
     cache::CacheKey,
     event::{Event, counter},
-    pending::{GrantKey, GrantValue, PendingRequest},
+    pending::{GrantKey, GrantValue, HELD_SLOTS, PendingRequest},
     policy::{AgentConfig, KEY_DATA_LEN, PathLayout, PolicyKey, PolicyValue},
     protect::ProtectConfig,
 };
@@ -91,6 +93,30 @@ pub const WALK_LEN: usize = 4096;
 
 #[map(name = "SCRATCH")]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-thread-id-slot counts of the `PENDING` entries the kernel made (see
+/// `jit_common::pending::held_slot`): a thread whose slot counts 0 is not held, and the hooks
+/// skip the `PENDING` lookup for it. Only ever changed atomically, by the programs.
+#[map(name = "HELD")]
+pub static HELD: Array<u32> = Array::with_max_entries(HELD_SLOTS, 0);
+
+/// Adds `delta` (wrapping: `u32::MAX` subtracts one) to entry `index` of `map`, atomically (a BPF
+/// atomic add: `core` has no atomic types for the BPF target).
+#[inline(always)]
+pub fn atomic_add(map: &Array<u32>, index: u32, delta: u32) {
+    if let Some(counter) = map.get_ptr_mut(index) {
+        // SAFETY: a u32 in map memory, which stays valid while the program runs.
+        unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(counter, delta) };
+    }
+}
+
+/// Entry `index` of `map`, read once; 0 when out of range.
+#[inline(always)]
+pub fn read_u32(map: &Array<u32>, index: u32) -> u32 {
+    map.get_ptr(index)
+        // SAFETY: a u32 in map memory.
+        .map_or(0, |c| unsafe { core::ptr::read_volatile(c) })
+}
 
 /// Adds one to counter `index` on this CPU.
 #[inline(always)]

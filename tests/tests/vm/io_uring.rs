@@ -1,5 +1,5 @@
 //! Writes through `io_uring`: an `IORING_OP_OPENAT` for writing is decided like `open(2)`, and a
-//! hold becomes a denial. A task cannot be held inside `io_uring_enter` (or in an `io_uring`
+//! hold becomes a denial, whether the request runs inline or in a worker thread (`IOSQE_ASYNC`). A task cannot be held inside `io_uring_enter` (or in an `io_uring`
 //! worker, or in task work): the syscall-restart code that makes holds transparent would reach
 //! the request's completion as errno 513 instead of restarting anything.
 //!
@@ -80,6 +80,9 @@ struct Sqe {
 }
 
 const IORING_OP_OPENAT: u8 = 18;
+/// `sqe.flags`: issue the request from an `io_uring` worker thread (`PF_IO_WORKER`), never
+/// inline.
+const IOSQE_ASYNC: u8 = 1 << 4;
 const IORING_ENTER_GETEVENTS: u32 = 1;
 const IORING_OFF_SQ_RING: i64 = 0;
 const IORING_OFF_CQ_RING: i64 = 0x0800_0000;
@@ -98,7 +101,7 @@ const IORING_OFF_SQES: i64 = 0x1000_0000;
     clippy::cast_ptr_alignment,
     reason = "the kernel aligns every ring field and entry it reports an offset for"
 )]
-unsafe fn open_through_io_uring(path: &CString) -> i32 {
+unsafe fn open_through_io_uring(path: &CString, sqe_flags: u8) -> i32 {
     // SAFETY: raw syscalls and mmaps, used within the sizes the kernel reported.
     unsafe {
         let mut params = Params::default();
@@ -134,7 +137,7 @@ unsafe fn open_through_io_uring(path: &CString) -> i32 {
         }
         sqes.cast::<Sqe>().write(Sqe {
             opcode: IORING_OP_OPENAT,
-            flags: 0,
+            flags: sqe_flags,
             ioprio: 0,
             fd: libc::AT_FDCWD,
             off: 0,
@@ -183,7 +186,7 @@ unsafe fn open_through_io_uring(path: &CString) -> i32 {
 
 /// Runs [`open_through_io_uring`] in a child in the agent cgroup and returns its exit code,
 /// failing after 30 s (a child stopped for good).
-fn open_in_agent(setup: &AgentSetup, target: &Path) -> i32 {
+fn open_in_agent(setup: &AgentSetup, target: &Path, sqe_flags: u8) -> i32 {
     let procs = setup.cgroup.procs();
     let path = CString::new(target.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: the child only makes syscalls and leaves with _exit.
@@ -191,7 +194,7 @@ fn open_in_agent(setup: &AgentSetup, target: &Path) -> i32 {
         -1 => panic!("fork: {}", std::io::Error::last_os_error()),
         0 => unsafe {
             let code = match join_cgroup(&procs) {
-                Ok(()) => open_through_io_uring(&path),
+                Ok(()) => open_through_io_uring(&path, sqe_flags),
                 Err(_) => 200,
             };
             libc::_exit(code)
@@ -231,23 +234,40 @@ fn io_uring_opens_are_decided_and_never_held() {
     setup.rule(Op::Write, held.to_str().unwrap(), Decision::Hold);
     // Without io_uring working here the test proves nothing: fail loudly.
     assert_ne!(
-        open_in_agent(&setup, &allowed),
+        open_in_agent(&setup, &allowed, 0),
         SETUP_FAILED,
         "io_uring could not be set up in the VM"
     );
     setup.drain_events();
-    assert_eq!(open_in_agent(&setup, &allowed), 0, "allowed by its rule");
+    assert_eq!(open_in_agent(&setup, &allowed, 0), 0, "allowed by its rule");
     assert_eq!(
-        open_in_agent(&setup, &denied),
+        open_in_agent(&setup, &denied, 0),
         libc::EPERM,
         "denied by the default"
     );
-    let code = open_in_agent(&setup, &held);
+    let code = open_in_agent(&setup, &held, 0);
     assert_ne!(
         code, NOT_AN_ERRNO,
         "a held io_uring open leaked errno 513 into its completion"
     );
     assert_eq!(code, libc::EPERM, "a hold through io_uring is a denial");
+    // The same from an io_uring worker thread, which has no io_uring context of its own: the
+    // `PF_IO_WORKER` check denies it.
+    assert_eq!(
+        open_in_agent(&setup, &allowed, IOSQE_ASYNC),
+        0,
+        "allowed by its rule, from a worker"
+    );
+    let code = open_in_agent(&setup, &held, IOSQE_ASYNC);
+    assert_ne!(
+        code, NOT_AN_ERRNO,
+        "a held open in an io_uring worker leaked errno 513 into its completion"
+    );
+    assert_eq!(
+        code,
+        libc::EPERM,
+        "a hold in an io_uring worker is a denial"
+    );
     assert!(
         setup.pending().is_empty(),
         "nothing is left held: {:?}",
@@ -258,6 +278,11 @@ fn io_uring_opens_are_decided_and_never_held() {
         .iter()
         .filter(|e| e.path_bytes() == held.as_os_str().as_encoded_bytes())
         .collect();
+    assert!(
+        on_held.iter().any(|e| e.pid != e.tgid),
+        "one held open ran in a worker thread (a thread id other than the process id): {:?}",
+        on_held.iter().map(|e| (e.pid, e.tgid)).collect::<Vec<_>>()
+    );
     assert!(
         !on_held.is_empty()
             && on_held
