@@ -475,16 +475,32 @@ impl Enforcer {
     /// Adds or replaces one compiled rule.
     ///
     /// # Errors
-    /// [`BpfError::RuleIdZero`] for a value with rule id 0 (see `PolicyValue::NO_MATCH`); when
-    /// the map update fails (for example when the map is full).
+    /// As [`Enforcer::insert_rules`].
     pub fn insert_rule(&mut self, key: &PolicyKey, value: PolicyValue) -> Result<(), BpfError> {
-        if !value.is_match() {
-            return Err(BpfError::RuleIdZero);
-        }
+        self.insert_rules([(*key, value)])
+    }
+
+    /// Adds or replaces compiled rules, in order, stopping at the first that fails; cached
+    /// decisions are invalidated once, after the last (also after a failure, for the rules
+    /// inserted before it).
+    ///
+    /// # Errors
+    /// [`BpfError::RuleIdZero`] for a value with rule id 0 (see `PolicyValue::NO_MATCH`); when
+    /// a map update fails (for example when the map is full).
+    pub fn insert_rules(
+        &mut self,
+        rules: impl IntoIterator<Item = (PolicyKey, PolicyValue)>,
+    ) -> Result<(), BpfError> {
         let mut trie: LpmTrie<_, [u8; KEY_DATA_LEN], PolicyValue> = self.open(map_names::POLICY)?;
-        trie.insert(&Key::new(key.prefixlen, key.data), value, 0)
-            .map_err(map_err(map_names::POLICY, "insert"))?;
-        self.policy_changed()
+        let inserted = rules.into_iter().try_for_each(|(key, value)| {
+            if !value.is_match() {
+                return Err(BpfError::RuleIdZero);
+            }
+            trie.insert(&Key::new(key.prefixlen, key.data), value, 0)
+                .map_err(map_err(map_names::POLICY, "insert"))
+        });
+        self.policy_changed()?;
+        inserted
     }
 
     /// Sets who and what processes in agent cgroups may not touch, on top of what is always

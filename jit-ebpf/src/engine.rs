@@ -428,41 +428,30 @@ fn answer_pending(tid: u32, action: &Action, s: &mut Scratch) -> Option<Result<i
     let pending = unsafe { PENDING.get(tid) }.copied()?;
     match pending.answer(action.op as u8, &action.file) {
         PendingAnswer::StillPending => Some(stop(tid)),
-        PendingAnswer::Allow => {
+        answer @ (PendingAnswer::Allow | PendingAnswer::Deny) => {
+            let allowed = answer == PendingAnswer::Allow;
             forget_pending(tid);
             resolve_path(&action.path, s);
             let verdict = Verdict {
                 decision: Decision::Hold,
-                enforced: Decision::Allow,
+                enforced: if allowed {
+                    Decision::Allow
+                } else {
+                    Decision::Deny
+                },
                 rule_id: pending.rule_id,
             };
-            count(counter::GRANTS_USED);
-            emit(
-                EventKind::GrantUsed,
-                action,
-                &verdict,
-                pending.request_id,
-                s,
-            );
-            Some(Ok(0))
-        }
-        PendingAnswer::Deny => {
-            forget_pending(tid);
-            resolve_path(&action.path, s);
-            let verdict = Verdict {
-                decision: Decision::Hold,
-                enforced: Decision::Deny,
-                rule_id: pending.rule_id,
+            let (kind, counted) = if allowed {
+                (EventKind::GrantUsed, counter::GRANTS_USED)
+            } else {
+                (
+                    EventKind::GrantDenied,
+                    counter::DECISION_BASE + Decision::Deny as u32,
+                )
             };
-            count(counter::DECISION_BASE + Decision::Deny as u32);
-            emit(
-                EventKind::GrantDenied,
-                action,
-                &verdict,
-                pending.request_id,
-                s,
-            );
-            Some(Err(-EPERM))
+            count(counted);
+            emit(kind, action, &verdict, pending.request_id, s);
+            Some(if allowed { Ok(0) } else { Err(-EPERM) })
         }
         // Left over from a thread that died while held and whose id was reused: decide
         // afresh (a new hold overwrites it).

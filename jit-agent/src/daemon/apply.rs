@@ -116,12 +116,10 @@ pub fn install(
     for agent in &compiled.agents {
         let ruleset = *next_ruleset;
         *next_ruleset = next_ruleset.wrapping_add(1).max(1);
-        for (key, value) in agent.keys(ruleset) {
-            if let Err(err) = enforcer.insert_rule(&key, value) {
-                // Undo: the half-written rule sets are not referenced by anything.
-                let _ = enforcer.retain_rulesets(&live);
-                return Err(err.into());
-            }
+        if let Err(err) = enforcer.insert_rules(agent.keys(ruleset)) {
+            // Undo: the half-written rule sets are not referenced by anything.
+            let _ = enforcer.retain_rulesets(&live);
+            return Err(err.into());
         }
         rulesets.push(ruleset);
     }
