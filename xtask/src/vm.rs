@@ -93,6 +93,16 @@ impl Accel {
         }
     }
 
+    /// Virtual CPUs. One under the instruction-counting clock: single-threaded emulation runs
+    /// vCPUs in turn anyway, and Debian's 6.1 kernel hangs there bringing up a second CPU
+    /// (`smp: Bringing up secondary CPUs ...`, nothing after).
+    fn cpus(self) -> &'static str {
+        match self {
+            Self::Kvm | Self::Tcg => "2",
+            Self::TcgIcount => "1",
+        }
+    }
+
     /// Whether this is software emulation (the fallback when KVM does not work).
     fn is_software(self) -> bool {
         matches!(self, Self::Tcg | Self::TcgIcount)
@@ -149,7 +159,7 @@ fn spawn(
             "-m",
             "2048",
             "-smp",
-            "2",
+            accel.cpus(),
             "-nodefaults",
             "-display",
             "none",
