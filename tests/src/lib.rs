@@ -165,6 +165,62 @@ pub fn join_cgroup(procs: &CString) -> io::Result<()> {
     Ok(())
 }
 
+/// A forked child process that joined a cgroup and reports one result as its exit code: for
+/// syscalls whose errno the test asserts, made by a real process inside an agent cgroup.
+pub struct ForkedChild(pub libc::pid_t);
+
+impl ForkedChild {
+    /// Forks; the child joins the cgroup whose `cgroup.procs` is `procs`, runs `body` and exits
+    /// with what it returns (200 when it could not join). `body` runs between `fork` and
+    /// `_exit` of a multi-threaded process: async-signal-safe calls only, no allocation (build
+    /// its strings first).
+    #[must_use]
+    pub fn start(procs: &CString, body: impl FnOnce() -> i32) -> Self {
+        // SAFETY: the child only joins the cgroup, runs `body` (async-signal-safe, see above)
+        // and leaves with _exit.
+        match unsafe { libc::fork() } {
+            -1 => panic!("fork: {}", io::Error::last_os_error()),
+            0 => unsafe {
+                let code = match join_cgroup(procs) {
+                    Ok(()) => body(),
+                    Err(_) => 200,
+                };
+                libc::_exit(code)
+            },
+            pid => Self(pid),
+        }
+    }
+
+    /// Waits for the child's exit code, failing (and killing it) after 30 s: a child stopped
+    /// for good, or one ended by a signal, fails the test.
+    #[must_use]
+    pub fn result(self) -> i32 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            let ret = unsafe { libc::waitpid(self.0, &raw mut status, libc::WNOHANG) };
+            if ret == self.0 {
+                assert!(
+                    libc::WIFEXITED(status),
+                    "child did not exit normally ({status:#x})"
+                );
+                return libc::WEXITSTATUS(status);
+            }
+            if Instant::now() > deadline {
+                let state = process_state(self.0.cast_unsigned());
+                // SAFETY: our own child.
+                unsafe { libc::kill(self.0, libc::SIGKILL) };
+                panic!(
+                    "child {} did not finish within 30 s (state {state})",
+                    self.0
+                );
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
 impl Drop for TestCgroup {
     fn drop(&mut self) {
         // A failed test can leave a process behind, held (stopped) in here: kill whatever is

@@ -7,11 +7,11 @@ use std::{
     os::unix::fs::{MetadataExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use jit_common::policy::{Decision, Mode, Op};
-use jit_tests::{AgentSetup, TestDir, join_cgroup, process_state, require_vm, wait_stopped};
+use jit_tests::{AgentSetup, ForkedChild, TestDir, require_vm, wait_stopped};
 
 /// One file operation: how to prepare its target, the syscall, and whether it took effect.
 #[derive(Clone, Copy)]
@@ -132,54 +132,14 @@ impl FileAct {
     }
 }
 
-/// A child process that joined the agent cgroup and performs one file operation.
-struct Child(libc::pid_t);
-
-impl Child {
-    fn start(setup: &AgentSetup, act: FileAct, target: &Path) -> Self {
-        let procs = setup.cgroup.procs();
-        let path = CString::new(target.as_os_str().as_encoded_bytes()).unwrap();
-        let source = CString::new(source_of(target).into_os_string().into_encoded_bytes()).unwrap();
-        // SAFETY: the child only makes async-signal-safe calls and leaves with _exit.
-        match unsafe { libc::fork() } {
-            -1 => panic!("fork: {}", std::io::Error::last_os_error()),
-            0 => unsafe {
-                let code = match join_cgroup(&procs) {
-                    Ok(()) => act.perform(&path, &source),
-                    Err(_) => 200,
-                };
-                libc::_exit(code)
-            },
-            pid => Self(pid),
-        }
-    }
-
-    /// Waits for the child's result (its errno, 0 = success), failing after 30 s.
-    fn result(self) -> i32 {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let mut status = 0;
-            // SAFETY: waiting for our own child.
-            let ret = unsafe { libc::waitpid(self.0, &raw mut status, libc::WNOHANG) };
-            if ret == self.0 {
-                assert!(
-                    libc::WIFEXITED(status),
-                    "child did not exit normally ({status:#x})"
-                );
-                return libc::WEXITSTATUS(status);
-            }
-            if Instant::now() > deadline {
-                // SAFETY: our own child.
-                unsafe { libc::kill(self.0, libc::SIGKILL) };
-                panic!(
-                    "child {} did not finish within 30 s (state {})",
-                    self.0,
-                    process_state(self.0.cast_unsigned())
-                );
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
-    }
+/// A child process in the agent cgroup that performs one file operation on `target`.
+fn start(setup: &AgentSetup, act: FileAct, target: &Path) -> ForkedChild {
+    let path = CString::new(target.as_os_str().as_encoded_bytes()).unwrap();
+    let source = CString::new(source_of(target).into_os_string().into_encoded_bytes()).unwrap();
+    // SAFETY: `perform` is async-signal-safe.
+    ForkedChild::start(&setup.cgroup.procs(), move || unsafe {
+        act.perform(&path, &source)
+    })
 }
 
 /// Runs the four cases of one operation, each on its own target in `dir`.
@@ -214,7 +174,7 @@ fn check_op(act: FileAct) {
         setup.rule(op, source_of(&allowed).to_str().unwrap(), Decision::Allow);
     }
     assert_eq!(
-        Child::start(&setup, act, &allowed).result(),
+        start(&setup, act, &allowed).result(),
         0,
         "{}",
         what("allowed")
@@ -225,7 +185,7 @@ fn check_op(act: FileAct) {
     let denied = target("deny");
     setup.rule(op, denied.to_str().unwrap(), Decision::Deny);
     assert_eq!(
-        Child::start(&setup, act, &denied).result(),
+        start(&setup, act, &denied).result(),
         libc::EPERM,
         "{}",
         what("denied")
@@ -236,7 +196,7 @@ fn check_op(act: FileAct) {
     for (case, approve) in [("hold-approve", true), ("hold-deny", false)] {
         let held = target(case);
         setup.rule(op, held.to_str().unwrap(), Decision::Hold);
-        let child = Child::start(&setup, act, &held);
+        let child = start(&setup, act, &held);
         let (tid, request) = setup.wait_for_hold();
         assert_eq!(request.op, op as u8);
         wait_stopped(request.tgid);
@@ -386,22 +346,16 @@ fn c_path(path: &Path) -> CString {
 /// Runs `syscall` in a forked child inside the cgroup whose `cgroup.procs` is `procs`; returns
 /// its errno (0 = success). The closure must be async-signal-safe: build its strings first.
 fn run_in_cgroup(procs: &Path, syscall: impl Fn() -> i32) -> i32 {
-    let procs = c_path(procs);
-    // SAFETY: the child only joins the cgroup, makes the syscall and leaves with _exit.
-    match unsafe { libc::fork() } {
-        -1 => panic!("fork: {}", std::io::Error::last_os_error()),
-        0 => unsafe {
-            let code = match join_cgroup(&procs) {
-                Ok(()) if syscall() == 0 => 0,
-                Ok(()) => std::io::Error::last_os_error()
-                    .raw_os_error()
-                    .unwrap_or(255),
-                Err(_) => 200,
-            };
-            libc::_exit(code)
-        },
-        pid => Child(pid).result(),
-    }
+    ForkedChild::start(&c_path(procs), || {
+        if syscall() == 0 {
+            0
+        } else {
+            std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(255)
+        }
+    })
+    .result()
 }
 
 #[test]
@@ -414,10 +368,7 @@ fn write_through_a_symlink_to_a_denied_file_is_denied() {
     std::os::unix::fs::symlink(&secret, &link).unwrap();
     let mut setup = AgentSetup::new("file-symlink", Decision::Allow, Mode::Enforce);
     setup.rule(Op::Write, secret.to_str().unwrap(), Decision::Deny);
-    assert_eq!(
-        Child::start(&setup, FileAct::Write, &link).result(),
-        libc::EPERM
-    );
+    assert_eq!(start(&setup, FileAct::Write, &link).result(), libc::EPERM);
     assert_eq!(fs::read_to_string(&secret).unwrap(), "data");
 }
 
@@ -443,28 +394,21 @@ fn hold_with_a_full_ring_buffer() {
         CString::new(denied.as_os_str().as_encoded_bytes()).unwrap(),
         CString::new(held.as_os_str().as_encoded_bytes()).unwrap(),
     );
-    // SAFETY: the child only makes syscalls and leaves with _exit.
-    let child = match unsafe { libc::fork() } {
-        -1 => panic!("fork: {}", std::io::Error::last_os_error()),
-        0 => unsafe {
-            if join_cgroup(&procs).is_err() {
-                libc::_exit(200);
+    // SAFETY (in the child): plain syscalls on C strings built before the fork.
+    let child = ForkedChild::start(&procs, || unsafe {
+        for _ in 0..2000 {
+            let fd = libc::open(denied_c.as_ptr(), libc::O_WRONLY);
+            if fd >= 0 {
+                return 201;
             }
-            for _ in 0..2000 {
-                let fd = libc::open(denied_c.as_ptr(), libc::O_WRONLY);
-                if fd >= 0 {
-                    libc::_exit(201);
-                }
-            }
-            let fd = libc::open(held_c.as_ptr(), libc::O_WRONLY);
-            libc::_exit(if fd >= 0 {
-                0
-            } else {
-                *libc::__errno_location()
-            })
-        },
-        pid => Child(pid),
-    };
+        }
+        let fd = libc::open(held_c.as_ptr(), libc::O_WRONLY);
+        if fd >= 0 {
+            0
+        } else {
+            *libc::__errno_location()
+        }
+    });
     let (tid, request) = setup.wait_for_hold();
     wait_stopped(request.tgid);
     let dropped = setup.enforcer().counters().expect("counters")[counter::EVENTS_DROPPED as usize]

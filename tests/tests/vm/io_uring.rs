@@ -5,10 +5,10 @@
 //!
 //! The `io_uring` instance is driven with raw syscalls in a forked child (no allocation between
 //! `fork` and `_exit`), from inside the agent cgroup.
-use std::{ffi::CString, fs, path::Path, thread, time::Duration};
+use std::{ffi::CString, fs, path::Path};
 
 use jit_common::policy::{Decision, Mode, Op};
-use jit_tests::{AgentSetup, TestDir, join_cgroup, process_state, require_vm};
+use jit_tests::{AgentSetup, ForkedChild, TestDir, require_vm};
 
 /// Exit code of the child for a completion result that is no errno (`-res` above 255): what a
 /// leaked `ERESTARTNOINTR` (513) looks like.
@@ -184,39 +184,14 @@ unsafe fn open_through_io_uring(path: &CString, sqe_flags: u8) -> i32 {
     }
 }
 
-/// Runs [`open_through_io_uring`] in a child in the agent cgroup and returns its exit code,
-/// failing after 30 s (a child stopped for good).
+/// Runs [`open_through_io_uring`] in a child in the agent cgroup and returns its exit code.
 fn open_in_agent(setup: &AgentSetup, target: &Path, sqe_flags: u8) -> i32 {
-    let procs = setup.cgroup.procs();
     let path = CString::new(target.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: the child only makes syscalls and leaves with _exit.
-    let pid = match unsafe { libc::fork() } {
-        -1 => panic!("fork: {}", std::io::Error::last_os_error()),
-        0 => unsafe {
-            let code = match join_cgroup(&procs) {
-                Ok(()) => open_through_io_uring(&path, sqe_flags),
-                Err(_) => 200,
-            };
-            libc::_exit(code)
-        },
-        pid => pid,
-    };
-    for _ in 0..3000 {
-        let mut status = 0;
-        // SAFETY: waiting for our own child.
-        if unsafe { libc::waitpid(pid, &raw mut status, libc::WNOHANG) } == pid {
-            assert!(
-                libc::WIFEXITED(status),
-                "child ended by a signal ({status:#x})"
-            );
-            return libc::WEXITSTATUS(status);
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    let state = process_state(pid.cast_unsigned());
-    // SAFETY: our own child.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
-    panic!("the io_uring child did not finish within 30 s (state {state})");
+    // SAFETY: the child makes raw syscalls only.
+    ForkedChild::start(&setup.cgroup.procs(), || unsafe {
+        open_through_io_uring(&path, sqe_flags)
+    })
+    .result()
 }
 
 #[test]

@@ -97,6 +97,20 @@ impl Drop for FakeDaemon {
 }
 
 /// The self-protection denials among `events`, as `(op, file.ino, file.name)`.
+/// Asserts that a self-protection event since the last drain names signal `signal` sent to
+/// `daemon`.
+fn assert_signal_refused(setup: &mut AgentSetup, daemon: &FakeDaemon, signal: libc::c_int) {
+    let events = protection_events(&setup.drain_events());
+    assert!(
+        events.contains(&(
+            event_op::SIGNAL,
+            u64::from(daemon.0.id()),
+            u64::from(signal.cast_unsigned())
+        )),
+        "a self-protection event names signal {signal} and the daemon: {events:?}"
+    );
+}
+
 fn protection_events(events: &[Event]) -> Vec<(u8, u64, u64)> {
     events
         .iter()
@@ -155,15 +169,7 @@ fn agents_cannot_signal_the_daemon() {
         "kill -KILL daemon from an agent: {status}"
     );
     daemon.assert_running("after busybox kill from an agent");
-    let events = protection_events(&setup.drain_events());
-    assert!(
-        events.contains(&(
-            event_op::SIGNAL,
-            u64::from(daemon.0.id()),
-            libc::SIGKILL as u64
-        )),
-        "a self-protection event names the signal and the daemon: {events:?}"
-    );
+    assert_signal_refused(&mut setup, &daemon, libc::SIGKILL);
 
     // Other targets are the policy's business, and the daemon is reachable from outside.
     let other = bystander.pid();
@@ -226,15 +232,7 @@ fn agents_cannot_kill_the_daemon_with_sigio() {
         "the agent's own calls succeed; the kernel's SIGIO is what is refused"
     );
     daemon.assert_running("after an agent pointed SIGIO at the daemon");
-    let events = protection_events(&setup.drain_events());
-    assert!(
-        events.contains(&(
-            event_op::SIGNAL,
-            u64::from(daemon.0.id()),
-            libc::SIGIO as u64
-        )),
-        "a self-protection event names SIGIO and the daemon: {events:?}"
-    );
+    assert_signal_refused(&mut setup, &daemon, libc::SIGIO);
     // Nor can it write the daemon's /proc files (here: make it the OOM killer's first victim);
     // another process's it can.
     let other = bystander.pid();
