@@ -85,10 +85,8 @@ pub fn task_agent(task: *const u8) -> Option<u32> {
         if let Some(agent) = unsafe { AGENT_CGROUPS.get(&id) } {
             return Some(agent.agent_id);
         }
-        let parent_css: u64 = read_kernel(
-            (cgroup + own_css) as *const u8,
-            offset(|l| &l.css_parent),
-        );
+        let parent_css: u64 =
+            read_kernel((cgroup + own_css) as *const u8, offset(|l| &l.css_parent));
         cgroup = if parent_css == 0 {
             0
         } else {

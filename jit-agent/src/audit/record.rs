@@ -4,8 +4,7 @@
 use jiff::Timestamp;
 use jit_common::{
     event::{
-        EVENT_FLAG_MAPPING, EVENT_FLAG_PATH_TRUNCATED, EVENT_FLAG_PATH_UNRESOLVED, Event,
-        EventKind,
+        EVENT_FLAG_MAPPING, EVENT_FLAG_PATH_TRUNCATED, EVENT_FLAG_PATH_UNRESOLVED, Event, EventKind,
     },
     policy::{Decision, Op},
     protect::{SELF_PROTECTION_RULE_ID, event_op},

@@ -125,17 +125,15 @@ impl Daemon {
             | Op::Chown
             | Op::Metadata
             | Op::Unlink
-            | Op::Rename => {
-                fs::metadata(&held.path).ok().map(|m| TargetFacts {
-                    size: m.len(),
-                    uid: m.uid(),
-                    owner: nix::unistd::User::from_uid(m.uid().into())
-                        .ok()
-                        .flatten()
-                        .map(|u| u.name),
-                    mode: format!("{:o}", m.mode() & 0o7777),
-                })
-            }
+            | Op::Rename => fs::metadata(&held.path).ok().map(|m| TargetFacts {
+                size: m.len(),
+                uid: m.uid(),
+                owner: nix::unistd::User::from_uid(m.uid().into())
+                    .ok()
+                    .flatten()
+                    .map(|u| u.name),
+                mode: format!("{:o}", m.mode() & 0o7777),
+            }),
             _ => None,
         };
         PendingView {
