@@ -436,7 +436,7 @@ const BAD: &[(&str, &[&str])] = &[
             "9:1: unknown field `paths`, expected one of `name`, `op`, `path`, `decision`, \
              `when`, `timeout`, `on_timeout`",
             "14:6: unknown op `exce`: expected one of exec, write, create, unlink, rename, \
-             truncate, mkdir, rmdir, link, symlink, chmod, chown",
+             truncate, mkdir, rmdir, link, symlink, chmod, chown, device, metadata",
             "18:2: unknown section `limits`: expected `agent`, `escalation` or `rule`",
         ],
     ),
@@ -453,9 +453,9 @@ const BAD: &[(&str, &[&str])] = &[
              \"1h30m\" (expected number at 0)",
             "12:22: `required_approvals` must be at least 1, not 0",
             "16:15: unknown op `read`: expected one of exec, write, create, unlink, rename, \
-             truncate, mkdir, rmdir, link, symlink, chmod, chown",
+             truncate, mkdir, rmdir, link, symlink, chmod, chown, device, metadata",
             "16:32: unknown op `delete`: expected one of exec, write, create, unlink, rename, \
-             truncate, mkdir, rmdir, link, symlink, chmod, chown",
+             truncate, mkdir, rmdir, link, symlink, chmod, chown, device, metadata",
             "18:12: unknown decision `permit`: expected one of allow, audit, hold, deny",
         ],
     ),
