@@ -91,11 +91,16 @@ pub fn jit_inode_setattr_noidmap(ctx: LsmContext) -> i32 {
 
 #[inline(always)]
 fn on_setattr(dentry: *const u8, attr: *const u8) -> i32 {
+    let Some(agent) = current_agent() else {
+        return 0;
+    };
     let valid: u32 = read_kernel(attr, offset(|l| &l.iattr_ia_valid));
     if valid & (ATTR_ATIME | ATTR_MTIME) == 0 || valid & ATTR_SIZE != 0 {
         return 0;
     }
-    on_dentry(dentry)
+    match decide_on_dentry(Op::Metadata, agent, dentry) {
+        Ok(ret) | Err(ret) => ret,
+    }
 }
 
 /// `file_ioctl(struct file *file, unsigned int cmd, unsigned long arg)`: `chattr`.
