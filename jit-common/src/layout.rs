@@ -84,9 +84,11 @@ pub struct KernelLayout {
     pub super_block_s_mounts: u32,
     /// `struct mount`, member `mnt_instance`: its node in `s_mounts`.
     pub mount_mnt_instance: u32,
-    /// `struct fs_struct`, member `in_exec`: set while the task runs `execve` (the kernel maps the
-    /// new program and its ELF interpreter then).
-    pub fs_struct_in_exec: u32,
+    /// `struct task_struct`, member `mm`.
+    pub task_mm: u32,
+    /// `struct mm_struct`, member `arg_start`: 0 in a new program's memory until `execve` has
+    /// mapped the program and its ELF interpreter and places the arguments.
+    pub mm_struct_arg_start: u32,
     /// `struct vm_area_struct`, member `vm_file`: the mapped file, null for anonymous memory.
     pub vm_area_struct_vm_file: u32,
     /// `struct task_struct`, member `cgroups` (its `css_set`).
@@ -142,7 +144,8 @@ impl KernelLayout {
         super_block_s_root: 0,
         super_block_s_mounts: 0,
         mount_mnt_instance: 0,
-        fs_struct_in_exec: 0,
+        task_mm: 0,
+        mm_struct_arg_start: 0,
         vm_area_struct_vm_file: 0,
         task_cgroups: 0,
         css_set_dfl_cgrp: 0,
@@ -161,7 +164,7 @@ impl KernelLayout {
     pub const OPTIONAL: [(&'static str, &'static str); 1] = [("task_struct", "io_uring")];
 
     /// `(struct, member)` for every field, in field order: what userspace looks up in BTF.
-    pub const MEMBERS: [(&'static str, &'static str); 43] = [
+    pub const MEMBERS: [(&'static str, &'static str); 44] = [
         ("linux_binprm", "file"),
         ("file", "f_path"),
         ("file", "f_inode"),
@@ -196,7 +199,8 @@ impl KernelLayout {
         ("super_block", "s_root"),
         ("super_block", "s_mounts"),
         ("mount", "mnt_instance"),
-        ("fs_struct", "in_exec"),
+        ("task_struct", "mm"),
+        ("mm_struct", "arg_start"),
         ("vm_area_struct", "vm_file"),
         ("task_struct", "cgroups"),
         ("css_set", "dfl_cgrp"),
@@ -209,7 +213,7 @@ impl KernelLayout {
 
     /// Builds the layout from offsets given in [`Self::MEMBERS`] order.
     #[must_use]
-    pub const fn from_offsets(o: [u32; 43]) -> Self {
+    pub const fn from_offsets(o: [u32; 44]) -> Self {
         Self {
             binprm_file: o[0],
             file_f_path: o[1],
@@ -245,15 +249,16 @@ impl KernelLayout {
             super_block_s_root: o[31],
             super_block_s_mounts: o[32],
             mount_mnt_instance: o[33],
-            fs_struct_in_exec: o[34],
-            vm_area_struct_vm_file: o[35],
-            task_cgroups: o[36],
-            css_set_dfl_cgrp: o[37],
-            cgroup_kn: o[38],
-            kernfs_node_id: o[39],
-            cgroup_self: o[40],
-            css_parent: o[41],
-            iattr_ia_valid: o[42],
+            task_mm: o[34],
+            mm_struct_arg_start: o[35],
+            vm_area_struct_vm_file: o[36],
+            task_cgroups: o[37],
+            css_set_dfl_cgrp: o[38],
+            cgroup_kn: o[39],
+            kernfs_node_id: o[40],
+            cgroup_self: o[41],
+            css_parent: o[42],
+            iattr_ia_valid: o[43],
         }
     }
 }

@@ -22,7 +22,7 @@ use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::lsm, programs::LsmCont
 use jit_common::{AgentCgroup, event::EVENT_FLAG_MAPPING, policy::Op};
 
 use crate::{
-    engine::{decide_on_file, file_id, in_execve, offset, read_kernel},
+    engine::{decide_on_file, file_id, loading_new_program, offset, read_kernel},
     maps::EXEC_IMAGE,
     scope::current_agent,
 };
@@ -71,7 +71,7 @@ fn decide_mapping(agent: AgentCgroup, file: *const u8) -> Result<i32, i32> {
     if file.is_null() {
         return Ok(0);
     }
-    let in_exec = in_execve();
+    let in_exec = loading_new_program();
     if in_exec {
         let inode: u64 = read_kernel(file, offset(|l| &l.file_f_inode));
         let id = file_id(inode as *const u8);
