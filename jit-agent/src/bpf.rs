@@ -25,7 +25,7 @@ use jit_common::{
     AgentCgroup, ScopeConfig,
     cache::{SEQLOCKS_GLOBAL, SeqLocks},
     event::counter,
-    layout::LAYOUT_GLOBAL,
+    layout::{LAYOUT_GLOBAL, SETATTR_IDMAP_GLOBAL},
     map_names,
     pending::{GrantKey, GrantValue, PendingRequest, STATE_ALLOWED, STATE_DENIED, STATE_PENDING},
     policy::{AgentConfig, KEY_DATA_LEN, PatternError, PolicyKey, PolicyValue},
@@ -246,7 +246,7 @@ impl Enforcer {
         let mut ebpf = load_object()?;
         let btf = Btf::from_sys_fs().map_err(BpfError::Btf)?;
         let mut links = Vec::with_capacity(program_names::ALL.len());
-        for (name, hook) in program_names::ALL {
+        for (name, hook) in programs_for_this_kernel()? {
             links.push((name, attach_lsm(&mut ebpf, name, hook, &btf)?));
         }
         let maps = take_user_maps(&mut ebpf)?;
@@ -277,7 +277,7 @@ impl Enforcer {
         let complete = USER_MAPS
             .iter()
             .all(|(name, ..)| maps_dir.join(name).exists())
-            && program_names::ALL
+            && programs_for_this_kernel()?
                 .iter()
                 .all(|(name, _)| links_dir.join(name).exists());
         if complete {
@@ -312,7 +312,7 @@ impl Enforcer {
         let mut ebpf = load_object()?;
         let btf = Btf::from_sys_fs().map_err(BpfError::Btf)?;
         let mut links = Vec::with_capacity(program_names::ALL.len());
-        for (name, hook) in program_names::ALL {
+        for (name, hook) in programs_for_this_kernel()? {
             links.push((name, attach_lsm(&mut ebpf, name, hook, &btf)?));
         }
         let maps = take_user_maps(&mut ebpf)?;
@@ -871,11 +871,33 @@ fn map_err(name: &'static str, action: &'static str) -> impl FnOnce(MapError) ->
 }
 
 /// Loads the embedded object with the struct layouts of the running kernel.
+/// The programs (name, hook) this kernel gets: every one of `program_names::ALL` whose hook it
+/// has (`program_names::OPTIONAL_HOOKS` may be missing on older kernels).
+///
+/// # Errors
+/// When the kernel's BTF cannot be read.
+pub fn programs_for_this_kernel() -> Result<Vec<(&'static str, &'static str)>, BpfError> {
+    let kernel = KernelBtf::from_sys_fs().map_err(BpfError::Layout)?;
+    Ok(program_names::ALL
+        .into_iter()
+        .filter(|(_, hook)| {
+            !program_names::OPTIONAL_HOOKS.contains(hook)
+                || kernel.func_param_count(&format!("bpf_lsm_{hook}")).is_ok()
+        })
+        .collect())
+}
+
 fn load_object() -> Result<Ebpf, BpfError> {
     let object = EBPF_OBJECT.ok_or(BpfError::NotBuilt)?;
-    let layout = KernelBtf::from_sys_fs()
-        .and_then(|kernel| kbtf::kernel_layout(&kernel))
-        .map_err(BpfError::Layout)?;
+    let kernel = KernelBtf::from_sys_fs().map_err(BpfError::Layout)?;
+    let layout = kbtf::kernel_layout(&kernel).map_err(BpfError::Layout)?;
+    // `inode_setattr` gained a leading `struct mnt_idmap *` in 6.3 (see jit-ebpf `metadata`).
+    let setattr_idmap = u32::from(
+        kernel
+            .func_param_count("bpf_lsm_inode_setattr")
+            .map_err(BpfError::Layout)?
+            == 3,
+    );
     let seqlocks = fs::read_to_string("/proc/kallsyms")
         .map_or(SeqLocks::UNSET, |text| SeqLocks::from_kallsyms(&text));
     if seqlocks.known() {
@@ -889,6 +911,7 @@ fn load_object() -> Result<Ebpf, BpfError> {
     EbpfLoader::new()
         .override_global(LAYOUT_GLOBAL, &layout, true)
         .override_global(SEQLOCKS_GLOBAL, &seqlocks, true)
+        .override_global(SETATTR_IDMAP_GLOBAL, &setattr_idmap, true)
         .load(object)
         .map_err(BpfError::Load)
 }

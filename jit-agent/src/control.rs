@@ -65,6 +65,9 @@ pub struct Status {
     pub pin_dir: String,
     /// Programs attached (their pinned links exist).
     pub programs: Vec<String>,
+    /// How many programs this kernel gets (hooks that older kernels lack are skipped there).
+    #[serde(default)]
+    pub programs_expected: usize,
     pub policy_generation: u64,
     pub policy_files: Vec<String>,
     /// The last rejected policy reload, if the current policy is not the newest attempt.

@@ -94,6 +94,29 @@ fn the_repository_policies_load() {
         Decision::Deny
     );
     assert_eq!(decide(Op::Unlink, "/etc/passwd"), Decision::Deny);
+    // Files mapped executable are decided as exec: the loader, the libraries and Python's
+    // extension modules are allowed, what a build produced runs reported, anything else waits.
+    for lib in [
+        "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+        "/usr/lib/x86_64-linux-gnu/libc.so.6",
+        "/usr/lib/python3.11/lib-dynload/_ssl.cpython-311-x86_64-linux-gnu.so",
+        "/usr/lib/gcc/x86_64-linux-gnu/12/liblto_plugin.so",
+    ] {
+        assert_eq!(decide(Op::Exec, lib), Decision::Allow, "{lib}");
+    }
+    assert_eq!(
+        decide(
+            Op::Exec,
+            "/srv/work/jit/target/debug/deps/libserde_derive-1.so"
+        ),
+        Decision::Audit
+    );
+    assert_eq!(
+        decide(Op::Exec, "/srv/work/jit/evil.so"),
+        Decision::Hold,
+        "the default"
+    );
+    assert_eq!(decide(Op::Write, "/dev/null"), Decision::Allow);
     // Saturday: git is still allowed, but reported.
     let weekend = compile(&set, ts("2025-06-07T10:00Z"));
     let git = weekend
@@ -413,7 +436,7 @@ const BAD: &[(&str, &[&str])] = &[
             "9:1: unknown field `paths`, expected one of `name`, `op`, `path`, `decision`, \
              `when`, `timeout`, `on_timeout`",
             "14:6: unknown op `exce`: expected one of exec, write, create, unlink, rename, \
-             truncate, mkdir, rmdir, link, symlink, chmod, chown",
+             truncate, mkdir, rmdir, link, symlink, chmod, chown, device, metadata",
             "18:2: unknown section `limits`: expected `agent`, `escalation` or `rule`",
         ],
     ),
@@ -430,9 +453,9 @@ const BAD: &[(&str, &[&str])] = &[
              \"1h30m\" (expected number at 0)",
             "12:22: `required_approvals` must be at least 1, not 0",
             "16:15: unknown op `read`: expected one of exec, write, create, unlink, rename, \
-             truncate, mkdir, rmdir, link, symlink, chmod, chown",
+             truncate, mkdir, rmdir, link, symlink, chmod, chown, device, metadata",
             "16:32: unknown op `delete`: expected one of exec, write, create, unlink, rename, \
-             truncate, mkdir, rmdir, link, symlink, chmod, chown",
+             truncate, mkdir, rmdir, link, symlink, chmod, chown, device, metadata",
             "18:12: unknown decision `permit`: expected one of allow, audit, hold, deny",
         ],
     ),

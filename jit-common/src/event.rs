@@ -36,6 +36,9 @@ impl EventKind {
 pub const EVENT_FLAG_PATH_TRUNCATED: u32 = 1;
 /// `Event::flags`: the kernel could not resolve the path; the decision failed closed.
 pub const EVENT_FLAG_PATH_UNRESOLVED: u32 = 2;
+/// `Event::flags`: an `exec` decided for an executable mapping (`mmap`/`mprotect` with
+/// `PROT_EXEC` of the file), not for an `execve`.
+pub const EVENT_FLAG_MAPPING: u32 = 4;
 
 /// One ring buffer record. Fixed size; `path[..path_len]` is the resolved path.
 #[repr(C)]

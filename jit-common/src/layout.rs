@@ -7,6 +7,9 @@
 
 /// Name of the read-only global in `jit-ebpf` holding a [`KernelLayout`].
 pub const LAYOUT_GLOBAL: &str = "JIT_LAYOUT";
+/// Name of the read-only `u32` global in `jit-ebpf`: 1 when the kernel's `inode_setattr` hook
+/// takes a leading `struct mnt_idmap *` (6.3+), 0 when the dentry comes first (6.1).
+pub const SETATTR_IDMAP_GLOBAL: &str = "JIT_SETATTR_IDMAP";
 
 /// Byte offsets of struct members, as found in the kernel's BTF.
 #[repr(C)]
@@ -71,6 +74,38 @@ pub struct KernelLayout {
     pub task_fs: u32,
     /// `struct fs_struct`, member `root` (a `struct path`: the task's root directory).
     pub fs_struct_root: u32,
+    /// `struct mount`, member `mnt_ns`: the mount namespace it is attached in (an anonymous one for
+    /// a detached tree, null once unmounted).
+    pub mount_mnt_ns: u32,
+    /// `struct task_struct`, member `nsproxy`.
+    pub task_nsproxy: u32,
+    /// `struct nsproxy`, member `mnt_ns`: the task's mount namespace.
+    pub nsproxy_mnt_ns: u32,
+    /// `struct super_block`, member `s_root`: the filesystem's root dentry.
+    pub super_block_s_root: u32,
+    /// `struct super_block`, member `s_mounts`: the list of the filesystem's mounts.
+    pub super_block_s_mounts: u32,
+    /// `struct mount`, member `mnt_instance`: its node in `s_mounts`.
+    pub mount_mnt_instance: u32,
+    /// `struct fs_struct`, member `in_exec`: set while the task runs `execve` (the kernel maps the
+    /// new program and its ELF interpreter then).
+    pub fs_struct_in_exec: u32,
+    /// `struct vm_area_struct`, member `vm_file`: the mapped file, null for anonymous memory.
+    pub vm_area_struct_vm_file: u32,
+    /// `struct task_struct`, member `cgroups` (its `css_set`).
+    pub task_cgroups: u32,
+    /// `struct css_set`, member `dfl_cgrp`: the task's cgroup v2 cgroup.
+    pub css_set_dfl_cgrp: u32,
+    /// `struct cgroup`, member `kn` (its kernfs node, whose id is the cgroup id).
+    pub cgroup_kn: u32,
+    /// `struct kernfs_node`, member `id`.
+    pub kernfs_node_id: u32,
+    /// `struct cgroup`, member `self` (its own `cgroup_subsys_state`).
+    pub cgroup_self: u32,
+    /// `struct cgroup_subsys_state`, member `parent` (the parent cgroup's `self`).
+    pub css_parent: u32,
+    /// `struct iattr`, member `ia_valid` (`ATTR_*` bits of what `notify_change` changes).
+    pub iattr_ia_valid: u32,
 }
 
 impl KernelLayout {
@@ -104,6 +139,21 @@ impl KernelLayout {
         dentry_d_hash: 0,
         task_fs: 0,
         fs_struct_root: 0,
+        mount_mnt_ns: 0,
+        task_nsproxy: 0,
+        nsproxy_mnt_ns: 0,
+        super_block_s_root: 0,
+        super_block_s_mounts: 0,
+        mount_mnt_instance: 0,
+        fs_struct_in_exec: 0,
+        vm_area_struct_vm_file: 0,
+        task_cgroups: 0,
+        css_set_dfl_cgrp: 0,
+        cgroup_kn: 0,
+        kernfs_node_id: 0,
+        cgroup_self: 0,
+        css_parent: 0,
+        iattr_ia_valid: 0,
     };
 
     /// The offset of an optional member this kernel does not have.
@@ -114,7 +164,7 @@ impl KernelLayout {
     pub const OPTIONAL: [(&'static str, &'static str); 1] = [("task_struct", "io_uring")];
 
     /// `(struct, member)` for every field, in field order: what userspace looks up in BTF.
-    pub const MEMBERS: [(&'static str, &'static str); 28] = [
+    pub const MEMBERS: [(&'static str, &'static str); 43] = [
         ("linux_binprm", "file"),
         ("file", "f_path"),
         ("file", "f_inode"),
@@ -143,11 +193,26 @@ impl KernelLayout {
         ("dentry", "d_hash"),
         ("task_struct", "fs"),
         ("fs_struct", "root"),
+        ("mount", "mnt_ns"),
+        ("task_struct", "nsproxy"),
+        ("nsproxy", "mnt_ns"),
+        ("super_block", "s_root"),
+        ("super_block", "s_mounts"),
+        ("mount", "mnt_instance"),
+        ("fs_struct", "in_exec"),
+        ("vm_area_struct", "vm_file"),
+        ("task_struct", "cgroups"),
+        ("css_set", "dfl_cgrp"),
+        ("cgroup", "kn"),
+        ("kernfs_node", "id"),
+        ("cgroup", "self"),
+        ("cgroup_subsys_state", "parent"),
+        ("iattr", "ia_valid"),
     ];
 
     /// Builds the layout from offsets given in [`Self::MEMBERS`] order.
     #[must_use]
-    pub const fn from_offsets(o: [u32; 28]) -> Self {
+    pub const fn from_offsets(o: [u32; 43]) -> Self {
         Self {
             binprm_file: o[0],
             file_f_path: o[1],
@@ -177,6 +242,21 @@ impl KernelLayout {
             dentry_d_hash: o[25],
             task_fs: o[26],
             fs_struct_root: o[27],
+            mount_mnt_ns: o[28],
+            task_nsproxy: o[29],
+            nsproxy_mnt_ns: o[30],
+            super_block_s_root: o[31],
+            super_block_s_mounts: o[32],
+            mount_mnt_instance: o[33],
+            fs_struct_in_exec: o[34],
+            vm_area_struct_vm_file: o[35],
+            task_cgroups: o[36],
+            css_set_dfl_cgrp: o[37],
+            cgroup_kn: o[38],
+            kernfs_node_id: o[39],
+            cgroup_self: o[40],
+            css_parent: o[41],
+            iattr_ia_valid: o[42],
         }
     }
 }

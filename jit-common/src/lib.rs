@@ -55,8 +55,14 @@ pub mod program_names {
     /// LSM `bprm_check_security`: exec.
     pub const EXEC: &str = "jit_exec";
 
+    /// Hooks that older supported kernels lack: their programs are attached where the running
+    /// kernel has the hook (`bpf_lsm_HOOK` in its BTF) and skipped elsewhere. On 6.1 the
+    /// kernel routes what these would see through hooks jit attaches anyway (`O_TRUNC` and
+    /// `ftruncate` through `path_truncate`, ACLs through `inode_setxattr`).
+    pub const OPTIONAL_HOOKS: [&str; 3] = ["file_truncate", "inode_set_acl", "inode_remove_acl"];
+
     /// Every program with the LSM hook it attaches to.
-    pub const ALL: [(&str, &str); 24] = [
+    pub const ALL: [(&str, &str); 42] = [
         (EXEC, "bprm_check_security"),
         ("jit_file_open", "file_open"),
         ("jit_path_mknod", "path_mknod"),
@@ -69,6 +75,17 @@ pub mod program_names {
         ("jit_path_rename", "path_rename"),
         ("jit_path_link", "path_link"),
         ("jit_path_symlink", "path_symlink"),
+        // Code mapped without execve is decided as exec (see `mmap`); truncation of an open
+        // file on 6.2+; device nodes are decided in jit_path_mknod; metadata.
+        ("jit_mmap_file", "mmap_file"),
+        ("jit_file_mprotect", "file_mprotect"),
+        ("jit_file_truncate", "file_truncate"),
+        ("jit_inode_setxattr", "inode_setxattr"),
+        ("jit_inode_removexattr", "inode_removexattr"),
+        ("jit_inode_set_acl", "inode_set_acl"),
+        ("jit_inode_remove_acl", "inode_remove_acl"),
+        ("jit_inode_setattr", "inode_setattr"),
+        ("jit_file_ioctl", "file_ioctl"),
         // Self-protection (see `protect`): agents may not signal (also by SIGIO) or trace the
         // daemon, nor call bpf(); rename and link have their file checks in programs of their own
         // (single-path ops have them in the engine's programs). Attached after the engine's:
@@ -79,6 +96,17 @@ pub mod program_names {
         ("jit_file_send_sigiotask", "file_send_sigiotask"),
         ("jit_ptrace_access_check", "ptrace_access_check"),
         ("jit_bpf", "bpf"),
+        // The agent's boundary: only its own agent's processes (tracing, resources), no child
+        // in another cgroup, no code loaded into the kernel.
+        ("jit_ptrace_traceme", "ptrace_traceme"),
+        ("jit_task_setrlimit", "task_setrlimit"),
+        ("jit_task_setnice", "task_setnice"),
+        ("jit_task_setioprio", "task_setioprio"),
+        ("jit_task_setscheduler", "task_setscheduler"),
+        ("jit_task_movememory", "task_movememory"),
+        ("jit_task_alloc", "task_alloc"),
+        ("jit_kernel_read_file", "kernel_read_file"),
+        ("jit_kernel_load_data", "kernel_load_data"),
         // Nor change how paths resolve (see `mount`).
         ("jit_sb_mount", "sb_mount"),
         ("jit_sb_umount", "sb_umount"),

@@ -70,11 +70,17 @@ pub enum Op {
     Symlink = 9,
     Chmod = 10,
     Chown = 11,
+    /// Creating a character or block device node (`mknod`): its own op because a device node
+    /// in an allowed directory is a door to the device, not a file.
+    Device = 12,
+    /// Changing metadata other than mode and owner: extended attributes (POSIX ACLs and
+    /// `security.*` included), inode flags (`chattr`), timestamps.
+    Metadata = 13,
 }
 
 impl Op {
     /// Every op, in numeric order.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 14] = [
         Self::Exec,
         Self::Write,
         Self::Create,
@@ -87,6 +93,8 @@ impl Op {
         Self::Symlink,
         Self::Chmod,
         Self::Chown,
+        Self::Device,
+        Self::Metadata,
     ];
 
     /// The name used in policy files and logs.
@@ -105,6 +113,8 @@ impl Op {
             Self::Symlink => "symlink",
             Self::Chmod => "chmod",
             Self::Chown => "chown",
+            Self::Device => "device",
+            Self::Metadata => "metadata",
         }
     }
 
@@ -129,6 +139,8 @@ impl Op {
             9 => Self::Symlink,
             10 => Self::Chmod,
             11 => Self::Chown,
+            12 => Self::Device,
+            13 => Self::Metadata,
             _ => return None,
         })
     }

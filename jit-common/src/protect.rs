@@ -1,7 +1,11 @@
 //! Self-protection: what no process in an agent cgroup may do, whatever its policy, mode,
-//! default, rules or grants say (invariant 6 of DESIGN.md).
+//! default, rules or grants say (README, "Self-protection"; docs/threat-model.md).
 //!
-//! - signal or ptrace the daemon (its thread group id is in the `PROTECT_CONFIG` map);
+//! - signal the daemon (its thread group id is in the `PROTECT_CONFIG` map);
+//! - trace, inspect or change the resources (limits, scheduling, priority, memory placement) of
+//!   any process outside its own agent, the daemon included;
+//! - start a child in another cgroup (`clone3(CLONE_INTO_CGROUP)`), load kernel modules or a
+//!   kexec kernel;
 //! - change anything on a cgroup filesystem (write a control file such as `cgroup.procs`,
 //!   `mkdir`, `rmdir`, `rename`, ...): that is how a process leaves its cgroup, and with it
 //!   jit's scope. Matched by the superblock magic, so every cgroup mount counts, not only
@@ -62,7 +66,8 @@ pub const fn is_protected_fs(magic: u64) -> bool {
 pub mod event_op {
     /// `kill`, `tgkill`, `sigqueue`, `pidfd_send_signal`, ... aimed at the daemon.
     pub const SIGNAL: u8 = 100;
-    /// `ptrace` attach, `process_vm_readv`, `/proc/PID/mem`, `pidfd_getfd`, ... on the daemon.
+    /// `ptrace` attach, `process_vm_readv`, `/proc/PID/mem`, `pidfd_getfd`, ... on a process
+    /// outside the agent (the daemon included), or `PTRACE_TRACEME` under such a parent.
     pub const PTRACE: u8 = 101;
     /// Any `bpf()` command.
     pub const BPF: u8 = 102;
@@ -70,6 +75,16 @@ pub mod event_op {
     pub const MOUNT: u8 = 103;
     /// `chroot`, `pivot_root`.
     pub const CHROOT: u8 = 104;
+    /// `clone3` with `CLONE_INTO_CGROUP`: a child started in another cgroup.
+    pub const CGROUP: u8 = 105;
+    /// Limits, scheduling, priority, I/O priority or memory placement of a process outside
+    /// the agent (`prlimit`, `setpriority`, `sched_setattr`, `ioprio_set`, `move_pages`, ...).
+    /// `Event::file.name` holds which one ([`resource`]).
+    pub const RESOURCE: u8 = 106;
+    /// Loading code into the kernel: `init_module`, `finit_module`, `kexec_load`,
+    /// `kexec_file_load` (any `kernel_read_file`/`kernel_load_data` id). `Event::file.name`
+    /// holds the kernel's id of what was loaded.
+    pub const KERNEL: u8 = 107;
 
     /// The name of an op code of this module.
     #[must_use]
@@ -80,6 +95,38 @@ pub mod event_op {
             BPF => Some("bpf"),
             MOUNT => Some("mount"),
             CHROOT => Some("chroot"),
+            CGROUP => Some("cgroup"),
+            RESOURCE => Some("resource"),
+            KERNEL => Some("kernel"),
+            _ => None,
+        }
+    }
+}
+
+/// `Event::file.name` of an [`event_op::RESOURCE`] denial: which of a process's resources the
+/// agent tried to change.
+pub mod resource {
+    /// `prlimit`/`setrlimit` of another process (`task_setrlimit`).
+    pub const RLIMIT: u64 = 1;
+    /// `setpriority`/`nice` (`task_setnice`).
+    pub const NICE: u64 = 2;
+    /// `ioprio_set` (`task_setioprio`).
+    pub const IOPRIO: u64 = 3;
+    /// `sched_setscheduler`, `sched_setattr`, `sched_setparam`, `sched_setaffinity`
+    /// (`task_setscheduler`).
+    pub const SCHEDULER: u64 = 4;
+    /// `migrate_pages`, `move_pages` (`task_movememory`).
+    pub const MEMORY: u64 = 5;
+
+    /// The name of a code of this module.
+    #[must_use]
+    pub const fn name(code: u64) -> Option<&'static str> {
+        match code {
+            RLIMIT => Some("rlimit"),
+            NICE => Some("nice"),
+            IOPRIO => Some("ioprio"),
+            SCHEDULER => Some("scheduler"),
+            MEMORY => Some("memory"),
             _ => None,
         }
     }

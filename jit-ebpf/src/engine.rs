@@ -160,7 +160,66 @@ pub fn decide_on_path(op: Op, agent: AgentCgroup, path: *const u8) -> Result<i32
         second: None,
         file: file_id(dentry_inode(dentry)),
         no_hold: false,
+        flags: 0,
     })
+}
+
+/// Decides `op` on the open file `file` (a kernel `struct file *`), its path resolved by the
+/// checking walk. `no_hold` and `flags` as in [`Action`].
+#[inline(always)]
+pub fn decide_on_file(
+    op: Op,
+    agent: AgentCgroup,
+    file: *const u8,
+    no_hold: bool,
+    flags: u32,
+) -> Result<i32, i32> {
+    let path = file.wrapping_add(offset(|l| &l.file_f_path));
+    let inode: u64 = read_kernel(file, offset(|l| &l.file_f_inode));
+    decide(&Action {
+        op,
+        agent,
+        path: Where::Walk {
+            mnt: path_mnt(path),
+            dentry: path_dentry(path),
+        },
+        second: None,
+        file: file_id(inode as *const u8),
+        no_hold,
+        flags,
+    })
+}
+
+/// Decides `op` on the existing file `dentry` for a hook that gets no mount: its path is
+/// resolved through the mount that shows its whole filesystem in the task's namespace
+/// ([`whole_mount_of`]); without one the decision fails closed.
+#[inline(always)]
+pub fn decide_on_dentry(op: Op, agent: AgentCgroup, dentry: *const u8) -> Result<i32, i32> {
+    let inode = dentry_inode(dentry);
+    let sb: u64 = read_kernel(inode, offset(|l| &l.inode_i_sb));
+    decide(&Action {
+        op,
+        agent,
+        path: Where::Walk {
+            mnt: whole_mount_of(sb as *const u8),
+            dentry,
+        },
+        second: None,
+        file: file_id(inode),
+        no_hold: false,
+        flags: 0,
+    })
+}
+
+/// Whether the current task is inside `execve` (`fs_struct::in_exec`, set from the credential
+/// checks until the new program is loaded; not set when the task shares its `fs_struct` with
+/// another process, where the kernel marks the exec unsafe instead).
+#[inline(always)]
+pub fn in_execve() -> bool {
+    // SAFETY: helper without arguments.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let fs: u64 = read_kernel(task, offset(|l| &l.task_fs));
+    read_kernel::<u32>(fs as *const u8, offset(|l| &l.fs_struct_in_exec)) != 0
 }
 
 /// Decides `op` on the entry `dentry` in directory `dir` (a kernel `struct path *`).
@@ -193,6 +252,7 @@ pub fn decide_on_entry(
         second: None,
         file,
         no_hold: false,
+        flags: 0,
     })
 }
 
@@ -249,6 +309,7 @@ impl Pair {
             }),
             file: file_id(dentry_inode(self.src)),
             no_hold: false,
+            flags: 0,
         }
     }
 }
@@ -316,9 +377,14 @@ pub struct Action {
     pub second: Option<Where>,
     /// The object's identity, which answers to holds are bound to.
     pub file: FileId,
-    /// Never hold this action (the interpreter pass of a `#!` exec, already decided as the
-    /// script); a hold verdict lets it proceed, reported. Denials still apply.
+    /// This action cannot be held: a hold verdict is enforced as a denial, reported. Set for
+    /// the interpreter pass of a `#!` exec (the script's own pass may have been held already,
+    /// and one `execve` cannot be paused twice: its restart would decide the script again) and
+    /// for the executable mappings the kernel makes inside `execve` (past the point of no
+    /// return, a restart is impossible).
     pub no_hold: bool,
+    /// `EVENT_FLAG_*` bits every event of this action carries (e.g. `EVENT_FLAG_MAPPING`).
+    pub flags: u32,
 }
 
 /// Decides `action`: `Ok(0)` lets the operation proceed, `Err(-errno)` refuses it (or, for a
@@ -393,9 +459,7 @@ pub fn decide(action: &Action) -> Result<i32, i32> {
                 return Ok(0);
             }
         }
-        if action.no_hold {
-            verdict.enforced = Decision::Audit;
-        } else if current_cannot_stop() {
+        if action.no_hold || current_cannot_stop() {
             verdict.enforced = Decision::Deny;
         } else {
             return hold(tid, action, &verdict, s);
@@ -684,7 +748,7 @@ fn load_key_path(s: &mut Scratch) {
 fn resolve_path(place: &Where, s: &mut Scratch) -> bool {
     s.event.flags = 0;
     let resolved = match *place {
-        Where::Path(path) => d_path(path, s),
+        Where::Path(path) => resolve_btf_path(path, s),
         Where::Walk { mnt, dentry } => walk_path(mnt, dentry, s),
     };
     if !resolved {
@@ -694,6 +758,98 @@ fn resolve_path(place: &Where, s: &mut Scratch) -> bool {
     }
     resolved
 }
+
+/// The current task's mount namespace (0 when it has none: an exiting task).
+#[inline(always)]
+fn current_mnt_ns() -> u64 {
+    // SAFETY: helper without arguments.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let nsproxy: u64 = read_kernel(task, offset(|l| &l.task_nsproxy));
+    read_kernel(nsproxy as *const u8, offset(|l| &l.nsproxy_mnt_ns))
+}
+
+/// Whether the mount `mnt` (a `struct vfsmount *`) is attached in the current task's mount
+/// namespace. Not so for a detached tree (`open_tree(OPEN_TREE_CLONE)`, `fsmount`: an anonymous
+/// namespace of its own), a lazily unmounted mount (none), or a mount of another namespace
+/// reached through `/proc/PID/root` or a descriptor passed in: there the path a walk or
+/// `d_path` builds is relative to some other root, not the path the rest of the system sees,
+/// so a decision by it would be a decision about another file.
+///
+/// The kernel's internal mounts (`MNT_NS_INTERNAL`: pipes, sockets, `memfd`, anonymous inodes)
+/// pass: their objects have no path anywhere, and both resolvers name them as the kernel does
+/// (`pipe:[1234]`, `/memfd:NAME (deleted)`), which only a rule for exactly that name matches.
+#[inline(always)]
+fn attached_here(mnt: u64) -> bool {
+    let mount = mnt.wrapping_sub(offset(|l| &l.mount_mnt) as u64);
+    let ns: u64 = read_kernel(mount as *const u8, offset(|l| &l.mount_mnt_ns));
+    ns == MNT_NS_INTERNAL || (ns != 0 && ns == current_mnt_ns())
+}
+
+/// `MNT_NS_INTERNAL` (`ERR_PTR(-EINVAL)`): the namespace of the kernel's internal mounts.
+const MNT_NS_INTERNAL: u64 = (-22_i64).cast_unsigned();
+
+/// Resolves a BTF-typed `struct path *` (see [`Where::Path`]): with `bpf_d_path` when its
+/// result is the path the rest of the system sees, with the checking walk otherwise, and not
+/// at all on a mount of another (or no) namespace.
+///
+/// `d_path` does not tell a path it could not connect to the root: a dentry that escaped the
+/// root of a bind mount (the file was moved out of the bind-mounted directory while the agent
+/// kept it open) or a disconnected one (`open_by_handle_at`) comes back as a path relative to
+/// its filesystem, as if it were a mount root. Both are only possible on a mount of a
+/// subdirectory (its root is not the filesystem's root) or for a dentry that is its own parent;
+/// those take the walk, which refuses them ([`walk_path`]). Everything else, the common case,
+/// keeps the faster helper.
+#[inline(always)]
+fn resolve_btf_path(path: *const c_void, s: &mut Scratch) -> bool {
+    let path = path.cast::<u8>();
+    let mnt: u64 = read_kernel(path, offset(|l| &l.path_mnt));
+    let dentry: u64 = read_kernel(path, offset(|l| &l.path_dentry));
+    if !attached_here(mnt) {
+        return false;
+    }
+    let mnt_root: u64 = read_kernel(mnt as *const u8, offset(|l| &l.vfsmount_mnt_root));
+    let sb: u64 = read_kernel(mnt as *const u8, offset(|l| &l.vfsmount_mnt_sb));
+    let fs_root: u64 = read_kernel(sb as *const u8, offset(|l| &l.super_block_s_root));
+    let parent: u64 = read_kernel(dentry as *const u8, offset(|l| &l.dentry_d_parent));
+    if mnt_root != fs_root || parent == dentry {
+        walk_path(mnt as *const u8, dentry as *const u8, s)
+    } else {
+        d_path(path.cast(), s)
+    }
+}
+
+/// The mount through which the current task's namespace shows the whole filesystem of `sb`
+/// (a `struct super_block *`): the first of its mounts (`s_mounts`) attached here whose root
+/// is the filesystem's root; 0 when there is none among the first [`SB_MOUNTS_SEARCHED`].
+/// For hooks that only get a dentry (xattrs, timestamps): the path through such a mount is the
+/// file's name in the namespace; a filesystem shown only through bind mounts of
+/// subdirectories has no such name, and its decisions fail closed.
+#[inline(always)]
+pub fn whole_mount_of(sb: *const u8) -> *const u8 {
+    let fs_root: u64 = read_kernel(sb, offset(|l| &l.super_block_s_root));
+    let head = (sb as u64).wrapping_add(offset(|l| &l.super_block_s_mounts) as u64);
+    let ns = current_mnt_ns();
+    let mount_mnt = offset(|l| &l.mount_mnt) as u64;
+    // list_head.next is its first member.
+    let mut node: u64 = read_kernel(head as *const u8, 0);
+    for _ in 0..SB_MOUNTS_SEARCHED {
+        if node == head || node == 0 {
+            break;
+        }
+        let mount = node.wrapping_sub(offset(|l| &l.mount_mnt_instance) as u64);
+        let mnt = mount.wrapping_add(mount_mnt);
+        let root: u64 = read_kernel(mnt as *const u8, offset(|l| &l.vfsmount_mnt_root));
+        let mnt_ns: u64 = read_kernel(mount as *const u8, offset(|l| &l.mount_mnt_ns));
+        if root == fs_root && mnt_ns == ns && ns != 0 {
+            return mnt as *const u8;
+        }
+        node = read_kernel(node as *const u8, 0);
+    }
+    core::ptr::null()
+}
+
+/// How many mounts of one filesystem [`whole_mount_of`] looks at.
+const SB_MOUNTS_SEARCHED: u32 = 16;
 
 #[inline(always)]
 fn d_path(path: *const c_void, s: &mut Scratch) -> bool {
@@ -725,9 +881,18 @@ const WALK_DEPTH: u32 = 64;
 /// does: names are prepended while walking `d_parent` up to the mount's root, then the walk
 /// continues from the mountpoint in the parent mount, up to the root of the mount tree. Loop
 /// state lives in scratch memory so the verifier can merge the branches of every iteration.
+///
+/// Fails (and the decision fails closed) wherever the result would not be the path the rest of
+/// the system sees: a mount not attached in the task's namespace ([`attached_here`]), a dentry
+/// that is its own parent without being its mount's root (escaped from a bind mount, or
+/// disconnected), a path deeper than [`WALK_DEPTH`] or longer than `WALK_LEN` (`prepend_path`
+/// would name a suffix of it).
 #[inline(always)]
 fn walk_path(mnt: *const u8, dentry: *const u8, s: &mut Scratch) -> bool {
     const MASK: usize = WALK_LEN - 1;
+    if !attached_here(mnt as u64) {
+        return false;
+    }
     let d_name = offset(|l| &l.dentry_d_name);
     let mut dentry = dentry as u64;
     let mut mount = (mnt as u64).wrapping_sub(offset(|l| &l.mount_mnt) as u64);
@@ -741,7 +906,11 @@ fn walk_path(mnt: *const u8, dentry: *const u8, s: &mut Scratch) -> bool {
         if dentry == 0 {
             break;
         }
-        if dentry == root || dentry == parent {
+        if dentry != root && dentry == parent {
+            // Its own parent, yet not the mount's root: escaped or disconnected.
+            break;
+        }
+        if dentry == root {
             let mount_parent: u64 =
                 read_kernel(mount as *const u8, offset(|l| &l.mount_mnt_parent));
             if mount_parent == mount || mount_parent == 0 {
@@ -758,8 +927,7 @@ fn walk_path(mnt: *const u8, dentry: *const u8, s: &mut Scratch) -> bool {
         // SAFETY: as above.
         let pos = unsafe { core::ptr::read_volatile(&raw const s.walk_pos) } as usize;
         if pos < len + 1 {
-            s.event.flags |= EVENT_FLAG_PATH_TRUNCATED;
-            complete = true;
+            // Longer than PATH_MAX: what fits is a suffix, not the path.
             break;
         }
         let start = pos - len - 1;
@@ -871,6 +1039,7 @@ fn emit(kind: EventKind, action: &Action, verdict: &Verdict, request_id: u64, s:
     e.op = action.op as u8;
     e.decision = verdict.decision as u8;
     e.enforced = verdict.enforced as u8;
+    e.flags |= action.flags;
     if EVENTS.output::<Event>(&*e, 0).is_ok() {
         count(counter::EVENTS_EMITTED);
     } else {

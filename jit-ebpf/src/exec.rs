@@ -8,16 +8,21 @@
 //! A `#!` script passes here twice in one `execve`: for the script, then for its interpreter
 //! (`bprm->file` swapped). The script pass is the action that is decided and possibly held; the
 //! interpreter pass (told apart by `bprm->interp`, which the script handler points away from
-//! `bprm->filename`) is still evaluated, and a denial of the interpreter stands, but it is never
-//! held a second time: one script exec is one action.
+//! `bprm->filename`) is decided by the interpreter's own rules: a denial stands, and so does a
+//! hold, enforced as a denial — one `execve` cannot be paused twice (its restart would decide
+//! the script again), and a script must not run a held interpreter unreviewed.
+//!
+//! Every allowed pass records the file in `EXEC_IMAGE`, so the kernel's own executable mapping
+//! of the new program is not decided a second time (see `mmap`).
 //!
 //! Scope: processes in an agent cgroup or a descendant; every other process returns 0 right
 //! after the scope check. Minimum kernel: 5.7 (BPF LSM); jit supports 6.1 and newer.
-use aya_ebpf::{macros::lsm, programs::LsmContext};
+use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::lsm, programs::LsmContext};
 use jit_common::policy::Op;
 
 use crate::{
     engine::{Action, Where, decide, file_id_btf, load_ptr, offset},
+    maps::EXEC_IMAGE,
     scope::current_agent,
 };
 
@@ -51,13 +56,21 @@ fn try_exec(ctx: &LsmContext) -> Result<i32, i32> {
             interp != filename,
         )
     };
-    decide(&Action {
+    // SAFETY: `inode` was loaded from the BTF-typed `file`.
+    let file = unsafe { file_id_btf(inode) };
+    let verdict = decide(&Action {
         op: Op::Exec,
         agent,
         path: Where::Path(path.cast()),
         second: None,
-        // SAFETY: `inode` was loaded from the BTF-typed `file`.
-        file: unsafe { file_id_btf(inode) },
+        file,
         no_hold: interpreter_pass,
-    })
+        flags: 0,
+    });
+    if verdict == Ok(0) {
+        let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        // A full map drops its least recently used entry; the insert cannot fail for room.
+        let _ = EXEC_IMAGE.insert(&tgid, &file, 0);
+    }
+    verdict
 }

@@ -56,5 +56,6 @@ fn try_file_open(ctx: &LsmContext) -> Result<i32, i32> {
         // SAFETY: `inode` was loaded from the BTF-typed `file`.
         file: unsafe { file_id_btf(inode) },
         no_hold: false,
+        flags: 0,
     })
 }

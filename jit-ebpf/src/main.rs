@@ -26,7 +26,11 @@ mod engine;
 mod exec;
 mod file_open;
 mod file_send_sigiotask;
+mod file_truncate;
+mod kernel_load;
 mod maps;
+mod metadata;
+mod mmap;
 mod mount;
 mod path_chmod;
 mod path_chown;
@@ -42,7 +46,9 @@ mod protect;
 mod protect_pair;
 mod ptrace_access_check;
 mod scope;
+mod task_alloc;
 mod task_kill;
+mod task_resources;
 
 /// `EPERM`: what a denied operation returns to the calling process.
 const EPERM: i32 = 1;

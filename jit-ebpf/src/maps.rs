@@ -3,13 +3,13 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use jit_common::{
     AgentCgroup, ScopeConfig,
     cache::CacheKey,
     event::{Event, counter},
-    pending::{GrantKey, GrantValue, HELD_SLOTS, PendingRequest},
+    pending::{FileId, GrantKey, GrantValue, HELD_SLOTS, PendingRequest},
     policy::{AgentConfig, KEY_DATA_LEN, PathLayout, PolicyKey, PolicyValue},
     protect::ProtectConfig,
 };
@@ -54,6 +54,14 @@ pub static PROTECT_CONFIG: Array<ProtectConfig> = Array::with_max_entries(1, 0);
 /// anything there. The value is unused. `BPF_F_NO_PREALLOC` is mandatory for LPM tries.
 #[map(name = "PROTECTED")]
 pub static PROTECTED: LpmTrie<[u8; KEY_DATA_LEN], u32> = LpmTrie::with_max_entries(1024, 1);
+
+/// The program each process's last allowed `execve` pass loaded, by thread group id (the id
+/// survives `execve`, a thread's id need not): while the kernel maps that very file inside the
+/// same `execve`, the mapping is not decided again (see `mmap`). Least recently used entries
+/// make room, so dead processes need no cleanup; a lost entry only means the mapping is
+/// decided as an `exec` once more.
+#[map(name = "EXEC_IMAGE")]
+pub static EXEC_IMAGE: LruHashMap<u32, FileId> = LruHashMap::with_max_entries(16_384, 0);
 
 /// Decision events for userspace.
 #[map(name = "EVENTS")]

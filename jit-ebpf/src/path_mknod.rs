@@ -1,4 +1,9 @@
-//! Hook: `path_mknod` (LSM), op `create`.
+//! Hook: `path_mknod` (LSM), op `create`, and op `device` for character and block devices.
+//!
+//! A device node is not a file: writing `/srv/work/disk` made with `mknod ... b 8 0` writes
+//! the host's first disk, whatever the rules say about `/dev/`. So a node of type `S_IFCHR`
+//! or `S_IFBLK` is decided as op `device` (by the node's path), everything else (regular files,
+//! FIFOs, sockets) as `create`.
 //!
 //! Runs before a new file is created: for `open(O_CREAT)` of a name that does not exist yet
 //! (`may_o_create` calls it before the inode exists) and for `mknod`. Holding here rather than
@@ -33,5 +38,15 @@ fn try_path_mknod(ctx: &LsmContext) -> Result<i32, i32> {
     let Some(agent) = current_agent() else {
         return Ok(0);
     };
-    decide_on_entry(Op::Create, agent, ctx.arg(0), ctx.arg(1), true)
+    let mode: u16 = ctx.arg(2);
+    let op = match mode & S_IFMT {
+        S_IFCHR | S_IFBLK => Op::Device,
+        _ => Op::Create,
+    };
+    decide_on_entry(op, agent, ctx.arg(0), ctx.arg(1), true)
 }
+
+/// File type bits of a `umode_t` and the two device types.
+const S_IFMT: u16 = 0o170_000;
+const S_IFCHR: u16 = 0o020_000;
+const S_IFBLK: u16 = 0o060_000;

@@ -10,7 +10,10 @@ use jit_common::{
     scope::{ScopeConfig, SlotSearch},
 };
 
-use crate::maps::{AGENT_CGROUPS, SCOPE_CONFIG};
+use crate::{
+    engine::{offset, read_kernel},
+    maps::{AGENT_CGROUPS, SCOPE_CONFIG},
+};
 
 /// The agent cgroup the current task belongs to, if any.
 #[inline(always)]
@@ -55,6 +58,40 @@ fn by_level(cfg: &ScopeConfig) -> Option<AgentCgroup> {
                 return Some(*agent);
             }
         }
+    }
+    None
+}
+
+/// Deepest cgroup level [`task_agent`] climbs from.
+const TASK_CGROUP_DEPTH: u32 = 32;
+
+/// The agent of another task `task` (a kernel `struct task_struct *`): the agent of the deepest
+/// agent cgroup among its cgroup v2 cgroup and that cgroup's ancestors; `None` outside every
+/// agent cgroup. Reads the task's `css_set` without its lock: a task moved meanwhile is seen
+/// in its old or its new cgroup, as a concurrent move would allow anyway; agents cannot move
+/// tasks (self-protection refuses every write to a cgroup filesystem).
+#[inline(always)]
+pub fn task_agent(task: *const u8) -> Option<u32> {
+    let css_set: u64 = read_kernel(task, offset(|l| &l.task_cgroups));
+    let mut cgroup: u64 = read_kernel(css_set as *const u8, offset(|l| &l.css_set_dfl_cgrp));
+    let own_css = offset(|l| &l.cgroup_self) as u64;
+    for _ in 0..TASK_CGROUP_DEPTH {
+        if cgroup == 0 {
+            return None;
+        }
+        let kn: u64 = read_kernel(cgroup as *const u8, offset(|l| &l.cgroup_kn));
+        let id: u64 = read_kernel(kn as *const u8, offset(|l| &l.kernfs_node_id));
+        // SAFETY: the value is copied out before any other map operation.
+        if let Some(agent) = unsafe { AGENT_CGROUPS.get(&id) } {
+            return Some(agent.agent_id);
+        }
+        let parent_css: u64 =
+            read_kernel((cgroup + own_css) as *const u8, offset(|l| &l.css_parent));
+        cgroup = if parent_css == 0 {
+            0
+        } else {
+            parent_css.wrapping_sub(own_css)
+        };
     }
     None
 }

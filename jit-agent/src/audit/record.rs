@@ -3,7 +3,9 @@
 
 use jiff::Timestamp;
 use jit_common::{
-    event::{EVENT_FLAG_PATH_TRUNCATED, EVENT_FLAG_PATH_UNRESOLVED, Event, EventKind},
+    event::{
+        EVENT_FLAG_MAPPING, EVENT_FLAG_PATH_TRUNCATED, EVENT_FLAG_PATH_UNRESOLVED, Event, EventKind,
+    },
     policy::{Decision, Op},
     protect::{SELF_PROTECTION_RULE_ID, event_op},
 };
@@ -152,6 +154,17 @@ pub struct KernelRecord {
     pub truncated: bool,
     /// The kernel could not resolve the path; the decision failed closed.
     pub unresolved: bool,
+    /// An `exec` decided for an executable mapping (`mmap`/`mprotect` with `PROT_EXEC` of the
+    /// file: a library, or a program run by the dynamic loader), not for an `execve`. Written
+    /// only when true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mapping: bool,
+    /// For self-protection denials of actions that are not file operations (`signal`,
+    /// `ptrace`, `bpf`, `cgroup`, `resource`, `kernel`): the signal number, ptrace mode,
+    /// `bpf()` command, clone flags, resource code or kernel load id (docs/audit-schema.md).
+    /// Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<u64>,
     /// Process details read from procfs when the event arrived (`null` when not captured).
     pub process: Option<ProcessContext>,
 }
@@ -222,6 +235,9 @@ impl KernelRecord {
             ino: event.file.ino,
             truncated: event.flags & EVENT_FLAG_PATH_TRUNCATED != 0,
             unresolved: event.flags & EVENT_FLAG_PATH_UNRESOLVED != 0,
+            mapping: event.flags & EVENT_FLAG_MAPPING != 0,
+            detail: (event.rule_id == SELF_PROTECTION_RULE_ID && Op::from_u8(event.op).is_none())
+                .then_some(event.file.name),
             process,
         }
     }

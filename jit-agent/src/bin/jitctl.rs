@@ -340,7 +340,7 @@ fn status(socket: &Path, json: bool) -> Result<ExitCode> {
     println!(
         "programs attached: {}/{}",
         s.programs.len(),
-        jit_common::program_names::ALL.len()
+        s.programs_expected
     );
     println!(
         "policy generation {}: {}",

@@ -119,17 +119,21 @@ impl Daemon {
             .checked_sub(jiff::SignedDuration::try_from(age).unwrap_or_default())
             .unwrap_or_else(|_| Timestamp::now());
         let target = match held.op {
-            Op::Write | Op::Truncate | Op::Chmod | Op::Chown | Op::Unlink | Op::Rename => {
-                fs::metadata(&held.path).ok().map(|m| TargetFacts {
-                    size: m.len(),
-                    uid: m.uid(),
-                    owner: nix::unistd::User::from_uid(m.uid().into())
-                        .ok()
-                        .flatten()
-                        .map(|u| u.name),
-                    mode: format!("{:o}", m.mode() & 0o7777),
-                })
-            }
+            Op::Write
+            | Op::Truncate
+            | Op::Chmod
+            | Op::Chown
+            | Op::Metadata
+            | Op::Unlink
+            | Op::Rename => fs::metadata(&held.path).ok().map(|m| TargetFacts {
+                size: m.len(),
+                uid: m.uid(),
+                owner: nix::unistd::User::from_uid(m.uid().into())
+                    .ok()
+                    .flatten()
+                    .map(|u| u.name),
+                mode: format!("{:o}", m.mode() & 0o7777),
+            }),
             _ => None,
         };
         PendingView {

@@ -287,7 +287,9 @@ fn status(daemon: &Daemon) -> Status {
         )
     };
     let links = daemon.config.bpffs.join("links");
-    let programs = jit_common::program_names::ALL
+    let expected = crate::bpf::programs_for_this_kernel()
+        .unwrap_or_else(|_| jit_common::program_names::ALL.to_vec());
+    let programs = expected
         .iter()
         .filter(|(name, _)| links.join(name).exists())
         .map(|(name, hook)| format!("{name} ({hook})"))
@@ -342,6 +344,7 @@ fn status(daemon: &Daemon) -> Status {
         .to_owned(),
         pin_dir: daemon.config.bpffs.display().to_string(),
         programs,
+        programs_expected: expected.len(),
         policy_generation: state.generation,
         policy_files: state.files.clone(),
         policy_error: state.last_error.clone(),

@@ -59,15 +59,16 @@ fn layouts_match_the_kernel_and_aya() {
 fn op_conversions_round_trip() {
     let names = [
         "exec", "write", "create", "unlink", "rename", "truncate", "mkdir", "rmdir", "link",
-        "symlink", "chmod", "chown",
+        "symlink", "chmod", "chown", "device", "metadata",
     ];
+    assert_eq!(names.len(), Op::ALL.len());
     for (i, (op, name)) in Op::ALL.into_iter().zip(names).enumerate() {
         assert_eq!(op as usize, i);
         assert_eq!(op.name(), name);
         assert_eq!(Op::from_name(name), Some(op));
         assert_eq!(Op::from_u8(op as u8), Some(op));
     }
-    assert_eq!(Op::from_u8(12), None);
+    assert_eq!(Op::from_u8(14), None);
     assert_eq!(Op::from_u8(255), None);
     assert_eq!(Op::from_name("Exec"), None);
     assert_eq!(Op::from_name(""), None);

@@ -1,0 +1,112 @@
+//! Hooks for op `metadata`: extended attributes (`inode_setxattr`, `inode_removexattr`, and on
+//! 6.2+ `inode_set_acl`, `inode_remove_acl`), inode flags (`file_ioctl` with
+//! `FS_IOC_SETFLAGS`/`FS_IOC_FSSETXATTR`: `chattr`) and timestamps (`inode_setattr` with new
+//! access or modification times and no size change: `utimensat`, `utimes`, `touch`).
+//!
+//! None of these passed a decision before: `chattr +i` on the daemon's audit log would stop its
+//! appends, `security.*` attributes steer other LSMs and file capabilities, ACLs grant access,
+//! timestamps hide changes. Decided by the file's path like every op; the daemon's protected
+//! paths and cgroup filesystems are refused by self-protection first (see `engine`).
+//!
+//! The xattr, ACL and attribute hooks get a dentry without its mount: the path is resolved
+//! through the mount that shows the file's whole filesystem in the task's namespace
+//! (`engine::whole_mount_of`), and fails closed where there is none. Mode and owner changes
+//! stay `chmod` and `chown` (`path_chmod`, `path_chown`); size changes are `truncate`.
+//!
+//! Scope: agent cgroups only. Minimum kernel: 5.7 (BPF LSM); `inode_set_acl` and
+//! `inode_remove_acl` 6.2 (before, ACLs are set as `system.posix_acl_*` xattrs, which
+//! `inode_setxattr` sees). The dentry is the second argument of every xattr and ACL hook on 6.1
+//! and 6.12; `inode_setattr` gained a leading `idmap` in 6.3 (`JIT_SETATTR_IDMAP`).
+use aya_ebpf::{macros::lsm, programs::LsmContext};
+use jit_common::policy::Op;
+
+use crate::{
+    engine::{decide_on_dentry, decide_on_file, offset, read_kernel},
+    scope::current_agent,
+};
+
+/// `FS_IOC_SETFLAGS` (`_IOW('f', 2, long)`) and its 32-bit form `FS_IOC32_SETFLAGS`.
+const FS_IOC_SETFLAGS: u32 = 0x4008_6602;
+const FS_IOC32_SETFLAGS: u32 = 0x4004_6602;
+/// `FS_IOC_FSSETXATTR` (`_IOW('X', 32, struct fsxattr)`): the same flags, and project ids.
+const FS_IOC_FSSETXATTR: u32 = 0x401c_5820;
+/// `ATTR_*` bits of `struct iattr::ia_valid`.
+const ATTR_SIZE: u32 = 1 << 3;
+const ATTR_ATIME: u32 = 1 << 4;
+const ATTR_MTIME: u32 = 1 << 5;
+
+/// 1 when this kernel's `inode_setattr` takes a leading `struct mnt_idmap *` (6.3+), else 0.
+/// Written by userspace before load, from the hook's BTF prototype.
+#[unsafe(no_mangle)]
+static JIT_SETATTR_IDMAP: u32 = 0;
+
+#[inline(always)]
+fn on_dentry(dentry: *const u8) -> i32 {
+    let Some(agent) = current_agent() else {
+        return 0;
+    };
+    match decide_on_dentry(Op::Metadata, agent, dentry) {
+        Ok(ret) | Err(ret) => ret,
+    }
+}
+
+/// `inode_setxattr(idmap, struct dentry *dentry, const char *name, const void *value,
+/// size_t size, int flags)` (6.1: `struct user_namespace *` first).
+#[lsm(hook = "inode_setxattr")]
+pub fn jit_inode_setxattr(ctx: LsmContext) -> i32 {
+    on_dentry(ctx.arg(1))
+}
+
+/// `inode_removexattr(idmap, struct dentry *dentry, const char *name)`.
+#[lsm(hook = "inode_removexattr")]
+pub fn jit_inode_removexattr(ctx: LsmContext) -> i32 {
+    on_dentry(ctx.arg(1))
+}
+
+/// `inode_set_acl(struct mnt_idmap *idmap, struct dentry *dentry, const char *acl_name,
+/// struct posix_acl *kacl)` (6.2+).
+#[lsm(hook = "inode_set_acl")]
+pub fn jit_inode_set_acl(ctx: LsmContext) -> i32 {
+    on_dentry(ctx.arg(1))
+}
+
+/// `inode_remove_acl(struct mnt_idmap *idmap, struct dentry *dentry, const char *acl_name)`
+/// (6.2+).
+#[lsm(hook = "inode_remove_acl")]
+pub fn jit_inode_remove_acl(ctx: LsmContext) -> i32 {
+    on_dentry(ctx.arg(1))
+}
+
+/// `inode_setattr([struct mnt_idmap *idmap,] struct dentry *dentry, struct iattr *attr)`: only
+/// new timestamps without a size change are `metadata` (`notify_change` also carries chmod,
+/// chown and truncate, decided by their own path hooks, and the kernel's own privilege drops).
+#[lsm(hook = "inode_setattr")]
+pub fn jit_inode_setattr(ctx: LsmContext) -> i32 {
+    // SAFETY: reads a plain integer out of a static (volatile: set before load).
+    let (dentry, attr): (*const u8, *const u8) =
+        if unsafe { core::ptr::read_volatile(&raw const JIT_SETATTR_IDMAP) } != 0 {
+            (ctx.arg(1), ctx.arg(2))
+        } else {
+            (ctx.arg(0), ctx.arg(1))
+        };
+    let valid: u32 = read_kernel(attr, offset(|l| &l.iattr_ia_valid));
+    if valid & (ATTR_ATIME | ATTR_MTIME) == 0 || valid & ATTR_SIZE != 0 {
+        return 0;
+    }
+    on_dentry(dentry)
+}
+
+/// `file_ioctl(struct file *file, unsigned int cmd, unsigned long arg)`: `chattr`.
+#[lsm(hook = "file_ioctl")]
+pub fn jit_file_ioctl(ctx: LsmContext) -> i32 {
+    let cmd: u32 = ctx.arg(1);
+    if !matches!(cmd, FS_IOC_SETFLAGS | FS_IOC32_SETFLAGS | FS_IOC_FSSETXATTR) {
+        return 0;
+    }
+    let Some(agent) = current_agent() else {
+        return 0;
+    };
+    match decide_on_file(Op::Metadata, agent, ctx.arg(0), false, 0) {
+        Ok(ret) | Err(ret) => ret,
+    }
+}
