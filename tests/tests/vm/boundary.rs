@@ -665,7 +665,11 @@ fn memfd_with(data: &[u8]) -> libc::c_int {
 }
 
 #[test]
-fn an_exec_allowlist_must_cover_the_loader_and_refuses_memfd_code() {
+#[expect(
+    clippy::too_many_lines,
+    reason = "one class of attack: its variants, the allowed cases and the outside check together"
+)]
+fn an_exec_allowlist_covers_the_loader_and_refuses_memfd_and_shm_code() {
     require_vm();
     let dir = TestDir::new("allowlist");
     let prog = dir.path().join("bin").join("prog");
@@ -727,6 +731,25 @@ fn an_exec_allowlist_must_cover_the_loader_and_refuses_memfd_code() {
         0,
         "anonymous executable memory under an allowlist"
     );
+
+    // A System V shared memory segment attached executable (SHM_EXEC) maps a file too.
+    let shm_exec = || {
+        // SAFETY: a private segment of our own, marked for removal before it is attached.
+        unsafe {
+            let id = libc::shmget(libc::IPC_PRIVATE, 4096, libc::IPC_CREAT | 0o600);
+            if id < 0 {
+                return fail_with(210);
+            }
+            libc::shmctl(id, libc::IPC_RMID, ptr::null_mut());
+            libc::shmat(id, ptr::null(), libc::SHM_EXEC) as isize != -1
+        }
+    };
+    assert_eq!(
+        errno_of(agent, shm_exec),
+        libc::EPERM,
+        "shmat(SHM_EXEC) under an exec allowlist"
+    );
+    assert_eq!(errno_of(None, shm_exec), 0, "shmat(SHM_EXEC) from outside");
 
     // Code written into a memfd: neither mapped executable nor executed.
     let memfd_map = || {
