@@ -25,7 +25,7 @@ use jit_common::{
     AgentCgroup, ScopeConfig,
     cache::{SEQLOCKS_GLOBAL, SeqLocks},
     event::counter,
-    layout::{LAYOUT_GLOBAL, SETATTR_IDMAP_GLOBAL},
+    layout::LAYOUT_GLOBAL,
     map_names,
     pending::{GrantKey, GrantValue, PendingRequest, STATE_ALLOWED, STATE_DENIED, STATE_PENDING},
     policy::{AgentConfig, KEY_DATA_LEN, PatternError, PolicyKey, PolicyValue},
@@ -872,7 +872,8 @@ fn map_err(name: &'static str, action: &'static str) -> impl FnOnce(MapError) ->
 
 /// Loads the embedded object with the struct layouts of the running kernel.
 /// The programs (name, hook) this kernel gets: every one of `program_names::ALL` whose hook it
-/// has (`program_names::OPTIONAL_HOOKS` may be missing on older kernels).
+/// has (`program_names::OPTIONAL_HOOKS` may be missing on older kernels) with the signature
+/// the program was written for (`program_names::FOR_SIGNATURE`).
 ///
 /// # Errors
 /// When the kernel's BTF cannot be read.
@@ -880,9 +881,14 @@ pub fn programs_for_this_kernel() -> Result<Vec<(&'static str, &'static str)>, B
     let kernel = KernelBtf::from_sys_fs().map_err(BpfError::Layout)?;
     Ok(program_names::ALL
         .into_iter()
-        .filter(|(_, hook)| {
-            !program_names::OPTIONAL_HOOKS.contains(hook)
-                || kernel.func_param_count(&format!("bpf_lsm_{hook}")).is_ok()
+        .filter(|(name, hook)| {
+            let params = kernel.func_param_count(&format!("bpf_lsm_{hook}")).ok();
+            let hook_ok = params.is_some() || !program_names::OPTIONAL_HOOKS.contains(hook);
+            let signature_ok = program_names::FOR_SIGNATURE
+                .iter()
+                .find(|(program, _)| program == name)
+                .is_none_or(|(_, wanted)| params == Some(*wanted));
+            hook_ok && signature_ok
         })
         .collect())
 }
@@ -891,13 +897,6 @@ fn load_object() -> Result<Ebpf, BpfError> {
     let object = EBPF_OBJECT.ok_or(BpfError::NotBuilt)?;
     let kernel = KernelBtf::from_sys_fs().map_err(BpfError::Layout)?;
     let layout = kbtf::kernel_layout(&kernel).map_err(BpfError::Layout)?;
-    // `inode_setattr` gained a leading `struct mnt_idmap *` in 6.3 (see jit-ebpf `metadata`).
-    let setattr_idmap = u32::from(
-        kernel
-            .func_param_count("bpf_lsm_inode_setattr")
-            .map_err(BpfError::Layout)?
-            == 3,
-    );
     let seqlocks = fs::read_to_string("/proc/kallsyms")
         .map_or(SeqLocks::UNSET, |text| SeqLocks::from_kallsyms(&text));
     if seqlocks.known() {
@@ -911,7 +910,6 @@ fn load_object() -> Result<Ebpf, BpfError> {
     EbpfLoader::new()
         .override_global(LAYOUT_GLOBAL, &layout, true)
         .override_global(SEQLOCKS_GLOBAL, &seqlocks, true)
-        .override_global(SETATTR_IDMAP_GLOBAL, &setattr_idmap, true)
         .load(object)
         .map_err(BpfError::Load)
 }

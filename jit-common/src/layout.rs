@@ -7,9 +7,6 @@
 
 /// Name of the read-only global in `jit-ebpf` holding a [`KernelLayout`].
 pub const LAYOUT_GLOBAL: &str = "JIT_LAYOUT";
-/// Name of the read-only `u32` global in `jit-ebpf`: 1 when the kernel's `inode_setattr` hook
-/// takes a leading `struct mnt_idmap *` (6.3+), 0 when the dentry comes first (6.1).
-pub const SETATTR_IDMAP_GLOBAL: &str = "JIT_SETATTR_IDMAP";
 
 /// Byte offsets of struct members, as found in the kernel's BTF.
 #[repr(C)]

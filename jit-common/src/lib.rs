@@ -61,8 +61,14 @@ pub mod program_names {
     /// `ftruncate` through `path_truncate`, ACLs through `inode_setxattr`).
     pub const OPTIONAL_HOOKS: [&str; 3] = ["file_truncate", "inode_set_acl", "inode_remove_acl"];
 
+    /// Programs written for one signature of a hook that changed between supported kernels:
+    /// each is attached only where the hook has this many parameters (`inode_setattr` gained a
+    /// leading `struct mnt_idmap *` in 6.3).
+    pub const FOR_SIGNATURE: [(&str, u32); 2] =
+        [("jit_inode_setattr", 3), ("jit_inode_setattr_noidmap", 2)];
+
     /// Every program with the LSM hook it attaches to.
-    pub const ALL: [(&str, &str); 42] = [
+    pub const ALL: [(&str, &str); 43] = [
         (EXEC, "bprm_check_security"),
         ("jit_file_open", "file_open"),
         ("jit_path_mknod", "path_mknod"),
@@ -85,6 +91,7 @@ pub mod program_names {
         ("jit_inode_set_acl", "inode_set_acl"),
         ("jit_inode_remove_acl", "inode_remove_acl"),
         ("jit_inode_setattr", "inode_setattr"),
+        ("jit_inode_setattr_noidmap", "inode_setattr"),
         ("jit_file_ioctl", "file_ioctl"),
         // Self-protection (see `protect`): agents may not signal (also by SIGIO) or trace the
         // daemon, nor call bpf(); rename and link have their file checks in programs of their own

@@ -768,21 +768,37 @@ fn current_mnt_ns() -> u64 {
     read_kernel(nsproxy as *const u8, offset(|l| &l.nsproxy_mnt_ns))
 }
 
-/// Whether the mount `mnt` (a `struct vfsmount *`) is attached in the current task's mount
-/// namespace. Not so for a detached tree (`open_tree(OPEN_TREE_CLONE)`, `fsmount`: an anonymous
-/// namespace of its own), a lazily unmounted mount (none), or a mount of another namespace
-/// reached through `/proc/PID/root` or a descriptor passed in: there the path a walk or
-/// `d_path` builds is relative to some other root, not the path the rest of the system sees,
-/// so a decision by it would be a decision about another file.
+/// Where the mount `mnt` (a `struct vfsmount *`) is attached, seen from the current task.
 ///
-/// The kernel's internal mounts (`MNT_NS_INTERNAL`: pipes, sockets, `memfd`, anonymous inodes)
-/// pass: their objects have no path anywhere, and both resolvers name them as the kernel does
-/// (`pipe:[1234]`, `/memfd:NAME (deleted)`), which only a rule for exactly that name matches.
+/// [`MountNs::Foreign`] for a detached tree (`open_tree(OPEN_TREE_CLONE)`, `fsmount`: an
+/// anonymous namespace of its own), a lazily unmounted mount (none), or a mount of another
+/// namespace reached through `/proc/PID/root` or a descriptor passed in: there the path a walk
+/// or `d_path` builds is relative to some other root, not the path the rest of the system sees,
+/// so a decision by it would be a decision about another file.
 #[inline(always)]
-fn attached_here(mnt: u64) -> bool {
+fn mount_ns(mnt: u64) -> MountNs {
     let mount = mnt.wrapping_sub(offset(|l| &l.mount_mnt) as u64);
     let ns: u64 = read_kernel(mount as *const u8, offset(|l| &l.mount_mnt_ns));
-    ns == MNT_NS_INTERNAL || (ns != 0 && ns == current_mnt_ns())
+    if ns == MNT_NS_INTERNAL {
+        MountNs::Internal
+    } else if ns != 0 && ns == current_mnt_ns() {
+        MountNs::Here
+    } else {
+        MountNs::Foreign
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum MountNs {
+    /// Attached in the current task's mount namespace.
+    Here,
+    /// One of the kernel's internal mounts (`MNT_NS_INTERNAL`: pipes, sockets, `memfd`, SysV
+    /// shared memory, anonymous inodes). Their objects have no path anywhere; both resolvers
+    /// name them as the kernel's `d_path` does (`/memfd:NAME (deleted)`), which only a rule for
+    /// exactly that name matches.
+    Internal,
+    /// Anything else: the path would not be the one the rest of the system sees.
+    Foreign,
 }
 
 /// `MNT_NS_INTERNAL` (`ERR_PTR(-EINVAL)`): the namespace of the kernel's internal mounts.
@@ -804,8 +820,10 @@ fn resolve_btf_path(path: *const c_void, s: &mut Scratch) -> bool {
     let path = path.cast::<u8>();
     let mnt: u64 = read_kernel(path, offset(|l| &l.path_mnt));
     let dentry: u64 = read_kernel(path, offset(|l| &l.path_dentry));
-    if !attached_here(mnt) {
-        return false;
+    match mount_ns(mnt) {
+        MountNs::Foreign => return false,
+        MountNs::Internal => return d_path(path.cast(), s),
+        MountNs::Here => {}
     }
     let mnt_root: u64 = read_kernel(mnt as *const u8, offset(|l| &l.vfsmount_mnt_root));
     let sb: u64 = read_kernel(mnt as *const u8, offset(|l| &l.vfsmount_mnt_sb));
@@ -840,7 +858,7 @@ pub fn whole_mount_of(sb: *const u8) -> *const u8 {
         let mnt = mount.wrapping_add(mount_mnt);
         let root: u64 = read_kernel(mnt as *const u8, offset(|l| &l.vfsmount_mnt_root));
         let mnt_ns: u64 = read_kernel(mount as *const u8, offset(|l| &l.mount_mnt_ns));
-        if root == fs_root && mnt_ns == ns && ns != 0 {
+        if root == fs_root && ((mnt_ns == ns && ns != 0) || mnt_ns == MNT_NS_INTERNAL) {
             return mnt as *const u8;
         }
         node = read_kernel(node as *const u8, 0);
@@ -874,6 +892,9 @@ fn d_path(path: *const c_void, s: &mut Scratch) -> bool {
     true
 }
 
+/// What the kernel's `simple_dname` appends to the name of a pseudo file.
+const DELETED: &[u8; 10] = b" (deleted)";
+
 /// Deepest path the walk resolves, in components (mount crossings included).
 const WALK_DEPTH: u32 = 64;
 
@@ -883,16 +904,20 @@ const WALK_DEPTH: u32 = 64;
 /// state lives in scratch memory so the verifier can merge the branches of every iteration.
 ///
 /// Fails (and the decision fails closed) wherever the result would not be the path the rest of
-/// the system sees: a mount not attached in the task's namespace ([`attached_here`]), a dentry
+/// the system sees: a mount not attached in the task's namespace ([`mount_ns`]), a dentry
 /// that is its own parent without being its mount's root (escaped from a bind mount, or
 /// disconnected), a path deeper than [`WALK_DEPTH`] or longer than `WALK_LEN` (`prepend_path`
-/// would name a suffix of it).
+/// would name a suffix of it). The one dentry that is its own parent by design, the pseudo
+/// file of an internal mount (`memfd`, SysV shared memory), is named as the kernel names it
+/// (`simple_dname`): `/NAME (deleted)`.
 #[inline(always)]
 fn walk_path(mnt: *const u8, dentry: *const u8, s: &mut Scratch) -> bool {
     const MASK: usize = WALK_LEN - 1;
-    if !attached_here(mnt as u64) {
-        return false;
-    }
+    let internal = match mount_ns(mnt as u64) {
+        MountNs::Foreign => return false,
+        MountNs::Internal => true,
+        MountNs::Here => false,
+    };
     let d_name = offset(|l| &l.dentry_d_name);
     let mut dentry = dentry as u64;
     let mut mount = (mnt as u64).wrapping_sub(offset(|l| &l.mount_mnt) as u64);
@@ -906,9 +931,27 @@ fn walk_path(mnt: *const u8, dentry: *const u8, s: &mut Scratch) -> bool {
         if dentry == 0 {
             break;
         }
-        if dentry != root && dentry == parent {
+        let pseudo = dentry != root && dentry == parent;
+        if pseudo && !internal {
             // Its own parent, yet not the mount's root: escaped or disconnected.
             break;
+        }
+        if pseudo {
+            // SAFETY: as above.
+            let pos = unsafe { core::ptr::read_volatile(&raw const s.walk_pos) } as usize;
+            if pos == WALK_LEN {
+                // The object itself (not a directory above it): the kernel's suffix first.
+                let start = WALK_LEN - DELETED.len();
+                // SAFETY: a constant-length copy into the end of `walk`.
+                unsafe {
+                    bpf_probe_read_kernel(
+                        s.walk.as_mut_ptr().add(start).cast(),
+                        DELETED.len() as u32,
+                        DELETED.as_ptr().cast(),
+                    );
+                    core::ptr::write_volatile(&raw mut s.walk_pos, start as u32);
+                }
+            }
         }
         if dentry == root {
             let mount_parent: u64 =
@@ -944,6 +987,10 @@ fn walk_path(mnt: *const u8, dentry: *const u8, s: &mut Scratch) -> bool {
         }
         // SAFETY: as above.
         unsafe { core::ptr::write_volatile(&raw mut s.walk_pos, start as u32) };
+        if pseudo {
+            complete = true;
+            break;
+        }
         dentry = parent;
     }
     if !complete {

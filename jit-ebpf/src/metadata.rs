@@ -16,7 +16,8 @@
 //! Scope: agent cgroups only. Minimum kernel: 5.7 (BPF LSM); `inode_set_acl` and
 //! `inode_remove_acl` 6.2 (before, ACLs are set as `system.posix_acl_*` xattrs, which
 //! `inode_setxattr` sees). The dentry is the second argument of every xattr and ACL hook on 6.1
-//! and 6.12; `inode_setattr` gained a leading `idmap` in 6.3 (`JIT_SETATTR_IDMAP`).
+//! and 6.12; `inode_setattr` gained a leading `idmap` in 6.3, so it has two programs, one per
+//! signature.
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use jit_common::policy::Op;
 
@@ -34,11 +35,6 @@ const FS_IOC_FSSETXATTR: u32 = 0x401c_5820;
 const ATTR_SIZE: u32 = 1 << 3;
 const ATTR_ATIME: u32 = 1 << 4;
 const ATTR_MTIME: u32 = 1 << 5;
-
-/// 1 when this kernel's `inode_setattr` takes a leading `struct mnt_idmap *` (6.3+), else 0.
-/// Written by userspace before load, from the hook's BTF prototype.
-#[unsafe(no_mangle)]
-static JIT_SETATTR_IDMAP: u32 = 0;
 
 #[inline(always)]
 fn on_dentry(dentry: *const u8) -> i32 {
@@ -77,23 +73,34 @@ pub fn jit_inode_remove_acl(ctx: LsmContext) -> i32 {
     on_dentry(ctx.arg(1))
 }
 
-/// `inode_setattr([struct mnt_idmap *idmap,] struct dentry *dentry, struct iattr *attr)`: only
-/// new timestamps without a size change are `metadata` (`notify_change` also carries chmod,
-/// chown and truncate, decided by their own path hooks, and the kernel's own privilege drops).
+/// `inode_setattr(struct mnt_idmap *idmap, struct dentry *dentry, struct iattr *attr)` (6.3+):
+/// only new timestamps without a size change are `metadata` (`notify_change` also carries
+/// chmod, chown and truncate, decided by their own path hooks, and the kernel's own privilege
+/// drops).
 #[lsm(hook = "inode_setattr")]
 pub fn jit_inode_setattr(ctx: LsmContext) -> i32 {
-    // SAFETY: reads a plain integer out of a static (volatile: set before load).
-    let (dentry, attr): (*const u8, *const u8) =
-        if unsafe { core::ptr::read_volatile(&raw const JIT_SETATTR_IDMAP) } != 0 {
-            (ctx.arg(1), ctx.arg(2))
-        } else {
-            (ctx.arg(0), ctx.arg(1))
-        };
+    on_setattr(ctx.arg(1), ctx.arg(2))
+}
+
+/// `inode_setattr(struct dentry *dentry, struct iattr *attr)` (before 6.3): the same, for the
+/// older signature (userspace attaches the program that matches the kernel's).
+#[lsm(hook = "inode_setattr")]
+pub fn jit_inode_setattr_noidmap(ctx: LsmContext) -> i32 {
+    on_setattr(ctx.arg(0), ctx.arg(1))
+}
+
+#[inline(always)]
+fn on_setattr(dentry: *const u8, attr: *const u8) -> i32 {
+    let Some(agent) = current_agent() else {
+        return 0;
+    };
     let valid: u32 = read_kernel(attr, offset(|l| &l.iattr_ia_valid));
     if valid & (ATTR_ATIME | ATTR_MTIME) == 0 || valid & ATTR_SIZE != 0 {
         return 0;
     }
-    on_dentry(dentry)
+    match decide_on_dentry(Op::Metadata, agent, dentry) {
+        Ok(ret) | Err(ret) => ret,
+    }
 }
 
 /// `file_ioctl(struct file *file, unsigned int cmd, unsigned long arg)`: `chattr`.

@@ -182,8 +182,15 @@ fn script_exec_is_held_exactly_once() {
     );
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .expect("chmod");
-    // Default hold: the interpreter (/bin/sh) would be held too if it counted as an action.
+    // Default hold, the interpreter allowed by its own rule: the script is the one action held.
+    // (A held interpreter is enforced as a deny at the interpreter pass: see boundary.rs.)
     let mut setup = AgentSetup::new("hold-script", Decision::Hold, Mode::Enforce);
+    let shell = std::fs::canonicalize("/bin/sh").expect("resolve /bin/sh");
+    setup.rule(
+        Op::Exec,
+        shell.to_str().expect("UTF-8 path"),
+        Decision::Allow,
+    );
     let child = setup.cgroup.spawn(script.to_str().unwrap());
     let (tid, request) = setup.wait_for_hold();
     setup
