@@ -221,6 +221,39 @@ impl ForkedChild {
     }
 }
 
+/// `path` as a C string, for raw syscalls in forked children.
+#[must_use]
+pub fn c_path(path: &Path) -> CString {
+    CString::new(path.as_os_str().as_encoded_bytes()).expect("path without NUL")
+}
+
+/// Runs `action` in a forked child, inside the cgroup directory `cgroup` (or where the test
+/// runs, outside every agent cgroup, for `None`); returns the errno it failed with, 0 when it
+/// succeeded. The closure must be async-signal-safe: build its strings before.
+pub fn errno_of(cgroup: Option<&Path>, action: impl FnOnce() -> bool) -> i32 {
+    let procs = cgroup.map(procs_of);
+    // SAFETY: the child only joins the cgroup, runs `action` (async-signal-safe, see above)
+    // and leaves with _exit.
+    let pid = match unsafe { libc::fork() } {
+        -1 => panic!("fork: {}", io::Error::last_os_error()),
+        0 => unsafe {
+            let joined = procs.as_ref().is_none_or(|p| join_cgroup(p).is_ok());
+            let code = if !joined {
+                200
+            } else if action() {
+                0
+            } else {
+                io::Error::last_os_error().raw_os_error().unwrap_or(255)
+            };
+            libc::_exit(code)
+        },
+        pid => pid,
+    };
+    let code = ForkedChild(pid).result();
+    assert_ne!(code, 200, "the child could not join its cgroup");
+    code
+}
+
 impl Drop for TestCgroup {
     fn drop(&mut self) {
         // A failed test can leave a process behind, held (stopped) in here: kill whatever is
