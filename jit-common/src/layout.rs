@@ -86,9 +86,9 @@ pub struct KernelLayout {
     pub mount_mnt_instance: u32,
     /// `struct task_struct`, member `mm`.
     pub task_mm: u32,
-    /// `struct mm_struct`, member `arg_start`: 0 in a new program's memory until `execve` has
-    /// mapped the program and its ELF interpreter and places the arguments.
-    pub mm_struct_arg_start: u32,
+    /// `struct mm_struct`, member `start_code`: 0 in a new program's memory until `execve` has
+    /// mapped the program and its ELF interpreter.
+    pub mm_struct_start_code: u32,
     /// `struct vm_area_struct`, member `vm_file`: the mapped file, null for anonymous memory.
     pub vm_area_struct_vm_file: u32,
     /// `struct task_struct`, member `cgroups` (its `css_set`).
@@ -105,6 +105,14 @@ pub struct KernelLayout {
     pub css_parent: u32,
     /// `struct iattr`, member `ia_valid` (`ATTR_*` bits of what `notify_change` changes).
     pub iattr_ia_valid: u32,
+    /// `struct proc_inode`, member `vfs_inode` (a procfs inode is embedded in one).
+    pub proc_inode_vfs_inode: u32,
+    /// `struct proc_inode`, member `pid`: the process a `/proc/PID/` entry is about (null elsewhere).
+    pub proc_inode_pid: u32,
+    /// `struct pid`, member `tasks` (the first list head is `PIDTYPE_PID`'s).
+    pub pid_tasks: u32,
+    /// `struct task_struct`, member `pid_links` (the first node is `PIDTYPE_PID`'s).
+    pub task_pid_links: u32,
 }
 
 impl KernelLayout {
@@ -145,7 +153,7 @@ impl KernelLayout {
         super_block_s_mounts: 0,
         mount_mnt_instance: 0,
         task_mm: 0,
-        mm_struct_arg_start: 0,
+        mm_struct_start_code: 0,
         vm_area_struct_vm_file: 0,
         task_cgroups: 0,
         css_set_dfl_cgrp: 0,
@@ -154,6 +162,10 @@ impl KernelLayout {
         cgroup_self: 0,
         css_parent: 0,
         iattr_ia_valid: 0,
+        proc_inode_vfs_inode: 0,
+        proc_inode_pid: 0,
+        pid_tasks: 0,
+        task_pid_links: 0,
     };
 
     /// The offset of an optional member this kernel does not have.
@@ -164,7 +176,7 @@ impl KernelLayout {
     pub const OPTIONAL: [(&'static str, &'static str); 1] = [("task_struct", "io_uring")];
 
     /// `(struct, member)` for every field, in field order: what userspace looks up in BTF.
-    pub const MEMBERS: [(&'static str, &'static str); 44] = [
+    pub const MEMBERS: [(&'static str, &'static str); 48] = [
         ("linux_binprm", "file"),
         ("file", "f_path"),
         ("file", "f_inode"),
@@ -200,7 +212,7 @@ impl KernelLayout {
         ("super_block", "s_mounts"),
         ("mount", "mnt_instance"),
         ("task_struct", "mm"),
-        ("mm_struct", "arg_start"),
+        ("mm_struct", "start_code"),
         ("vm_area_struct", "vm_file"),
         ("task_struct", "cgroups"),
         ("css_set", "dfl_cgrp"),
@@ -209,11 +221,15 @@ impl KernelLayout {
         ("cgroup", "self"),
         ("cgroup_subsys_state", "parent"),
         ("iattr", "ia_valid"),
+        ("proc_inode", "vfs_inode"),
+        ("proc_inode", "pid"),
+        ("pid", "tasks"),
+        ("task_struct", "pid_links"),
     ];
 
     /// Builds the layout from offsets given in [`Self::MEMBERS`] order.
     #[must_use]
-    pub const fn from_offsets(o: [u32; 44]) -> Self {
+    pub const fn from_offsets(o: [u32; 48]) -> Self {
         Self {
             binprm_file: o[0],
             file_f_path: o[1],
@@ -250,7 +266,7 @@ impl KernelLayout {
             super_block_s_mounts: o[32],
             mount_mnt_instance: o[33],
             task_mm: o[34],
-            mm_struct_arg_start: o[35],
+            mm_struct_start_code: o[35],
             vm_area_struct_vm_file: o[36],
             task_cgroups: o[37],
             css_set_dfl_cgrp: o[38],
@@ -259,6 +275,10 @@ impl KernelLayout {
             cgroup_self: o[41],
             css_parent: o[42],
             iattr_ia_valid: o[43],
+            proc_inode_vfs_inode: o[44],
+            proc_inode_pid: o[45],
+            pid_tasks: o[46],
+            task_pid_links: o[47],
         }
     }
 }

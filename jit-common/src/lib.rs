@@ -59,7 +59,12 @@ pub mod program_names {
     /// kernel has the hook (`bpf_lsm_HOOK` in its BTF) and skipped elsewhere. On 6.1 the
     /// kernel routes what these would see through hooks jit attaches anyway (`O_TRUNC` and
     /// `ftruncate` through `path_truncate`, ACLs through `inode_setxattr`).
-    pub const OPTIONAL_HOOKS: [&str; 3] = ["file_truncate", "inode_set_acl", "inode_remove_acl"];
+    pub const OPTIONAL_HOOKS: [&str; 4] = [
+        "file_truncate",
+        "inode_set_acl",
+        "inode_remove_acl",
+        "file_ioctl_compat",
+    ];
 
     /// Programs written for one signature of a hook that changed between supported kernels:
     /// each is attached only where the hook has this many parameters (`inode_setattr` gained a
@@ -68,7 +73,7 @@ pub mod program_names {
         [("jit_inode_setattr", 3), ("jit_inode_setattr_noidmap", 2)];
 
     /// Every program with the LSM hook it attaches to.
-    pub const ALL: [(&str, &str); 43] = [
+    pub const ALL: [(&str, &str); 44] = [
         (EXEC, "bprm_check_security"),
         ("jit_file_open", "file_open"),
         ("jit_path_mknod", "path_mknod"),
@@ -93,6 +98,7 @@ pub mod program_names {
         ("jit_inode_setattr", "inode_setattr"),
         ("jit_inode_setattr_noidmap", "inode_setattr"),
         ("jit_file_ioctl", "file_ioctl"),
+        ("jit_file_ioctl_compat", "file_ioctl_compat"),
         // Self-protection (see `protect`): agents may not signal (also by SIGIO) or trace the
         // daemon, nor call bpf(); rename and link have their file checks in programs of their own
         // (single-path ops have them in the engine's programs). Attached after the engine's:

@@ -77,8 +77,9 @@ pub mod event_op {
     pub const CHROOT: u8 = 104;
     /// `clone3` with `CLONE_INTO_CGROUP`: a child started in another cgroup.
     pub const CGROUP: u8 = 105;
-    /// Limits, scheduling, priority, I/O priority or memory placement of a process outside
-    /// the agent (`prlimit`, `setpriority`, `sched_setattr`, `ioprio_set`, `move_pages`, ...).
+    /// Limits, scheduling, priority, I/O priority, memory placement or `/proc/PID/` files of a
+    /// process outside the agent (`prlimit`, `setpriority`, `sched_setattr`, `ioprio_set`,
+    /// `move_pages`, a write to `/proc/PID/oom_score_adj`, ...).
     /// `Event::file.name` holds which one ([`resource`]).
     pub const RESOURCE: u8 = 106;
     /// Loading code into the kernel: `init_module`, `finit_module`, `kexec_load`,
@@ -117,6 +118,9 @@ pub mod resource {
     pub const SCHEDULER: u64 = 4;
     /// `migrate_pages`, `move_pages` (`task_movememory`).
     pub const MEMORY: u64 = 5;
+    /// A write open of one of its `/proc/PID/` files (`oom_score_adj`, `autogroup`, `comm`,
+    /// `timerslack_ns`, `attr/*`, ...).
+    pub const PROC: u64 = 6;
 
     /// The name of a code of this module.
     #[must_use]
@@ -127,6 +131,7 @@ pub mod resource {
             IOPRIO => Some("ioprio"),
             SCHEDULER => Some("scheduler"),
             MEMORY => Some("memory"),
+            PROC => Some("proc"),
             _ => None,
         }
     }

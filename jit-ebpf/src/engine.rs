@@ -212,17 +212,18 @@ pub fn decide_on_dentry(op: Op, agent: AgentCgroup, dentry: *const u8) -> Result
 }
 
 /// Whether the kernel is loading a new program into the current task: inside `execve`, after
-/// the new memory replaced the old, while the kernel maps the program and its ELF interpreter
-/// (`load_elf_binary`) and before it places the arguments (`create_elf_tables` sets
-/// `mm->arg_start`, which a fresh `mm_struct` has as 0). User space cannot bring it back to 0:
+/// the new memory replaced the old, while `load_elf_binary` maps the program and its ELF
+/// interpreter, and before it records where the code lies (`mm->start_code`, which a fresh
+/// `mm_struct` has as 0; it is set after the mappings). User space cannot bring it back to 0:
 /// `prctl(PR_SET_MM)` refuses addresses below `mmap_min_addr`. (`fs_struct::in_exec` does not
-/// tell this: kernels with the 2025 fix of its race clear it before the mappings.)
+/// tell this: kernels with the 2025 fix of its race clear it before the mappings; and
+/// `mm->arg_start` is set before them, by `setup_arg_pages`.)
 #[inline(always)]
 pub fn loading_new_program() -> bool {
     // SAFETY: helper without arguments.
     let task = unsafe { bpf_get_current_task() } as *const u8;
     let mm: u64 = read_kernel(task, offset(|l| &l.task_mm));
-    mm != 0 && read_kernel::<u64>(mm as *const u8, offset(|l| &l.mm_struct_arg_start)) == 0
+    mm != 0 && read_kernel::<u64>(mm as *const u8, offset(|l| &l.mm_struct_start_code)) == 0
 }
 
 /// Decides `op` on the entry `dentry` in directory `dir` (a kernel `struct path *`).

@@ -6,14 +6,52 @@
 //! and `openat` resolved). An `O_CREAT` that creates the file is decided before this, as
 //! `create`, by `path_mknod`.
 //!
+//! A write open of a `/proc/PID/` file of a process outside the caller's agent (its
+//! `oom_score_adj`, `autogroup`, `comm`, `timerslack_ns`, ...: knobs the kernel lets the owner
+//! turn without any other check) is refused as a self-protection denial of op `resource`, like
+//! the resource syscalls (see `task_resources`).
+//!
 //! Scope: agent cgroups only. Minimum kernel: 5.7 (BPF LSM); jit supports 6.1 and newer.
 use aya_ebpf::{macros::lsm, programs::LsmContext};
-use jit_common::policy::Op;
+use jit_common::{
+    policy::Op,
+    protect::{event_op, resource},
+};
 
 use crate::{
-    engine::{Action, Where, decide, file_id_btf, load_btf, load_ptr, offset},
-    scope::current_agent,
+    engine::{Action, Where, decide, file_id_btf, load_btf, load_ptr, offset, read_kernel},
+    protect::deny,
+    scope::{current_agent, task_agent},
 };
+
+/// `PROC_SUPER_MAGIC`.
+const PROC_SUPER_MAGIC: u64 = 0x9fa0;
+
+/// The thread group id of the process whose `/proc/PID/` entry `inode` is, when that process is
+/// alive and not of agent `agent_id`; `None` for every other file.
+#[inline(always)]
+fn foreign_proc_entry(agent_id: u32, inode: *const u8) -> Option<u32> {
+    let sb: u64 = read_kernel(inode, offset(|l| &l.inode_i_sb));
+    let magic: u64 = read_kernel(sb as *const u8, offset(|l| &l.super_block_s_magic));
+    if magic != PROC_SUPER_MAGIC {
+        return None;
+    }
+    let proc_inode = (inode as u64).wrapping_sub(offset(|l| &l.proc_inode_vfs_inode) as u64);
+    let pid: u64 = read_kernel(proc_inode as *const u8, offset(|l| &l.proc_inode_pid));
+    if pid == 0 {
+        return None;
+    }
+    // pid->tasks[PIDTYPE_PID].first: the task's pid_links[PIDTYPE_PID] node.
+    let node: u64 = read_kernel(pid as *const u8, offset(|l| &l.pid_tasks));
+    if node == 0 {
+        return None;
+    }
+    let task = node.wrapping_sub(offset(|l| &l.task_pid_links) as u64) as *const u8;
+    if task_agent(task) == Some(agent_id) {
+        return None;
+    }
+    Some(read_kernel::<i32>(task, offset(|l| &l.task_tgid)).cast_unsigned())
+}
 
 /// `fmode_t` bit of an open for writing.
 const FMODE_WRITE: u32 = 0x2;
@@ -48,6 +86,9 @@ fn try_file_open(ctx: &LsmContext) -> Result<i32, i32> {
             load_ptr(file, offset(|l| &l.file_f_inode)),
         )
     };
+    if let Some(tgid) = foreign_proc_entry(agent.agent_id, inode) {
+        return Err(deny(event_op::RESOURCE, agent, tgid, resource::PROC));
+    }
     decide(&Action {
         op: Op::Write,
         agent,

@@ -106,6 +106,19 @@ fn on_setattr(dentry: *const u8, attr: *const u8) -> i32 {
 /// `file_ioctl(struct file *file, unsigned int cmd, unsigned long arg)`: `chattr`.
 #[lsm(hook = "file_ioctl")]
 pub fn jit_file_ioctl(ctx: LsmContext) -> i32 {
+    on_ioctl(&ctx)
+}
+
+/// `file_ioctl_compat(struct file *file, unsigned int cmd, unsigned long arg)`: the same from
+/// 32-bit processes (and `int 0x80`), where kernels with this hook (6.8, and stable updates of
+/// older series, Debian's 6.1 among them) no longer call `file_ioctl`.
+#[lsm(hook = "file_ioctl_compat")]
+pub fn jit_file_ioctl_compat(ctx: LsmContext) -> i32 {
+    on_ioctl(&ctx)
+}
+
+#[inline(always)]
+fn on_ioctl(ctx: &LsmContext) -> i32 {
     let cmd: u32 = ctx.arg(1);
     if !matches!(cmd, FS_IOC_SETFLAGS | FS_IOC32_SETFLAGS | FS_IOC_FSSETXATTR) {
         return 0;
