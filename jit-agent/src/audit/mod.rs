@@ -18,7 +18,7 @@ pub mod table;
 mod verify;
 mod writer;
 
-pub use chain::{ChainHead, GENESIS_PREV, line_hash};
+pub use chain::{ChainHead, GENESIS_PREV, line_hash, to_hex};
 pub use process::{MAX_ARGV_BYTES, MAX_PARENTS, ParentProcess, ProcessContext};
 pub use record::{
     Approval, ApprovalDecision, AuditRecovered, DaemonStarted, DaemonStopped, EventsDropped,

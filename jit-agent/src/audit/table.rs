@@ -1,7 +1,8 @@
 //! One line per record for humans (`jitctl audit` without `--json`).
 //!
-//! Paths, agent names, reasons and the like come from agents and reviewers: control characters
-//! in them are escaped, so a crafted file name cannot forge or hide table lines.
+//! Paths, agent names, reasons and the like come from agents and reviewers: control characters,
+//! escape sequences and invalid UTF-8 in them are shown escaped ([`crate::text`]), so a crafted
+//! file name cannot forge or hide table lines.
 
 use std::fmt::Write as _;
 
@@ -14,20 +15,9 @@ const OP_W: usize = 8;
 const DECISION_W: usize = 13;
 const PID_W: usize = 7;
 
-/// Escapes control characters (newline, escape sequences, ...) of untrusted text.
+/// Untrusted text as it may be shown: [`crate::text::escape`].
 fn clean(s: &str) -> String {
-    if !s.chars().any(char::is_control) {
-        return s.to_owned();
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    crate::text::escape(s).into_owned()
 }
 
 fn row(
@@ -59,7 +49,11 @@ fn kernel_row(time: &str, k: &KernelRecord) -> String {
         .agent
         .clone()
         .unwrap_or_else(|| format!("#{}", k.agent_id));
-    let mut detail = clean(&k.path);
+    // The exact bytes when the path is not UTF-8 (`path` then has replacement characters).
+    let mut detail = match k.path_hex.as_deref().and_then(crate::text::from_hex) {
+        Some(bytes) => crate::text::escape_bytes(&bytes).into_owned(),
+        None => clean(&k.path),
+    };
     if k.truncated {
         detail.push_str(" (path truncated)");
     }

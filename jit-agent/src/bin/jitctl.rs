@@ -270,56 +270,7 @@ fn pending(socket: &Path, json: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     for r in &requests {
-        println!(
-            "{}  {} {} {}  (agent {}, pid {}, user {}, held {}s, {} in {}s)",
-            r.id,
-            r.op,
-            r.path,
-            r.rule
-                .as_deref()
-                .map_or_else(|| "[default]".to_owned(), |rule| format!("[rule: {rule}]")),
-            r.agent,
-            r.pid,
-            r.user.as_deref().unwrap_or("?"),
-            r.age_secs,
-            r.on_timeout,
-            r.timeout_in_secs
-        );
-        if let Some(argv) = &r.exec_argv {
-            println!("    runs: {}", argv.join(" "));
-        }
-        if let Some(argv) = &r.argv {
-            let by = if r.exec_argv.is_some() {
-                "called by"
-            } else {
-                "argv"
-            };
-            println!("    {by}: {}", argv.join(" "));
-        }
-        println!(
-            "    exe: {}  cwd: {}",
-            r.exe.as_deref().unwrap_or("?"),
-            r.cwd.as_deref().unwrap_or("?")
-        );
-        if let Some(t) = &r.target {
-            println!(
-                "    target: {} bytes, owner {}, mode {}",
-                t.size,
-                t.owner.as_deref().unwrap_or("?"),
-                t.mode
-            );
-        }
-        if !r.parents.is_empty() {
-            println!("    parents: {}", r.parents.join(" <- "));
-        }
-        if r.required_approvals > 1 {
-            println!(
-                "    approvals: {}/{} ({})",
-                r.approvals.len(),
-                r.required_approvals,
-                r.approvals.join(", ")
-            );
-        }
+        println!("{}", jit_agent::approval::review_card(r));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -45,6 +45,8 @@ pub struct Held {
     pub file: FileId,
     /// From the hold event (or the audit log after a restart).
     pub path: String,
+    /// The path's exact bytes in hex when it is not UTF-8 (as in the hold's audit record).
+    pub path_hex: Option<String>,
     pub process: ProcessContext,
     /// Distinct reviewers who approved, when more than one approval is required.
     pub approvals: Vec<String>,
@@ -89,6 +91,9 @@ impl Daemon {
             op,
             rule_id: event.rule_id,
             file: event.file,
+            path_hex: std::str::from_utf8(event.path_bytes())
+                .is_err()
+                .then(|| crate::audit::to_hex(event.path_bytes())),
             path,
             process,
             approvals: Vec::new(),
@@ -140,6 +145,7 @@ impl Daemon {
                 .unwrap_or_else(|| format!("agent {:#010x}", held.agent_id)),
             op: held.op.name().to_owned(),
             path: held.path.clone(),
+            path_hex: held.path_hex.clone(),
             rule,
             pid: held.tgid,
             tid: held.tid,
@@ -395,7 +401,7 @@ impl Daemon {
             }));
         }
         for (tid, request) in adopted {
-            let (path, _) = self
+            let (path, path_hex) = self
                 .find_hold_record(request.request_id)
                 .unwrap_or_else(|| ("(unknown: held before this audit log)".to_owned(), None));
             let held = Held {
@@ -407,6 +413,7 @@ impl Daemon {
                 rule_id: request.rule_id,
                 file: request.file,
                 path,
+                path_hex,
                 process: ProcessContext::read_held(
                     request.tgid,
                     tid,
@@ -468,7 +475,8 @@ impl Daemon {
         }
     }
 
-    /// The path (and rule name) of hold `request_id` from the audit log's hold record.
+    /// The path (and its exact bytes in hex, when not UTF-8) of hold `request_id` from the
+    /// audit log's hold record.
     fn find_hold_record(&self, request_id: u64) -> Option<(String, Option<String>)> {
         let path = &self.config.audit.path;
         let files = [crate::audit::rotated_path(path, 1), path.clone()];
@@ -487,7 +495,7 @@ impl Daemon {
                 if v["type"] == "kernel" && v["kind"] == "hold" && v["request_id"] == request_id {
                     found = Some((
                         v["path"].as_str().unwrap_or_default().to_owned(),
-                        v["rule"].as_str().map(str::to_owned),
+                        v["path_hex"].as_str().map(str::to_owned),
                     ));
                 }
             }

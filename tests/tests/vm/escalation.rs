@@ -358,10 +358,11 @@ fn escalation_reviewers_timeouts_and_restart() {
         Some(&[held.clone(), "--delete".to_owned(), "all of it".to_owned()][..]),
         "the held exec's own arguments: {view:?}"
     );
+    // The card shows where each argument ends: "all of it" is one argument.
     let human = jitctl(&files, &["pending"]);
     assert!(
         String::from_utf8_lossy(&human.stdout)
-            .contains(&format!("runs: {held} --delete all of it")),
+            .contains(&format!("runs: {held} --delete \"all of it\"")),
         "{}",
         describe(&human)
     );
