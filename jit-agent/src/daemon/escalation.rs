@@ -65,18 +65,32 @@ pub(super) fn monotonic_ns() -> u64 {
     })
 }
 
-/// Whether the held task `thread` of process `process` still lives: it exists, is a thread of that
-/// process (not a reused id) and has not exited. A zombie counts as dead: it never runs again,
-/// though it stays in /proc until its parent reaps it.
-fn alive(thread: u32, process: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{process}/task/{thread}/stat")) else {
-        return false;
-    };
-    // The state letter follows the command name, which may itself contain ") ".
-    let state = stat
-        .rsplit_once(") ")
-        .and_then(|(_, rest)| rest.chars().next());
-    !matches!(state, None | Some('Z' | 'X' | 'x'))
+/// Whether held task `thread` of `process` is gone for sure. A task whose state cannot be read
+/// (the daemon is out of file descriptors, for example) is kept: dropping its pending entry
+/// would leave it stopped forever. Logged once per run of such failures.
+fn dead(thread: u32, process: u32) -> bool {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::robust::{Liveness, task_liveness};
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    match task_liveness(thread, process) {
+        Liveness::Dead => true,
+        Liveness::Alive => {
+            WARNED.store(false, Ordering::Relaxed);
+            false
+        }
+        Liveness::Unknown => {
+            if !WARNED.swap(true, Ordering::Relaxed) {
+                warn!(
+                    pid = process,
+                    tid = thread,
+                    "cannot tell whether a held task lives (reading /proc failed); keeping its \
+                     hold"
+                );
+            }
+            false
+        }
+    }
 }
 
 impl Daemon {
@@ -368,7 +382,7 @@ impl Daemon {
                 .collect();
             queue.held.retain(|id, _| waiting.contains_key(id));
             for (id, (tid, request)) in &waiting {
-                if !alive(*tid, request.tgid) {
+                if dead(*tid, request.tgid) {
                     ended.push((*tid, *request, queue.held.remove(id)));
                 } else if !queue.held.contains_key(id) {
                     adopted.push((*tid, *request));
@@ -378,7 +392,7 @@ impl Daemon {
         };
         // Answered entries whose task is gone are never consumed: remove them too.
         for (tid, request) in &entries {
-            if request.state != STATE_PENDING && !alive(*tid, request.tgid) {
+            if request.state != STATE_PENDING && dead(*tid, request.tgid) {
                 let _ = self.enforcer().remove_pending(*tid, request.request_id);
             }
         }

@@ -8,6 +8,7 @@
 pub mod apply;
 mod escalation;
 mod events;
+pub mod robust;
 mod server;
 
 use std::{
@@ -319,6 +320,13 @@ fn fingerprint(dir: &std::path::Path) -> Vec<(String, u64, Option<SystemTime>)> 
 /// When the kernel state, the audit log or the socket cannot be set up, or there is no policy
 /// to enforce.
 pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), DaemonError> {
+    // Descriptors are what a starved daemon runs out of first (each control connection, each
+    // /proc read): use every one the hard limit allows.
+    match robust::raise_nofile_limit() {
+        Ok((old, new)) if old != new => info!(old, new, "raised the open files limit"),
+        Ok(_) => {}
+        Err(err) => warn!(error = %err, "cannot raise the open files limit"),
+    }
     let audit = AuditWriter::open(config.audit.options())?;
     let (mut enforcer, startup) = Enforcer::load_pinned(&config.bpffs)?;
     match startup {

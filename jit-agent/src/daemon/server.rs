@@ -65,14 +65,23 @@ pub fn bind(config: &SocketConfig) -> Result<UnixListener, DaemonError> {
     Ok(listener)
 }
 
-/// Accepts connections until the daemon stops.
+/// Accepts connections until the daemon stops. Accept errors that are not about one connection
+/// (`EMFILE`: out of file descriptors) are retried with a bounded backoff, logged once per burst:
+/// retrying at once would spin.
 pub async fn serve(daemon: Arc<Daemon>, listener: UnixListener) {
+    let mut backoff = super::robust::AcceptBackoff::new("control socket");
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
+                backoff.succeeded();
                 tokio::spawn(handle(Arc::clone(&daemon), stream));
             }
-            Err(err) => warn!(error = %err, "accepting a control connection failed"),
+            Err(err) => {
+                let wait = backoff.failed(&err);
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+            }
         }
     }
 }
