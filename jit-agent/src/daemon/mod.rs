@@ -8,6 +8,7 @@
 pub mod apply;
 mod escalation;
 mod events;
+pub mod peer;
 pub mod robust;
 mod server;
 
