@@ -193,6 +193,13 @@ pub fn format_row(record: &Record) -> String {
             let detail = format!("{what}request {}: {}", h.request_id, clean(&h.reason));
             row(&time, "hold_ended", &agent, &op, dash, &pid, &detail)
         }
+        RecordBody::AuditCut(c) => {
+            let detail = format!(
+                "the log ended at seq {} but its checkpoint says seq {}: records cut off",
+                c.log_seq, c.checkpoint_seq
+            );
+            row(&time, "audit_cut", dash, dash, dash, dash, &detail)
+        }
         RecordBody::AuditRecovered(r) => {
             let detail = format!(
                 "cut {} torn byte(s) at offset {} of {}",
