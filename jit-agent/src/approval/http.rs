@@ -369,9 +369,9 @@ impl From<DecideError> for ApiError {
     fn from(e: DecideError) -> Self {
         let status = match &e {
             DecideError::NotPending(_) => StatusCode::NOT_FOUND,
-            DecideError::NotAnApprover { .. } | DecideError::AlreadyApproved(_) => {
-                StatusCode::FORBIDDEN
-            }
+            DecideError::NotAnApprover { .. }
+            | DecideError::AlreadyApproved(_)
+            | DecideError::SelfApproval { .. } => StatusCode::FORBIDDEN,
             DecideError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self::new(status, e)

@@ -185,6 +185,11 @@ pub enum DecideError {
     NotAnApprover { reviewer: String, agent: String },
     #[error("{0} approved this request already; another approver has to")]
     AlreadyApproved(String),
+    #[error(
+        "{reviewer} started agent {agent} and may not approve its holds (its policy has \
+         `self_approval = false`); another approver has to"
+    )]
+    SelfApproval { reviewer: String, agent: String },
     #[error("{0}")]
     Failed(String),
 }

@@ -56,6 +56,9 @@ pub struct Held {
 #[derive(Default)]
 pub struct Queue {
     pub held: BTreeMap<u64, Held>,
+    /// Users who started processes as each agent (`jitctl run`), by agent name, since this
+    /// daemon started: with `self_approval = false` they may not approve the agent's holds.
+    pub starters: BTreeMap<String, std::collections::BTreeSet<u32>>,
 }
 
 /// The kernel's monotonic clock (what `bpf_ktime_get_ns` reads), in nanoseconds.
@@ -234,19 +237,17 @@ impl Daemon {
                 agent: agent.name.clone(),
             });
         }
-        let scope = match action {
-            ReviewAction::Approve {
-                once: false,
-                for_secs: Some(secs),
-            } => Grant::For(Duration::from_secs(secs)),
-            ReviewAction::Approve {
-                once: false,
-                for_secs: None,
-            } => agent.escalation.grant,
-            ReviewAction::Approve { once: true, .. } | ReviewAction::Deny | ReviewAction::Kill => {
-                Grant::Once
-            }
-        };
+        if let ReviewAction::Approve { .. } = action
+            && !agent.escalation.self_approval
+            && self.started_agent(&agent.name, reviewer)
+        {
+            warn!(reviewer = %reviewer.name, agent = %agent.name, id, "refused a self-approval");
+            return Err(DecideError::SelfApproval {
+                reviewer: reviewer.name.clone(),
+                agent: agent.name.clone(),
+            });
+        }
+        let (scope, capped) = scope_of(action, &agent);
         if let ReviewAction::Approve { .. } = action {
             let required = agent.escalation.required_approvals.max(1);
             if required > 1 {
@@ -288,16 +289,49 @@ impl Daemon {
             .map_err(DecideError::Failed)?;
         self.queue().held.remove(&id);
         self.audit_decision(&held, &agent.name, &reviewer.name, decision, scope, reason);
+        let outcome = match decision {
+            ApprovalDecision::Approve => "approved",
+            ApprovalDecision::Deny => "denied",
+            ApprovalDecision::Kill => "killed",
+        };
         Ok(Decided {
             id,
-            outcome: match decision {
-                ApprovalDecision::Approve => "approved",
-                ApprovalDecision::Deny => "denied",
-                ApprovalDecision::Kill => "killed",
-            }
-            .to_owned(),
+            outcome: match capped {
+                Some(max) => format!(
+                    "{outcome} for {} (the agent's max_grant; less than asked)",
+                    humantime::format_duration(max)
+                ),
+                None => outcome.to_owned(),
+            },
             approvals_missing: 0,
         })
+    }
+
+    /// Records that `uid` started a process as `agent` (`jitctl run`).
+    pub(super) fn record_starter(&self, agent: &str, uid: u32) {
+        self.queue()
+            .starters
+            .entry(agent.to_owned())
+            .or_default()
+            .insert(uid);
+    }
+
+    /// Whether `reviewer` started a process as `agent`: by uid, or for reviewers without one
+    /// (HTTP) by the starter's user name.
+    fn started_agent(&self, agent: &str, reviewer: &Reviewer) -> bool {
+        let queue = self.queue();
+        let Some(starters) = queue.starters.get(agent) else {
+            return false;
+        };
+        match reviewer.uid {
+            Some(uid) => starters.contains(&uid),
+            None => starters.iter().any(|&uid| {
+                nix::unistd::User::from_uid(uid.into())
+                    .ok()
+                    .flatten()
+                    .is_some_and(|u| u.name == reviewer.name)
+            }),
+        }
     }
 
     /// Writes the decision into the kernel and resumes (or kills) the task.
@@ -527,6 +561,29 @@ fn held_action(held: &Held, agent: &str) -> HeldAction {
     }
 }
 
+/// The scope of a reviewer's `action`, and the agent's `max_grant` when it cut a longer `--for`.
+fn scope_of(action: ReviewAction, agent: &AgentPolicy) -> (Grant, Option<Duration>) {
+    match action {
+        ReviewAction::Approve {
+            once: false,
+            for_secs: Some(secs),
+        } => {
+            let asked = Duration::from_secs(secs);
+            match agent.escalation.max_grant {
+                Some(max) if asked > max => (Grant::For(max), Some(max)),
+                _ => (Grant::For(asked), None),
+            }
+        }
+        ReviewAction::Approve {
+            once: false,
+            for_secs: None,
+        } => (agent.escalation.grant, None),
+        ReviewAction::Approve { once: true, .. } | ReviewAction::Deny | ReviewAction::Kill => {
+            (Grant::Once, None)
+        }
+    }
+}
+
 /// Whether `reviewer` is among `agent`'s approvers: by uid or user name, or by a group.
 fn may_decide(agent: &AgentPolicy, reviewer: &Reviewer) -> bool {
     let approvers = &agent.escalation.approvers;
@@ -565,5 +622,53 @@ fn scope_name(scope: Grant) -> String {
     match scope {
         Grant::Once => "once".to_owned(),
         Grant::For(d) => humantime::format_duration(d).to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(escalation: &str) -> AgentPolicy {
+        let text = format!(
+            "[agent]\nname = \"a\"\ncgroups = [\"jit/a\"]\ndefault = \"hold\"\n\n[escalation]\n\
+             approvers = {{ users = [\"root\"] }}\n{escalation}"
+        );
+        crate::policy::load_str("a.toml", &text)
+            .unwrap()
+            .agent("a")
+            .unwrap()
+            .clone()
+    }
+
+    #[test]
+    fn max_grant_cuts_longer_grants() {
+        let capped = agent("grant = \"10m\"\nmax_grant = \"1h\"\n");
+        let approve = |for_secs| ReviewAction::Approve {
+            once: false,
+            for_secs,
+        };
+        assert_eq!(
+            scope_of(approve(Some(7200)), &capped),
+            (
+                Grant::For(Duration::from_hours(1)),
+                Some(Duration::from_hours(1))
+            )
+        );
+        assert_eq!(
+            scope_of(approve(Some(600)), &capped),
+            (Grant::For(Duration::from_mins(10)), None)
+        );
+        assert_eq!(
+            scope_of(approve(None), &capped),
+            (Grant::For(Duration::from_mins(10)), None)
+        );
+        assert_eq!(scope_of(ReviewAction::Deny, &capped), (Grant::Once, None));
+        let free = agent("");
+        assert_eq!(
+            scope_of(approve(Some(86_400)), &free),
+            (Grant::For(Duration::from_hours(24)), None)
+        );
+        assert!(!free.escalation.self_approval);
     }
 }

@@ -319,9 +319,11 @@ fn place(daemon: &Daemon, peer: &Peer, agent: &str) -> Response {
     let procs = daemon.config.cgroup_root.join(&cgroup).join("cgroup.procs");
     match fs::write(&procs, peer.pid.to_string()) {
         Ok(()) => {
+            daemon.record_starter(agent, peer.uid);
             info!(
                 agent,
                 pid = peer.pid,
+                uid = peer.uid,
                 cgroup,
                 "process placed in the agent's cgroup"
             );
