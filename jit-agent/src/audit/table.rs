@@ -220,7 +220,7 @@ pub fn format_line(line: &[u8]) -> String {
         Ok(record) => format_row(&record),
         Err(e) => format!(
             "unreadable record ({e}): {}",
-            clean(&String::from_utf8_lossy(line))
+            crate::text::escape_bytes(line)
         ),
     }
 }
