@@ -1,6 +1,7 @@
 //! The control socket protocol between `jitctl` and the daemon: one JSON request per line, one
 //! JSON response per line, on a Unix socket. The daemon authorizes every request from the
-//! connecting process's kernel credentials (`SO_PEERCRED`), never from anything in the request.
+//! credentials the kernel reports for the process that connected and wrote the request (see
+//! `daemon::peer`), never from anything in the request.
 use std::{
     io::{BufRead as _, BufReader, Write as _},
     os::unix::net::UnixStream,

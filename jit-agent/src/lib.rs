@@ -11,3 +11,4 @@ pub mod control;
 pub mod daemon;
 pub mod policy;
 pub mod prereq;
+pub mod text;

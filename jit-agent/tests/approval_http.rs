@@ -96,6 +96,7 @@ fn view(id: u64, path: &str) -> PendingView {
         agent: "coding-agent".into(),
         op: "exec".into(),
         path: path.into(),
+        path_hex: None,
         rule: Some("network tools need a reviewer".into()),
         pid: 4242,
         tid: 4242,

@@ -294,7 +294,7 @@ fn table_rows() {
     assert_eq!(
         format_row(&rec(KernelRecord::from_event(&ev, None).into())),
         "2026-01-02T03:04:05Z decision        #3               write    deny->audit       100 \
-         /tmp/x\\ny\\u{1b}[2J  rule: #2"
+         /tmp/x\\ny\\x1b[2J  rule: #2"
     );
     assert_eq!(
         format_row(&rec(RecordBody::Approval(Approval {
@@ -318,4 +318,16 @@ fn table_rows() {
          2 event(s) dropped, 9 in total"
     );
     assert!(format_line(b"{oops").starts_with("unreadable record ("));
+    // A path that is not UTF-8 is shown from its exact bytes, not as replacement characters.
+    let mut ev = event(b"/tmp/\xff\r\xfe");
+    ev.kind = EventKind::Decision as u8;
+    ev.request_id = 0;
+    ev.decision = Decision::Deny as u8;
+    ev.enforced = Decision::Deny as u8;
+    ev.op = Op::Write as u8;
+    assert_eq!(
+        format_row(&rec(KernelRecord::from_event(&ev, None).into())),
+        "2026-01-02T03:04:05Z decision        #3               write    deny              100 \
+         /tmp/\\xff\\r\\xfe  rule: #2"
+    );
 }

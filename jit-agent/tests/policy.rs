@@ -158,6 +158,8 @@ fn good_fixtures_give_typed_policies_with_defaults() {
     assert_eq!(esc.on_timeout, OnTimeout::Kill);
     assert_eq!(esc.grant, Grant::For(Duration::from_mins(15)));
     assert_eq!(esc.required_approvals, 1);
+    assert!(esc.self_approval);
+    assert_eq!(esc.max_grant, Some(Duration::from_hours(2)));
     // Rule overrides, and the agent's settings for everything else (0 = the default).
     let installs = builder
         .rules
@@ -183,6 +185,8 @@ fn good_fixtures_give_typed_policies_with_defaults() {
     assert_eq!(esc.on_timeout, OnTimeout::Deny);
     assert_eq!(esc.grant, Grant::Once);
     assert_eq!(esc.required_approvals, 1);
+    assert!(!esc.self_approval, "separation of duties by default");
+    assert_eq!(esc.max_grant, None);
 }
 
 #[test]
@@ -371,6 +375,17 @@ const BAD: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "max-grant-value.toml",
+        &[
+            "8:13: `max_grant` = \"a while\" is not a duration like \"30s\", \"5m\" or \"1h30m\" \
+             (expected number at 0)",
+        ],
+    ),
+    (
+        "max-grant.toml",
+        &["8:9: `grant` is 3h, longer than `max_grant` (1h)"],
+    ),
+    (
         "missing.toml",
         &[
             "1:1: missing `[agent]` section",
@@ -423,6 +438,14 @@ const BAD: &[(&str, &[&str])] = &[
         &[
             "8:22: `required_approvals` is 2, but only 1 approver user(s) and no group are \
            listed: no hold could ever be approved",
+        ],
+    ),
+    (
+        "self-approval.toml",
+        &[
+            "4:11: this agent can hold actions, but `[escalation] approvers` lists nobody who \
+             could release them",
+            "8:17: invalid type: string \"no\", expected a boolean",
         ],
     ),
     (

@@ -81,6 +81,7 @@ fn view(id: u64) -> PendingView {
         agent: "coding-agent".into(),
         op: "exec".into(),
         path: "/usr/bin/curl".into(),
+        path_hex: None,
         rule: Some("network tools need a reviewer".into()),
         pid: 4242,
         tid: 4243,

@@ -264,10 +264,49 @@ pub async fn serve_until(
         shutdown.await;
         stop.send_replace(true);
     };
-    axum::serve(listener, router(tokens, service, stopping))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|source| ServeError::Io { addr, source })
+    axum::serve(
+        BackoffListener {
+            listener,
+            backoff: crate::daemon::robust::AcceptBackoff::new("HTTP API"),
+        },
+        router(tokens, service, stopping),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .map_err(|source| ServeError::Io { addr, source })
+}
+
+/// The TCP listener with the daemon's accept backoff: errors that are not about one connection
+/// (`EMFILE`) are retried after a bounded, growing wait and logged once per burst.
+struct BackoffListener {
+    listener: TcpListener,
+    backoff: crate::daemon::robust::AcceptBackoff,
+}
+
+impl axum::serve::Listener for BackoffListener {
+    type Io = tokio::net::TcpStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.listener.accept().await {
+                Ok(accepted) => {
+                    self.backoff.succeeded();
+                    return accepted;
+                }
+                Err(err) => {
+                    let wait = self.backoff.failed(&err);
+                    if !wait.is_zero() {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.listener.local_addr()
+    }
 }
 
 /// The routes, with authentication on all of them and the body limit.
@@ -330,9 +369,9 @@ impl From<DecideError> for ApiError {
     fn from(e: DecideError) -> Self {
         let status = match &e {
             DecideError::NotPending(_) => StatusCode::NOT_FOUND,
-            DecideError::NotAnApprover { .. } | DecideError::AlreadyApproved(_) => {
-                StatusCode::FORBIDDEN
-            }
+            DecideError::NotAnApprover { .. }
+            | DecideError::AlreadyApproved(_)
+            | DecideError::SelfApproval { .. } => StatusCode::FORBIDDEN,
             DecideError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self::new(status, e)

@@ -16,8 +16,11 @@ pub struct PendingView {
     pub id: u64,
     pub agent: String,
     pub op: String,
-    /// The resolved path the action is about.
+    /// The resolved path the action is about (invalid UTF-8 replaced by U+FFFD).
     pub path: String,
+    /// The path's exact bytes in hex when it is not valid UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_hex: Option<String>,
     /// The rule that held it (`None`: the agent's default).
     pub rule: Option<String>,
     pub pid: u32,
@@ -44,6 +47,86 @@ pub struct PendingView {
     /// Reviewers who approved so far (when `required_approvals` > 1).
     pub approvals: Vec<String>,
     pub required_approvals: u32,
+}
+
+impl PendingView {
+    /// The path as it may be shown to a human: escaped ([`crate::text`]), from its exact bytes
+    /// when it is not UTF-8.
+    #[must_use]
+    pub fn shown_path(&self) -> String {
+        match self.path_hex.as_deref().and_then(crate::text::from_hex) {
+            Some(bytes) => crate::text::escape_bytes(&bytes).into_owned(),
+            None => crate::text::escape(&self.path).into_owned(),
+        }
+    }
+}
+
+/// The review card `jitctl pending` prints for `r`: a header line, then indented lines with the
+/// command an exec would run, the caller's argv, exe and cwd, the target, the parents and the
+/// approvals so far. Every string that came from the agent (or any other untrusted source) is
+/// shown [escaped](crate::text), so nothing in it can move the cursor, erase or rewrite a line
+/// of the card, or hide characters; argument boundaries are visible.
+#[must_use]
+pub fn review_card(r: &PendingView) -> String {
+    use std::fmt::Write as _;
+
+    use crate::text::{argv_line, escape};
+    let opt = |s: &Option<String>| {
+        s.as_deref()
+            .map_or_else(|| "?".to_owned(), |s| escape(s).into_owned())
+    };
+    let mut card = format!(
+        "{}  {} {} {}  (agent {}, pid {}, user {}, held {}s, {} in {}s)",
+        r.id,
+        escape(&r.op),
+        r.shown_path(),
+        r.rule.as_deref().map_or_else(
+            || "[default]".to_owned(),
+            |rule| format!("[rule: {}]", escape(rule))
+        ),
+        escape(&r.agent),
+        r.pid,
+        opt(&r.user),
+        r.age_secs,
+        escape(&r.on_timeout),
+        r.timeout_in_secs
+    );
+    if let Some(argv) = &r.exec_argv {
+        let _ = write!(card, "\n    runs: {}", argv_line(argv));
+    }
+    if let Some(argv) = &r.argv {
+        let by = if r.exec_argv.is_some() {
+            "called by"
+        } else {
+            "argv"
+        };
+        let _ = write!(card, "\n    {by}: {}", argv_line(argv));
+    }
+    let _ = write!(card, "\n    exe: {}  cwd: {}", opt(&r.exe), opt(&r.cwd));
+    if let Some(t) = &r.target {
+        let _ = write!(
+            card,
+            "\n    target: {} bytes, owner {}, mode {}",
+            t.size,
+            opt(&t.owner),
+            escape(&t.mode)
+        );
+    }
+    if !r.parents.is_empty() {
+        let parents: Vec<_> = r.parents.iter().map(|p| escape(p)).collect();
+        let _ = write!(card, "\n    parents: {}", parents.join(" <- "));
+    }
+    if r.required_approvals > 1 {
+        let approvals: Vec<_> = r.approvals.iter().map(|a| escape(a)).collect();
+        let _ = write!(
+            card,
+            "\n    approvals: {}/{} ({})",
+            r.approvals.len(),
+            r.required_approvals,
+            approvals.join(", ")
+        );
+    }
+    card
 }
 
 /// The file a held write-like action would change, as it is while the action waits.
@@ -102,6 +185,11 @@ pub enum DecideError {
     NotAnApprover { reviewer: String, agent: String },
     #[error("{0} approved this request already; another approver has to")]
     AlreadyApproved(String),
+    #[error(
+        "{reviewer} started agent {agent} and may not approve its holds (its policy has \
+         `self_approval = false`); another approver has to"
+    )]
+    SelfApproval { reviewer: String, agent: String },
     #[error("{0}")]
     Failed(String),
 }

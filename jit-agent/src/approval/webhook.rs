@@ -360,7 +360,7 @@ pub fn summary(view: &PendingView) -> String {
         .map_or_else(|| "?".to_owned(), slack_escape);
     let id = view.id;
     let runs = view.exec_argv.as_ref().map_or_else(String::new, |argv| {
-        let mut line = argv.join(" ");
+        let mut line = crate::text::argv_line(argv);
         if line.len() > 300 {
             let mut cut = 300;
             while !line.is_char_boundary(cut) {
@@ -369,7 +369,7 @@ pub fn summary(view: &PendingView) -> String {
             line.truncate(cut);
             line.push_str("...");
         }
-        format!(" as `{}`", slack_escape(&line).replace('`', "'"))
+        format!(" as `{}`", slack_markup(&line).replace('`', "'"))
     });
     format!(
         "jit: agent {agent} is held before {op} {path}{runs} (pid {pid}, exe {exe}, {rule}, \
@@ -377,20 +377,25 @@ pub fn summary(view: &PendingView) -> String {
          `jitctl kill {id}`.",
         agent = slack_escape(&view.agent),
         op = slack_escape(&view.op),
-        path = slack_escape(&view.path),
+        path = slack_markup(&view.shown_path()),
         pid = view.pid,
     )
 }
 
-/// Escapes Slack's three control characters and makes control characters visible.
+/// Makes control characters, escape sequences and invisible characters visible
+/// ([`crate::text::escape`]), then escapes Slack's three markup characters.
 fn slack_escape(text: &str) -> String {
+    slack_markup(&crate::text::escape(text))
+}
+
+/// Escapes Slack's markup characters of text that is already [escaped](crate::text::escape).
+fn slack_markup(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
-            c if c.is_control() => out.extend(c.escape_default()),
             c => out.push(c),
         }
     }
@@ -435,6 +440,10 @@ mod tests {
         assert_eq!(
             slack_escape("/tmp/<!channel>&\nx"),
             "/tmp/&lt;!channel&gt;&amp;\\nx"
+        );
+        assert_eq!(
+            slack_escape("a\rb\x1b[2K\u{202e}"),
+            "a\\rb\\x1b[2K\\u{202e}"
         );
     }
 }

@@ -12,19 +12,20 @@
 #![doc = include_str!("../../../docs/audit-schema.md")]
 
 mod chain;
+pub mod checkpoint;
 mod process;
 pub mod record;
 pub mod table;
 mod verify;
 mod writer;
 
-pub use chain::{ChainHead, GENESIS_PREV, line_hash};
+pub use chain::{ChainHead, GENESIS_PREV, line_hash, to_hex};
 pub use process::{MAX_ARGV_BYTES, MAX_PARENTS, ParentProcess, ProcessContext};
 pub use record::{
-    Approval, ApprovalDecision, AuditRecovered, DaemonStarted, DaemonStopped, EventsDropped,
-    KernelRecord, PolicyLoaded, PolicyRejected, Record, RecordBody, SCHEMA_VERSION,
+    Approval, ApprovalDecision, AuditCut, AuditRecovered, DaemonStarted, DaemonStopped,
+    EventsDropped, KernelRecord, PolicyLoaded, PolicyRejected, Record, RecordBody, SCHEMA_VERSION,
 };
-pub use verify::{Problem, VerifyError, VerifySummary, verify};
+pub use verify::{Problem, VerifyError, VerifySummary, verify, verify_with_checkpoint};
 pub use writer::{
     Appended, AuditError, AuditOptions, AuditWriter, FsyncPolicy, WriterStats, chain_files,
     rotated_path,

@@ -89,6 +89,9 @@ pub enum RecordBody {
     /// A hold ended without a reviewer's decision: the held process exited or was killed by
     /// someone else.
     HoldEnded(HoldEnded),
+    /// The writer opened a log that ends before its checkpoint (`PATH.head`): records were cut
+    /// off the end while no writer had it open.
+    AuditCut(AuditCut),
 }
 
 impl RecordBody {
@@ -105,6 +108,7 @@ impl RecordBody {
             Self::Approval(_) => "approval",
             Self::AuditRecovered(_) => "audit_recovered",
             Self::HoldEnded(_) => "hold_ended",
+            Self::AuditCut(_) => "audit_cut",
         }
     }
 }
@@ -383,6 +387,17 @@ pub struct AuditRecovered {
     pub sha256: String,
     /// The first removed bytes (at most 256), lossily decoded, for a human to judge.
     pub preview: String,
+}
+
+/// Body of `audit_cut`: the log's end did not match its checkpoint when the writer opened it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditCut {
+    /// `seq` and hash of the last record according to the checkpoint.
+    pub checkpoint_seq: u64,
+    pub checkpoint_hash: String,
+    /// `seq` and hash of the last record actually found (the chain continues from it).
+    pub log_seq: u64,
+    pub log_hash: String,
 }
 
 /// Formats and parses `time`: RFC 3339 in UTC with exactly six fractional digits, so lines are

@@ -1,7 +1,8 @@
 //! One line per record for humans (`jitctl audit` without `--json`).
 //!
-//! Paths, agent names, reasons and the like come from agents and reviewers: control characters
-//! in them are escaped, so a crafted file name cannot forge or hide table lines.
+//! Paths, agent names, reasons and the like come from agents and reviewers: control characters,
+//! escape sequences and invalid UTF-8 in them are shown escaped ([`crate::text`]), so a crafted
+//! file name cannot forge or hide table lines.
 
 use std::fmt::Write as _;
 
@@ -14,20 +15,9 @@ const OP_W: usize = 8;
 const DECISION_W: usize = 13;
 const PID_W: usize = 7;
 
-/// Escapes control characters (newline, escape sequences, ...) of untrusted text.
+/// Untrusted text as it may be shown: [`crate::text::escape`].
 fn clean(s: &str) -> String {
-    if !s.chars().any(char::is_control) {
-        return s.to_owned();
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    crate::text::escape(s).into_owned()
 }
 
 fn row(
@@ -59,7 +49,11 @@ fn kernel_row(time: &str, k: &KernelRecord) -> String {
         .agent
         .clone()
         .unwrap_or_else(|| format!("#{}", k.agent_id));
-    let mut detail = clean(&k.path);
+    // The exact bytes when the path is not UTF-8 (`path` then has replacement characters).
+    let mut detail = match k.path_hex.as_deref().and_then(crate::text::from_hex) {
+        Some(bytes) => crate::text::escape_bytes(&bytes).into_owned(),
+        None => clean(&k.path),
+    };
     if k.truncated {
         detail.push_str(" (path truncated)");
     }
@@ -199,6 +193,13 @@ pub fn format_row(record: &Record) -> String {
             let detail = format!("{what}request {}: {}", h.request_id, clean(&h.reason));
             row(&time, "hold_ended", &agent, &op, dash, &pid, &detail)
         }
+        RecordBody::AuditCut(c) => {
+            let detail = format!(
+                "the log ended at seq {} but its checkpoint says seq {}: records cut off",
+                c.log_seq, c.checkpoint_seq
+            );
+            row(&time, "audit_cut", dash, dash, dash, dash, &detail)
+        }
         RecordBody::AuditRecovered(r) => {
             let detail = format!(
                 "cut {} torn byte(s) at offset {} of {}",
@@ -219,7 +220,7 @@ pub fn format_line(line: &[u8]) -> String {
         Ok(record) => format_row(&record),
         Err(e) => format!(
             "unreadable record ({e}): {}",
-            clean(&String::from_utf8_lossy(line))
+            crate::text::escape_bytes(line)
         ),
     }
 }

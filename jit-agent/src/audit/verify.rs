@@ -11,6 +11,7 @@ use serde_json::error::Category;
 
 use super::{
     chain::{ChainFields, ChainHead, GENESIS_PREV, is_hash, line_hash},
+    checkpoint::Checkpoint,
     record::SCHEMA_VERSION,
 };
 
@@ -99,6 +100,54 @@ pub enum VerifyError {
         seq: Option<u64>,
         problem: Problem,
     },
+    /// The chain ends before the checkpoint's head.
+    #[error(
+        "the log ends at seq {last_seq}, but its checkpoint says records up to seq \
+         {checkpoint_seq} were written: {} record(s) were cut off the end",
+        checkpoint_seq - last_seq
+    )]
+    Truncated { last_seq: u64, checkpoint_seq: u64 },
+    /// The record at the checkpoint's seq is another one.
+    #[error(
+        "the record at seq {seq} is not the one the checkpoint recorded (hash {found}, \
+         checkpoint {expected}): the end of the log was replaced"
+    )]
+    Rewritten {
+        seq: u64,
+        expected: String,
+        found: String,
+    },
+    /// The oldest file starts later than the history the writer rotated away itself.
+    #[error(
+        "the oldest file given starts at seq {first_seq}, but the writer rotated away only the \
+         records up to seq {rotated_through}: records {}..={} are missing (a rotated file was \
+         deleted, or not given)",
+        rotated_through + 1,
+        first_seq - 1
+    )]
+    HistoryMissing {
+        first_seq: u64,
+        rotated_through: u64,
+    },
+    /// The checkpoint's head is older than the first record given.
+    #[error(
+        "the checkpoint's last record, seq {checkpoint_seq}, is not in the files given (they \
+         start at seq {first_seq})"
+    )]
+    CheckpointNotCovered { checkpoint_seq: u64, first_seq: u64 },
+    /// A writer found the log cut when it opened it (an `audit_cut` record).
+    #[error(
+        "{}:{line}: seq {seq}: the writer found the log cut when it opened it: it ended at seq \
+         {log_seq}, though its checkpoint said seq {checkpoint_seq}",
+        path.display()
+    )]
+    CutRecorded {
+        path: PathBuf,
+        line: u64,
+        seq: u64,
+        log_seq: u64,
+        checkpoint_seq: u64,
+    },
 }
 
 fn seq_prefix(seq: Option<u64>) -> String {
@@ -112,6 +161,11 @@ struct Checker {
     first_seq: Option<u64>,
     anchored: bool,
     records: u64,
+    /// The checkpoint's seq, whose hash is recorded in `watched` when it passes.
+    watch: Option<u64>,
+    watched: Option<String>,
+    /// The first `audit_cut` record: path, line, seq, log seq, checkpoint seq.
+    cut: Option<(PathBuf, u64, u64, u64, u64)>,
 }
 
 impl Checker {
@@ -158,12 +212,33 @@ impl Checker {
             self.anchored = seq == 1;
             self.first_seq = Some(seq);
         }
-        self.head = Some(ChainHead {
-            seq,
-            hash: line_hash(line),
-        });
+        let hash = line_hash(line);
+        if self.watch == Some(seq) {
+            self.watched = Some(hash.clone());
+        }
+        self.head = Some(ChainHead { seq, hash });
         self.records += 1;
         Ok(())
+    }
+
+    /// Notes an `audit_cut` record (a JSON escape keeps the pattern out of string values).
+    fn note_cut(&mut self, path: &Path, number: u64, line: &[u8]) {
+        const PATTERN: &[u8] = br#""type":"audit_cut""#;
+        if self.cut.is_some() || !line.windows(PATTERN.len()).any(|w| w == PATTERN) {
+            return;
+        }
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else {
+            return;
+        };
+        if v["type"] == "audit_cut" {
+            self.cut = Some((
+                path.to_owned(),
+                number,
+                v["seq"].as_u64().unwrap_or(0),
+                v["log_seq"].as_u64().unwrap_or(0),
+                v["checkpoint_seq"].as_u64().unwrap_or(0),
+            ));
+        }
     }
 
     fn file(&mut self, path: &Path) -> Result<(), VerifyError> {
@@ -191,6 +266,7 @@ impl Checker {
                 problem,
             };
             self.check(&line).map_err(|(seq, p)| broken(seq, p))?;
+            self.note_cut(path, number, &line);
             if !terminated {
                 return Err(broken(
                     self.head.as_ref().map(|h| h.seq),
@@ -212,6 +288,72 @@ impl Checker {
 /// The first broken line, with file, line number, seq (when readable) and what is wrong; or
 /// an unreadable file.
 pub fn verify(files: &[PathBuf]) -> Result<VerifySummary, VerifyError> {
+    check_files(files, None).map(|(summary, _)| summary)
+}
+
+/// [`verify`], and then the end against `checkpoint` (see [`super::checkpoint`]): the chain
+/// must reach the checkpoint's seq with the same hash there (records after it are fine: they
+/// were written after the checkpoint was), must not start later than the record after the
+/// history the writer rotated away itself, and must hold no `audit_cut` record. Returns the
+/// summary and how many records follow the checkpoint.
+///
+/// # Errors
+/// As [`verify`], and [`VerifyError::Truncated`], [`VerifyError::Rewritten`],
+/// [`VerifyError::HistoryMissing`], [`VerifyError::CheckpointNotCovered`] or
+/// [`VerifyError::CutRecorded`].
+pub fn verify_with_checkpoint(
+    files: &[PathBuf],
+    checkpoint: &Checkpoint,
+) -> Result<(VerifySummary, u64), VerifyError> {
+    let (summary, checker) = check_files(files, Some(checkpoint.seq))?;
+    if let Some((path, line, seq, log_seq, checkpoint_seq)) = checker.cut {
+        return Err(VerifyError::CutRecorded {
+            path,
+            line,
+            seq,
+            log_seq,
+            checkpoint_seq,
+        });
+    }
+    let last = summary.head.seq;
+    if checkpoint.seq > last {
+        return Err(VerifyError::Truncated {
+            last_seq: last,
+            checkpoint_seq: checkpoint.seq,
+        });
+    }
+    let first = summary.first_seq.unwrap_or(last + 1);
+    if first > checkpoint.rotated_through + 1 {
+        return Err(VerifyError::HistoryMissing {
+            first_seq: first,
+            rotated_through: checkpoint.rotated_through,
+        });
+    }
+    if checkpoint.seq > 0 {
+        match checker.watched {
+            None => {
+                return Err(VerifyError::CheckpointNotCovered {
+                    checkpoint_seq: checkpoint.seq,
+                    first_seq: first,
+                });
+            }
+            Some(found) if found != checkpoint.hash => {
+                return Err(VerifyError::Rewritten {
+                    seq: checkpoint.seq,
+                    expected: checkpoint.hash.clone(),
+                    found,
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    Ok((summary, last - checkpoint.seq))
+}
+
+fn check_files(
+    files: &[PathBuf],
+    watch: Option<u64>,
+) -> Result<(VerifySummary, Checker), VerifyError> {
     if files.is_empty() {
         return Err(VerifyError::NoFiles);
     }
@@ -220,15 +362,19 @@ pub fn verify(files: &[PathBuf]) -> Result<VerifySummary, VerifyError> {
         first_seq: None,
         anchored: false,
         records: 0,
+        watch,
+        watched: None,
+        cut: None,
     };
     for path in files {
         checker.file(path)?;
     }
-    Ok(VerifySummary {
+    let summary = VerifySummary {
         files: files.len(),
         records: checker.records,
         first_seq: checker.first_seq,
-        head: checker.head.unwrap_or_else(ChainHead::genesis),
+        head: checker.head.clone().unwrap_or_else(ChainHead::genesis),
         anchored: checker.anchored || checker.records == 0,
-    })
+    };
+    Ok((summary, checker))
 }

@@ -14,7 +14,8 @@ use sha2::{Digest as _, Sha256};
 
 use super::{
     chain::{ChainFields, ChainHead, is_hash, line_hash, to_hex},
-    record::{AuditRecovered, Record, RecordBody, SCHEMA_VERSION},
+    checkpoint::{Checkpoint, CheckpointFile, checkpoint_path, read_checkpoint},
+    record::{AuditCut, AuditRecovered, Record, RecordBody, SCHEMA_VERSION},
 };
 
 /// Mode of the log files: the trail is for root and the auditors root lets in, never for an
@@ -148,6 +149,11 @@ pub struct AuditWriter {
     poisoned: bool,
     stats: WriterStats,
     recovered: Option<AuditRecovered>,
+    /// The chain head kept beside the log (`PATH.head`, see [`super::checkpoint`]).
+    checkpoint: CheckpointFile,
+    /// The last `seq` this writer (or an earlier one) deleted by rotation.
+    rotated_through: u64,
+    cut: Option<AuditCut>,
 }
 
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> AuditError {
@@ -250,6 +256,20 @@ fn read_range(file: &File, from: u64, to: u64) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// `seq` of the first record in `files` (the first file with a readable first line).
+fn first_seq_of(files: &[PathBuf]) -> Option<u64> {
+    use std::io::BufRead as _;
+    files.iter().find_map(|f| {
+        let mut line = Vec::new();
+        io::BufReader::new(File::open(f).ok()?)
+            .read_until(b'\n', &mut line)
+            .ok()?;
+        serde_json::from_slice::<ChainFields>(line.strip_suffix(b"\n").unwrap_or(&line))
+            .ok()
+            .map(|c| c.seq)
+    })
+}
+
 /// The end of a log file: its last complete line and what follows it.
 struct Tail {
     /// Bytes up to and including the last `\n`.
@@ -339,6 +359,7 @@ impl AuditWriter {
     /// the file is left as it was.
     pub fn open(options: AuditOptions) -> Result<Self, AuditError> {
         let path = options.path.clone();
+        let options_keep = options.keep;
         let file = open_log(&path)?;
         let len = file.metadata().map_err(io_err("stat", &path))?.len();
         let tail = read_tail(&file, len).map_err(io_err("read", &path))?;
@@ -370,6 +391,23 @@ impl AuditWriter {
             None
         };
         tighten_mode(&file, &path)?;
+        let checkpoint_file = checkpoint_path(&path);
+        let prior = read_checkpoint(&checkpoint_file).map_err(io_err("read", &checkpoint_file))?;
+        let checkpoint = CheckpointFile::open(checkpoint_file.clone())
+            .map_err(io_err("open", &checkpoint_file))?;
+        // A log that ends before its checkpoint, or with another record at the checkpoint's
+        // seq, was cut (or its end rewritten) while no writer had it open. Said on the chain
+        // before the checkpoint moves on, or the evidence would be overwritten.
+        let cut = prior.as_ref().and_then(|p| {
+            let shorter = p.seq > head.seq;
+            let other_end = p.seq == head.seq && p.hash != head.hash;
+            (shorter || other_end).then(|| AuditCut {
+                checkpoint_seq: p.seq,
+                checkpoint_hash: p.hash.clone(),
+                log_seq: head.seq,
+                log_hash: head.hash.clone(),
+            })
+        });
         let mut writer = Self {
             options,
             file,
@@ -380,7 +418,19 @@ impl AuditWriter {
             poisoned: false,
             stats: WriterStats::default(),
             recovered: None,
+            checkpoint,
+            // Without a checkpoint (a log written before there were checkpoints), the history
+            // found is taken as it is: what is missing before its oldest file is not counted.
+            rotated_through: match &prior {
+                Some(p) => p.rotated_through,
+                None => first_seq_of(&chain_files(&path, options_keep)).map_or(0, |s| s - 1),
+            },
+            cut: cut.clone(),
         };
+        if let Some(cut) = cut {
+            writer.append(RecordBody::AuditCut(cut))?;
+        }
+        writer.store_checkpoint(writer.options.fsync != FsyncPolicy::Never)?;
         if let Some(torn) = torn {
             writer.append(RecordBody::AuditRecovered(torn.clone()))?;
             writer.recovered = Some(torn);
@@ -458,7 +508,7 @@ impl AuditWriter {
         match self.options.fsync {
             FsyncPolicy::Always => self.sync()?,
             FsyncPolicy::Interval(_) => self.sync_if_due()?,
-            FsyncPolicy::Never => {}
+            FsyncPolicy::Never => self.store_checkpoint(false)?,
         }
         line.pop();
         Ok(Appended {
@@ -480,6 +530,9 @@ impl AuditWriter {
                 .map_err(io_err("fsync", &self.options.path))?;
             self.stats.fsyncs += 1;
             self.dirty = false;
+            // Only what is on disk goes into the checkpoint: it must never be ahead of the log
+            // after a power loss.
+            self.store_checkpoint(true)?;
         }
         self.last_sync = Instant::now();
         Ok(())
@@ -508,8 +561,21 @@ impl AuditWriter {
         }
         let keep = self.options.keep;
         if keep == 0 {
+            self.rotated_through = self.head.seq;
             fs::remove_file(&path).map_err(io_err("rotate (remove)", &path))?;
         } else {
+            // The history deleted now ends with `PATH.keep`'s last record.
+            if let Ok(oldest) = File::open(rotated_path(&path, keep)) {
+                let len = oldest.metadata().map_or(0, |m| m.len());
+                if let Ok(Tail {
+                    last_line: Some((offset, line)),
+                    ..
+                }) = read_tail(&oldest, len)
+                    && let Ok(last) = head_of(&rotated_path(&path, keep), offset, &line)
+                {
+                    self.rotated_through = self.rotated_through.max(last.seq);
+                }
+            }
             // `PATH.keep` makes room; any older ones are left from a larger `keep`.
             for n in keep.. {
                 let old = rotated_path(&path, n);
@@ -535,8 +601,25 @@ impl AuditWriter {
         if durable {
             sync_dir(&path)?;
         }
+        self.store_checkpoint(durable)?;
         self.stats.rotations += 1;
         Ok(())
+    }
+
+    /// Rewrites the checkpoint with the current head.
+    fn store_checkpoint(&mut self, durable: bool) -> Result<(), AuditError> {
+        let checkpoint = Checkpoint::new(&self.head, self.rotated_through);
+        let path = self.checkpoint.path().to_owned();
+        self.checkpoint
+            .store(&checkpoint, durable)
+            .map_err(io_err("write checkpoint", &path))
+    }
+
+    /// The cut found when the log was opened (its end before its checkpoint), if any: it is
+    /// also the first record written (`audit_cut`).
+    #[must_use]
+    pub fn cut(&self) -> Option<&AuditCut> {
+        self.cut.as_ref()
     }
 
     /// The end of the chain: seq and hash of the last record written (or resumed from).

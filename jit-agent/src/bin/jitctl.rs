@@ -12,7 +12,11 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use jit_agent::{
     approval::ReviewAction,
-    audit::{table, verify},
+    audit::{
+        self,
+        checkpoint::{checkpoint_path, read_checkpoint},
+        table, verify, verify_with_checkpoint,
+    },
     config::{Config, Overrides},
     control::{self, Request, Response},
     policy,
@@ -113,10 +117,17 @@ enum PolicyCmd {
 
 #[derive(Subcommand)]
 enum AuditCmd {
-    /// Check the hash chain of FILEs (oldest first); names the first broken record.
+    /// Check the hash chain of FILEs (oldest first; default: the configured log and its rotated
+    /// files) and its end against the checkpoint; names the first broken record. Exits non-zero
+    /// on a broken chain, a log cut short or rotated history missing.
     Verify {
-        #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// The checkpoint to compare the end with (default: LAST-FILE.head).
+        #[arg(long, value_name = "FILE", conflicts_with = "no_checkpoint")]
+        checkpoint: Option<PathBuf>,
+        /// Check the chain only: a cut-off end cannot be detected then.
+        #[arg(long)]
+        no_checkpoint: bool,
     },
 }
 
@@ -170,33 +181,117 @@ fn run(cli: Cli) -> Result<ExitCode> {
             other => fail(other),
         },
         Cmd::Audit {
-            verify: Some(AuditCmd::Verify { files }),
+            verify:
+                Some(AuditCmd::Verify {
+                    files,
+                    checkpoint,
+                    no_checkpoint,
+                }),
             ..
-        } => match verify(&files) {
-            Ok(summary) => {
-                println!(
-                    "ok: {} records in {} files, chain intact; last record seq {} hash {}",
-                    summary.records, summary.files, summary.head.seq, summary.head.hash
-                );
-                if !summary.anchored {
-                    println!(
-                        "note: the chain does not start at its first record (older files not \
-                         given or rotated away): the first record's link was not checked"
-                    );
-                }
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(err) => {
-                println!("BROKEN: {err}");
-                Ok(ExitCode::FAILURE)
-            }
-        },
+        } => Ok(verify_audit(
+            &config,
+            files,
+            checkpoint.as_deref(),
+            no_checkpoint,
+        )),
         Cmd::Audit {
             verify: None,
             follow,
             json,
             file,
         } => audit(&file.unwrap_or(config.audit.path), follow, json),
+    }
+}
+
+/// `jitctl audit verify`: the chain, then its end against the checkpoint.
+fn verify_audit(
+    config: &Config,
+    files: Vec<PathBuf>,
+    checkpoint: Option<&Path>,
+    no_checkpoint: bool,
+) -> ExitCode {
+    let defaulted = files.is_empty();
+    let files = if defaulted {
+        audit::chain_files(&config.audit.path, config.audit.keep)
+    } else {
+        files
+    };
+    let Some(last) = files.last() else {
+        println!(
+            "BROKEN: no audit log at {} (nor rotated files)",
+            config.audit.path.display()
+        );
+        return ExitCode::FAILURE;
+    };
+    // The daemon's own log must have its checkpoint; for other files it is used when present.
+    let own_log = defaulted || *last == config.audit.path;
+    let checkpoint_file = (!no_checkpoint).then(|| {
+        checkpoint.map_or_else(
+            || checkpoint_path(if defaulted { &config.audit.path } else { last }),
+            Path::to_owned,
+        )
+    });
+    let checkpoint = match &checkpoint_file {
+        None => None,
+        Some(path) => match read_checkpoint(path) {
+            Ok(Some(c)) => Some(c),
+            Ok(None) if checkpoint.is_none() && !own_log => None,
+            Ok(None) => {
+                println!(
+                    "BROKEN: the checkpoint {} does not exist: whether the end of the log was cut \
+                     off cannot be told (--no-checkpoint checks the chain alone)",
+                    path.display()
+                );
+                return ExitCode::FAILURE;
+            }
+            Err(err) => {
+                println!("BROKEN: reading the checkpoint: {err}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let result = match &checkpoint {
+        Some(c) => verify_with_checkpoint(&files, c).map(|(s, ahead)| (s, Some(ahead))),
+        None => verify(&files).map(|s| (s, None)),
+    };
+    match result {
+        Ok((summary, ahead)) => {
+            println!(
+                "ok: {} records in {} files, chain intact; last record seq {} hash {}",
+                summary.records, summary.files, summary.head.seq, summary.head.hash
+            );
+            match (ahead, &checkpoint_file) {
+                (Some(ahead), Some(path)) => println!(
+                    "checkpoint {}: the log reaches it{}",
+                    path.display(),
+                    if ahead > 0 {
+                        format!(" and has {ahead} record(s) written after it")
+                    } else {
+                        String::new()
+                    }
+                ),
+                _ => println!(
+                    "note: no checkpoint compared: records cut off the end of the log would not \
+                     show"
+                ),
+            }
+            if let Some(c) = checkpoint.as_ref().filter(|c| c.rotated_through > 0) {
+                println!(
+                    "note: records up to seq {} were rotated away by the writer (audit.keep)",
+                    c.rotated_through
+                );
+            } else if !summary.anchored {
+                println!(
+                    "note: the chain does not start at its first record (older files not \
+                     given or rotated away): the first record's link was not checked"
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            println!("BROKEN: {err}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -270,56 +365,7 @@ fn pending(socket: &Path, json: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     for r in &requests {
-        println!(
-            "{}  {} {} {}  (agent {}, pid {}, user {}, held {}s, {} in {}s)",
-            r.id,
-            r.op,
-            r.path,
-            r.rule
-                .as_deref()
-                .map_or_else(|| "[default]".to_owned(), |rule| format!("[rule: {rule}]")),
-            r.agent,
-            r.pid,
-            r.user.as_deref().unwrap_or("?"),
-            r.age_secs,
-            r.on_timeout,
-            r.timeout_in_secs
-        );
-        if let Some(argv) = &r.exec_argv {
-            println!("    runs: {}", argv.join(" "));
-        }
-        if let Some(argv) = &r.argv {
-            let by = if r.exec_argv.is_some() {
-                "called by"
-            } else {
-                "argv"
-            };
-            println!("    {by}: {}", argv.join(" "));
-        }
-        println!(
-            "    exe: {}  cwd: {}",
-            r.exe.as_deref().unwrap_or("?"),
-            r.cwd.as_deref().unwrap_or("?")
-        );
-        if let Some(t) = &r.target {
-            println!(
-                "    target: {} bytes, owner {}, mode {}",
-                t.size,
-                t.owner.as_deref().unwrap_or("?"),
-                t.mode
-            );
-        }
-        if !r.parents.is_empty() {
-            println!("    parents: {}", r.parents.join(" <- "));
-        }
-        if r.required_approvals > 1 {
-            println!(
-                "    approvals: {}/{} ({})",
-                r.approvals.len(),
-                r.required_approvals,
-                r.approvals.join(", ")
-            );
-        }
+        println!("{}", jit_agent::approval::review_card(r));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -45,6 +45,8 @@ pub struct Held {
     pub file: FileId,
     /// From the hold event (or the audit log after a restart).
     pub path: String,
+    /// The path's exact bytes in hex when it is not UTF-8 (as in the hold's audit record).
+    pub path_hex: Option<String>,
     pub process: ProcessContext,
     /// Distinct reviewers who approved, when more than one approval is required.
     pub approvals: Vec<String>,
@@ -54,6 +56,9 @@ pub struct Held {
 #[derive(Default)]
 pub struct Queue {
     pub held: BTreeMap<u64, Held>,
+    /// Users who started processes as each agent (`jitctl run`), by agent name, since this
+    /// daemon started: with `self_approval = false` they may not approve the agent's holds.
+    pub starters: BTreeMap<String, std::collections::BTreeSet<u32>>,
 }
 
 /// The kernel's monotonic clock (what `bpf_ktime_get_ns` reads), in nanoseconds.
@@ -63,18 +68,32 @@ pub(super) fn monotonic_ns() -> u64 {
     })
 }
 
-/// Whether the held task `thread` of process `process` still lives: it exists, is a thread of that
-/// process (not a reused id) and has not exited. A zombie counts as dead: it never runs again,
-/// though it stays in /proc until its parent reaps it.
-fn alive(thread: u32, process: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{process}/task/{thread}/stat")) else {
-        return false;
-    };
-    // The state letter follows the command name, which may itself contain ") ".
-    let state = stat
-        .rsplit_once(") ")
-        .and_then(|(_, rest)| rest.chars().next());
-    !matches!(state, None | Some('Z' | 'X' | 'x'))
+/// Whether held task `thread` of `process` is gone for sure. A task whose state cannot be read
+/// (the daemon is out of file descriptors, for example) is kept: dropping its pending entry
+/// would leave it stopped forever. Logged once per run of such failures.
+fn dead(thread: u32, process: u32) -> bool {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::robust::{Liveness, task_liveness};
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    match task_liveness(thread, process) {
+        Liveness::Dead => true,
+        Liveness::Alive => {
+            WARNED.store(false, Ordering::Relaxed);
+            false
+        }
+        Liveness::Unknown => {
+            if !WARNED.swap(true, Ordering::Relaxed) {
+                warn!(
+                    pid = process,
+                    tid = thread,
+                    "cannot tell whether a held task lives (reading /proc failed); keeping its \
+                     hold"
+                );
+            }
+            false
+        }
+    }
 }
 
 impl Daemon {
@@ -89,6 +108,9 @@ impl Daemon {
             op,
             rule_id: event.rule_id,
             file: event.file,
+            path_hex: std::str::from_utf8(event.path_bytes())
+                .is_err()
+                .then(|| crate::audit::to_hex(event.path_bytes())),
             path,
             process,
             approvals: Vec::new(),
@@ -144,6 +166,7 @@ impl Daemon {
                 .unwrap_or_else(|| format!("agent {:#010x}", held.agent_id)),
             op: held.op.name().to_owned(),
             path: held.path.clone(),
+            path_hex: held.path_hex.clone(),
             rule,
             pid: held.tgid,
             tid: held.tid,
@@ -218,19 +241,17 @@ impl Daemon {
                 agent: agent.name.clone(),
             });
         }
-        let scope = match action {
-            ReviewAction::Approve {
-                once: false,
-                for_secs: Some(secs),
-            } => Grant::For(Duration::from_secs(secs)),
-            ReviewAction::Approve {
-                once: false,
-                for_secs: None,
-            } => agent.escalation.grant,
-            ReviewAction::Approve { once: true, .. } | ReviewAction::Deny | ReviewAction::Kill => {
-                Grant::Once
-            }
-        };
+        if let ReviewAction::Approve { .. } = action
+            && !agent.escalation.self_approval
+            && self.started_agent(&agent.name, reviewer)
+        {
+            warn!(reviewer = %reviewer.name, agent = %agent.name, id, "refused a self-approval");
+            return Err(DecideError::SelfApproval {
+                reviewer: reviewer.name.clone(),
+                agent: agent.name.clone(),
+            });
+        }
+        let (scope, capped) = scope_of(action, &agent);
         if let ReviewAction::Approve { .. } = action {
             let required = agent.escalation.required_approvals.max(1);
             if required > 1 {
@@ -272,16 +293,49 @@ impl Daemon {
             .map_err(DecideError::Failed)?;
         self.queue().held.remove(&id);
         self.audit_decision(&held, &agent.name, &reviewer.name, decision, scope, reason);
+        let outcome = match decision {
+            ApprovalDecision::Approve => "approved",
+            ApprovalDecision::Deny => "denied",
+            ApprovalDecision::Kill => "killed",
+        };
         Ok(Decided {
             id,
-            outcome: match decision {
-                ApprovalDecision::Approve => "approved",
-                ApprovalDecision::Deny => "denied",
-                ApprovalDecision::Kill => "killed",
-            }
-            .to_owned(),
+            outcome: match capped {
+                Some(max) => format!(
+                    "{outcome} for {} (the agent's max_grant; less than asked)",
+                    humantime::format_duration(max)
+                ),
+                None => outcome.to_owned(),
+            },
             approvals_missing: 0,
         })
+    }
+
+    /// Records that `uid` started a process as `agent` (`jitctl run`).
+    pub(super) fn record_starter(&self, agent: &str, uid: u32) {
+        self.queue()
+            .starters
+            .entry(agent.to_owned())
+            .or_default()
+            .insert(uid);
+    }
+
+    /// Whether `reviewer` started a process as `agent`: by uid, or for reviewers without one
+    /// (HTTP) by the starter's user name.
+    fn started_agent(&self, agent: &str, reviewer: &Reviewer) -> bool {
+        let queue = self.queue();
+        let Some(starters) = queue.starters.get(agent) else {
+            return false;
+        };
+        match reviewer.uid {
+            Some(uid) => starters.contains(&uid),
+            None => starters.iter().any(|&uid| {
+                nix::unistd::User::from_uid(uid.into())
+                    .ok()
+                    .flatten()
+                    .is_some_and(|u| u.name == reviewer.name)
+            }),
+        }
     }
 
     /// Writes the decision into the kernel and resumes (or kills) the task.
@@ -366,7 +420,7 @@ impl Daemon {
                 .collect();
             queue.held.retain(|id, _| waiting.contains_key(id));
             for (id, (tid, request)) in &waiting {
-                if !alive(*tid, request.tgid) {
+                if dead(*tid, request.tgid) {
                     ended.push((*tid, *request, queue.held.remove(id)));
                 } else if !queue.held.contains_key(id) {
                     adopted.push((*tid, *request));
@@ -376,7 +430,7 @@ impl Daemon {
         };
         // Answered entries whose task is gone are never consumed: remove them too.
         for (tid, request) in &entries {
-            if request.state != STATE_PENDING && !alive(*tid, request.tgid) {
+            if request.state != STATE_PENDING && dead(*tid, request.tgid) {
                 let _ = self.enforcer().remove_pending(*tid, request.request_id);
             }
         }
@@ -399,7 +453,7 @@ impl Daemon {
             }));
         }
         for (tid, request) in adopted {
-            let (path, _) = self
+            let (path, path_hex) = self
                 .find_hold_record(request.request_id)
                 .unwrap_or_else(|| ("(unknown: held before this audit log)".to_owned(), None));
             let held = Held {
@@ -411,6 +465,7 @@ impl Daemon {
                 rule_id: request.rule_id,
                 file: request.file,
                 path,
+                path_hex,
                 process: ProcessContext::read_held(
                     request.tgid,
                     tid,
@@ -472,7 +527,8 @@ impl Daemon {
         }
     }
 
-    /// The path (and rule name) of hold `request_id` from the audit log's hold record.
+    /// The path (and its exact bytes in hex, when not UTF-8) of hold `request_id` from the
+    /// audit log's hold record.
     fn find_hold_record(&self, request_id: u64) -> Option<(String, Option<String>)> {
         let path = &self.config.audit.path;
         let files = [crate::audit::rotated_path(path, 1), path.clone()];
@@ -491,7 +547,7 @@ impl Daemon {
                 if v["type"] == "kernel" && v["kind"] == "hold" && v["request_id"] == request_id {
                     found = Some((
                         v["path"].as_str().unwrap_or_default().to_owned(),
-                        v["rule"].as_str().map(str::to_owned),
+                        v["path_hex"].as_str().map(str::to_owned),
                     ));
                 }
             }
@@ -506,6 +562,29 @@ fn held_action(held: &Held, agent: &str) -> HeldAction {
         op: held.op.name().to_owned(),
         path: held.path.clone(),
         pid: held.tgid,
+    }
+}
+
+/// The scope of a reviewer's `action`, and the agent's `max_grant` when it cut a longer `--for`.
+fn scope_of(action: ReviewAction, agent: &AgentPolicy) -> (Grant, Option<Duration>) {
+    match action {
+        ReviewAction::Approve {
+            once: false,
+            for_secs: Some(secs),
+        } => {
+            let asked = Duration::from_secs(secs);
+            match agent.escalation.max_grant {
+                Some(max) if asked > max => (Grant::For(max), Some(max)),
+                _ => (Grant::For(asked), None),
+            }
+        }
+        ReviewAction::Approve {
+            once: false,
+            for_secs: None,
+        } => (agent.escalation.grant, None),
+        ReviewAction::Approve { once: true, .. } | ReviewAction::Deny | ReviewAction::Kill => {
+            (Grant::Once, None)
+        }
     }
 }
 
@@ -547,5 +626,53 @@ fn scope_name(scope: Grant) -> String {
     match scope {
         Grant::Once => "once".to_owned(),
         Grant::For(d) => humantime::format_duration(d).to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(escalation: &str) -> AgentPolicy {
+        let text = format!(
+            "[agent]\nname = \"a\"\ncgroups = [\"jit/a\"]\ndefault = \"hold\"\n\n[escalation]\n\
+             approvers = {{ users = [\"root\"] }}\n{escalation}"
+        );
+        crate::policy::load_str("a.toml", &text)
+            .unwrap()
+            .agent("a")
+            .unwrap()
+            .clone()
+    }
+
+    #[test]
+    fn max_grant_cuts_longer_grants() {
+        let capped = agent("grant = \"10m\"\nmax_grant = \"1h\"\n");
+        let approve = |for_secs| ReviewAction::Approve {
+            once: false,
+            for_secs,
+        };
+        assert_eq!(
+            scope_of(approve(Some(7200)), &capped),
+            (
+                Grant::For(Duration::from_hours(1)),
+                Some(Duration::from_hours(1))
+            )
+        );
+        assert_eq!(
+            scope_of(approve(Some(600)), &capped),
+            (Grant::For(Duration::from_mins(10)), None)
+        );
+        assert_eq!(
+            scope_of(approve(None), &capped),
+            (Grant::For(Duration::from_mins(10)), None)
+        );
+        assert_eq!(scope_of(ReviewAction::Deny, &capped), (Grant::Once, None));
+        let free = agent("");
+        assert_eq!(
+            scope_of(approve(Some(86_400)), &free),
+            (Grant::For(Duration::from_hours(24)), None)
+        );
+        assert!(!free.escalation.self_approval);
     }
 }

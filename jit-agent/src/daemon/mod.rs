@@ -8,6 +8,8 @@
 pub mod apply;
 mod escalation;
 mod events;
+pub mod peer;
+pub mod robust;
 mod server;
 
 use std::{
@@ -313,13 +315,34 @@ fn fingerprint(dir: &std::path::Path) -> Vec<(String, u64, Option<SystemTime>)> 
     files
 }
 
+/// Raises the descriptor limit and opens the audit log, saying when it was found cut.
+fn open_audit(config: &Config) -> Result<AuditWriter, DaemonError> {
+    // Descriptors are what a starved daemon runs out of first (each control connection, each
+    // /proc read): use every one the hard limit allows.
+    match robust::raise_nofile_limit() {
+        Ok((old, new)) if old != new => info!(old, new, "raised the open files limit"),
+        Ok(_) => {}
+        Err(err) => warn!(error = %err, "cannot raise the open files limit"),
+    }
+    let audit = AuditWriter::open(config.audit.options())?;
+    if let Some(cut) = audit.cut() {
+        error!(
+            log_seq = cut.log_seq,
+            checkpoint_seq = cut.checkpoint_seq,
+            "the audit log ends before its checkpoint: records were cut off while no daemon ran \
+             (recorded as audit_cut; `jitctl audit verify` fails from now on)"
+        );
+    }
+    Ok(audit)
+}
+
 /// Runs the daemon until SIGTERM or SIGINT.
 ///
 /// # Errors
 /// When the kernel state, the audit log or the socket cannot be set up, or there is no policy
 /// to enforce.
 pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), DaemonError> {
-    let audit = AuditWriter::open(config.audit.options())?;
+    let audit = open_audit(&config)?;
     let (mut enforcer, startup) = Enforcer::load_pinned(&config.bpffs)?;
     match startup {
         Startup::Loaded => {

@@ -1,4 +1,6 @@
-//! The control socket: authorization from the kernel's peer credentials, then the request.
+//! The control socket: authorization from the kernel's credentials of the process that
+//! connected and wrote the request ([`super::peer`]), checked for every request, then the
+//! request.
 use std::{
     fs,
     os::unix::fs::{PermissionsExt as _, chown},
@@ -8,12 +10,15 @@ use std::{
 
 use jit_common::{event::counter, policy::Decision};
 use tokio::{
-    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
+    io::AsyncWriteExt as _,
     net::{UnixListener, UnixStream},
 };
 use tracing::{info, warn};
 
-use super::{Daemon, DaemonError};
+use super::{
+    Daemon, DaemonError,
+    peer::{self, Caller, PeerError},
+};
 use crate::{
     approval::Reviewer,
     config::SocketConfig,
@@ -61,71 +66,111 @@ pub fn bind(config: &SocketConfig) -> Result<UnixListener, DaemonError> {
         chown(path, None, Some(gid.gid.as_raw())).map_err(err)?;
     }
     fs::set_permissions(path, fs::Permissions::from_mode(config.mode)).map_err(err)?;
+    // Every message then carries the credentials of the process that wrote it.
+    peer::pass_credentials(&listener).map_err(err)?;
     info!(socket = %path.display(), mode = format!("{:o}", config.mode), "control socket ready");
     Ok(listener)
 }
 
-/// Accepts connections until the daemon stops.
+/// Accepts connections until the daemon stops. Accept errors that are not about one connection
+/// (`EMFILE`: out of file descriptors) are retried with a bounded backoff, logged once per burst:
+/// retrying at once would spin.
 pub async fn serve(daemon: Arc<Daemon>, listener: UnixListener) {
+    let mut backoff = super::robust::AcceptBackoff::new("control socket");
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
+                backoff.succeeded();
                 tokio::spawn(handle(Arc::clone(&daemon), stream));
             }
-            Err(err) => warn!(error = %err, "accepting a control connection failed"),
+            Err(err) => {
+                let wait = backoff.failed(&err);
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+            }
         }
     }
 }
 
-/// Who is asking, as the kernel says.
+/// Who is asking, as the kernel says, verified for this request ([`super::peer`]).
 struct Peer {
     uid: u32,
     gid: u32,
     pid: u32,
+    /// Supplementary groups, from `/proc/PID/status`.
+    groups: Vec<u32>,
 }
 
 async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
-    let cred = stream.peer_cred();
-    let (read, mut write) = stream.into_split();
-    let mut line = String::new();
-    let mut read = BufReader::new(read.take(MAX_REQUEST as u64));
-    let response = match read.read_line(&mut line).await {
-        Err(err) => Response::Error {
-            error: format!("reading the request failed: {err}"),
-        },
-        Ok(_) => match (cred, serde_json::from_str::<Request>(&line)) {
-            (Err(err), _) => Response::Error {
-                error: format!("cannot identify the requesting process: {err}"),
-            },
-            (_, Err(err)) => Response::Error {
+    let response = match read(&stream).await {
+        Err(err) => {
+            warn!(error = %err, "refused a control connection");
+            Response::Error {
+                error: err.to_string(),
+            }
+        }
+        Ok((caller, line)) => match serde_json::from_slice::<Request>(&line) {
+            Err(err) => Response::Error {
                 error: format!("malformed request: {err}"),
             },
-            (Ok(cred), Ok(request)) => {
-                let peer = cred
-                    .pid()
-                    .and_then(|pid| u32::try_from(pid).ok())
-                    .map(|pid| Peer {
-                        uid: cred.uid(),
-                        gid: cred.gid(),
-                        pid,
-                    });
-                match peer {
-                    None => Response::Error {
-                        error: "cannot identify the requesting process".to_owned(),
-                    },
-                    Some(peer) => answer(&daemon, &peer, request),
-                }
-            }
+            Ok(request) => answer(&daemon, &caller, request),
         },
     };
     let mut bytes = serde_json::to_vec(&response).unwrap_or_default();
     bytes.push(b'\n');
+    let (_, mut write) = stream.into_split();
     let _ = write.write_all(&bytes).await;
 }
 
-fn answer(daemon: &Arc<Daemon>, peer: &Peer, request: Request) -> Response {
-    tracing::debug!(pid = peer.pid, uid = peer.uid, ?request, "control request");
-    if let Some(cgroup) = agent_cgroup_of(daemon, peer.pid) {
+/// The connecting process, and the request line it wrote itself.
+async fn read(stream: &UnixStream) -> Result<(Caller, Vec<u8>), PeerError> {
+    let caller = peer::connector(stream)?;
+    let line = peer::read_request(stream, &caller, MAX_REQUEST).await?;
+    Ok((caller, line))
+}
+
+fn refuse(caller: &Caller, request: &Request, why: &str) -> Response {
+    warn!(
+        pid = caller.pid,
+        uid = caller.uid,
+        ?request,
+        why,
+        "refused a control request: its process could not be verified"
+    );
+    Response::Error {
+        error: format!(
+            "refused: cannot verify the requesting process {}: {why}",
+            caller.pid
+        ),
+    }
+}
+
+fn answer(daemon: &Arc<Daemon>, caller: &Caller, request: Request) -> Response {
+    tracing::debug!(
+        pid = caller.pid,
+        uid = caller.uid,
+        ?request,
+        "control request"
+    );
+    // Read now, for this request, and only trusted if the caller still runs afterwards; any
+    // doubt refuses (a reaped or unreadable process used to pass as "not in an agent cgroup").
+    let identity = caller.verify(|pid| {
+        let cgroup = agent_cgroup_of(daemon, pid)?;
+        let groups = supplementary_groups(pid)?;
+        Ok((cgroup, groups))
+    });
+    let (cgroup, groups) = match identity {
+        Ok(identity) => identity,
+        Err(why) => return refuse(caller, &request, &why),
+    };
+    let peer = &Peer {
+        uid: caller.uid,
+        gid: caller.gid,
+        pid: caller.pid,
+        groups,
+    };
+    if let Some(cgroup) = cgroup {
         warn!(
             pid = peer.pid,
             uid = peer.uid,
@@ -182,16 +227,7 @@ fn reviewer_of(peer: &Peer) -> Reviewer {
         .ok()
         .flatten()
         .map_or_else(|| format!("uid {}", peer.uid), |u| u.name);
-    let status = fs::read_to_string(format!("/proc/{}/status", peer.pid)).unwrap_or_default();
-    let mut gids: Vec<u32> = status
-        .lines()
-        .filter_map(|l| l.strip_prefix("Groups:"))
-        .flat_map(|l| {
-            l.split_whitespace()
-                .filter_map(|g| g.parse().ok())
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let mut gids = peer.groups.clone();
     gids.push(peer.gid);
     Reviewer {
         name,
@@ -201,29 +237,56 @@ fn reviewer_of(peer: &Peer) -> Reviewer {
     }
 }
 
+/// The supplementary groups of process `pid` (`Groups:` of `/proc/PID/status`).
+fn supplementary_groups(pid: u32) -> Result<Vec<u32>, String> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("reading /proc/{pid}/status: {e}"))?;
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .ok_or_else(|| format!("/proc/{pid}/status has no Groups line"))?;
+    line.split_whitespace()
+        .map(|g| g.parse().map_err(|e| format!("group {g:?}: {e}")))
+        .collect()
+}
+
 /// The agent cgroup (as a path below the cgroup2 mount) that process `pid` is in, if any: its
-/// cgroup or one of that cgroup's ancestors is registered in the kernel.
-fn agent_cgroup_of(daemon: &Daemon, pid: u32) -> Option<String> {
+/// cgroup or one of that cgroup's ancestors is registered in the kernel. An error when that
+/// cannot be told (the process's cgroup or the kernel's registry cannot be read): callers
+/// refuse then.
+fn agent_cgroup_of(daemon: &Daemon, pid: u32) -> Result<Option<String>, String> {
     let registered: Vec<u64> = daemon
         .enforcer()
         .registered_cgroups()
-        .map(|v| v.into_iter().map(|(id, _)| id).collect())
-        .unwrap_or_default();
-    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    let path = text.lines().find_map(|l| l.strip_prefix("0::"))?.trim();
+        .map_err(|e| format!("reading the registered agent cgroups: {e}"))?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .map_err(|e| format!("reading /proc/{pid}/cgroup: {e}"))?;
+    let path = text
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .ok_or_else(|| format!("/proc/{pid}/cgroup names no cgroup2 cgroup"))?
+        .trim();
     let root = &daemon.config.cgroup_root;
     let mut current = Some(Path::new(path));
     while let Some(dir) = current {
         let rel = dir.strip_prefix("/").unwrap_or(dir);
-        if let Ok(meta) = fs::metadata(root.join(rel)) {
-            use std::os::unix::fs::MetadataExt as _;
-            if registered.contains(&meta.ino()) {
-                return Some(dir.display().to_string());
+        match fs::metadata(root.join(rel)) {
+            Ok(meta) => {
+                use std::os::unix::fs::MetadataExt as _;
+                if registered.contains(&meta.ino()) {
+                    return Ok(Some(dir.display().to_string()));
+                }
             }
+            // A cgroup removed meanwhile is no agent's any more; anything else is doubt.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("{}: {e}", root.join(rel).display())),
         }
         current = dir.parent();
     }
-    None
+    Ok(None)
 }
 
 fn place(daemon: &Daemon, peer: &Peer, agent: &str) -> Response {
@@ -256,9 +319,11 @@ fn place(daemon: &Daemon, peer: &Peer, agent: &str) -> Response {
     let procs = daemon.config.cgroup_root.join(&cgroup).join("cgroup.procs");
     match fs::write(&procs, peer.pid.to_string()) {
         Ok(()) => {
+            daemon.record_starter(agent, peer.uid);
             info!(
                 agent,
                 pid = peer.pid,
+                uid = peer.uid,
                 cgroup,
                 "process placed in the agent's cgroup"
             );

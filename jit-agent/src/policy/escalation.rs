@@ -43,12 +43,35 @@ pub(super) fn escalation_of(
         None => Some(1),
         Some(n) => required_approvals(errs, n, &approvers),
     };
+    let max_grant = raw
+        .and_then(|r| r.max_grant.as_ref())
+        .map(|m| (duration(errs, m, "max_grant"), m));
+    // The default scope must itself be allowed.
+    if let (Some((Some(max), max_at)), Some(Grant::For(grant))) = (&max_grant, &grant)
+        && grant > max
+    {
+        let at = raw
+            .and_then(|r| r.grant.as_ref())
+            .map_or_else(|| max_at.span(), Spanned::span);
+        errs.at(
+            &at,
+            format!(
+                "`grant` is {}, longer than `max_grant` ({})",
+                humantime::format_duration(*grant),
+                humantime::format_duration(*max)
+            ),
+        );
+    }
     (errs.errors.len() == before).then(|| Escalation {
         approvers,
         timeout: timeout.unwrap_or(DEFAULT_TIMEOUT),
         on_timeout: on_timeout.unwrap_or(OnTimeout::Deny),
         grant: grant.unwrap_or(Grant::Once),
         required_approvals: required.unwrap_or(1),
+        self_approval: raw
+            .and_then(|r| r.self_approval.as_ref())
+            .is_some_and(|s| *s.get_ref()),
+        max_grant: max_grant.and_then(|(m, _)| m),
     })
 }
 

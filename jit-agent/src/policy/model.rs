@@ -56,6 +56,10 @@ pub struct Escalation {
     pub grant: Grant,
     /// Approvals needed to release a hold (at least 1).
     pub required_approvals: u32,
+    /// Whether a user who started this agent (`jitctl run`) may approve its holds.
+    pub self_approval: bool,
+    /// Longest time-boxed grant a reviewer may give (`--for`); longer ones are cut to it.
+    pub max_grant: Option<Duration>,
 }
 
 /// Reviewers, resolved against the host's user and group databases at load time.

@@ -29,6 +29,8 @@ pub(super) struct RawEscalation {
     pub on_timeout: Option<Spanned<String>>,
     pub grant: Option<Spanned<String>>,
     pub required_approvals: Option<Spanned<i64>>,
+    pub self_approval: Option<Spanned<bool>>,
+    pub max_grant: Option<Spanned<String>>,
 }
 
 /// `approvers = { users = [...], groups = [...] }`.

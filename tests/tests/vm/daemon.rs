@@ -230,7 +230,7 @@ fn daemon_enforces_reloads_survives_sigkill_and_audits() {
     // Restart: the pinned programs are adopted, the audit chain continues, and the denial that
     // happened while no daemon ran reaches the audit log from the ring buffer.
     let before_restart = audit_records(&files.audit).len();
-    let daemon = files.start();
+    let mut daemon = files.start();
     let status = daemon.status();
     assert_eq!(status.startup, "adopted", "{status:?}");
     jit_tests::assert_eperm(
@@ -290,6 +290,22 @@ fn daemon_enforces_reloads_survives_sigkill_and_audits() {
     assert_eq!(code(&out), 0, "{}", describe(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains(&denied),
+        "{}",
+        describe(&out)
+    );
+
+    // Records cut off the end while the daemon is down: the chain alone still verifies, the
+    // daemon's checkpoint (audit.jsonl.head) shows the cut.
+    daemon.kill();
+    let text = fs::read_to_string(&files.audit).unwrap();
+    let kept: Vec<&str> = text.split_inclusive('\n').collect();
+    fs::write(&files.audit, kept[..kept.len() - 2].concat()).unwrap();
+    let out = jitctl(&files, &["audit", "verify", &audit, "--no-checkpoint"]);
+    assert_eq!(code(&out), 0, "the chain alone: {}", describe(&out));
+    let out = jitctl(&files, &["audit", "verify"]);
+    assert_eq!(code(&out), 1, "verify of a cut log: {}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("2 record(s) were cut off the end"),
         "{}",
         describe(&out)
     );

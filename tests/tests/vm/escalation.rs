@@ -29,6 +29,204 @@ const REVIEWER: (u32, u32) = (1000, 1001);
 
 type Exec = JoinHandle<std::io::Result<std::process::ExitStatus>>;
 
+/// Raw syscalls for processes forked from the (multi-threaded) test: no allocation between
+/// `fork` and `_exit`.
+mod raw {
+    use std::mem::{size_of, zeroed};
+
+    use libc::c_int;
+
+    /// `size_of` of a C type as the `u32` the CMSG macros take.
+    fn len_u32<T>() -> u32 {
+        u32::try_from(size_of::<T>()).unwrap_or(u32::MAX)
+    }
+
+    /// A Unix socket address for `path` (built before forking).
+    pub fn address(path: &std::path::Path) -> libc::sockaddr_un {
+        use std::os::unix::ffi::OsStrExt as _;
+        // SAFETY: plain data.
+        let mut addr: libc::sockaddr_un = unsafe { zeroed() };
+        addr.sun_family = libc::sa_family_t::try_from(libc::AF_UNIX).unwrap();
+        for (dst, src) in addr.sun_path.iter_mut().zip(path.as_os_str().as_bytes()) {
+            *dst = src.cast_signed();
+        }
+        addr
+    }
+
+    /// A new socket connected to `addr`, or -1.
+    pub fn connect(addr: &libc::sockaddr_un) -> c_int {
+        // SAFETY: plain syscalls on a valid address.
+        unsafe {
+            let s = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+            let len = libc::socklen_t::try_from(size_of::<libc::sockaddr_un>()).unwrap_or(0);
+            if s < 0 || libc::connect(s, std::ptr::from_ref(addr).cast(), len) != 0 {
+                return -1;
+            }
+            s
+        }
+    }
+
+    /// Sends descriptor `fd` over the Unix socket `via` (`SCM_RIGHTS`).
+    pub fn send_fd(via: c_int, fd: c_int) -> bool {
+        let mut byte = [0u8; 1];
+        let mut control = [0u64; 4];
+        // SAFETY: the message points at live stack buffers of the sizes given.
+        unsafe {
+            let mut iov = libc::iovec {
+                iov_base: byte.as_mut_ptr().cast(),
+                iov_len: 1,
+            };
+            let mut msg: libc::msghdr = zeroed();
+            msg.msg_iov = &raw mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = libc::CMSG_SPACE(len_u32::<c_int>()) as usize;
+            let cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(len_u32::<c_int>()) as usize;
+            libc::CMSG_DATA(cmsg).cast::<c_int>().write_unaligned(fd);
+            libc::sendmsg(via, &raw const msg, 0) == 1
+        }
+    }
+
+    /// Receives a descriptor sent with [`send_fd`], or -1.
+    pub fn recv_fd(via: c_int) -> c_int {
+        let mut byte = [0u8; 1];
+        let mut control = [0u64; 4];
+        // SAFETY: as in send_fd.
+        unsafe {
+            let mut iov = libc::iovec {
+                iov_base: byte.as_mut_ptr().cast(),
+                iov_len: 1,
+            };
+            let mut msg: libc::msghdr = zeroed();
+            msg.msg_iov = &raw mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = size_of::<[u64; 4]>();
+            if libc::recvmsg(via, &raw mut msg, 0) != 1 {
+                return -1;
+            }
+            let cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
+            if cmsg.is_null() || (*cmsg).cmsg_type != libc::SCM_RIGHTS {
+                return -1;
+            }
+            libc::CMSG_DATA(cmsg).cast::<c_int>().read_unaligned()
+        }
+    }
+
+    /// Writes `request` on the control connection `fd` and reads the answer: 0 when the
+    /// daemon refused it (an error answer), 1 when it did not, 3 when talking failed.
+    pub fn ask(fd: c_int, request: &[u8]) -> i32 {
+        let mut answer = [0u8; 1024];
+        // SAFETY: plain syscalls on live buffers.
+        let n = unsafe {
+            if libc::write(fd, request.as_ptr().cast(), request.len())
+                != isize::try_from(request.len()).unwrap_or(-1)
+            {
+                return 3;
+            }
+            libc::read(fd, answer.as_mut_ptr().cast(), answer.len())
+        };
+        let Ok(n) = usize::try_from(n) else { return 3 };
+        let error = b"\"result\":\"error\"";
+        if n >= error.len() && answer[..n].windows(error.len()).any(|w| w == error) {
+            0
+        } else if n == 0 {
+            3
+        } else {
+            1
+        }
+    }
+}
+
+/// The inherited-connection tricks on the control socket, from a process in an agent cgroup,
+/// against held request `id` of process `held_pid`: both must be refused and the task stay
+/// held. (Before the identity fix both approved: the daemon trusted `SO_PEERCRED`, which names
+/// the process that connected.)
+fn handed_on_connections_are_refused(files: &DaemonFiles, id: u64, held_pid: u32) {
+    use jit_agent::{approval::ReviewAction, control::Request};
+    use jit_tests::ForkedChild;
+    let procs = std::ffi::CString::new(
+        Path::new(CGROUP2_ROOT)
+            .join(CGROUP)
+            .join("cgroup.procs")
+            .to_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let mut request = serde_json::to_vec(&Request::Decide {
+        id,
+        action: ReviewAction::Approve {
+            once: true,
+            for_secs: None,
+        },
+        reason: Some("handed-on connection".to_owned()),
+    })
+    .unwrap();
+    request.push(b'\n');
+    let addr = raw::address(&files.socket);
+
+    // 1. A child connects, passes the connection to its parent and exits; the parent reaps it
+    //    and sends `decide`. SO_PEERCRED names the reaped child.
+    let (parent_end, child_end) = std::os::unix::net::UnixStream::pair().unwrap();
+    let (pass_parent, pass_child) = {
+        use std::os::fd::AsRawFd as _;
+        (parent_end.as_raw_fd(), child_end.as_raw_fd())
+    };
+    let agent = ForkedChild::start(&procs, || {
+        // SAFETY: fork, then only syscalls in both processes.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            let s = raw::connect(&addr);
+            let passed = s >= 0 && raw::send_fd(pass_child, s);
+            // SAFETY: leaving the grandchild.
+            unsafe { libc::_exit(i32::from(!passed)) }
+        }
+        let fd = raw::recv_fd(pass_parent);
+        let mut status = 0;
+        // SAFETY: our own child.
+        if fd < 0 || unsafe { libc::waitpid(child, &raw mut status, 0) } != child {
+            return 4;
+        }
+        raw::ask(fd, &request)
+    });
+    assert_eq!(
+        agent.result(),
+        0,
+        "a decide sent on the connection of a reaped child was not refused"
+    );
+    assert_eq!(process_state(held_pid), 'T', "still held");
+
+    // 2. A process outside the agent cgroups (this test, root) connects and passes the
+    //    connected socket to a process inside one (SCM_RIGHTS), which sends `decide`.
+    let (outside, inside) = std::os::unix::net::UnixStream::pair().unwrap();
+    let (pass_out, pass_in) = {
+        use std::os::fd::AsRawFd as _;
+        (outside.as_raw_fd(), inside.as_raw_fd())
+    };
+    let agent = ForkedChild::start(&procs, || {
+        let fd = raw::recv_fd(pass_in);
+        if fd < 0 {
+            return 4;
+        }
+        raw::ask(fd, &request)
+    });
+    let connected = raw::connect(&addr);
+    assert!(connected >= 0, "connect to the control socket");
+    assert!(raw::send_fd(pass_out, connected), "pass the connection");
+    // SAFETY: our descriptor; the agent has its own copy now.
+    unsafe { libc::close(connected) };
+    assert_eq!(
+        agent.result(),
+        0,
+        "a decide sent by an agent on a connection passed to it was not refused"
+    );
+    assert_eq!(process_state(held_pid), 'T', "still held");
+    drop((parent_end, child_end, outside, inside));
+}
+
 fn policies(files: &DaemonFiles, held: &str, timed: &str) {
     files.write_policy(
         "esc-agent.toml",
@@ -43,6 +241,8 @@ approvers = {{ users = ["root"], groups = ["sre"] }}
 timeout = "1h"
 on_timeout = "deny"
 grant = "once"
+# Root starts this agent with `jitctl run` below and approves its holds too.
+self_approval = true
 
 [[rule]]
 name = "held tool"
@@ -358,10 +558,11 @@ fn escalation_reviewers_timeouts_and_restart() {
         Some(&[held.clone(), "--delete".to_owned(), "all of it".to_owned()][..]),
         "the held exec's own arguments: {view:?}"
     );
+    // The card shows where each argument ends: "all of it" is one argument.
     let human = jitctl(&files, &["pending"]);
     assert!(
         String::from_utf8_lossy(&human.stdout)
-            .contains(&format!("runs: {held} --delete all of it")),
+            .contains(&format!("runs: {held} --delete \"all of it\"")),
         "{}",
         describe(&human)
     );
@@ -652,6 +853,8 @@ fn escalation_reviewers_timeouts_and_restart() {
         'T',
         "still held after the refused approval"
     );
+    step("handed-on connections");
+    handed_on_connections_are_refused(&files, view.id, view.pid);
     ok(&jitctl(&files, &["deny", &id]), "deny");
     jit_tests::assert_eperm(&join(exec, "exec"), "denied");
 

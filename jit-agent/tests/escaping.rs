@@ -1,0 +1,135 @@
+//! Human outputs show agent-made strings escaped: a review card (`jitctl pending`), the
+//! webhook's text and the audit table cannot be forged with carriage returns, terminal escape
+//! sequences, invisible characters or invalid UTF-8. JSON outputs stay exact.
+use jit_agent::{
+    approval::{PendingView, TargetFacts, review_card, webhook::summary},
+    audit::to_hex,
+};
+
+/// A hold whose every agent-made string tries to rewrite the card.
+fn forged() -> PendingView {
+    PendingView {
+        id: 7,
+        agent: "coding-agent".into(),
+        op: "exec".into(),
+        path: "/tmp/\u{fffd}evil".into(),
+        path_hex: Some(to_hex(b"/tmp/\xffevil")),
+        rule: Some("deploys need a reviewer".into()),
+        pid: 4242,
+        tid: 4242,
+        uid: 1000,
+        user: Some("dev".into()),
+        exe: Some("/usr/bin/bash\r    exe: /usr/bin/true".into()),
+        argv: Some(vec!["bash".into(), "-c".into(), "x\x1b[2K\r".into()]),
+        // What would run: rm; what a terminal would show without escaping: `runs: make test`.
+        exec_argv: Some(vec![
+            "/bin/rm".into(),
+            "-rf".into(),
+            "/srv\r    runs: make test\x1b[K".into(),
+        ]),
+        cwd: Some("/srv/\u{202e}txt.sh".into()),
+        parents: vec!["4200 bash\x1b]0;title\x07 /usr/bin/bash".into()],
+        held_at: "2026-01-01T00:00:00Z".into(),
+        age_secs: 3,
+        timeout_in_secs: 297,
+        on_timeout: "deny".into(),
+        target: Some(TargetFacts {
+            size: 1,
+            uid: 0,
+            owner: Some("root\u{9b}2J".into()),
+            mode: "644".into(),
+        }),
+        approvals: vec!["alice\n".into()],
+        required_approvals: 2,
+    }
+}
+
+/// No byte that a terminal acts on, and no C1 or invisible character.
+fn assert_inert(text: &str) {
+    for (i, c) in text.char_indices() {
+        assert!(
+            !(c.is_control() || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}')),
+            "{c:?} at {i} in {text:?}"
+        );
+    }
+}
+
+#[test]
+fn review_card_shows_agent_strings_escaped() {
+    let card = review_card(&forged());
+    let lines: Vec<&str> = card.lines().collect();
+    for line in &lines {
+        assert_inert(line);
+    }
+    // One line per field, none forged.
+    assert_eq!(lines.len(), 7, "{card}");
+    assert_eq!(
+        lines[0],
+        "7  exec /tmp/\\xffevil [rule: deploys need a reviewer]  (agent coding-agent, pid 4242, \
+         user dev, held 3s, deny in 297s)"
+    );
+    assert_eq!(
+        lines[1],
+        "    runs: /bin/rm -rf \"/srv\\r    runs: make test\\x1b[K\""
+    );
+    assert_eq!(lines[2], "    called by: bash -c x\\x1b[2K\\r");
+    assert_eq!(
+        lines[3],
+        "    exe: /usr/bin/bash\\r    exe: /usr/bin/true  cwd: /srv/\\u{202e}txt.sh"
+    );
+    assert_eq!(
+        lines[4],
+        "    target: 1 bytes, owner root\\u{9b}2J, mode 644"
+    );
+    assert_eq!(
+        lines[5],
+        "    parents: 4200 bash\\x1b]0;title\\x07 /usr/bin/bash"
+    );
+    assert_eq!(lines[6], "    approvals: 1/2 (alice\\n)");
+}
+
+#[test]
+fn plain_cards_are_unchanged() {
+    let mut view = forged();
+    view.path = "/srv/demo/bin/deploy".into();
+    view.path_hex = None;
+    view.exe = Some("/bin/sh".into());
+    view.argv = Some(vec!["/bin/sh".into(), "/srv/demo/agent.sh".into()]);
+    view.exec_argv = Some(vec!["/srv/demo/bin/deploy".into(), "--version".into()]);
+    view.cwd = Some("/srv/demo".into());
+    view.parents = vec![];
+    view.target = None;
+    view.required_approvals = 1;
+    assert_eq!(
+        review_card(&view),
+        "7  exec /srv/demo/bin/deploy [rule: deploys need a reviewer]  (agent coding-agent, pid \
+         4242, user dev, held 3s, deny in 297s)\n    runs: /srv/demo/bin/deploy --version\n    \
+         called by: /bin/sh /srv/demo/agent.sh\n    exe: /bin/sh  cwd: /srv/demo"
+    );
+}
+
+#[test]
+fn webhook_text_shows_agent_strings_escaped() {
+    let text = summary(&forged());
+    assert_inert(&text);
+    assert!(
+        text.contains("exec /tmp/\\xffevil as `/bin/rm -rf \"/srv\\r    runs: make test\\x1b[K\"`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("exe /usr/bin/bash\\r    exe: /usr/bin/true,"),
+        "{text}"
+    );
+}
+
+#[test]
+fn json_stays_exact() {
+    let view = forged();
+    let json = serde_json::to_string(&view).unwrap();
+    assert!(
+        json.contains(r#""/srv\r    runs: make test\u001b[K""#),
+        "{json}"
+    );
+    let back: PendingView = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, view);
+}
