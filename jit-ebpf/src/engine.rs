@@ -796,7 +796,7 @@ fn mount_ns(mnt: u64) -> MountNs {
 enum MountNs {
     /// Attached in the current task's mount namespace.
     Here,
-    /// One of the kernel's internal mounts (`MNT_NS_INTERNAL`: pipes, sockets, `memfd`, SysV
+    /// One of the kernel's internal mounts (`MNT_NS_INTERNAL`: pipes, sockets, `memfd`, System V
     /// shared memory, anonymous inodes). Their objects have no path anywhere; both resolvers
     /// name them as the kernel's `d_path` does (`/memfd:NAME (deleted)`), which only a rule for
     /// exactly that name matches.
@@ -912,7 +912,7 @@ const WALK_DEPTH: u32 = 64;
 /// that is its own parent without being its mount's root (escaped from a bind mount, or
 /// disconnected), a path deeper than [`WALK_DEPTH`] or longer than `WALK_LEN` (`prepend_path`
 /// would name a suffix of it). The one dentry that is its own parent by design, the pseudo
-/// file of an internal mount (`memfd`, SysV shared memory), is named as the kernel names it
+/// file of an internal mount (`memfd`, System V shared memory), is named as the kernel names it
 /// (`simple_dname`): `/NAME (deleted)`.
 #[inline(always)]
 fn walk_path(mnt: *const u8, dentry: *const u8, s: &mut Scratch) -> bool {

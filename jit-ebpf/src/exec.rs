@@ -70,7 +70,7 @@ fn try_exec(ctx: &LsmContext) -> Result<i32, i32> {
     if verdict == Ok(0) {
         let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
         // A full map drops its least recently used entry; the insert cannot fail for room.
-        let _ = EXEC_IMAGE.insert(&tgid, &file, 0);
+        let _ = EXEC_IMAGE.insert(tgid, file, 0);
     }
     verdict
 }

@@ -75,13 +75,9 @@ fn decide_mapping(agent: AgentCgroup, file: *const u8) -> Result<i32, i32> {
     if in_exec {
         let inode: u64 = read_kernel(file, offset(|l| &l.file_f_inode));
         let id = file_id(inode as *const u8);
-        #[expect(
-            clippy::cast_possible_truncation,
-            reason = "the helper packs the thread group id into the upper half"
-        )]
         let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
         // SAFETY: the value is copied out before any map update.
-        if unsafe { EXEC_IMAGE.get(&tgid) }.is_some_and(|image| *image == id) {
+        if unsafe { EXEC_IMAGE.get(tgid) }.is_some_and(|image| *image == id) {
             return Ok(0);
         }
     }

@@ -82,7 +82,7 @@ pub fn task_agent(task: *const u8) -> Option<u32> {
         let kn: u64 = read_kernel(cgroup as *const u8, offset(|l| &l.cgroup_kn));
         let id: u64 = read_kernel(kn as *const u8, offset(|l| &l.kernfs_node_id));
         // SAFETY: the value is copied out before any other map operation.
-        if let Some(agent) = unsafe { AGENT_CGROUPS.get(&id) } {
+        if let Some(agent) = unsafe { AGENT_CGROUPS.get(id) } {
             return Some(agent.agent_id);
         }
         let parent_css: u64 =
