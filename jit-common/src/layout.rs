@@ -115,6 +115,11 @@ pub struct KernelLayout {
     pub pid_tasks: u32,
     /// `struct task_struct`, member `pid_links` (the first node is `PIDTYPE_PID`'s).
     pub task_pid_links: u32,
+    /// `struct task_struct`, member `cred` (the credentials in effect, which the kernel overrides
+    /// while it acts on its own account, e.g. overlayfs copying up under the mounter's).
+    pub task_cred: u32,
+    /// `struct task_struct`, member `real_cred`.
+    pub task_real_cred: u32,
 }
 
 impl KernelLayout {
@@ -168,6 +173,8 @@ impl KernelLayout {
         proc_inode_pid: 0,
         pid_tasks: 0,
         task_pid_links: 0,
+        task_cred: 0,
+        task_real_cred: 0,
     };
 
     /// The offset of an optional member this kernel does not have.
@@ -179,7 +186,7 @@ impl KernelLayout {
         [("task_struct", "io_uring"), ("mount", "mnt_instance")];
 
     /// `(struct, member)` for every field, in field order: what userspace looks up in BTF.
-    pub const MEMBERS: [(&'static str, &'static str); 48] = [
+    pub const MEMBERS: [(&'static str, &'static str); 50] = [
         ("linux_binprm", "file"),
         ("file", "f_path"),
         ("file", "f_inode"),
@@ -228,11 +235,13 @@ impl KernelLayout {
         ("proc_inode", "pid"),
         ("pid", "tasks"),
         ("task_struct", "pid_links"),
+        ("task_struct", "cred"),
+        ("task_struct", "real_cred"),
     ];
 
     /// Builds the layout from offsets given in [`Self::MEMBERS`] order.
     #[must_use]
-    pub const fn from_offsets(o: [u32; 48]) -> Self {
+    pub const fn from_offsets(o: [u32; 50]) -> Self {
         Self {
             binprm_file: o[0],
             file_f_path: o[1],
@@ -282,6 +291,8 @@ impl KernelLayout {
             proc_inode_pid: o[45],
             pid_tasks: o[46],
             task_pid_links: o[47],
+            task_cred: o[48],
+            task_real_cred: o[49],
         }
     }
 }

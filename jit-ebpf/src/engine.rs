@@ -193,22 +193,39 @@ pub fn decide_on_file(
 /// Decides `op` on the existing file `dentry` for a hook that gets no mount: its path is
 /// resolved through the mount that shows its whole filesystem in the task's namespace
 /// ([`whole_mount_of`]); without one the decision fails closed.
+///
+/// One exception: a filesystem the task's namespace does not show at all, changed while the
+/// kernel acts under other credentials than the task's own — overlayfs copying a file up to
+/// its upper layer (timestamps, xattrs) for an operation the agent made on the overlay, which
+/// was decided there. Those pass. (`io_uring` requests with a registered personality run under
+/// such credentials too: on such a filesystem they pass as well; docs/threat-model.md.)
 #[inline(always)]
 pub fn decide_on_dentry(op: Op, agent: AgentCgroup, dentry: *const u8) -> Result<i32, i32> {
     let inode = dentry_inode(dentry);
     let sb: u64 = read_kernel(inode, offset(|l| &l.inode_i_sb));
+    let mnt = whole_mount_of(sb as *const u8);
+    if mnt.is_null() && acting_under_other_credentials() {
+        return Ok(0);
+    }
     decide(&Action {
         op,
         agent,
-        path: Where::Walk {
-            mnt: whole_mount_of(sb as *const u8),
-            dentry,
-        },
+        path: Where::Walk { mnt, dentry },
         second: None,
         file: file_id(inode),
         no_hold: false,
         flags: 0,
     })
+}
+
+/// Whether the current task runs under credentials other than its own (`cred != real_cred`).
+#[inline(always)]
+fn acting_under_other_credentials() -> bool {
+    // SAFETY: helper without arguments.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let cred: u64 = read_kernel(task, offset(|l| &l.task_cred));
+    let real: u64 = read_kernel(task, offset(|l| &l.task_real_cred));
+    cred != real
 }
 
 /// Whether the kernel is loading a new program into the current task: inside `execve`, after
@@ -780,7 +797,7 @@ fn current_mnt_ns() -> u64 {
 /// or `d_path` builds is relative to some other root, not the path the rest of the system sees,
 /// so a decision by it would be a decision about another file.
 #[inline(always)]
-fn mount_ns(mnt: u64) -> MountNs {
+pub fn mount_ns(mnt: u64) -> MountNs {
     let mount = mnt.wrapping_sub(offset(|l| &l.mount_mnt) as u64);
     let ns: u64 = read_kernel(mount as *const u8, offset(|l| &l.mount_mnt_ns));
     if ns == MNT_NS_INTERNAL {
@@ -793,7 +810,7 @@ fn mount_ns(mnt: u64) -> MountNs {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum MountNs {
+pub enum MountNs {
     /// Attached in the current task's mount namespace.
     Here,
     /// One of the kernel's internal mounts (`MNT_NS_INTERNAL`: pipes, sockets, `memfd`, System V
@@ -826,7 +843,12 @@ fn resolve_btf_path(path: *const c_void, s: &mut Scratch) -> bool {
     let dentry: u64 = read_kernel(path, offset(|l| &l.path_dentry));
     match mount_ns(mnt) {
         MountNs::Foreign => return false,
-        MountNs::Internal => return d_path(path.cast(), s),
+        MountNs::Internal => {
+            // Pseudo files (`memfd`, pipes) as the kernel names them; a path below a private
+            // clone's root (an overlay layer's) is not one anyone else sees.
+            let parent: u64 = read_kernel(dentry as *const u8, offset(|l| &l.dentry_d_parent));
+            return parent == dentry && d_path(path.cast(), s);
+        }
         MountNs::Here => {}
     }
     let mnt_root: u64 = read_kernel(mnt as *const u8, offset(|l| &l.vfsmount_mnt_root));
@@ -913,6 +935,40 @@ fn d_path(path: *const c_void, s: &mut Scratch) -> bool {
     true
 }
 
+/// Names the pseudo file `dentry` of an internal mount `mnt` as the kernel's `simple_dname`
+/// does, `/NAME (deleted)`; fails for anything else on an internal mount (a path below a
+/// private clone's root, such as an overlay layer's, is not a path anyone else sees).
+/// Kept out of [`walk_path`]'s loop, where every branch multiplies the verifier's states.
+#[inline(always)]
+fn pseudo_name(mnt: *const u8, dentry: *const u8, s: &mut Scratch) -> bool {
+    let root: u64 = read_kernel(mnt, offset(|l| &l.vfsmount_mnt_root));
+    let parent: u64 = read_kernel(dentry, offset(|l| &l.dentry_d_parent));
+    if dentry as u64 == root || dentry as u64 != parent {
+        return false;
+    }
+    let d_name = dentry.wrapping_add(offset(|l| &l.dentry_d_name));
+    // struct qstr { u32 hash; u32 len; ... } on little-endian; name follows.
+    let len = read_kernel::<u32>(d_name, 4) as usize & 0xff;
+    let name: u64 = read_kernel(d_name, offset(|l| &l.qstr_name));
+    s.event.path[0] = b'/';
+    // SAFETY: at most 255 bytes at offset 1, then 10 at offset at most 256: inside the event's
+    // path buffer (EVENT_PATH_MAX bytes).
+    unsafe {
+        bpf_probe_read_kernel(
+            s.event.path.as_mut_ptr().add(1).cast(),
+            len as u32,
+            name as *const c_void,
+        );
+        bpf_probe_read_kernel(
+            s.event.path.as_mut_ptr().add((1 + len) & 0x1ff).cast(),
+            DELETED.len() as u32,
+            DELETED.as_ptr().cast(),
+        );
+    }
+    s.event.path_len = (1 + len + DELETED.len()) as u32;
+    true
+}
+
 /// What the kernel's `simple_dname` appends to the name of a pseudo file.
 const DELETED: &[u8; 10] = b" (deleted)";
 
@@ -934,12 +990,12 @@ const WALK_DEPTH: u32 = 64;
 #[inline(always)]
 fn walk_path(mnt: *const u8, dentry: *const u8, s: &mut Scratch) -> bool {
     const MASK: usize = WALK_LEN - 1;
-    let internal = match mount_ns(mnt as u64) {
-        MountNs::Foreign => return false,
-        MountNs::Internal => true,
-        MountNs::Here => false,
-    };
     let d_name = offset(|l| &l.dentry_d_name);
+    match mount_ns(mnt as u64) {
+        MountNs::Foreign => return false,
+        MountNs::Internal => return pseudo_name(mnt, dentry, s),
+        MountNs::Here => {}
+    }
     let mut dentry = dentry as u64;
     let mut mount = (mnt as u64).wrapping_sub(offset(|l| &l.mount_mnt) as u64);
     // SAFETY (volatile accesses): plain integers in scratch memory.
@@ -952,27 +1008,9 @@ fn walk_path(mnt: *const u8, dentry: *const u8, s: &mut Scratch) -> bool {
         if dentry == 0 {
             break;
         }
-        let pseudo = dentry != root && dentry == parent;
-        if pseudo && !internal {
+        if dentry != root && dentry == parent {
             // Its own parent, yet not the mount's root: escaped or disconnected.
             break;
-        }
-        if pseudo {
-            // SAFETY: as above.
-            let pos = unsafe { core::ptr::read_volatile(&raw const s.walk_pos) } as usize;
-            if pos == WALK_LEN {
-                // The object itself (not a directory above it): the kernel's suffix first.
-                let start = WALK_LEN - DELETED.len();
-                // SAFETY: a constant-length copy into the end of `walk`.
-                unsafe {
-                    bpf_probe_read_kernel(
-                        s.walk.as_mut_ptr().add(start).cast(),
-                        DELETED.len() as u32,
-                        DELETED.as_ptr().cast(),
-                    );
-                    core::ptr::write_volatile(&raw mut s.walk_pos, start as u32);
-                }
-            }
         }
         if dentry == root {
             let mount_parent: u64 =
@@ -1008,10 +1046,6 @@ fn walk_path(mnt: *const u8, dentry: *const u8, s: &mut Scratch) -> bool {
         }
         // SAFETY: as above.
         unsafe { core::ptr::write_volatile(&raw mut s.walk_pos, start as u32) };
-        if pseudo {
-            complete = true;
-            break;
-        }
         dentry = parent;
     }
     if !complete {

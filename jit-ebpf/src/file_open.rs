@@ -19,10 +19,30 @@ use jit_common::{
 };
 
 use crate::{
-    engine::{Action, Where, decide, file_id_btf, load_btf, load_ptr, offset, read_kernel},
+    engine::{
+        Action, MountNs, Where, decide, file_id_btf, load_btf, load_ptr, mount_ns, offset,
+        read_kernel,
+    },
     protect::deny,
     scope::{current_agent, task_agent},
 };
+
+/// Whether `path` (the file's `f_path`) is a backing file's: a file below the root of a private
+/// clone of a mount (an internal mount, not a pseudo file), which stacking filesystems
+/// (overlayfs, FUSE passthrough) open for a file the caller opened through them. That open was
+/// decided there, by the path the caller sees; this one is the kernel's own. (Agents cannot
+/// make such clones: their own stacked mounts are detached, and decisions on those fail
+/// closed.)
+#[inline(always)]
+fn is_backing_file(path: *const u8) -> bool {
+    let mnt: u64 = read_kernel(path, offset(|l| &l.path_mnt));
+    if mount_ns(mnt) != MountNs::Internal {
+        return false;
+    }
+    let dentry: u64 = read_kernel(path, offset(|l| &l.path_dentry));
+    let parent: u64 = read_kernel(dentry as *const u8, offset(|l| &l.dentry_d_parent));
+    parent != dentry
+}
 
 /// `PROC_SUPER_MAGIC`.
 const PROC_SUPER_MAGIC: u64 = 0x9fa0;
@@ -86,6 +106,9 @@ fn try_file_open(ctx: &LsmContext) -> Result<i32, i32> {
             load_ptr(file, offset(|l| &l.file_f_inode)),
         )
     };
+    if is_backing_file(path) {
+        return Ok(0);
+    }
     if let Some(tgid) = foreign_proc_entry(agent.agent_id, inode) {
         return Err(deny(event_op::RESOURCE, agent, tgid, resource::PROC));
     }

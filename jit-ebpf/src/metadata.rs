@@ -1,6 +1,7 @@
 //! Hooks for op `metadata`: extended attributes (`inode_setxattr`, `inode_removexattr`, and on
 //! 6.2+ `inode_set_acl`, `inode_remove_acl`), inode flags (`file_ioctl` with
-//! `FS_IOC_SETFLAGS`/`FS_IOC_FSSETXATTR`: `chattr`) and timestamps (`inode_setattr` with new
+//! `FS_IOC_SETFLAGS`/`FS_IOC_FSSETXATTR`: `chattr`; also the inode generation, fs-verity,
+//! an encryption policy and FAT attributes) and timestamps (`inode_setattr` with new
 //! access or modification times and no size change: `utimensat`, `utimes`, `touch`).
 //!
 //! None of these passed a decision before: `chattr +i` on the daemon's audit log would stop its
@@ -31,6 +32,16 @@ const FS_IOC_SETFLAGS: u32 = 0x4008_6602;
 const FS_IOC32_SETFLAGS: u32 = 0x4004_6602;
 /// `FS_IOC_FSSETXATTR` (`_IOW('X', 32, struct fsxattr)`): the same flags, and project ids.
 const FS_IOC_FSSETXATTR: u32 = 0x401c_5820;
+/// `FS_IOC_SETVERSION` (`_IOW('v', 2, long)`) and `FS_IOC32_SETVERSION`: the inode generation.
+const FS_IOC_SETVERSION: u32 = 0x4008_7602;
+const FS_IOC32_SETVERSION: u32 = 0x4004_7602;
+/// `FS_IOC_ENABLE_VERITY` (`_IOW('f', 133, struct fsverity_enable_arg)`): makes the file
+/// read-only for good, with only read access needed.
+const FS_IOC_ENABLE_VERITY: u32 = 0x4080_6685;
+/// `FS_IOC_SET_ENCRYPTION_POLICY` (`_IOR('f', 19, struct fscrypt_policy_v1)`).
+const FS_IOC_SET_ENCRYPTION_POLICY: u32 = 0x800c_6613;
+/// `FAT_IOCTL_SET_ATTRIBUTES` (`_IOW('r', 0x11, __u32)`): the FAT attribute bits.
+const FAT_IOCTL_SET_ATTRIBUTES: u32 = 0x4004_7211;
 /// `ATTR_*` bits of `struct iattr::ia_valid`.
 const ATTR_SIZE: u32 = 1 << 3;
 const ATTR_ATIME: u32 = 1 << 4;
@@ -120,7 +131,17 @@ pub fn jit_file_ioctl_compat(ctx: LsmContext) -> i32 {
 #[inline(always)]
 fn on_ioctl(ctx: &LsmContext) -> i32 {
     let cmd: u32 = ctx.arg(1);
-    if !matches!(cmd, FS_IOC_SETFLAGS | FS_IOC32_SETFLAGS | FS_IOC_FSSETXATTR) {
+    if !matches!(
+        cmd,
+        FS_IOC_SETFLAGS
+            | FS_IOC32_SETFLAGS
+            | FS_IOC_FSSETXATTR
+            | FS_IOC_SETVERSION
+            | FS_IOC32_SETVERSION
+            | FS_IOC_ENABLE_VERITY
+            | FS_IOC_SET_ENCRYPTION_POLICY
+            | FAT_IOCTL_SET_ATTRIBUTES
+    ) {
         return 0;
     }
     let Some(agent) = current_agent() else {
