@@ -82,7 +82,9 @@ pub struct KernelLayout {
     pub super_block_s_root: u32,
     /// `struct super_block`, member `s_mounts`: the list of the filesystem's mounts.
     pub super_block_s_mounts: u32,
-    /// `struct mount`, member `mnt_instance`: its node in `s_mounts`.
+    /// `struct mount`, member `mnt_instance`: its node in `s_mounts`, or
+    /// [`KernelLayout::ABSENT`] on kernels that track a superblock's mounts otherwise (newer
+    /// than 6.12): the programs then only use the task's root mount.
     pub mount_mnt_instance: u32,
     /// `struct task_struct`, member `mm`.
     pub task_mm: u32,
@@ -173,7 +175,8 @@ impl KernelLayout {
 
     /// Members that may be missing ([`KernelLayout::ABSENT`]): the programs then skip what
     /// needs them.
-    pub const OPTIONAL: [(&'static str, &'static str); 1] = [("task_struct", "io_uring")];
+    pub const OPTIONAL: [(&'static str, &'static str); 2] =
+        [("task_struct", "io_uring"), ("mount", "mnt_instance")];
 
     /// `(struct, member)` for every field, in field order: what userspace looks up in BTF.
     pub const MEMBERS: [(&'static str, &'static str); 48] = [

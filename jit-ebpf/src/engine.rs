@@ -841,14 +841,31 @@ fn resolve_btf_path(path: *const c_void, s: &mut Scratch) -> bool {
 }
 
 /// The mount through which the current task's namespace shows the whole filesystem of `sb`
-/// (a `struct super_block *`): the first of its mounts (`s_mounts`) attached here whose root
-/// is the filesystem's root; 0 when there is none among the first [`SB_MOUNTS_SEARCHED`].
+/// (a `struct super_block *`): the task's root mount when it is of that filesystem and shows
+/// all of it (the common case: a file on the root filesystem), else the first of the
+/// filesystem's mounts (`s_mounts`) attached here whose root is the filesystem's root; null
+/// when there is none among the first [`SB_MOUNTS_SEARCHED`] (or the kernel's mount list is not
+/// known to jit: kernels newer than 6.12 only get the root mount).
 /// For hooks that only get a dentry (xattrs, timestamps): the path through such a mount is the
 /// file's name in the namespace; a filesystem shown only through bind mounts of
 /// subdirectories has no such name, and its decisions fail closed.
 #[inline(always)]
 pub fn whole_mount_of(sb: *const u8) -> *const u8 {
     let fs_root: u64 = read_kernel(sb, offset(|l| &l.super_block_s_root));
+    // SAFETY: helper without arguments.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let fs: u64 = read_kernel(task, offset(|l| &l.task_fs));
+    let root_path = (fs as *const u8).wrapping_add(offset(|l| &l.fs_struct_root));
+    let root_mnt = path_mnt(root_path);
+    let root_sb: u64 = read_kernel(root_mnt, offset(|l| &l.vfsmount_mnt_sb));
+    let root_root: u64 = read_kernel(root_mnt, offset(|l| &l.vfsmount_mnt_root));
+    if root_sb == sb as u64 && root_root == fs_root {
+        return root_mnt;
+    }
+    let instance = offset(|l| &l.mount_mnt_instance);
+    if instance == KernelLayout::ABSENT as usize {
+        return core::ptr::null();
+    }
     let head = (sb as u64).wrapping_add(offset(|l| &l.super_block_s_mounts) as u64);
     let ns = current_mnt_ns();
     let mount_mnt = offset(|l| &l.mount_mnt) as u64;
@@ -858,7 +875,7 @@ pub fn whole_mount_of(sb: *const u8) -> *const u8 {
         if node == head || node == 0 {
             break;
         }
-        let mount = node.wrapping_sub(offset(|l| &l.mount_mnt_instance) as u64);
+        let mount = node.wrapping_sub(instance as u64);
         let mnt = mount.wrapping_add(mount_mnt);
         let root: u64 = read_kernel(mnt as *const u8, offset(|l| &l.vfsmount_mnt_root));
         let mnt_ns: u64 = read_kernel(mount as *const u8, offset(|l| &l.mount_mnt_ns));

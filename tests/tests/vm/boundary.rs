@@ -734,16 +734,21 @@ fn an_exec_allowlist_covers_the_loader_and_refuses_memfd_and_shm_code() {
 
     // A System V shared memory segment attached executable (SHM_EXEC) maps a file too.
     let shm_exec = || {
-        // SAFETY: a private segment of our own, removed (once detached) whatever happens.
+        // SAFETY: a private segment of our own, removed right after the attempt.
         unsafe {
             let id = libc::shmget(libc::IPC_PRIVATE, 4096, libc::IPC_CREAT | 0o600);
             if id < 0 {
                 return fail_with(210);
             }
-            let attached = libc::shmat(id, ptr::null(), libc::SHM_EXEC) as isize != -1;
+            let attached = libc::shmat(id, ptr::null(), libc::SHM_EXEC);
             let errno = *libc::__errno_location();
             libc::shmctl(id, libc::IPC_RMID, ptr::null_mut());
-            attached || fail_with(errno)
+            if attached as isize == -1 {
+                *libc::__errno_location() = errno;
+                return false;
+            }
+            libc::shmdt(attached);
+            true
         }
     };
     assert_eq!(
@@ -1939,11 +1944,12 @@ fn agents_reach_only_processes_of_their_own_agent() {
             ("process_vm_readv", &|| process_vm(pid, false), libc::EPERM),
             ("pidfd_getfd", &|| steal_fd(pid), libc::EPERM),
             ("kcmp", &|| kcmp_vm(pid), libc::EPERM),
-            // procfs maps the refused mm_access to EACCES.
+            // A write open of another process's /proc/PID/ file is refused before procfs looks
+            // (EPERM, op `resource`); for reads procfs maps the refused mm_access to EACCES.
             (
                 "open /proc/PID/mem O_RDWR",
                 &|| open_ok(&mem, libc::O_RDWR),
-                libc::EACCES,
+                libc::EPERM,
             ),
             (
                 "open /proc/PID/mem O_RDONLY",
