@@ -389,14 +389,28 @@ pub struct Shared {
     pub events: aya::maps::RingBuf<aya::maps::MapData>,
 }
 
-static SHARED: std::sync::OnceLock<std::sync::Mutex<Shared>> = std::sync::OnceLock::new();
+/// The shared jit, or why it could not be loaded: a failed load is not retried by every later
+/// test (each attempt runs the verifier again, for minutes under software emulation, until the
+/// VM's time is up and no test's failure is reported at all).
+static SHARED: std::sync::OnceLock<Result<std::sync::Mutex<Shared>, String>> =
+    std::sync::OnceLock::new();
 static NEXT_AGENT: AtomicU32 = AtomicU32::new(100);
+static LOAD_FAILURE_REPORTED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 fn shared() -> std::sync::MutexGuard<'static, Shared> {
     let shared = SHARED.get_or_init(|| {
-        let mut enforcer = Enforcer::load_and_attach().expect("load and attach jit programs");
+        let mut enforcer = Enforcer::load_and_attach()
+            .map_err(|err| format!("load and attach jit programs: {err:?}"))?;
         let events = enforcer.take_events().expect("event ring buffer");
-        std::sync::Mutex::new(Shared { enforcer, events })
+        Ok(std::sync::Mutex::new(Shared { enforcer, events }))
+    });
+    let shared = shared.as_ref().unwrap_or_else(|err| {
+        assert!(
+            !LOAD_FAILURE_REPORTED.swap(true, Ordering::Relaxed),
+            "jit could not be loaded (the first test that tried says why)"
+        );
+        panic!("{err}")
     });
     // A test that failed while holding the lock poisons it; the state is still usable because
     // every test uses its own agent id and cgroup.

@@ -1815,6 +1815,50 @@ fn steal_fd(pid: libc::pid_t) -> bool {
     }
 }
 
+/// `process_madvise(pidfd_open(pid), MADV_COLD)` of the page holding `MARKER`.
+fn madvise_other(pid: libc::pid_t) -> bool {
+    const MADV_COLD: libc::c_int = 20;
+    let page = MARKER.as_ptr() as usize & !4095;
+    let iov = libc::iovec {
+        iov_base: page as *mut libc::c_void,
+        iov_len: 4096,
+    };
+    // SAFETY: plain syscalls with a valid iovec.
+    unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid, 0);
+        if pidfd < 0 {
+            return fail_with(208);
+        }
+        ok(libc::syscall(
+            libc::SYS_process_madvise,
+            pidfd,
+            &raw const iov,
+            1,
+            MADV_COLD,
+            0,
+        ))
+    }
+}
+
+/// `setns(pidfd_open(pid), CLONE_NEWNS)`: moving into its mount namespace.
+fn setns_mount(pid: libc::pid_t) -> bool {
+    // SAFETY: plain syscalls.
+    unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid, 0);
+        if pidfd < 0 {
+            return fail_with(208);
+        }
+        libc::setns(i32::try_from(pidfd).unwrap_or(-1), libc::CLONE_NEWNS) == 0
+    }
+}
+
+/// `pidfd_open(pid)` alone: a handle, no access (signals to non-daemon processes are not
+/// restricted, nor is naming them).
+fn pidfd_ok(pid: libc::pid_t) -> bool {
+    // SAFETY: plain syscall.
+    ok(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })
+}
+
 /// `kcmp(self, pid, KCMP_VM)`.
 fn kcmp_vm(pid: libc::pid_t) -> bool {
     // SAFETY: plain syscall.
@@ -1884,7 +1928,8 @@ fn agents_reach_only_processes_of_their_own_agent() {
         let pid = target.pid();
         let mem = c_path(Path::new(&format!("/proc/{pid}/mem")));
         let environ = c_path(Path::new(&format!("/proc/{pid}/environ")));
-        let cases: [(&str, &dyn Fn() -> bool, i32); 9] = [
+        let fd0 = c_path(Path::new(&format!("/proc/{pid}/fd/0")));
+        let cases: [(&str, &dyn Fn() -> bool, i32); 13] = [
             (
                 "PTRACE_ATTACH",
                 &|| ptrace_req(libc::PTRACE_ATTACH, pid),
@@ -1916,9 +1961,32 @@ fn agents_reach_only_processes_of_their_own_agent() {
                 &|| open_ok(&environ, libc::O_RDONLY),
                 libc::EACCES,
             ),
+            (
+                "open /proc/PID/fd/0 (its descriptor, reopened)",
+                &|| open_ok(&fd0, libc::O_RDONLY),
+                libc::EACCES,
+            ),
+            (
+                "process_madvise(MADV_COLD)",
+                &|| madvise_other(pid),
+                libc::EACCES,
+            ),
+            (
+                "setns(pidfd, CLONE_NEWNS)",
+                &|| setns_mount(pid),
+                libc::EPERM,
+            ),
+            ("pidfd_open (a handle, no access)", &|| pidfd_ok(pid), 0),
         ];
         for (what, act, errno) in cases {
-            assert_eq!(errno_of(agent, act), errno, "{what} on {who} from an agent");
+            let got = errno_of(agent, act);
+            // The kernel's own refusal (mm_access, procfs' ptrace check) is EACCES; where jit
+            // refuses first (a write open of another process's /proc file) it is EPERM.
+            let refused = got == errno || (errno == libc::EACCES && got == libc::EPERM);
+            assert!(
+                refused,
+                "{what} on {who} from an agent: errno {got}, expected {errno}"
+            );
         }
         assert_eq!(marker_of(pid), marker, "{who}: memory untouched");
         target.assert_alive(who);
@@ -1945,6 +2013,7 @@ fn agents_reach_only_processes_of_their_own_agent() {
         ),
         ("kcmp", &|| kcmp_vm(pid)),
         ("pidfd_getfd", &|| steal_fd(pid)),
+        ("process_madvise", &|| madvise_other(pid)),
         ("PTRACE_SEIZE", &|| ptrace_req(libc::PTRACE_SEIZE, pid)),
     ] {
         assert_eq!(errno_of(agent, act), 0, "{what} on its own agent's process");

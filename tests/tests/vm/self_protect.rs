@@ -18,47 +18,9 @@ use jit_common::{
     protect::{SELF_PROTECTION_RULE_ID, event_op},
 };
 use jit_tests::{
-    AgentSetup, CGROUP2_ROOT, TestCgroup, TestDir, assert_ran, join_cgroup, process_state,
+    AgentSetup, CGROUP2_ROOT, TestCgroup, TestDir, assert_ran, c_path, errno_of, process_state,
     require_vm, wait_stopped,
 };
-
-fn c_path(path: &Path) -> CString {
-    CString::new(path.as_os_str().as_encoded_bytes()).expect("path without NUL")
-}
-
-/// Runs `action` in a forked child, inside the cgroup `cgroup` (or where the test runs, outside
-/// every agent cgroup, for `None`); returns the errno it failed with, 0 when it succeeded. The
-/// closure must be async-signal-safe: build its strings before.
-fn errno_of(cgroup: Option<&Path>, action: impl Fn() -> bool) -> i32 {
-    let procs = cgroup.map(|c| c_path(&c.join("cgroup.procs")));
-    // SAFETY: the child only joins the cgroup, makes raw syscalls and leaves with _exit.
-    match unsafe { libc::fork() } {
-        -1 => panic!("fork: {}", std::io::Error::last_os_error()),
-        0 => unsafe {
-            let joined = procs.as_ref().is_none_or(|p| join_cgroup(p).is_ok());
-            let code = if !joined {
-                200
-            } else if action() {
-                0
-            } else {
-                std::io::Error::last_os_error()
-                    .raw_os_error()
-                    .unwrap_or(255)
-            };
-            libc::_exit(code)
-        },
-        pid => {
-            let mut status = 0;
-            // SAFETY: waits for our own child.
-            let waited = unsafe { libc::waitpid(pid, &raw mut status, 0) };
-            assert_eq!(waited, pid, "waitpid");
-            assert!(libc::WIFEXITED(status), "child died: status {status:#x}");
-            let code = libc::WEXITSTATUS(status);
-            assert_ne!(code, 200, "the child could not join its cgroup");
-            code
-        }
-    }
-}
 
 /// A process standing in for the daemon, outside every agent cgroup, killed on drop.
 struct FakeDaemon(Child);
