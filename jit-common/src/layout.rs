@@ -120,6 +120,9 @@ pub struct KernelLayout {
     pub task_cred: u32,
     /// `struct task_struct`, member `real_cred`.
     pub task_real_cred: u32,
+    /// `struct task_struct`, member `start_time` (monotonic nanoseconds at fork, the clock of
+    /// `bpf_ktime_get_ns` and so of request ids).
+    pub task_start_time: u32,
 }
 
 impl KernelLayout {
@@ -175,6 +178,7 @@ impl KernelLayout {
         task_pid_links: 0,
         task_cred: 0,
         task_real_cred: 0,
+        task_start_time: 0,
     };
 
     /// The offset of an optional member this kernel does not have.
@@ -186,7 +190,7 @@ impl KernelLayout {
         [("task_struct", "io_uring"), ("mount", "mnt_instance")];
 
     /// `(struct, member)` for every field, in field order: what userspace looks up in BTF.
-    pub const MEMBERS: [(&'static str, &'static str); 50] = [
+    pub const MEMBERS: [(&'static str, &'static str); 51] = [
         ("linux_binprm", "file"),
         ("file", "f_path"),
         ("file", "f_inode"),
@@ -237,11 +241,12 @@ impl KernelLayout {
         ("task_struct", "pid_links"),
         ("task_struct", "cred"),
         ("task_struct", "real_cred"),
+        ("task_struct", "start_time"),
     ];
 
     /// Builds the layout from offsets given in [`Self::MEMBERS`] order.
     #[must_use]
-    pub const fn from_offsets(o: [u32; 50]) -> Self {
+    pub const fn from_offsets(o: [u32; 51]) -> Self {
         Self {
             binprm_file: o[0],
             file_f_path: o[1],
@@ -293,6 +298,7 @@ impl KernelLayout {
             task_pid_links: o[47],
             task_cred: o[48],
             task_real_cred: o[49],
+            task_start_time: o[50],
         }
     }
 }

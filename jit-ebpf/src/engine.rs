@@ -511,6 +511,15 @@ fn forget_pending(tid: u32) {
 fn answer_pending(tid: u32, action: &Action, s: &mut Scratch) -> Option<Result<i32, i32>> {
     // SAFETY: the entry is copied out before any map update.
     let pending = unsafe { PENDING.get(tid) }.copied()?;
+    // An entry older than this thread is another thread's, whose id was reused (it died while
+    // held, or before it came back for its answer): never this thread's to consume or to be
+    // stopped by. Decide afresh; a new hold overwrites it. (Request ids are
+    // `bpf_ktime_get_ns` times; `start_time` is the thread's fork time on the same clock.)
+    // SAFETY: helper without arguments.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    if read_kernel::<u64>(task, offset(|l| &l.task_start_time)) > pending.request_id {
+        return None;
+    }
     match pending.answer(action.op as u8, &action.file) {
         PendingAnswer::StillPending => Some(stop(tid)),
         answer @ (PendingAnswer::Allow | PendingAnswer::Deny) => {
