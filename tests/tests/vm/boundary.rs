@@ -51,9 +51,15 @@ use jit_tests::{
 // Shared helpers
 
 /// Prints a note that passing tests still show (libtest captures only `print!`/`eprint!`): for
-/// what a kernel cannot do, so that nothing is skipped silently.
+/// what a kernel cannot do, so that nothing is skipped silently. The note lands after libtest's
+/// `test NAME ... `; repeating that prefix after it keeps the test's own `ok` or `FAILED` on a
+/// line of its own kind, which is what xtask counts.
 fn note(msg: &str) {
-    let _ = writeln!(std::io::stderr().lock(), "boundary NOTE: {msg}");
+    let name = std::thread::current().name().unwrap_or("?").to_owned();
+    let _ = write!(
+        std::io::stderr().lock(),
+        "boundary NOTE: {msg}\ntest {name} ... "
+    );
 }
 
 /// `(major, minor)` of the running kernel.
