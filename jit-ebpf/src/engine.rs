@@ -412,6 +412,17 @@ pub struct Action {
 /// hold, stops the task and restarts the syscall when it is continued).
 #[inline(always)]
 pub fn decide(action: &Action) -> Result<i32, i32> {
+    decide_with(action, || None)
+}
+
+/// [`decide`] with `checks` run once a write open missed the write-decision cache, before its
+/// decision: a verdict from them is the hook's (`file_open`'s checks that are not rules). A
+/// cached allow skips them: it was only stored after they passed, for the same file.
+#[inline(always)]
+pub fn decide_with(
+    action: &Action,
+    checks: impl FnOnce() -> Option<Result<i32, i32>>,
+) -> Result<i32, i32> {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         count(counter::ERRORS);
         return Err(-EPERM);
@@ -429,10 +440,13 @@ pub fn decide(action: &Action) -> Result<i32, i32> {
     }
 
     let cached_path = cacheable(action);
-    if let Some(path) = cached_path
-        && cache_allows(path, action, s)
-    {
-        return Ok(0);
+    if let Some(path) = cached_path {
+        if cache_allows(path, action, s) {
+            return Ok(0);
+        }
+        if let Some(verdict) = checks() {
+            return verdict;
+        }
     }
 
     // Self-protection of single-path ops: is the object on a cgroup filesystem or bpffs? Kept

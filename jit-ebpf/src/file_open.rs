@@ -20,7 +20,7 @@ use jit_common::{
 
 use crate::{
     engine::{
-        Action, MountNs, Where, decide, file_id_btf, load_btf, load_ptr, mount_ns, offset,
+        Action, MountNs, Where, decide_with, file_id_btf, load_btf, load_ptr, mount_ns, offset,
         read_kernel,
     },
     protect::deny,
@@ -106,20 +106,24 @@ fn try_file_open(ctx: &LsmContext) -> Result<i32, i32> {
             load_ptr(file, offset(|l| &l.file_f_inode)),
         )
     };
-    if is_backing_file(path) {
-        return Ok(0);
-    }
-    if let Some(tgid) = foreign_proc_entry(agent.agent_id, inode) {
-        return Err(deny(event_op::RESOURCE, agent, tgid, resource::PROC));
-    }
-    decide(&Action {
-        op: Op::Write,
-        agent,
-        path: Where::Path(path.cast()),
-        second: None,
-        // SAFETY: `inode` was loaded from the BTF-typed `file`.
-        file: unsafe { file_id_btf(inode) },
-        no_hold: false,
-        flags: 0,
-    })
+    let checks = || {
+        if is_backing_file(path) {
+            return Some(Ok(0));
+        }
+        foreign_proc_entry(agent.agent_id, inode)
+            .map(|tgid| Err(deny(event_op::RESOURCE, agent, tgid, resource::PROC)))
+    };
+    decide_with(
+        &Action {
+            op: Op::Write,
+            agent,
+            path: Where::Path(path.cast()),
+            second: None,
+            // SAFETY: `inode` was loaded from the BTF-typed `file`.
+            file: unsafe { file_id_btf(inode) },
+            no_hold: false,
+            flags: 0,
+        },
+        checks,
+    )
 }
