@@ -221,8 +221,7 @@ pub fn decide_on_dentry(op: Op, agent: AgentCgroup, dentry: *const u8) -> Result
 /// Whether the current task runs under credentials other than its own (`cred != real_cred`).
 #[inline(always)]
 fn acting_under_other_credentials() -> bool {
-    // SAFETY: helper without arguments.
-    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let task = current_task();
     let cred: u64 = read_kernel(task, offset(|l| &l.task_cred));
     let real: u64 = read_kernel(task, offset(|l| &l.task_real_cred));
     cred != real
@@ -237,8 +236,7 @@ fn acting_under_other_credentials() -> bool {
 /// `mm->arg_start` is set before them, by `setup_arg_pages`.)
 #[inline(always)]
 pub fn loading_new_program() -> bool {
-    // SAFETY: helper without arguments.
-    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let task = current_task();
     let mm: u64 = read_kernel(task, offset(|l| &l.task_mm));
     mm != 0 && read_kernel::<u64>(mm as *const u8, offset(|l| &l.mm_struct_start_code)) == 0
 }
@@ -354,11 +352,23 @@ pub fn path_mnt(path: *const u8) -> *const u8 {
     read_kernel::<u64>(path, offset(|l| &l.path_mnt)) as *const u8
 }
 
-pub fn parent_tgid() -> u32 {
+/// The current task (a kernel `struct task_struct *`, read with [`read_kernel`]).
+#[inline(always)]
+pub fn current_task() -> *const u8 {
     // SAFETY: helper without arguments.
-    let task = unsafe { bpf_get_current_task() } as *const u8;
+    unsafe { bpf_get_current_task() as *const u8 }
+}
+
+/// The thread group id of `task` (a kernel `struct task_struct *`).
+#[inline(always)]
+pub fn task_tgid(task: *const u8) -> u32 {
+    read_kernel::<i32>(task, offset(|l| &l.task_tgid)).cast_unsigned()
+}
+
+pub fn parent_tgid() -> u32 {
+    let task = current_task();
     let parent: u64 = read_kernel(task, offset(|l| &l.task_real_parent));
-    read_kernel::<i32>(parent as *const u8, offset(|l| &l.task_tgid)).cast_unsigned()
+    task_tgid(parent as *const u8)
 }
 
 /// Whether a hold cannot work for the current task, which then gets a denial instead: kernel
@@ -367,8 +377,7 @@ pub fn parent_tgid() -> u32 {
 /// work, where the restart code would not restart anything but reach the request's completion
 /// as errno 513.
 fn current_cannot_stop() -> bool {
-    // SAFETY: helper without arguments.
-    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let task = current_task();
     let flags: u32 = read_kernel(task, offset(|l| &l.task_flags));
     if flags & (PF_KTHREAD | PF_IO_WORKER) != 0 {
         return true;
@@ -529,8 +538,7 @@ fn answer_pending(tid: u32, action: &Action, s: &mut Scratch) -> Option<Result<i
     // held, or before it came back for its answer): never this thread's to consume or to be
     // stopped by. Decide afresh; a new hold overwrites it. (Request ids are
     // `bpf_ktime_get_ns` times; `start_time` is the thread's fork time on the same clock.)
-    // SAFETY: helper without arguments.
-    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let task = current_task();
     if read_kernel::<u64>(task, offset(|l| &l.task_start_time)) > pending.request_id {
         return None;
     }
@@ -806,8 +814,7 @@ fn resolve_path(place: &Where, s: &mut Scratch) -> bool {
 /// The current task's mount namespace (0 when it has none: an exiting task).
 #[inline(always)]
 fn current_mnt_ns() -> u64 {
-    // SAFETY: helper without arguments.
-    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let task = current_task();
     let nsproxy: u64 = read_kernel(task, offset(|l| &l.task_nsproxy));
     read_kernel(nsproxy as *const u8, offset(|l| &l.nsproxy_mnt_ns))
 }
@@ -897,8 +904,7 @@ fn resolve_btf_path(path: *const c_void, s: &mut Scratch) -> bool {
 #[inline(always)]
 pub fn whole_mount_of(sb: *const u8) -> *const u8 {
     let fs_root: u64 = read_kernel(sb, offset(|l| &l.super_block_s_root));
-    // SAFETY: helper without arguments.
-    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let task = current_task();
     let fs: u64 = read_kernel(task, offset(|l| &l.task_fs));
     let root_path = (fs as *const u8).wrapping_add(offset(|l| &l.fs_struct_root));
     let root_mnt = path_mnt(root_path);

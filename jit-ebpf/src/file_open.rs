@@ -21,7 +21,7 @@ use jit_common::{
 use crate::{
     engine::{
         Action, MountNs, Where, decide_with, file_id_btf, load_btf, load_ptr, mount_ns, offset,
-        read_kernel,
+        read_kernel, task_tgid,
     },
     protect::deny,
     scope::{current_agent, task_agent},
@@ -70,7 +70,7 @@ fn foreign_proc_entry(agent_id: u32, inode: *const u8) -> Option<u32> {
     if task_agent(task) == Some(agent_id) {
         return None;
     }
-    Some(read_kernel::<i32>(task, offset(|l| &l.task_tgid)).cast_unsigned())
+    Some(task_tgid(task))
 }
 
 /// `fmode_t` bit of an open for writing.

@@ -15,7 +15,7 @@ use aya_ebpf::{macros::lsm, programs::LsmContext};
 use jit_common::{AgentCgroup, protect::event_op};
 
 use crate::{
-    engine::{offset, read_kernel},
+    engine::task_tgid,
     protect::{daemon_tgid, deny},
     scope::current_agent,
 };
@@ -42,7 +42,7 @@ fn try_file_send_sigiotask(ctx: &LsmContext) -> Result<i32, i32> {
         return Ok(0);
     }
     let target: *const u8 = ctx.arg(0);
-    let tgid = read_kernel::<i32>(target, offset(|l| &l.task_tgid)).cast_unsigned();
+    let tgid = task_tgid(target);
     if tgid != daemon {
         return Ok(0);
     }

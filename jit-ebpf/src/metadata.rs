@@ -20,7 +20,7 @@
 //! and 6.12; `inode_setattr` gained a leading `idmap` in 6.3, so it has two programs, one per
 //! signature.
 use aya_ebpf::{macros::lsm, programs::LsmContext};
-use jit_common::policy::Op;
+use jit_common::{AgentCgroup, policy::Op};
 
 use crate::{
     engine::{decide_on_dentry, decide_on_file, offset, read_kernel},
@@ -49,9 +49,15 @@ const ATTR_MTIME: u32 = 1 << 5;
 
 #[inline(always)]
 fn on_dentry(dentry: *const u8) -> i32 {
-    let Some(agent) = current_agent() else {
-        return 0;
-    };
+    match current_agent() {
+        Some(agent) => metadata_of(agent, dentry),
+        None => 0,
+    }
+}
+
+/// Decides a metadata change of `dentry` by `agent`: the hook's return value.
+#[inline(always)]
+fn metadata_of(agent: AgentCgroup, dentry: *const u8) -> i32 {
     match decide_on_dentry(Op::Metadata, agent, dentry) {
         Ok(ret) | Err(ret) => ret,
     }
@@ -109,9 +115,7 @@ fn on_setattr(dentry: *const u8, attr: *const u8) -> i32 {
     if valid & (ATTR_ATIME | ATTR_MTIME) == 0 || valid & ATTR_SIZE != 0 {
         return 0;
     }
-    match decide_on_dentry(Op::Metadata, agent, dentry) {
-        Ok(ret) | Err(ret) => ret,
-    }
+    metadata_of(agent, dentry)
 }
 
 /// `file_ioctl(struct file *file, unsigned int cmd, unsigned long arg)`: `chattr`.

@@ -23,7 +23,7 @@ use jit_common::{event::counter, policy::Decision, protect::event_op};
 
 use crate::{
     EPERM,
-    engine::{offset, read_kernel},
+    engine::task_tgid,
     maps::count,
     protect::deny,
     scope::{current_agent, task_agent},
@@ -48,7 +48,7 @@ pub fn jit_ptrace_access_check(ctx: LsmContext) -> i32 {
         count(counter::DECISION_BASE + Decision::Deny as u32);
         return -EPERM;
     }
-    let tgid = read_kernel::<i32>(child, offset(|l| &l.task_tgid)).cast_unsigned();
+    let tgid = task_tgid(child);
     deny(event_op::PTRACE, agent, tgid, u64::from(mode))
 }
 
@@ -61,6 +61,6 @@ pub fn jit_ptrace_traceme(ctx: LsmContext) -> i32 {
     if task_agent(parent) == Some(agent.agent_id) {
         return 0;
     }
-    let tgid = read_kernel::<i32>(parent, offset(|l| &l.task_tgid)).cast_unsigned();
+    let tgid = task_tgid(parent);
     deny(event_op::PTRACE, agent, tgid, TRACEME)
 }

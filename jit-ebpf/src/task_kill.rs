@@ -14,7 +14,7 @@ use aya_ebpf::{macros::lsm, programs::LsmContext};
 use jit_common::protect::event_op;
 
 use crate::{
-    engine::{offset, read_kernel},
+    engine::task_tgid,
     protect::{daemon_tgid, deny},
     scope::current_agent,
 };
@@ -39,7 +39,7 @@ fn try_task_kill(ctx: &LsmContext) -> Result<i32, i32> {
     };
     let daemon = daemon_tgid();
     let target: *const u8 = ctx.arg(0);
-    let tgid = read_kernel::<i32>(target, offset(|l| &l.task_tgid)).cast_unsigned();
+    let tgid = task_tgid(target);
     if daemon == 0 || tgid != daemon {
         return Ok(0);
     }

@@ -21,7 +21,7 @@ use aya_ebpf::{macros::lsm, programs::LsmContext};
 use jit_common::protect::{event_op, resource};
 
 use crate::{
-    engine::{offset, read_kernel},
+    engine::task_tgid,
     protect::deny,
     scope::{current_agent, task_agent},
 };
@@ -36,7 +36,7 @@ fn own_agent_only(target: *const u8, which: u64) -> i32 {
     if task_agent(target) == Some(agent.agent_id) {
         return 0;
     }
-    let tgid = read_kernel::<i32>(target, offset(|l| &l.task_tgid)).cast_unsigned();
+    let tgid = task_tgid(target);
     deny(event_op::RESOURCE, agent, tgid, which)
 }
 
