@@ -12,3 +12,4 @@ pub mod daemon;
 pub mod policy;
 pub mod prereq;
 pub mod text;
+pub mod tooling;

@@ -743,6 +743,16 @@ impl Verdict {
     }
 }
 
+/// Of the verdicts for the two ends of a rename or link (`first`: the source, `second`: the
+/// target), whether `first` is the one that applies: both ends are evaluated and the more
+/// severe decision applies, so a denied file cannot be renamed or linked into an allowed place;
+/// between equal decisions the target's verdict (its rule) is the one reported.
+#[must_use]
+#[inline(always)]
+pub const fn first_of_pair_decides(first: &Verdict, second: &Verdict) -> bool {
+    first.decision as u8 > second.decision as u8
+}
+
 /// The verdict for the best match (if any) under `cfg`. Corrupt values fail closed: an unknown
 /// decision is [`Decision::Deny`], an unknown mode is [`Mode::Enforce`].
 #[must_use]

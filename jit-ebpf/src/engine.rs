@@ -28,6 +28,7 @@ use jit_common::{
     pending::{FileId, GrantKey, PendingAnswer, PendingRequest, STATE_PENDING, held_slot},
     policy::{
         Decision, KEY_DATA_LEN, Op, PATH_CAPACITY, PolicyKey, PolicyValue, Verdict, evaluate_with,
+        first_of_pair_decides,
     },
     protect::{PROTECTED_OP, PROTECTED_RULESET, SELF_PROTECTION_VERDICT, is_protected_fs},
 };
@@ -476,7 +477,7 @@ pub fn decide_with(
     if let Some(second) = &action.second {
         let first = verdict;
         verdict = evaluate_where(second, action, s);
-        if first.decision as u8 > verdict.decision as u8 {
+        if first_of_pair_decides(&first, &verdict) {
             // The first path decides: it is the one the event must name.
             verdict = first;
             resolve_path(&action.path, s);

@@ -19,7 +19,7 @@ use jit_agent::{
     },
     config::{Config, Overrides},
     control::{self, Request, Response},
-    policy,
+    tooling::cli::{self, PolicyTool},
 };
 
 #[derive(Parser)]
@@ -109,8 +109,8 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum PolicyCmd {
-    /// Validate a policy directory without a daemon; exits non-zero on any error.
-    Check { dir: PathBuf },
+    #[command(flatten)]
+    Tool(PolicyTool),
     /// Make the daemon re-read its policy directory now.
     Reload,
 }
@@ -166,8 +166,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Deny { id, reason } => decide(&socket, id, ReviewAction::Deny, reason),
         Cmd::Kill { id, reason } => decide(&socket, id, ReviewAction::Kill, reason),
         Cmd::Policy {
-            command: PolicyCmd::Check { dir },
-        } => Ok(check(&dir)),
+            command: PolicyCmd::Tool(tool),
+        } => cli::run(
+            tool,
+            &cli::Context {
+                config,
+                config_file: cli.config,
+            },
+        ),
         Cmd::Policy {
             command: PolicyCmd::Reload,
         } => match call(&socket, &Request::Reload)? {
@@ -417,25 +423,6 @@ fn status(socket: &Path, json: bool) -> Result<ExitCode> {
     println!("pending holds: {}", s.pending);
     println!("audit log: {}", s.audit_log);
     Ok(ExitCode::SUCCESS)
-}
-
-fn check(dir: &Path) -> ExitCode {
-    match policy::load_dir(dir) {
-        Ok(set) => {
-            let rules: usize = set.agents().iter().map(|a| a.rules.len()).sum();
-            println!(
-                "{}: ok, {} agents, {rules} rules",
-                dir.display(),
-                set.agents().len()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(errors) => {
-            eprintln!("{errors}");
-            eprintln!("{}: {} errors", dir.display(), errors.errors().len());
-            ExitCode::FAILURE
-        }
-    }
 }
 
 fn audit(path: &Path, follow: bool, json: bool) -> Result<ExitCode> {

@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, path::PathBuf};
 use jiff::Timestamp;
 use jit_common::policy::{AgentConfig, Op, PolicyKey, PolicyValue, merge};
 
-use super::PolicySet;
+use super::{AgentPolicy, PolicySet, Rule};
 
 /// Where a rule id comes from, for audit records and `jitctl`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,8 +91,6 @@ pub fn compile(set: &PolicySet, at: Timestamp) -> Compiled {
     let mut rules = BTreeMap::new();
     let mut agents = Vec::new();
     for agent in set.agents() {
-        let mut entries: BTreeMap<(u8, &str), (Op, PolicyValue)> = BTreeMap::new();
-        let mut wildcards = 0;
         for rule in &agent.rules {
             rules.insert(
                 rule.id,
@@ -103,38 +101,49 @@ pub fn compile(set: &PolicySet, at: Timestamp) -> Compiled {
                     line: rule.at.line,
                 },
             );
-            if rule.when.as_ref().is_some_and(|w| !w.is_active(at)) {
-                continue;
-            }
-            for path in &rule.paths {
-                wildcards |= path.shape.wildcard_mask();
-                let value = path.shape.value(rule.decision, rule.id);
-                for &op in &rule.ops {
-                    entries
-                        .entry((op as u8, path.pattern.as_str()))
-                        .and_modify(|(_, v)| *v = merge(*v, value))
-                        .or_insert((op, value));
-                }
-            }
         }
-        agents.push(CompiledAgent {
-            name: agent.name.clone(),
-            cgroups: agent.cgroups.clone(),
-            config: AgentConfig::new(agent.default, agent.mode, wildcards),
-            entries: entries
-                .into_iter()
-                .map(|((_, pattern), (op, value))| Entry {
-                    op,
-                    pattern: pattern.to_owned(),
-                    value,
-                })
-                .collect(),
-        });
+        agents.push(compile_agent(agent, |rule| {
+            rule.when.as_ref().is_none_or(|w| w.is_active(at))
+        }));
     }
     Compiled {
         agents,
         rules,
         at,
         valid_until: set.next_transition(at),
+    }
+}
+
+/// The map contents of `agent` with the rules for which `active` is true: what [`compile`]
+/// makes of each agent (with the rules whose `when` holds at its instant). `jitctl policy`
+/// uses it to ask what-if questions of the very code that fills the kernel's maps.
+#[must_use]
+pub fn compile_agent(agent: &AgentPolicy, active: impl Fn(&Rule) -> bool) -> CompiledAgent {
+    let mut entries: BTreeMap<(u8, &str), (Op, PolicyValue)> = BTreeMap::new();
+    let mut wildcards = 0;
+    for rule in agent.rules.iter().filter(|r| active(r)) {
+        for path in &rule.paths {
+            wildcards |= path.shape.wildcard_mask();
+            let value = path.shape.value(rule.decision, rule.id);
+            for &op in &rule.ops {
+                entries
+                    .entry((op as u8, path.pattern.as_str()))
+                    .and_modify(|(_, v)| *v = merge(*v, value))
+                    .or_insert((op, value));
+            }
+        }
+    }
+    CompiledAgent {
+        name: agent.name.clone(),
+        cgroups: agent.cgroups.clone(),
+        config: AgentConfig::new(agent.default, agent.mode, wildcards),
+        entries: entries
+            .into_iter()
+            .map(|((_, pattern), (op, value))| Entry {
+                op,
+                pattern: pattern.to_owned(),
+                value,
+            })
+            .collect(),
     }
 }

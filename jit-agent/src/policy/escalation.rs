@@ -4,6 +4,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::{
+    LoadOptions, UNRESOLVED_ID,
     error::FileErrors,
     model::{Account, Approvers, Escalation, Grant, OnTimeout},
     parse::{duration, duration_or, on_timeout},
@@ -18,11 +19,12 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_mins(5);
 pub(super) fn escalation_of(
     errs: &mut FileErrors<'_>,
     raw: Option<&RawEscalation>,
+    options: LoadOptions,
 ) -> Option<Escalation> {
     let before = errs.errors.len();
     let approvers = raw
         .and_then(|r| r.approvers.as_ref())
-        .map(|a| approvers(errs, a.get_ref()))
+        .map(|a| approvers(errs, a.get_ref(), options.resolve_accounts))
         .unwrap_or_default();
     let timeout = raw
         .and_then(|r| r.timeout.as_ref())
@@ -105,7 +107,8 @@ fn required_approvals(
 
 /// Resolves approvers against the host's databases (NSS), so a typo is caught at load time
 /// rather than when a hold waits for a reviewer who does not exist.
-fn approvers(errs: &mut FileErrors<'_>, raw: &RawApprovers) -> Approvers {
+/// Without `resolve`, names are only checked for duplicates and get [`UNRESOLVED_ID`].
+fn approvers(errs: &mut FileErrors<'_>, raw: &RawApprovers, resolve: bool) -> Approvers {
     let mut out = Approvers::default();
     for user in &raw.users {
         let name = user.get_ref();
@@ -114,6 +117,13 @@ fn approvers(errs: &mut FileErrors<'_>, raw: &RawApprovers) -> Approvers {
                 &user.span(),
                 format!("approver user `{name}` is listed twice"),
             );
+            continue;
+        }
+        if !resolve {
+            out.users.push(Account {
+                name: name.clone(),
+                id: UNRESOLVED_ID,
+            });
             continue;
         }
         match nix::unistd::User::from_name(name) {
@@ -132,6 +142,13 @@ fn approvers(errs: &mut FileErrors<'_>, raw: &RawApprovers) -> Approvers {
                 &group.span(),
                 format!("approver group `{name}` is listed twice"),
             );
+            continue;
+        }
+        if !resolve {
+            out.groups.push(Account {
+                name: name.clone(),
+                id: UNRESOLVED_ID,
+            });
             continue;
         }
         match nix::unistd::Group::from_name(name) {

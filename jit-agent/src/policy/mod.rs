@@ -28,7 +28,7 @@ use jiff::Timestamp;
 
 use self::parse::{FileOutcome, parse_file};
 pub use self::{
-    compile::{Compiled, CompiledAgent, Entry, RuleInfo, compile},
+    compile::{Compiled, CompiledAgent, Entry, RuleInfo, compile, compile_agent},
     error::{PolicyError, PolicyErrors, Position},
     escalation::DEFAULT_TIMEOUT,
     model::{Account, AgentPolicy, Approvers, Escalation, Grant, OnTimeout, Rule, RulePath},
@@ -81,6 +81,35 @@ impl PolicySet {
 /// (an empty directory is refused rather than read as "govern no agent", which would silently
 /// lift all enforcement).
 pub fn load_dir(dir: &Path) -> Result<PolicySet, PolicyErrors> {
+    load_dir_with(dir, LoadOptions::default())
+}
+
+/// How a policy is loaded: the daemon always uses the default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Resolve approver users and groups through NSS (the daemon must: it authorizes reviewers
+    /// by id). `false` is `jitctl policy ... --offline`, for machines without those accounts
+    /// (CI): names are checked for duplicates only and get the id [`UNRESOLVED_ID`].
+    pub resolve_accounts: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            resolve_accounts: true,
+        }
+    }
+}
+
+/// [`Account::id`] of an approver loaded with `resolve_accounts = false`: `(uid_t) -1`, which
+/// no account has. Such a set is for offline tooling only and never reaches the daemon.
+pub const UNRESOLVED_ID: u32 = u32::MAX;
+
+/// [`load_dir`] with `options`.
+///
+/// # Errors
+/// As [`load_dir`].
+pub fn load_dir_with(dir: &Path, options: LoadOptions) -> Result<PolicySet, PolicyErrors> {
     let whole = |file: &Path, message: String| PolicyError {
         file: file.to_owned(),
         position: None,
@@ -129,6 +158,7 @@ pub fn load_dir(dir: &Path) -> Result<PolicySet, PolicyErrors> {
     load_sources(
         sources.iter().map(|(p, t)| (p.as_path(), t.as_str())),
         errors,
+        options,
     )
 }
 
@@ -138,17 +168,34 @@ pub fn load_dir(dir: &Path) -> Result<PolicySet, PolicyErrors> {
 /// # Errors
 /// Every problem found in the text.
 pub fn load_str(name: &str, text: &str) -> Result<PolicySet, PolicyErrors> {
-    load_sources([(Path::new(name), text)], Vec::new())
+    load_sources(
+        [(Path::new(name), text)],
+        Vec::new(),
+        LoadOptions::default(),
+    )
+}
+
+/// [`load_str`] with `options`.
+///
+/// # Errors
+/// Every problem found in the text.
+pub fn load_str_with(
+    name: &str,
+    text: &str,
+    options: LoadOptions,
+) -> Result<PolicySet, PolicyErrors> {
+    load_sources([(Path::new(name), text)], Vec::new(), options)
 }
 
 /// Parses each file, checks them against each other and numbers the rules.
 fn load_sources<'a>(
     sources: impl IntoIterator<Item = (&'a Path, &'a str)>,
     mut errors: Vec<PolicyError>,
+    options: LoadOptions,
 ) -> Result<PolicySet, PolicyErrors> {
     let outcomes: Vec<(&Path, FileOutcome)> = sources
         .into_iter()
-        .map(|(file, text)| (file, parse_file(file, text, &mut errors)))
+        .map(|(file, text)| (file, parse_file(file, text, options, &mut errors)))
         .collect();
     check_across(&outcomes, &mut errors);
     if !errors.is_empty() {

@@ -11,6 +11,7 @@ use toml::{
 };
 
 use super::{
+    LoadOptions,
     error::{FileErrors, PolicyError, Position},
     escalation::escalation_of,
     identity::{Identity, identity},
@@ -27,7 +28,12 @@ pub(super) struct FileOutcome {
 }
 
 /// Parses and validates one file; errors go to `errors`.
-pub(super) fn parse_file(file: &Path, text: &str, errors: &mut Vec<PolicyError>) -> FileOutcome {
+pub(super) fn parse_file(
+    file: &Path,
+    text: &str,
+    options: LoadOptions,
+    errors: &mut Vec<PolicyError>,
+) -> FileOutcome {
     let before = errors.len();
     let mut errs = FileErrors {
         file: file.to_owned(),
@@ -95,7 +101,7 @@ pub(super) fn parse_file(file: &Path, text: &str, errors: &mut Vec<PolicyError>)
         .iter()
         .filter_map(|r| rule(&mut errs, r, &mut names))
         .collect();
-    let escalation = escalation_of(&mut errs, escalation.as_ref());
+    let escalation = escalation_of(&mut errs, escalation.as_ref(), options);
 
     if let (Some(esc), Some(a)) = (&escalation, &agent) {
         check_releasable(&mut errs, a, &raw_rules, esc);

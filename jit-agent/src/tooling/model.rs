@@ -1,0 +1,352 @@
+//! The kernel's decision, computed on the host from the code that fills and reads the kernel's
+//! maps: [`compile_agent`] (the daemon's compiler), [`CompiledAgent::keys`] (the keys it
+//! writes), [`evaluate`] (the matcher the eBPF programs run), [`first_of_pair_decides`] (how a
+//! rename or link combines its two ends) and the self-protection keys of
+//! [`protected_patterns`]. The only thing emulated is the map itself: [`Trie`] answers lookups
+//! as `BPF_MAP_TYPE_LPM_TRIE` does.
+use std::{cell::RefCell, collections::HashMap, path::Path};
+
+use jiff::Timestamp;
+use jit_common::{
+    policy::{
+        AgentConfig, Decision, Mode, Op, PolicyKey, PolicyValue, Verdict, evaluate,
+        first_of_pair_decides,
+    },
+    protect::{
+        PROTECTED_OP, PROTECTED_RULESET, SELF_PROTECTION_RULE_ID, SELF_PROTECTION_VERDICT,
+        protected_key, protected_patterns,
+    },
+};
+
+use crate::policy::{AgentPolicy, CompiledAgent, PolicySet, Rule, compile_agent};
+
+/// Rule set id of the keys built here: each agent has a trie of its own, so any id works.
+const RULESET: u32 = 1;
+
+/// A `BPF_MAP_TYPE_LPM_TRIE` as far as lookups go: the stored key with the longest prefix that
+/// begins the looked-up key. jit's prefix lengths are whole bytes, so comparing the significant
+/// bytes is the kernel's bitwise comparison.
+#[derive(Clone, Debug, Default)]
+pub struct Trie {
+    entries: Vec<(PolicyKey, PolicyValue)>,
+}
+
+impl Trie {
+    #[must_use]
+    pub fn new(entries: Vec<(PolicyKey, PolicyValue)>) -> Self {
+        Self { entries }
+    }
+
+    /// Every stored entry whose key is a prefix of `key` (what the kernel chooses among).
+    pub fn prefixes_of<'a>(
+        &'a self,
+        key: &'a PolicyKey,
+    ) -> impl Iterator<Item = &'a (PolicyKey, PolicyValue)> + 'a {
+        self.entries.iter().filter(|(k, _)| {
+            let n = k.significant_len();
+            k.prefixlen <= key.prefixlen && key.data.get(..n) == Some(k.significant())
+        })
+    }
+
+    /// The kernel's answer: the longest matching prefix.
+    #[must_use]
+    pub fn lookup(&self, key: &PolicyKey) -> Option<PolicyValue> {
+        self.prefixes_of(key)
+            .max_by_key(|(k, _)| k.prefixlen)
+            .map(|(_, v)| *v)
+    }
+}
+
+/// One agent's maps at one instant: its config entry and its policy trie.
+#[derive(Clone, Debug)]
+pub struct AgentMaps {
+    pub config: AgentConfig,
+    trie: Trie,
+}
+
+impl AgentMaps {
+    #[must_use]
+    pub fn new(compiled: &CompiledAgent) -> Self {
+        Self {
+            config: compiled.config.with_ruleset(RULESET),
+            trie: Trie::new(compiled.keys(RULESET)),
+        }
+    }
+
+    /// What the eBPF programs decide for `op` on the resolved `path`.
+    #[must_use]
+    pub fn decide(&self, op: Op, path: &[u8]) -> Verdict {
+        let key = PolicyKey::for_lookup(RULESET, op, path);
+        let mut scratch = PolicyKey::EMPTY;
+        evaluate(|k| self.trie.lookup(k), &key, &self.config, &mut scratch)
+    }
+}
+
+/// Whether rule pattern `pattern` of `op` matches `path`, by the kernel's own algorithm: a trie
+/// holding that one entry, looked up as the kernel looks up a path.
+#[must_use]
+pub fn pattern_matches(op: Op, pattern: &str, path: &[u8]) -> bool {
+    let Ok((key, shape)) = PolicyKey::for_rule(RULESET, op, pattern.as_bytes()) else {
+        return false;
+    };
+    // Any id but the default's marks a match.
+    let maps = AgentMaps {
+        config: AgentConfig::new(Decision::Deny, Mode::Enforce, shape.wildcard_mask())
+            .with_ruleset(RULESET),
+        trie: Trie::new(vec![(key, shape.value(Decision::Allow, 1))]),
+    };
+    maps.decide(op, path).rule_id == 1
+}
+
+/// The paths no agent may change whatever its policy (the daemon's own files, see
+/// `Config::protected_paths`), as the kernel's `PROTECTED` trie holds them.
+#[derive(Clone, Debug, Default)]
+pub struct Protected {
+    trie: Trie,
+}
+
+impl Protected {
+    /// The trie for `paths`; paths that cannot be protected (`/`, relative) are left out, as
+    /// the daemon refuses to start with them.
+    #[must_use]
+    pub fn new<'a>(paths: impl IntoIterator<Item = &'a Path>) -> Self {
+        let mut entries = Vec::new();
+        for path in paths {
+            let _ = protected_patterns(path.as_os_str().as_encoded_bytes(), |pattern| {
+                entries.push((protected_key(pattern)?, SELF_PROTECTION_VALUE));
+                Ok(())
+            });
+        }
+        Self {
+            trie: Trie::new(entries),
+        }
+    }
+
+    /// Whether an op other than `exec` on `path` is refused by self-protection.
+    #[must_use]
+    pub fn covers(&self, path: &[u8]) -> bool {
+        let key = PolicyKey::for_lookup(PROTECTED_RULESET, PROTECTED_OP, path);
+        self.trie.lookup(&key).is_some()
+    }
+}
+
+const SELF_PROTECTION_VALUE: PolicyValue = PolicyValue {
+    decision: Decision::Deny as u8,
+    pad: [0; 3],
+    rule_id: SELF_PROTECTION_RULE_ID,
+    literal_len: 0,
+    pattern_len: 0,
+};
+
+/// Which end of a rename or link decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum End {
+    Source,
+    Target,
+}
+
+/// The kernel's outcome for one action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub verdict: Verdict,
+    /// For a rename or link given both ends: the one whose verdict applies.
+    pub end: Option<End>,
+}
+
+impl Outcome {
+    #[must_use]
+    pub const fn by_self_protection(&self) -> bool {
+        self.verdict.rule_id == SELF_PROTECTION_RULE_ID
+    }
+}
+
+/// One action to decide. Conditions on the acting user or the command line do not exist in
+/// the policy language yet: when they come, they are fields here and inputs of the maps'
+/// lookup, and every command (`explain`, `test`, `replay`, `suggest`) passes them on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Action {
+    pub agent: String,
+    pub op: Op,
+    /// The resolved path (the source of a rename or link).
+    pub path: Vec<u8>,
+    /// The target of a rename or link, when known.
+    pub target: Option<Vec<u8>>,
+    /// When the action happens: selects the rules whose `when` holds.
+    pub at: Timestamp,
+}
+
+/// Decides actions under a policy set, as the daemon would have compiled it at each instant.
+pub struct Decider<'a> {
+    set: &'a PolicySet,
+    protected: Protected,
+    /// The maps of the instant last asked about, valid over `[from, until)`.
+    cache: RefCell<Option<Generation>>,
+}
+
+struct Generation {
+    from: Timestamp,
+    until: Option<Timestamp>,
+    agents: HashMap<String, AgentMaps>,
+}
+
+/// Why an action cannot be decided.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecideError {
+    #[error("no agent named `{0}` in the policy")]
+    UnknownAgent(String),
+}
+
+impl<'a> Decider<'a> {
+    #[must_use]
+    pub fn new(set: &'a PolicySet, protected: Protected) -> Self {
+        Self {
+            set,
+            protected,
+            cache: RefCell::new(None),
+        }
+    }
+
+    #[must_use]
+    pub const fn set(&self) -> &'a PolicySet {
+        self.set
+    }
+
+    #[must_use]
+    pub const fn protected(&self) -> &Protected {
+        &self.protected
+    }
+
+    /// The agent's maps as the daemon compiles them for instant `at`.
+    fn with_maps<T>(
+        &self,
+        agent: &str,
+        at: Timestamp,
+        f: impl FnOnce(&AgentMaps) -> T,
+    ) -> Result<T, DecideError> {
+        let mut cache = self.cache.borrow_mut();
+        let fresh = cache
+            .as_ref()
+            .is_some_and(|g| g.from <= at && g.until.is_none_or(|u| at < u));
+        if !fresh {
+            *cache = Some(Generation {
+                from: at,
+                until: self.set.next_transition(at),
+                agents: self
+                    .set
+                    .agents()
+                    .iter()
+                    .map(|a| (a.name.clone(), AgentMaps::new(&compile_at(a, at))))
+                    .collect(),
+            });
+        }
+        let generation = cache.as_ref().expect("filled above");
+        let maps = generation
+            .agents
+            .get(agent)
+            .ok_or_else(|| DecideError::UnknownAgent(agent.to_owned()))?;
+        Ok(f(maps))
+    }
+
+    /// The verdict for one resolved path of `action`'s op.
+    ///
+    /// # Errors
+    /// When the agent is not in the policy.
+    pub fn decide_path(
+        &self,
+        agent: &str,
+        op: Op,
+        path: &[u8],
+        at: Timestamp,
+    ) -> Result<Verdict, DecideError> {
+        if op != Op::Exec && self.protected.covers(path) {
+            // Checked before any rule, whatever the mode (engine.rs, `evaluate_single`, and
+            // the two-path programs of `protect_pair`).
+            self.with_maps(agent, at, |_| ())?;
+            return Ok(SELF_PROTECTION_VERDICT);
+        }
+        self.with_maps(agent, at, |maps| maps.decide(op, path))
+    }
+
+    /// What the kernel decides for `action`.
+    ///
+    /// # Errors
+    /// When the agent is not in the policy.
+    pub fn decide(&self, action: &Action) -> Result<Outcome, DecideError> {
+        let first = self.decide_path(&action.agent, action.op, &action.path, action.at)?;
+        let Some(target) = &action.target else {
+            return Ok(Outcome {
+                verdict: first,
+                end: None,
+            });
+        };
+        let second = self.decide_path(&action.agent, action.op, target, action.at)?;
+        // Self-protection of either end refuses the pair before the engine decides.
+        for (verdict, end) in [(first, End::Source), (second, End::Target)] {
+            if verdict.rule_id == SELF_PROTECTION_RULE_ID {
+                return Ok(Outcome {
+                    verdict,
+                    end: Some(end),
+                });
+            }
+        }
+        Ok(if first_of_pair_decides(&first, &second) {
+            Outcome {
+                verdict: first,
+                end: Some(End::Source),
+            }
+        } else {
+            Outcome {
+                verdict: second,
+                end: Some(End::Target),
+            }
+        })
+    }
+}
+
+/// What the daemon compiles for `agent` at `at`: the rules whose `when` holds then.
+#[must_use]
+pub fn compile_at(agent: &AgentPolicy, at: Timestamp) -> CompiledAgent {
+    compile_agent(agent, |rule| is_active(rule, at))
+}
+
+/// Whether `rule` is in force at `at`.
+#[must_use]
+pub fn is_active(rule: &Rule, at: Timestamp) -> bool {
+    rule.when.as_ref().is_none_or(|w| w.is_active(at))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_patterns_match_as_the_kernel_does() {
+        assert!(pattern_matches(Op::Write, "/srv/work/", b"/srv/work/a"));
+        assert!(!pattern_matches(Op::Write, "/srv/work/", b"/srv/work"));
+        assert!(!pattern_matches(Op::Write, "/srv/work/", b"/srv/workshop"));
+        assert!(pattern_matches(
+            Op::Write,
+            "/home/*/.ssh/",
+            b"/home/al/.ssh/k"
+        ));
+        assert!(!pattern_matches(
+            Op::Write,
+            "/home/*/.ssh/",
+            b"/home/.ssh/k"
+        ));
+        assert!(pattern_matches(Op::Exec, "/usr/bin/git", b"/usr/bin/git"));
+        assert!(!pattern_matches(Op::Exec, "/usr/bin/git", b"/usr/bin/gitk"));
+    }
+
+    #[test]
+    fn protected_paths_cover_themselves_below_and_their_ancestors() {
+        let p = Protected::new([Path::new("/etc/jit/policies")]);
+        assert!(p.covers(b"/etc/jit/policies"));
+        assert!(p.covers(b"/etc/jit/policies/a.toml"));
+        assert!(p.covers(b"/etc/jit"));
+        assert!(p.covers(b"/etc"));
+        assert!(!p.covers(b"/etc/hosts"));
+        assert!(!p.covers(b"/etc/jit/other"));
+    }
+}
