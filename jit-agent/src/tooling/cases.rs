@@ -121,7 +121,7 @@ pub fn parse(file: &Path, text: &str, set: &PolicySet) -> Result<Vec<Case>, Vec<
                     match RawCase::deserialize(ValueDeserializer::from(item.clone())) {
                         Ok(c) => raw.push((span, c)),
                         Err(e) => {
-                            report(&e.span().unwrap_or(span), e.message().trim_end().to_owned())
+                            report(&e.span().unwrap_or(span), e.message().trim_end().to_owned());
                         }
                     }
                 }
