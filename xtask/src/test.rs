@@ -1,8 +1,9 @@
 //! `cargo xtask test`: the one command that checks everything.
 //!
 //! setup → `cargo fmt --check` → clippy (host crates, then jit-ebpf for the BPF target) → host
-//! unit tests → privileged tests in a VM per kernel. Every stage runs even when an earlier one
-//! failed, so one run shows every problem; the exit status is non-zero when anything failed.
+//! unit tests → the shipped policy cases (`jitctl policy test`) → privileged tests in a VM per
+//! kernel. Every stage runs even when an earlier one failed, so one run shows every problem;
+//! the exit status is non-zero when anything failed.
 use std::{
     fs,
     path::{Path, PathBuf},
@@ -98,6 +99,80 @@ fn host_tests(tally: &mut Tally) {
             tally.add(result);
         }
         Err(_) => tally.fail("host: cargo test could not run"),
+    }
+}
+
+/// `jitctl policy test` on the shipped case files (`policies/tests/*.toml`) against the shipped
+/// policies: every case counts as a test. `--offline`: the approvers are checked by the host
+/// tests; these cases are about decisions.
+fn policy_cases(tally: &mut Tally) {
+    let run = cmd::step("host", "policy cases (jitctl policy test)", || {
+        let dir = root().join("policies").join("tests");
+        let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        files.sort();
+        anyhow::ensure!(!files.is_empty(), "no case files in {}", dir.display());
+        let mut command = cargo(None);
+        command
+            .args([
+                "run",
+                "--quiet",
+                "--package",
+                "jit-agent",
+                "--bin",
+                "jitctl",
+                "--",
+            ])
+            .args([
+                "policy",
+                "test",
+                "--offline",
+                "--json",
+                "--policies",
+                "policies",
+            ])
+            .args(&files);
+        let out = command.output().context("starting jitctl policy test")?;
+        let results: Vec<serde_json::Value> =
+            serde_json::from_slice(&out.stdout).with_context(|| {
+                format!(
+                    "jitctl policy test gave no results ({}):\n{}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            })?;
+        let mut result = Tally::default();
+        for r in &results {
+            if r["pass"] == true {
+                result.passed += 1;
+            } else {
+                result.fail(format!(
+                    "policy case {}:{} ({} {} {}): got {}, expected {}",
+                    r["file"].as_str().unwrap_or("?"),
+                    r["line"],
+                    r["agent"].as_str().unwrap_or("?"),
+                    r["op"].as_str().unwrap_or("?"),
+                    r["path"].as_str().unwrap_or("?"),
+                    r["decision"].as_str().unwrap_or("?"),
+                    r["expect"].as_str().unwrap_or("?"),
+                ));
+            }
+        }
+        if !out.status.success() && result.failed == 0 {
+            result.fail(format!(
+                "jitctl policy test failed without a failing case:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let summary = format!("{} passed, {} failed", result.passed, result.failed);
+        Ok((result, summary))
+    });
+    match run {
+        Ok(result) => tally.add(result),
+        Err(_) => tally.fail("host: jitctl policy test could not run"),
     }
 }
 
@@ -325,6 +400,7 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
             },
         );
         host_tests(&mut tally);
+        policy_cases(&mut tally);
     }
     vm_tests(&mut tally, &kernels, &args.passthrough);
 

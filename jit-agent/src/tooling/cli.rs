@@ -180,7 +180,7 @@ pub fn run(command: PolicyTool, ctx: &Context) -> Result<ExitCode> {
             offline,
             strict,
             json,
-        } => Ok(check(&dir, offline, strict, json)),
+        } => Ok(check(ctx, &dir, offline, strict, json)),
         PolicyTool::Explain {
             policy,
             agent,
@@ -269,7 +269,7 @@ pub fn run(command: PolicyTool, ctx: &Context) -> Result<ExitCode> {
     }
 }
 
-fn check(dir: &Path, offline: bool, strict: bool, json: bool) -> ExitCode {
+fn check(ctx: &Context, dir: &Path, offline: bool, strict: bool, json: bool) -> ExitCode {
     let options = LoadOptions {
         resolve_accounts: !offline,
     };
@@ -278,7 +278,7 @@ fn check(dir: &Path, offline: bool, strict: bool, json: bool) -> ExitCode {
         Err(errors) => (None, errors.errors().iter().map(Diagnostic::from).collect()),
     };
     let warnings = match (&set, strict) {
-        (Some(set), true) => lint::lint(set),
+        (Some(set), true) => lint::lint(set, &ctx.protected(dir)),
         _ => Vec::new(),
     };
     let agents = set.as_ref().map_or(0, |s| s.agents().len());

@@ -21,7 +21,10 @@ use std::path::Path;
 
 use jit_common::policy::{Decision, Op, Verdict};
 
-use super::{diagnostics::Diagnostic, model::AgentMaps};
+use super::{
+    diagnostics::Diagnostic,
+    model::{AgentMaps, Protected},
+};
 use crate::policy::{AgentPolicy, PolicySet, Rule, compile_agent};
 
 const PROBE: &str = "jit-probe";
@@ -45,11 +48,13 @@ const WRITE_LIKE: [Op; 10] = [
 const FOLLOWS_SYMLINKS: [Op; 5] = [Op::Exec, Op::Write, Op::Truncate, Op::Chmod, Op::Metadata];
 
 /// Every warning for `set`, sorted by file and line.
+///
+/// `protected` are the daemon's own paths, which self-protection guards for every agent.
 #[must_use]
-pub fn lint(set: &PolicySet) -> Vec<Diagnostic> {
+pub fn lint(set: &PolicySet, protected: &Protected) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for agent in set.agents() {
-        lint_agent(agent, &mut out);
+        lint_agent(agent, protected, &mut out);
     }
     out.sort();
     out
@@ -94,7 +99,7 @@ fn names(ops: &[Op]) -> String {
     ops.iter().map(|o| o.name()).collect::<Vec<_>>().join(", ")
 }
 
-fn lint_agent(agent: &AgentPolicy, out: &mut Vec<Diagnostic>) {
+fn lint_agent(agent: &AgentPolicy, protected: &Protected, out: &mut Vec<Diagnostic>) {
     if agent.default == Decision::Allow
         && !agent
             .rules
@@ -120,7 +125,7 @@ fn lint_agent(agent: &AgentPolicy, out: &mut Vec<Diagnostic>) {
         }));
         never_decides(agent, rule, &with_rule, out);
         if matches!(rule.decision, Decision::Deny | Decision::Hold) {
-            sidesteps(agent, rule, &with_rule, &always, out);
+            sidesteps(agent, rule, &with_rule, &always, protected, out);
         }
         host_paths(agent, rule, out);
     }
@@ -182,6 +187,7 @@ fn sidesteps(
     rule: &Rule,
     with_rule: &AgentMaps,
     always: &AgentMaps,
+    protected: &Protected,
     out: &mut Vec<Diagnostic>,
 ) {
     let weak = |d: Decision| matches!(d, Decision::Allow | Decision::Audit);
@@ -237,6 +243,8 @@ fn sidesteps(
             .skip(1)
             .map(|a| a.as_os_str().to_string_lossy().into_owned())
             .take_while(|a| a != "/")
+            // Self-protection refuses renaming the daemon's directories and those above them.
+            .filter(|a| !protected.covers(a.as_bytes()))
             .find_map(|a| {
                 let v = always.decide(Op::Rename, a.as_bytes());
                 weak(v.decision).then(|| (a.replace(PROBE, "*"), by(agent, v)))

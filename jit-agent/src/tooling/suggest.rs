@@ -17,13 +17,13 @@ use jit_common::policy::{Decision, Op, RuleShape};
 use serde::Serialize;
 
 use super::{
-    model::{Action, Decider},
+    model::{Action, AgentMaps, Decider, compile_at},
     replay::{Trail, path_bytes},
     rfc3339,
 };
 use crate::{
     audit::{ApprovalDecision, RecordBody},
-    policy::{LoadOptions, load_str_with},
+    policy::{AgentPolicy, LoadOptions, Position, Rule, RulePath, load_str_with},
     text::{argv_line, escape},
 };
 
@@ -57,6 +57,8 @@ pub struct Suggestion {
     pub last: String,
     /// Commands of held execs and how often each was seen.
     pub commands: Vec<(String, usize)>,
+    /// Why the rule as proposed would not decide in the given policy, and what to do instead.
+    pub note: Option<String>,
     /// The rule, with comments saying what it rests on.
     pub toml: String,
 }
@@ -230,10 +232,9 @@ pub fn suggest(
             keep
         });
         for s in &mut out.suggestions {
-            s.policy_file = decider
-                .set()
-                .agent(&s.agent)
-                .map(|a| a.file.display().to_string());
+            let agent = decider.set().agent(&s.agent);
+            s.policy_file = agent.map(|a| a.file.display().to_string());
+            s.note = agent.and_then(|a| tie_note(a, s, now));
         }
     }
     for s in &mut out.suggestions {
@@ -255,6 +256,47 @@ pub fn suggest(
         .is_ok()
     });
     out
+}
+
+/// When the proposed rule, added to `agent`, would not decide its own evidence (a rule with
+/// the same pattern wins the tie by severity): what to change instead.
+fn tie_note(agent: &AgentPolicy, s: &Suggestion, now: Timestamp) -> Option<String> {
+    let op = Op::from_name(&s.op)?;
+    let shape = RuleShape::parse(s.pattern.as_bytes()).ok()?;
+    let decision = Decision::from_name(s.decision)?;
+    let mut with = agent.clone();
+    let id = with.rules.iter().map(|r| r.id).max().unwrap_or(0) + 1;
+    with.rules.push(Rule {
+        id,
+        name: "suggested".to_owned(),
+        at: Position::START,
+        ops: vec![op],
+        paths: vec![RulePath {
+            pattern: s.pattern.clone(),
+            shape,
+        }],
+        decision,
+        when: None,
+        timeout: None,
+        on_timeout: None,
+    });
+    let maps = AgentMaps::new(&compile_at(&with, now));
+    let sample = s.paths.first()?;
+    let verdict = maps.decide(op, sample.as_bytes());
+    if verdict.rule_id == id {
+        return None;
+    }
+    let winner = agent.rules.iter().find(|r| r.id == verdict.rule_id)?;
+    Some(format!(
+        "rule \"{}\" ({}:{}) is as specific and wins the tie ({} over {}): take `{}` out of \
+         that rule rather than adding this one",
+        winner.name,
+        agent.file.display(),
+        winner.at.line,
+        winner.decision.name(),
+        s.decision,
+        s.pattern
+    ))
 }
 
 /// The suggestion for `items` (all decided the same way) under `pattern`, if the pattern can
@@ -296,6 +338,7 @@ fn propose(agent: &str, op: &str, pattern: &str, items: &[&Evidence]) -> Option<
         first: items.iter().map(|e| e.time).min().map(rfc3339)?,
         last: items.iter().map(|e| e.time).max().map(rfc3339)?,
         commands,
+        note: None,
         toml: String::new(),
     })
 }
@@ -348,6 +391,9 @@ fn toml_of(s: &Suggestion) -> String {
         for (command, n) in &s.commands {
             let _ = writeln!(out, "#   {n}x {}", escape(command));
         }
+    }
+    if let Some(note) = &s.note {
+        let _ = writeln!(out, "# Note: {}", escape(note));
     }
     let _ = writeln!(out, "[[rule]]");
     let _ = writeln!(
