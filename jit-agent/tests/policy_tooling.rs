@@ -553,7 +553,8 @@ expect = "allow"
 #[test]
 fn case_file_mistakes_are_reported_with_positions() {
     let dir = policy_dir(&[("night.toml", DST_POLICY)]);
-    let file = dir.path().join("bad-cases.toml");
+    let cases = tempfile::tempdir().unwrap();
+    let file = cases.path().join("bad-cases.toml");
     fs::write(
         &file,
         r#"agent = "night"
@@ -856,12 +857,55 @@ fn strict_warns_about_the_sidesteps_in_the_shipped_policies() {
                 .contains("renaming the directory `/srv/work/*/.git/hooks` above it is allowed")),
         "{warnings:#?}"
     );
-    // Self-protection guards /etc (above the policy directory): renaming it is no sidestep.
     assert!(
-        !warnings
+        warnings
             .iter()
-            .any(|w| w.contains("renaming the directory `/etc`")),
+            .any(|w| w.contains("renaming the directory `/etc` above it is allowed")),
         "{warnings:#?}"
+    );
+}
+
+#[test]
+fn strict_knows_self_protection_guards_renames_above_the_policy_directory() {
+    let top = tempfile::tempdir().unwrap();
+    let t = top.path().to_str().unwrap();
+    let policies = top.path().join("policies");
+    fs::create_dir(&policies).unwrap();
+    fs::write(
+        policies.join("a.toml"),
+        format!(
+            r#"[agent]
+name = "a"
+cgroups = ["a"]
+default = "allow"
+
+[[rule]]
+name = "beside the policies"
+op = ["write", "create", "unlink", "rename", "truncate", "link", "symlink", "chmod", "chown", "metadata"]
+path = ["{t}/guarded", "{t}/sub/guarded"]
+decision = "deny"
+"#
+        ),
+    )
+    .unwrap();
+    let (code, _, stderr) = jitctl(&[
+        "policy",
+        "check",
+        "--offline",
+        "--strict",
+        policies.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    // `T` is above the policy directory: self-protection refuses renaming it (and `/tmp`).
+    assert!(
+        !stderr.contains(&format!("renaming the directory `{t}` ")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "renaming the directory `{t}/sub` above it is allowed"
+        )),
+        "{stderr}"
     );
 }
 
@@ -960,4 +1004,88 @@ fn which(name: &str) -> Result<PathBuf, ()> {
         .map(|d| d.join(name))
         .find(|p| p.is_file())
         .ok_or(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// the tools decide as the daemon's maps do
+
+/// The LPM trie, written here again: the stored key with the longest prefix that begins `key`.
+fn lpm(
+    map: &[(
+        jit_common::policy::PolicyKey,
+        jit_common::policy::PolicyValue,
+    )],
+    key: &jit_common::policy::PolicyKey,
+) -> Option<jit_common::policy::PolicyValue> {
+    map.iter()
+        .filter(|(k, _)| {
+            let n = k.significant_len();
+            n <= key.significant_len() && k.data[..n] == key.data[..n]
+        })
+        .max_by_key(|(k, _)| k.prefixlen)
+        .map(|(_, v)| *v)
+}
+
+#[test]
+fn the_tools_decide_what_the_daemon_compiles() {
+    use jit_agent::{
+        policy::{LoadOptions, compile, load_dir_with},
+        tooling::model::{Decider, Protected},
+    };
+    use jit_common::policy::{Op, PolicyKey, evaluate};
+    let set = load_dir_with(
+        Path::new(&repo("policies")),
+        LoadOptions {
+            resolve_accounts: false,
+        },
+    )
+    .unwrap();
+    let decider = Decider::new(&set, Protected::default());
+    let paths = [
+        "/usr/bin/git",
+        "/usr/bin/curl",
+        "/usr/lib/x86_64-linux-gnu/libc.so.6",
+        "/usr/lib/python3.11/lib-dynload/x.so",
+        "/srv/work/app/.git/hooks/pre-commit",
+        "/srv/work/app/target/debug/app",
+        "/srv/app/releases/1/app",
+        "/srv/app/current",
+        "/home/alice/.ssh/authorized_keys",
+        "/etc/passwd",
+        "/dev/null",
+        "/var/tmp/auditor/x",
+        "/srv/demo/work/customers.db",
+        "/",
+    ];
+    let mut checked = 0;
+    // Weekdays and weekends, office hours and nights, both sides of a DST change.
+    for at in [
+        "2026-01-05T10:00:00Z",
+        "2026-01-05T20:00:00Z",
+        "2026-01-10T12:00:00Z",
+        "2026-03-29T00:30:00Z",
+        "2026-03-29T01:30:00Z",
+        "2026-10-25T00:30:00Z",
+        "2026-10-25T01:30:00Z",
+    ] {
+        let at: jiff::Timestamp = at.parse().unwrap();
+        let compiled = compile(&set, at);
+        for agent in &compiled.agents {
+            let keys = agent.keys(9);
+            let config = agent.config.with_ruleset(9);
+            for op in Op::ALL {
+                for path in paths {
+                    let key = PolicyKey::for_lookup(9, op, path.as_bytes());
+                    let mut scratch = PolicyKey::EMPTY;
+                    let daemon = evaluate(|k| lpm(&keys, k), &key, &config, &mut scratch);
+                    let tool = decider
+                        .decide_path(&agent.name, op, path.as_bytes(), at)
+                        .unwrap();
+                    assert_eq!(tool, daemon, "{} {} {path} at {at}", agent.name, op.name());
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 7 * 4 * 14 * paths.len());
 }

@@ -32,13 +32,13 @@ self_approval = true
 [[rule]]
 name = "deploys need a reviewer"
 op = "exec"
-path = "{ROOT}/bin/deploy"
+path = "{ROOT}/deploy/true"
 decision = "{deploy}"
 
 [[rule]]
 name = "reports are audited"
 op = "exec"
-path = "{ROOT}/bin/report"
+path = "{ROOT}/report/true"
 decision = "{report}"
 
 [[rule]]
@@ -93,10 +93,11 @@ fn install(path: &str) {
 fn replay_and_suggest_read_a_real_audit_trail() {
     require_vm();
     let _ = fs::remove_dir_all(ROOT);
-    for dir in ["bin", "secrets", "work"] {
+    for dir in ["deploy", "report", "secrets", "work"] {
         fs::create_dir_all(Path::new(ROOT).join(dir)).expect("mkdir");
     }
-    let (deploy, report) = (format!("{ROOT}/bin/deploy"), format!("{ROOT}/bin/report"));
+    // Copies of busybox's `true`, named `true`: busybox runs the applet its file is named after.
+    let (deploy, report) = (format!("{ROOT}/deploy/true"), format!("{ROOT}/report/true"));
     install(&deploy);
     install(&report);
     let db = format!("{ROOT}/work/db");
