@@ -640,7 +640,7 @@ fn replay_of_a_vm_trail_shows_what_a_change_changes() {
     assert_eq!(groups[0]["from"]["decision"], "hold");
     assert_eq!(groups[0]["from"]["rule"], "deploys need a reviewer");
     assert_eq!(groups[0]["to"]["decision"], "allow");
-    assert_eq!(groups[0]["to"]["rule"], Value::Null, "the default");
+    assert_eq!(groups[0]["to"]["rule"], "deploys need a reviewer");
     let changes = r["changes"].as_array().unwrap();
     assert_eq!(changes.len(), 4);
     assert!(changes.iter().all(|c| c["seq"].as_u64().unwrap() > 0));
@@ -656,7 +656,8 @@ fn replay_of_a_vm_trail_shows_what_a_change_changes() {
     assert!(text.contains("4 would change decision"), "{text}");
     assert!(
         text.contains(
-            "replay-agent exec: hold (rule \"deploys need a reviewer\") -> allow (default)"
+            "replay-agent exec: hold (rule \"deploys need a reviewer\") -> allow (rule \"deploys need \
+             a reviewer\")"
         ),
         "{text}"
     );

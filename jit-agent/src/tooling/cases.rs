@@ -455,7 +455,8 @@ fn describe(decision: &str, enforced: &str, by: &str, rule: Option<&str>) -> Str
     };
     let by = match (by, rule) {
         ("rule", Some(r)) => format!("rule \"{r}\""),
-        (other, _) => format!("the {other}"),
+        ("default", _) => "the default".to_owned(),
+        (other, _) => other.to_owned(),
     };
     format!("{decision}{enforced} by {by}")
 }

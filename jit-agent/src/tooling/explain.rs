@@ -109,8 +109,8 @@ pub struct Explanation {
     pub deciding_end: Option<End>,
     pub paths: Vec<PathReport>,
     pub hold: Option<HoldReport>,
-    /// The next instant a `when` window of the policy opens or closes, after which the answer
-    /// may differ.
+    /// The next instant a `when` window of a rule matching this action opens or closes, after
+    /// which the answer may differ.
     pub valid_until: Option<String>,
     /// What the kernel decides beyond the policy, for this action.
     pub notes: Vec<String>,
@@ -162,9 +162,20 @@ pub fn explain(decider: &Decider<'_>, action: &Action) -> Result<Explanation, De
         deciding_end: outcome.end,
         paths,
         hold,
-        valid_until: decider.set().next_transition(action.at).map(rfc3339),
+        valid_until: valid_until(agent, action),
         notes,
     })
+}
+
+/// The next instant a `when` window of a rule that matches this action opens or closes: the
+/// answer can change then, and only then.
+fn valid_until(agent: &AgentPolicy, action: &Action) -> Option<String> {
+    std::iter::once(&action.path)
+        .chain(action.target.as_ref())
+        .flat_map(|path| matching_patterns(agent, action.op, path))
+        .filter_map(|(rule, _)| rule.when.as_ref()?.next_transition(action.at))
+        .min()
+        .map(rfc3339)
 }
 
 /// Every pattern of the agent's rules for `op` that matches `path`, by the kernel's matcher.
@@ -530,7 +541,7 @@ pub fn render(e: &Explanation) -> String {
     if let Some(until) = &e.valid_until {
         let _ = writeln!(
             out,
-            "valid until: {until} (a `when` window of the policy opens or closes then)"
+            "valid until: {until} (a `when` window of a matching rule opens or closes then)"
         );
     }
     for note in &e.notes {

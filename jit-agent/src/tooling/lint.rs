@@ -221,17 +221,19 @@ fn sidesteps(
                 agent,
                 Some(rule),
                 format!(
-                    "rule \"{}\" {}s {} on `{}`, but {} {} allowed there (by {}): they change \
-                     or replace the same files (truncate empties a file, link and symlink put \
-                     another file under a guarded name, unlink and rename remove one to \
-                     re-create it); add them to the rule",
+                    "rule \"{}\" {}s {} on `{}`, but {} {} allowed there (by {}): {}; add \
+                     them to the rule",
                     rule.name,
                     rule.decision.name(),
                     names(&guarded),
                     path.pattern,
                     names(&open),
                     if open.len() == 1 { "is" } else { "are" },
-                    deciders.join(", ")
+                    deciders.join(", "),
+                    open.iter()
+                        .map(|&op| sidestep(op))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             );
         }
@@ -262,6 +264,22 @@ fn sidesteps(
                 ),
             );
         }
+    }
+}
+
+/// How `op` reaches a file a rule guards against other ops.
+const fn sidestep(op: Op) -> &'static str {
+    match op {
+        Op::Write => "write changes the file",
+        Op::Create => "create makes it anew",
+        Op::Unlink => "unlink removes it to make room for another",
+        Op::Rename => "rename moves another file over it",
+        Op::Truncate => "truncate empties it",
+        Op::Link => "link gives it a second name or puts another file under its name",
+        Op::Symlink => "symlink puts another file under its name",
+        Op::Chmod => "chmod changes who may run or change it",
+        Op::Chown => "chown changes its owner",
+        _ => "metadata changes its ACLs, attributes or times",
     }
 }
 
