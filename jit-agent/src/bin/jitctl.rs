@@ -28,7 +28,8 @@ use jit_agent::{
     about = "Control jit: run agents, check and reload policies, read the audit trail"
 )]
 struct Cli {
-    /// The daemon's config file, for the socket and audit log paths.
+    /// The daemon's config file: its socket, audit log and policy directory (and, for the
+    /// policy tools, the paths self-protection covers).
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
     /// The daemon's control socket (default: from the config, else /run/jit/jit.sock).

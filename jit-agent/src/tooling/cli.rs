@@ -48,8 +48,10 @@ pub enum PolicyTool {
         /// Do not resolve approver users and groups.
         #[arg(long)]
         offline: bool,
+        /// Also warn about rules that load but do not do what they seem to.
         #[arg(long)]
         strict: bool,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -58,6 +60,7 @@ pub enum PolicyTool {
     Explain {
         #[command(flatten)]
         policy: PolicyArgs,
+        /// The agent (its `[agent] name`).
         #[arg(long, value_name = "NAME")]
         agent: String,
         /// exec, write, create, unlink, rename, truncate, mkdir, rmdir, link, symlink, chmod,
@@ -68,6 +71,7 @@ pub enum PolicyTool {
         /// now): decides which `when` rules are in force.
         #[arg(long, value_name = "TIME", value_parser = parse_instant)]
         at: Option<Timestamp>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
         /// The resolved path (as the kernel sees it: absolute, symlinks resolved).
@@ -80,6 +84,7 @@ pub enum PolicyTool {
     Test {
         #[command(flatten)]
         policy: PolicyArgs,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
         #[arg(required = true, value_name = "CASES.toml")]
@@ -90,6 +95,7 @@ pub enum PolicyTool {
     Replay {
         #[command(flatten)]
         policy: PolicyArgs,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
         /// Audit files, oldest first.
@@ -100,13 +106,16 @@ pub enum PolicyTool {
     /// times. Writes no policy file. With --policies, proposals the policy already decides so
     /// are left out.
     Suggest {
+        /// The policy to leave out what it already decides (default: none).
         #[arg(long, value_name = "DIR")]
         policies: Option<PathBuf>,
+        /// Do not resolve approver users and groups.
         #[arg(long)]
         offline: bool,
         /// Decisions needed for a proposal.
         #[arg(long, value_name = "N", default_value_t = 3)]
         min: usize,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
         #[arg(required = true, value_name = "AUDIT.jsonl")]
@@ -200,7 +209,7 @@ pub fn run(command: PolicyTool, ctx: &Context) -> Result<ExitCode> {
             let Some(set) = load(&dir, policy.offline) else {
                 return Ok(ExitCode::FAILURE);
             };
-            let decider = Decider::new(&set, ctx.protected(&dir));
+            let decider = Decider::new(&set, ctx.protected(&dir)).on_this_host();
             let action = Action {
                 agent,
                 op,

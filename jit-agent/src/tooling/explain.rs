@@ -7,7 +7,7 @@ use jit_common::policy::{Decision, Op, PATH_CAPACITY, PolicyValue, Verdict};
 use serde::Serialize;
 
 use super::{
-    model::{Action, DecideError, Decider, End, is_active, pattern_matches},
+    model::{Action, DecideError, Decider, End, is_active, on_protected_fs, pattern_matches},
     rfc3339,
 };
 use crate::{
@@ -341,9 +341,10 @@ fn notes(
     let mut notes = Vec::new();
     if verdict.rule_id == jit_common::protect::SELF_PROTECTION_RULE_ID {
         notes.push(
-            "self-protection: the daemon's policy directory, audit log directory, socket \
-             directory and config file (and every directory above them) are refused to all \
-             agents, whatever their policy or mode (README, \"Self-protection\")"
+            "self-protection: changes to the daemon's policy directory, audit log directory, \
+             socket directory and config file (and to the directories above them), and to \
+             anything on a cgroup filesystem or bpffs, are refused to all agents, whatever their \
+             policy or mode (README, \"Self-protection\")"
                 .to_owned(),
         );
     }
@@ -418,7 +419,7 @@ fn path_notes(decider: &Decider<'_>, op: Op, path: &[u8], notes: &mut Vec<String
             escape_bytes(resolved.as_os_str().as_encoded_bytes())
         ));
     }
-    if op != Op::Exec && on_protected_fs(fs_path) && !decider.protected().covers(path) {
+    if op != Op::Exec && on_protected_fs(path) && !decider.protected().covers(path) {
         notes.push(format!(
             "on this host {shown} is on a cgroup filesystem or bpffs: every change there is \
              refused to agents by self-protection, whatever the policy"
@@ -439,17 +440,6 @@ fn resolved_on_this_host(path: &Path, op: Op) -> Option<std::path::PathBuf> {
     }
     let parent = std::fs::canonicalize(path.parent()?).ok()?;
     Some(parent.join(path.file_name()?))
-}
-
-/// Whether the nearest existing directory of `path` lies on cgroupfs or bpffs on this host.
-fn on_protected_fs(path: &Path) -> bool {
-    path.ancestors()
-        .find_map(|p| nix::sys::statfs::statfs(p).ok())
-        .is_some_and(|s| {
-            jit_common::protect::is_protected_fs(
-                u64::try_from(s.filesystem_type().0).unwrap_or_default(),
-            )
-        })
 }
 
 /// The text `jitctl policy explain` prints.
@@ -557,6 +547,8 @@ fn describe(by: &DecidedBy) -> String {
             rule.name, rule.file, rule.line
         ),
         DecidedBy::Default => "the agent's default (no active rule matches)".to_owned(),
-        DecidedBy::SelfProtection => "self-protection (the daemon's own files)".to_owned(),
+        DecidedBy::SelfProtection => {
+            "self-protection (the daemon's own files, cgroup filesystems, bpffs)".to_owned()
+        }
     }
 }

@@ -180,6 +180,9 @@ pub struct Action {
 pub struct Decider<'a> {
     set: &'a PolicySet,
     protected: Protected,
+    /// Whether paths on a cgroup filesystem or bpffs of this host are refused, as the kernel
+    /// refuses changes there (by the filesystem the object is on, whatever its path).
+    this_host: bool,
     /// The maps of the instant last asked about, valid over `[from, until)`.
     cache: RefCell<Option<Generation>>,
 }
@@ -203,8 +206,18 @@ impl<'a> Decider<'a> {
         Self {
             set,
             protected,
+            this_host: false,
             cache: RefCell::new(None),
         }
+    }
+
+    /// Also refuses, as self-protection does, changes to paths that lie on a cgroup filesystem
+    /// or bpffs of this host (`jitctl policy explain`; case files and replays decide by the
+    /// policy and the protected paths alone, the same on every machine).
+    #[must_use]
+    pub const fn on_this_host(mut self) -> Self {
+        self.this_host = true;
+        self
     }
 
     #[must_use]
@@ -259,7 +272,9 @@ impl<'a> Decider<'a> {
         path: &[u8],
         at: Timestamp,
     ) -> Result<Verdict, DecideError> {
-        if op != Op::Exec && self.protected.covers(path) {
+        if op != Op::Exec
+            && (self.protected.covers(path) || (self.this_host && on_protected_fs(path)))
+        {
             // Checked before any rule, whatever the mode (engine.rs, `evaluate_single`, and
             // the two-path programs of `protect_pair`).
             self.with_maps(agent, at, |_| ())?;
@@ -302,6 +317,21 @@ impl<'a> Decider<'a> {
             }
         })
     }
+}
+
+/// Whether the nearest existing directory of `path` lies on a cgroup filesystem or bpffs on
+/// this host.
+#[must_use]
+pub fn on_protected_fs(path: &[u8]) -> bool {
+    use std::os::unix::ffi::OsStrExt as _;
+    Path::new(std::ffi::OsStr::from_bytes(path))
+        .ancestors()
+        .find_map(|p| nix::sys::statfs::statfs(p).ok())
+        .is_some_and(|s| {
+            jit_common::protect::is_protected_fs(
+                u64::try_from(s.filesystem_type().0).unwrap_or_default(),
+            )
+        })
 }
 
 /// What the daemon compiles for `agent` at `at`: the rules whose `when` holds then.
