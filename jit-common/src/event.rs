@@ -39,6 +39,10 @@ pub const EVENT_FLAG_PATH_UNRESOLVED: u32 = 2;
 /// `Event::flags`: an `exec` decided for an executable mapping (`mmap`/`mprotect` with
 /// `PROT_EXEC` of the file), not for an `execve`.
 pub const EVENT_FLAG_MAPPING: u32 = 4;
+/// `Event::flags`: an approved `execve` copied other arguments or another environment than the
+/// approval was bound to (see `pending::ArgsBinding`): the process was killed before the new
+/// program ran. Reported as a `Decision` event, enforced `deny`.
+pub const EVENT_FLAG_ARGS_CHANGED: u32 = 8;
 
 /// One ring buffer record. Fixed size; `path[..path_len]` is the resolved path.
 #[repr(C)]

@@ -4,7 +4,7 @@
 use jiff::Timestamp;
 use jit_common::{
     event::{
-        EVENT_FLAG_MAPPING, EVENT_FLAG_PATH_TRUNCATED, EVENT_FLAG_PATH_UNRESOLVED, Event, EventKind,
+        EVENT_FLAG_ARGS_CHANGED, EVENT_FLAG_MAPPING, EVENT_FLAG_PATH_TRUNCATED, EVENT_FLAG_PATH_UNRESOLVED, Event, EventKind,
     },
     policy::{Decision, Op},
     protect::{SELF_PROTECTION_RULE_ID, event_op},
@@ -163,6 +163,11 @@ pub struct KernelRecord {
     /// only when true.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub mapping: bool,
+    /// An approved `execve` copied other arguments or another environment than the reviewer
+    /// approved: the kernel killed the process before the new program ran (`request_id` names
+    /// the approval). Written only when true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub args_changed: bool,
     /// For self-protection denials of actions that are not file operations (`signal`,
     /// `ptrace`, `bpf`, `cgroup`, `resource`, `kernel`): the signal number, ptrace mode,
     /// `bpf()` command, clone flags, resource code or kernel load id (docs/audit-schema.md).
@@ -240,6 +245,7 @@ impl KernelRecord {
             truncated: event.flags & EVENT_FLAG_PATH_TRUNCATED != 0,
             unresolved: event.flags & EVENT_FLAG_PATH_UNRESOLVED != 0,
             mapping: event.flags & EVENT_FLAG_MAPPING != 0,
+            args_changed: event.flags & EVENT_FLAG_ARGS_CHANGED != 0,
             detail: (event.rule_id == SELF_PROTECTION_RULE_ID && Op::from_u8(event.op).is_none())
                 .then_some(event.file.name),
             process,

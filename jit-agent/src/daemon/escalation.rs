@@ -175,6 +175,7 @@ impl Daemon {
             exe: held.process.exe.clone(),
             argv: held.process.argv.clone(),
             exec_argv: held.process.exec_argv.clone(),
+            exec_env: held.process.exec_env.clone(),
             cwd: held.process.cwd.clone(),
             parents: held
                 .process
@@ -354,8 +355,10 @@ impl Daemon {
                         .grant_for(key, duration, held.rule_id)
                         .map_err(|e| e.to_string())?;
                 }
+                // A held `execve` runs only with the strings the reviewer was shown.
+                let args = held.process.exec_binding.unwrap_or_default();
                 enforcer
-                    .answer(held.tid, held.request_id, true)
+                    .answer_bound(held.tid, held.request_id, true, args)
                     .map_err(|e| e.to_string())
             }
             ApprovalDecision::Deny => enforcer
