@@ -28,8 +28,8 @@ use jit_common::{
     layout::LAYOUT_GLOBAL,
     map_names,
     pending::{
-        ArgsBinding, ExecBinding, GrantKey, GrantValue, PendingRequest, STATE_ALLOWED, STATE_DENIED,
-        STATE_PENDING,
+        ArgsBinding, ExecBinding, GrantKey, GrantValue, PendingRequest, STATE_ALLOWED,
+        STATE_DENIED, STATE_PENDING,
     },
     policy::{AgentConfig, KEY_DATA_LEN, PatternError, PolicyKey, PolicyValue},
     program_names,
@@ -198,11 +198,7 @@ const USER_MAPS: [(&str, usize, usize); 13] = [
         size_of::<GrantKey>(),
         size_of::<GrantValue>(),
     ),
-    (
-        map_names::BIND_KEY,
-        size_of::<u32>(),
-        size_of::<[u64; 2]>(),
-    ),
+    (map_names::BIND_KEY, size_of::<u32>(), size_of::<[u64; 2]>()),
     (
         map_names::EXEC_BIND,
         size_of::<u32>(),

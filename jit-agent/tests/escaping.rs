@@ -27,6 +27,7 @@ fn forged() -> PendingView {
             "-rf".into(),
             "/srv\r    runs: make test\x1b[K".into(),
         ]),
+        ends: None,
         exec_env: Some(vec!["LD_PRELOAD=/tmp/x.so\r    env: HOME=/root".into()]),
         cwd: Some("/srv/\u{202e}txt.sh".into()),
         parents: vec!["4200 bash\x1b]0;title\x07 /usr/bin/bash".into()],

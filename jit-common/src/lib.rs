@@ -49,7 +49,7 @@ pub mod map_names {
     /// `Array<u64>` with one entry: the policy generation the write-decision cache checks
     /// (see `cache`); 0 turns the cache off.
     pub const POLICY_GEN: &str = "POLICY_GEN";
-    /// `Array<[u64; 2]>` with one entry: the secret SipHash key of argument bindings (see
+    /// `Array<[u64; 2]>` with one entry: the secret `SipHash` key of argument bindings (see
     /// `pending::ArgsBinding`), made by the daemon when it finds it zero.
     pub const BIND_KEY: &str = "BIND_KEY";
     /// `HashMap<u32 thread id, ExecBinding>`: approved `execve`s whose copied arguments are

@@ -253,7 +253,10 @@ mod tests {
             request(STATE_ALLOWED).answer(0, &file, &none),
             PendingAnswer::Allow
         );
-        assert_eq!(request(STATE_DENIED).answer(0, &file, &none), PendingAnswer::Deny);
+        assert_eq!(
+            request(STATE_DENIED).answer(0, &file, &none),
+            PendingAnswer::Deny
+        );
         assert_eq!(
             request(0xff).answer(0, &file, &none),
             PendingAnswer::Deny,
@@ -301,7 +304,10 @@ mod tests {
         };
         assert_eq!(request.answer(0, &file, &to), PendingAnswer::Allow);
         for other in [
-            FileId { name: 0x5_1234_5679, ..to },
+            FileId {
+                name: 0x5_1234_5679,
+                ..to
+            },
             FileId { ino: 8, ..to },
             FileId::default(),
         ] {

@@ -21,8 +21,8 @@ use aya_ebpf::{
 use jit_common::{
     AgentCgroup,
     event::{
-        EVENT_FLAG_MAPPING, EVENT_FLAG_PATH_TRUNCATED, EVENT_FLAG_PATH_UNRESOLVED, EVENT_PATH_MAX,
-        Event, EventKind, counter,
+        EVENT_FLAG_MAPPING, EVENT_FLAG_PATH_TRUNCATED, EVENT_FLAG_PATH_UNRESOLVED,
+        EVENT_FLAG_PEER_IS_SOURCE, EVENT_PATH_MAX, Event, EventKind, counter,
     },
     layout::KernelLayout,
     pending::{
@@ -38,8 +38,8 @@ use jit_common::{
 use crate::{
     EPERM, cache,
     maps::{
-        AGENT_CONFIG, EVENTS, EXEC_BIND, GRANTS, HELD, PENDING, POLICY, PROTECTED, SCRATCH, Scratch, WALK_LEN,
-        atomic_add, count, read_u32,
+        AGENT_CONFIG, EVENTS, EXEC_BIND, GRANTS, HELD, PENDING, POLICY, PROTECTED, SCRATCH,
+        Scratch, WALK_LEN, atomic_add, count, read_u32,
     },
 };
 
@@ -66,6 +66,20 @@ static mut JIT_NO_MATCH: PolicyValue = PolicyValue::NO_MATCH;
 /// Struct member offsets of the running kernel, written by userspace before load.
 #[unsafe(no_mangle)]
 static JIT_LAYOUT: KernelLayout = KernelLayout::UNSET;
+
+/// `-EPERM`, in read-only data: the verifier knows its value (the section is frozen), the
+/// compiler cannot fold it into arithmetic. Where allow and deny share code, the compiler
+/// otherwise computes `Err(-EPERM)` as the negation of a 0/1 flag, whose result the 6.12
+/// verifier does not track: the hook's return value is then unbounded and the program refused.
+#[unsafe(no_mangle)]
+static JIT_EPERM: i32 = -EPERM;
+
+/// [`JIT_EPERM`], read so the compiler cannot see its value.
+#[inline(always)]
+fn opaque_eperm() -> i32 {
+    // SAFETY: reads a plain integer out of a static.
+    unsafe { core::ptr::read_volatile(&raw const JIT_EPERM) }
+}
 
 /// Reads one offset of [`JIT_LAYOUT`]. Volatile, so the compiler does not fold the zeros the
 /// object file carries.
@@ -493,9 +507,12 @@ pub fn decide_with(
     };
     if let Some(second) = &action.second {
         let first = verdict;
+        // Both ends go to a reviewer: the source, kept while the destination is evaluated…
+        keep_peer(s, EVENT_FLAG_PEER_IS_SOURCE);
         verdict = evaluate_where(second, action, s);
         if first.decision as u8 > verdict.decision as u8 {
-            // The first path decides: it is the one the event must name.
+            // The first path decides: it is the one the event must name; …or the destination.
+            keep_peer(s, 0);
             verdict = first;
             resolve_path(&action.path, s);
         }
@@ -585,7 +602,7 @@ fn answer_pending(tid: u32, action: &Action, s: &mut Scratch) -> Option<Result<i
             };
             count(counted);
             emit(kind, action, &verdict, pending.request_id, s);
-            Some(if allowed { Ok(0) } else { Err(-EPERM) })
+            Some(if allowed { Ok(0) } else { Err(opaque_eperm()) })
         }
         // Left over from a thread that died while held and whose id was reused: decide
         // afresh (a new hold overwrites it).
@@ -695,6 +712,16 @@ fn hold(tid: u32, action: &Action, verdict: &Verdict, s: &mut Scratch) -> Result
         return Err(-EPERM);
     }
     count(counter::DECISION_BASE + Decision::Hold as u32);
+    if action.second.is_some() {
+        fill_event(
+            &mut s.peer,
+            EventKind::HoldPeer,
+            action,
+            verdict,
+            request_id,
+        );
+        output(&s.peer);
+    }
     emit(EventKind::Hold, action, verdict, request_id, s);
     stop(tid)
 }
@@ -1217,9 +1244,15 @@ pub fn report(kind: EventKind, action: &Action, verdict: &Verdict, request_id: u
 
 #[inline(always)]
 fn emit(kind: EventKind, action: &Action, verdict: &Verdict, request_id: u64, s: &mut Scratch) {
+    fill_event(&mut s.event, kind, action, verdict, request_id);
+    output(&s.event);
+}
+
+/// Fills every field of `e` but the path (and its flags, to which `action.flags` are added).
+#[inline(always)]
+fn fill_event(e: &mut Event, kind: EventKind, action: &Action, verdict: &Verdict, request_id: u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let uid_gid = bpf_get_current_uid_gid();
-    let e = &mut s.event;
     // SAFETY: helpers without pointer arguments.
     unsafe {
         e.ts_ns = bpf_ktime_get_ns();
@@ -1239,9 +1272,30 @@ fn emit(kind: EventKind, action: &Action, verdict: &Verdict, request_id: u64, s:
     e.decision = verdict.decision as u8;
     e.enforced = verdict.enforced as u8;
     e.flags |= action.flags;
-    if EVENTS.output::<Event>(&*e, 0).is_ok() {
+}
+
+/// Sends `e` to userspace, counting it as emitted or dropped.
+#[inline(always)]
+fn output(e: &Event) {
+    if EVENTS.output::<Event>(e, 0).is_ok() {
         count(counter::EVENTS_EMITTED);
     } else {
         count(counter::EVENTS_DROPPED);
+    }
+}
+
+/// Copies the path just resolved into `s.peer`, with `role` (`EVENT_FLAG_PEER_IS_SOURCE` or 0)
+/// as its flags besides the resolution's.
+#[inline(always)]
+fn keep_peer(s: &mut Scratch, role: u32) {
+    s.peer.path_len = s.event.path_len;
+    s.peer.flags = s.event.flags | role;
+    // SAFETY: both buffers are `EVENT_PATH_MAX` bytes of the same map value.
+    unsafe {
+        bpf_probe_read_kernel(
+            s.peer.path.as_mut_ptr().cast(),
+            EVENT_PATH_MAX as u32,
+            s.event.path.as_ptr().cast(),
+        );
     }
 }

@@ -21,6 +21,10 @@
 //!
 //! Scope: processes in an agent cgroup or a descendant; every other process returns 0 right
 //! after the scope check. Minimum kernel: 5.7 (BPF LSM); jit supports 6.1 and newer.
+#![expect(
+    clippy::cast_possible_truncation,
+    reason = "the thread id and the process id are the two halves of pid_tgid"
+)]
 use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::lsm, programs::LsmContext};
 use jit_common::{pending::FileId, policy::Op};
 
@@ -62,7 +66,8 @@ fn try_exec(ctx: &LsmContext) -> Result<i32, i32> {
     };
     // SAFETY: `inode` was loaded from the BTF-typed `file`.
     let file = unsafe { file_id_btf(inode) };
-    let tid = bpf_get_current_pid_tgid() as u32;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (tid, process) = (pid_tgid as u32, (pid_tgid >> 32) as u32);
     // An argument binding left by an earlier `execve` of this thread that failed after its
     // approval was spent is not this one's: an entry found after the decision below was made by
     // it (the interpreter pass keeps the one its script's pass made).
@@ -90,9 +95,8 @@ fn try_exec(ctx: &LsmContext) -> Result<i32, i32> {
                 }
             }
         }
-        let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
         // A full map drops its least recently used entry; the insert cannot fail for room.
-        let _ = EXEC_IMAGE.insert(tgid, file, 0);
+        let _ = EXEC_IMAGE.insert(process, file, 0);
     }
     verdict
 }

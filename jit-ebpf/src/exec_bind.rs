@@ -15,6 +15,10 @@
 //!
 //! Scope: processes in an agent cgroup or a descendant; every other process returns right after
 //! the scope check. Inside, only a thread with an approved `execve` does more than a map lookup.
+#![expect(
+    clippy::cast_possible_truncation,
+    reason = "thread ids are the low half of pid_tgid; word counts are bounded by MAX_WORDS"
+)]
 use core::ffi::c_void;
 
 use aya_ebpf::{
@@ -170,7 +174,7 @@ fn digest(key: [u64; 2], at: u64, len: u64) -> Option<u64> {
             0,
         )
     };
-    if done < 0 || done as u64 != words || state.failed != 0 {
+    if u64::try_from(done).ok() != Some(words) || state.failed != 0 {
         return None;
     }
     let rest_len = (len & 7) as u32;

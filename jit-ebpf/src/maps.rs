@@ -63,8 +63,8 @@ pub static PROTECTED: LpmTrie<[u8; KEY_DATA_LEN], u32> = LpmTrie::with_max_entri
 #[map(name = "EXEC_IMAGE")]
 pub static EXEC_IMAGE: LruHashMap<u32, FileId> = LruHashMap::with_max_entries(16_384, 0);
 
-/// One entry: the secret SipHash key of argument bindings (see `jit_common::pending::
-/// ArgsBinding`). Written by the daemon when it finds it zero; read by `exec_bind`.
+/// One entry: the secret `SipHash` key of argument bindings (see
+/// `jit_common::pending::ArgsBinding`). Written by the daemon when it finds it zero; read by `exec_bind`.
 #[map(name = "BIND_KEY")]
 pub static BIND_KEY: Array<[u64; 2]> = Array::with_max_entries(1, 0);
 
@@ -105,6 +105,9 @@ pub struct Scratch {
     pub cache_key: CacheKey,
     /// The same state captured again after the decision (see `crate::cache::store`).
     pub cache_check: CacheKey,
+    /// Of a rename or link: the end that does not decide, resolved while both are evaluated,
+    /// reported with a hold (see `EventKind::HoldPeer`).
+    pub peer: Event,
 }
 
 /// Capacity of the dentry-walk path buffer (`PATH_MAX`).

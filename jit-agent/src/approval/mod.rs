@@ -37,6 +37,10 @@ pub struct PendingView {
     /// see `audit::process::shown_env`). An approval binds to `exec_argv` and this, exactly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exec_env: Option<Vec<String>>,
+    /// For a held rename or link: `[source, destination]` as the kernel resolved them,
+    /// escaped. An approval binds to both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ends: Option<(String, String)>,
     pub cwd: Option<String>,
     /// Parent chain, nearest first: `pid comm exe`.
     pub parents: Vec<String>,
@@ -100,6 +104,10 @@ pub fn review_card(r: &PendingView) -> String {
     }
     if let Some(env) = &r.exec_env {
         let _ = write!(card, "\n    env: {}", argv_line(env));
+    }
+    if let Some((from, to)) = &r.ends {
+        // Escaped already, by the daemon (see `PendingView::ends`).
+        let _ = write!(card, "\n    from: {from}  to: {to}");
     }
     if let Some(argv) = &r.argv {
         let by = if r.exec_argv.is_some() {

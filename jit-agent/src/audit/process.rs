@@ -247,16 +247,16 @@ pub fn exec_args(pid: u32, tid: u32) -> Option<ExecArgs> {
         }
         Some(strings)
     };
-    let argv = vector(argv_at)?;
-    let env = vector(env_at)?;
-    let binding = crate::bind::exec_binding(&argv, &env);
+    let arguments = vector(argv_at)?;
+    let environment = vector(env_at)?;
+    let binding = crate::bind::exec_binding(&arguments, &environment);
     let lossy = |v: &[Vec<u8>]| -> Vec<String> {
         v.iter()
             .map(|s| String::from_utf8_lossy(s).into_owned())
             .collect()
     };
-    let (argv_shown, argv_cut) = bounded_argv(lossy(&argv));
-    let (env_shown, env_cut) = bounded_argv(shown_env(lossy(&env)));
+    let (argv_shown, argv_cut) = bounded_argv(lossy(&arguments));
+    let (env_shown, env_cut) = bounded_argv(shown_env(lossy(&environment)));
     Some(ExecArgs {
         argv: argv_shown,
         env: env_shown,
