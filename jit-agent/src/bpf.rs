@@ -27,7 +27,10 @@ use jit_common::{
     event::counter,
     layout::LAYOUT_GLOBAL,
     map_names,
-    pending::{GrantKey, GrantValue, PendingRequest, STATE_ALLOWED, STATE_DENIED, STATE_PENDING},
+    pending::{
+        ArgsBinding, ExecBinding, GrantKey, GrantValue, PendingRequest, STATE_ALLOWED,
+        STATE_DENIED, STATE_PENDING,
+    },
     policy::{AgentConfig, KEY_DATA_LEN, PatternError, PolicyKey, PolicyValue},
     program_names,
     protect::{self, ProtectConfig},
@@ -104,6 +107,8 @@ pub enum BpfError {
     },
     #[error("reading CLOCK_MONOTONIC failed")]
     Clock(#[source] nix::Error),
+    #[error("making the secret key of argument bindings failed")]
+    Random(#[source] std::io::Error),
     #[error(
         "cgroup {path} is at level {level}; agent cgroups must be at level {max} or closer to the root",
         max = MAX_AGENT_CGROUP_LEVEL
@@ -160,7 +165,7 @@ pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/jit";
 
 /// The maps userspace drives, with the key and value sizes this version expects of them
 /// (compared with pinned maps before adopting them; a ring buffer has neither).
-const USER_MAPS: [(&str, usize, usize); 11] = [
+const USER_MAPS: [(&str, usize, usize); 13] = [
     (
         map_names::AGENT_CGROUPS,
         size_of::<u64>(),
@@ -192,6 +197,12 @@ const USER_MAPS: [(&str, usize, usize); 11] = [
         map_names::GRANTS,
         size_of::<GrantKey>(),
         size_of::<GrantValue>(),
+    ),
+    (map_names::BIND_KEY, size_of::<u32>(), size_of::<[u64; 2]>()),
+    (
+        map_names::EXEC_BIND,
+        size_of::<u32>(),
+        size_of::<ExecBinding>(),
     ),
     (
         map_names::PROTECT_CONFIG,
@@ -257,6 +268,7 @@ impl Enforcer {
         };
         // A fresh generation map holds 0, which keeps the cache off until this.
         enforcer.policy_changed()?;
+        enforcer.bind_key()?;
         Ok(enforcer)
     }
 
@@ -306,6 +318,7 @@ impl Enforcer {
             };
             // Nothing cached before this start is trusted after it.
             enforcer.policy_changed()?;
+            enforcer.bind_key()?;
             return Ok((enforcer, Startup::Adopted));
         }
 
@@ -355,6 +368,7 @@ impl Enforcer {
             cache_enabled: true,
         };
         enforcer.policy_changed()?;
+        enforcer.bind_key()?;
         Ok((enforcer, Startup::Loaded))
     }
 
@@ -635,6 +649,22 @@ impl Enforcer {
     /// [`BpfError::NotPending`] when that request is not waiting (answered already, or another
     /// hold of the thread replaced it); map or signal errors.
     pub fn answer(&mut self, tid: u32, request_id: u64, allow: bool) -> Result<(), BpfError> {
+        self.answer_bound(tid, request_id, allow, ArgsBinding::default())
+    }
+
+    /// [`Enforcer::answer`] with the argument binding of a held `execve` (see
+    /// [`crate::bind`]): the kernel kills the process if the `execve` it restarts copies other
+    /// strings, and enforces an approval of an `execve` without a binding as a denial.
+    ///
+    /// # Errors
+    /// As [`Enforcer::answer`].
+    pub fn answer_bound(
+        &mut self,
+        tid: u32,
+        request_id: u64,
+        allow: bool,
+        args: ArgsBinding,
+    ) -> Result<(), BpfError> {
         let mut pending: HashMap<_, u32, PendingRequest> = self.open(map_names::PENDING)?;
         let mut request = match pending.get(&tid, 0) {
             Ok(request) if request.request_id == request_id && request.state == STATE_PENDING => {
@@ -646,6 +676,7 @@ impl Enforcer {
             Err(source) => return Err(map_err(map_names::PENDING, "read")(source)),
         };
         request.state = if allow { STATE_ALLOWED } else { STATE_DENIED };
+        request.args = if allow { args } else { ArgsBinding::default() };
         // The answer must be in place before the task runs again: it re-enters the hook at once.
         // Only ever an update of the kernel's entry (`BPF_EXIST`), never a new one: the kernel
         // may have removed it meanwhile (its stop failed), and only the kernel makes entries
@@ -818,6 +849,23 @@ impl Enforcer {
     /// Invalidates every cached write decision: called after every change to the rules, agent
     /// configurations, scope or protected paths, which the cached decisions were made under.
     /// Writes the next policy generation, or 0 while the cache is off.
+    /// Makes sure the kernel has a secret key for argument bindings (a fresh random one when it
+    /// has none; a pinned one is kept, so approvals in flight across a restart stay valid) and
+    /// hands it to [`crate::bind`].
+    fn bind_key(&mut self) -> Result<(), BpfError> {
+        let mut map: Array<_, [u64; 2]> = self.open(map_names::BIND_KEY)?;
+        let mut key = map
+            .get(&0, 0)
+            .map_err(map_err(map_names::BIND_KEY, "read"))?;
+        if key == [0, 0] {
+            key = crate::bind::random_key().map_err(BpfError::Random)?;
+            map.set(0, key, 0)
+                .map_err(map_err(map_names::BIND_KEY, "update"))?;
+        }
+        crate::bind::set_key(key);
+        Ok(())
+    }
+
     fn policy_changed(&mut self) -> Result<(), BpfError> {
         let enabled = self.cache_enabled;
         let mut generation: Array<_, u64> = self.open(map_names::POLICY_GEN)?;

@@ -48,6 +48,8 @@ pub struct Held {
     /// The path's exact bytes in hex when it is not UTF-8 (as in the hold's audit record).
     pub path_hex: Option<String>,
     pub process: ProcessContext,
+    /// Of a rename or link: (source, destination), escaped, as in the hold's audit record.
+    pub ends: Option<(String, String)>,
     /// Distinct reviewers who approved, when more than one approval is required.
     pub approvals: Vec<String>,
 }
@@ -98,7 +100,13 @@ fn dead(thread: u32, process: u32) -> bool {
 
 impl Daemon {
     /// A hold event: the task is stopped; queue it with its context.
-    pub(super) fn on_hold(&self, event: &Event, process: ProcessContext, path: String) {
+    pub(super) fn on_hold(
+        &self,
+        event: &Event,
+        process: ProcessContext,
+        path: String,
+        ends: Option<(String, String)>,
+    ) {
         let op = Op::from_u8(event.op).unwrap_or(Op::Exec);
         let held = Held {
             request_id: event.request_id,
@@ -113,6 +121,7 @@ impl Daemon {
                 .then(|| crate::audit::to_hex(event.path_bytes())),
             path,
             process,
+            ends,
             approvals: Vec::new(),
         };
         self.queue().held.insert(held.request_id, held.clone());
@@ -175,6 +184,8 @@ impl Daemon {
             exe: held.process.exe.clone(),
             argv: held.process.argv.clone(),
             exec_argv: held.process.exec_argv.clone(),
+            exec_env: held.process.exec_env.clone(),
+            ends: held.ends.clone(),
             cwd: held.process.cwd.clone(),
             parents: held
                 .process
@@ -354,8 +365,10 @@ impl Daemon {
                         .grant_for(key, duration, held.rule_id)
                         .map_err(|e| e.to_string())?;
                 }
+                // A held `execve` runs only with the strings the reviewer was shown.
+                let args = held.process.exec_binding.unwrap_or_default();
                 enforcer
-                    .answer(held.tid, held.request_id, true)
+                    .answer_bound(held.tid, held.request_id, true, args)
                     .map_err(|e| e.to_string())
             }
             ApprovalDecision::Deny => enforcer
@@ -453,9 +466,15 @@ impl Daemon {
             }));
         }
         for (tid, request) in adopted {
-            let (path, path_hex) = self
-                .find_hold_record(request.request_id)
-                .unwrap_or_else(|| ("(unknown: held before this audit log)".to_owned(), None));
+            let (path, path_hex, ends) =
+                self.find_hold_record(request.request_id)
+                    .unwrap_or_else(|| {
+                        (
+                            "(unknown: held before this audit log)".to_owned(),
+                            None,
+                            None,
+                        )
+                    });
             let held = Held {
                 request_id: request.request_id,
                 tid,
@@ -471,6 +490,7 @@ impl Daemon {
                     tid,
                     Op::from_u8(request.op) == Some(Op::Exec),
                 ),
+                ends,
                 approvals: Vec::new(),
             };
             info!(id = held.request_id, pid = held.tgid, path = %held.path, "adopted a held action from the kernel");
@@ -529,7 +549,11 @@ impl Daemon {
 
     /// The path (and its exact bytes in hex, when not UTF-8) of hold `request_id` from the
     /// audit log's hold record.
-    fn find_hold_record(&self, request_id: u64) -> Option<(String, Option<String>)> {
+    #[expect(clippy::type_complexity, reason = "path, its hex form, the two ends")]
+    fn find_hold_record(
+        &self,
+        request_id: u64,
+    ) -> Option<(String, Option<String>, Option<(String, String)>)> {
         let path = &self.config.audit.path;
         let files = [crate::audit::rotated_path(path, 1), path.clone()];
         let mut found = None;
@@ -548,6 +572,10 @@ impl Daemon {
                     found = Some((
                         v["path"].as_str().unwrap_or_default().to_owned(),
                         v["path_hex"].as_str().map(str::to_owned),
+                        v["source"]
+                            .as_str()
+                            .zip(v["destination"].as_str())
+                            .map(|(s, d)| (s.to_owned(), d.to_owned())),
                     ));
                 }
             }

@@ -28,6 +28,7 @@ pub fn read_events(
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(std::io::Error::from)?;
     Ok(async move {
+        let mut peer: Option<Event> = None;
         loop {
             let mut guard = match ring.readable_mut().await {
                 Ok(guard) => guard,
@@ -55,13 +56,21 @@ pub fn read_events(
                 );
             }
             for event in batch {
-                record(&daemon, &event);
+                // The other end of a held rename or link comes just before its hold event.
+                if event.kind == EventKind::HoldPeer as u8 {
+                    peer = Some(event);
+                    continue;
+                }
+                let with = peer.take().filter(|p| {
+                    event.kind == EventKind::Hold as u8 && p.request_id == event.request_id
+                });
+                record(&daemon, &event, with.as_ref());
             }
         }
     })
 }
 
-fn record(daemon: &Daemon, event: &Event) {
+fn record(daemon: &Daemon, event: &Event, peer: Option<&Event>) {
     let (agent, rule) = {
         let state = daemon.policy();
         (
@@ -77,7 +86,10 @@ fn record(daemon: &Daemon, event: &Event) {
     } else {
         ProcessContext::read(event.tgid)
     };
-    let record = KernelRecord::from_event(event, Some(process.clone())).with_names(agent, rule);
+    let record = KernelRecord::from_event(event, Some(process.clone()))
+        .with_names(agent, rule)
+        .with_peer(event, peer);
+    let ends = record.source.clone().zip(record.destination.clone());
     let path = record.path.clone();
     info!(
         kind = %record.kind,
@@ -91,7 +103,7 @@ fn record(daemon: &Daemon, event: &Event) {
     daemon.audit(RecordBody::Kernel(record));
     // Queued after the audit record, so the hold is in the log before any decision on it.
     if kind == Some(EventKind::Hold) {
-        daemon.on_hold(event, process, path);
+        daemon.on_hold(event, process, path, ends);
     }
 }
 
