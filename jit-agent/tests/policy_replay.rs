@@ -195,3 +195,76 @@ fn suggest_generalizes_to_a_directory_and_leaves_disputes_alone() {
     assert!(text.contains("path = \"/opt/tools/\""), "{text}");
     assert!(text.contains("reviewers disagreed"), "{text}");
 }
+
+#[test]
+fn a_held_rename_is_replayed_with_both_ends() {
+    let rename = |seq: u64, ends: bool| {
+        let mut record = serde_json::json!({
+            "v": 1, "seq": seq, "time": "2026-01-05T10:00:00.000000Z", "type": "kernel",
+            "kind": "hold", "op": "rename", "path": "/srv/x", "decision": "hold",
+            "enforced": "hold", "rule_id": 1, "rule": "renaming x waits", "agent_id": 1,
+            "agent": "a", "pid": 10, "tgid": 10, "ppid": 1, "uid": 0, "gid": 0,
+            "cgroup_id": 1, "request_id": seq, "ktime_ns": seq, "dev": 1, "ino": 1,
+            "truncated": false, "unresolved": false, "process": null, "prev": "0".repeat(64),
+        });
+        if ends {
+            record["source"] = "/srv/x".into();
+            record["destination"] = "/etc/x".into();
+        }
+        record.to_string()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let trail = dir.path().join("audit.jsonl");
+    fs::write(
+        &trail,
+        format!("{}\n{}\n", rename(1, true), rename(2, false)),
+    )
+    .unwrap();
+    // The new policy also denies renames into /etc: the held rename's destination decides.
+    let policies = dir.path().join("policies");
+    fs::create_dir(&policies).unwrap();
+    fs::write(
+        policies.join("a.toml"),
+        r#"[agent]
+name = "a"
+cgroups = ["a"]
+default = "allow"
+
+[escalation]
+approvers = { users = ["alice"] }
+
+[[rule]]
+name = "renaming x waits"
+op = "rename"
+path = "/srv/x"
+decision = "hold"
+
+[[rule]]
+name = "nothing is renamed into /etc"
+op = "rename"
+path = "/etc/"
+decision = "deny"
+"#,
+    )
+    .unwrap();
+    let r = json(&[
+        "policy",
+        "replay",
+        "--offline",
+        "--policies",
+        policies.to_str().unwrap(),
+        "--json",
+        trail.to_str().unwrap(),
+    ]);
+    assert_eq!(r["replayed"], 2, "{r:#}");
+    assert_eq!(r["changed"], 1, "{r:#}");
+    assert_eq!(r["changes"][0]["seq"], 1, "{r:#}");
+    assert_eq!(r["changes"][0]["to"]["decision"], "deny", "{r:#}");
+    assert_eq!(
+        r["changes"][0]["to"]["rule"], "nothing is renamed into /etc",
+        "{r:#}"
+    );
+    // Without both ends only the recorded one is decided again, and the summary says so.
+    assert_eq!(r["unchanged"], 1, "{r:#}");
+    assert_eq!(r["one_end_only"], 1, "{r:#}");
+}

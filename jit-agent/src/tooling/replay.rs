@@ -22,7 +22,7 @@ use super::{
 };
 use crate::{
     audit::{KernelRecord, Record, RecordBody},
-    text::{escape, escape_bytes, from_hex},
+    text::{escape, escape_bytes, from_hex, unescape},
 };
 
 /// A recorded kernel decision, with where it came from.
@@ -137,7 +137,8 @@ pub struct Replay {
     pub changed: usize,
     /// Records not decided again, by reason.
     pub skipped: BTreeMap<String, usize>,
-    /// Rename and link records: only the end the record names could be decided again.
+    /// Rename and link records without both ends (only holds carry both): only the end the
+    /// record names could be decided again.
     pub one_end_only: usize,
     /// Lines that were not audit records of this schema.
     pub unreadable: usize,
@@ -191,18 +192,27 @@ pub fn replay(decider: &Decider<'_>, trail: &Trail) -> Replay {
         let (Some(agent), Some(op)) = (r.agent.clone(), Op::from_name(&r.op)) else {
             continue;
         };
+        // Held renames and links carry both ends: decide the pair as the kernel did.
+        let ends = match (&r.source, &r.destination) {
+            (Some(source), Some(destination)) => unescape(source).zip(unescape(destination)),
+            _ => None,
+        };
+        let (path, target) = match ends {
+            Some((source, destination)) => (source, Some(destination)),
+            None => (path_bytes(r), None),
+        };
         let action = Action {
             agent,
             op,
-            path: path_bytes(r),
-            target: None,
+            path,
+            target,
             at: rec.time,
         };
         let outcome = match decider.decide(&action) {
             Ok(o) => o,
             Err(DecideError::UnknownAgent(_)) => continue,
         };
-        if matches!(op, Op::Rename | Op::Link) {
+        if matches!(op, Op::Rename | Op::Link) && action.target.is_none() {
             out.one_end_only += 1;
         }
         out.replayed += 1;
@@ -295,8 +305,8 @@ pub fn render(r: &Replay, policy: &Path) -> String {
     if r.one_end_only > 0 {
         let _ = writeln!(
             out,
-            "  note: {} rename/link record(s) name one end (the one that decided); only that \
-             end was decided again",
+            "  note: {} rename/link record(s) name one end (the one that decided; only holds \
+             carry both); only that end was decided again",
             r.one_end_only
         );
     }
