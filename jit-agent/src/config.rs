@@ -39,6 +39,9 @@ use serde::{Deserialize, Deserializer, de};
 use toml::Spanned;
 use tracing::level_filters::LevelFilter;
 
+/// Defined by the HTTP channel, which must not depend on the config (one-way: config →
+/// approval).
+pub use crate::approval::http::HttpToken;
 use crate::{
     approval::webhook::WebhookUrl,
     audit::{AuditOptions, FsyncPolicy},
@@ -157,16 +160,6 @@ pub struct HttpConfig {
     pub enabled: bool,
     pub listen: SocketAddr,
     pub tokens: Vec<HttpToken>,
-}
-
-/// `[[http.token]]`: a bearer token a reviewer authenticates with.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HttpToken {
-    /// Who the token belongs to: the reviewer name in audit records.
-    pub name: String,
-    /// File holding the token (read at start; kept out of the config so the config can be
-    /// world-readable).
-    pub token_file: PathBuf,
 }
 
 /// `[webhook]`: where new held actions are announced (a Slack-compatible incoming webhook).

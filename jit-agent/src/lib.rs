@@ -11,4 +11,5 @@ pub mod control;
 pub mod daemon;
 pub mod policy;
 pub mod prereq;
+pub mod robust;
 pub mod text;

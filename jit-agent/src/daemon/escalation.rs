@@ -74,7 +74,7 @@ pub(super) fn monotonic_ns() -> u64 {
 fn dead(thread: u32, process: u32) -> bool {
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    use super::robust::{Liveness, task_liveness};
+    use crate::robust::{Liveness, task_liveness};
     static WARNED: AtomicBool = AtomicBool::new(false);
     match task_liveness(thread, process) {
         Liveness::Dead => true,

@@ -9,7 +9,6 @@ pub mod apply;
 mod escalation;
 mod events;
 pub mod peer;
-pub mod robust;
 mod server;
 
 use std::{
@@ -319,7 +318,7 @@ fn fingerprint(dir: &std::path::Path) -> Vec<(String, u64, Option<SystemTime>)> 
 fn open_audit(config: &Config) -> Result<AuditWriter, DaemonError> {
     // Descriptors are what a starved daemon runs out of first (each control connection, each
     // /proc read): use every one the hard limit allows.
-    match robust::raise_nofile_limit() {
+    match crate::robust::raise_nofile_limit() {
         Ok((old, new)) if old != new => info!(old, new, "raised the open files limit"),
         Ok(_) => {}
         Err(err) => warn!(error = %err, "cannot raise the open files limit"),

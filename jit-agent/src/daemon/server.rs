@@ -76,7 +76,7 @@ pub fn bind(config: &SocketConfig) -> Result<UnixListener, DaemonError> {
 /// (`EMFILE`: out of file descriptors) are retried with a bounded backoff, logged once per burst:
 /// retrying at once would spin.
 pub async fn serve(daemon: Arc<Daemon>, listener: UnixListener) {
-    let mut backoff = super::robust::AcceptBackoff::new("control socket");
+    let mut backoff = crate::robust::AcceptBackoff::new("control socket");
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {

@@ -6,8 +6,8 @@ use toml::Spanned;
 use super::{
     error::FileErrors,
     model::{Account, Approvers, Escalation, Grant, OnTimeout},
-    parse::{duration, duration_or, on_timeout},
     raw::{RawApprovers, RawEscalation},
+    values::{duration, duration_or, on_timeout},
 };
 
 /// Default of `[escalation] timeout`: long enough for a reviewer at their desk to react, short

@@ -16,6 +16,7 @@ mod identity;
 mod model;
 mod parse;
 mod raw;
+mod values;
 mod window;
 
 use std::{
