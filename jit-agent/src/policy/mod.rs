@@ -82,6 +82,15 @@ impl PolicySet {
 /// (an empty directory is refused rather than read as "govern no agent", which would silently
 /// lift all enforcement).
 pub fn load_dir(dir: &Path) -> Result<PolicySet, PolicyErrors> {
+    load_dir_sources(dir).map(|(set, _)| set)
+}
+
+/// [`load_dir`], also returning the texts the set was made of (`(path, text)` in file-name
+/// order): what the daemon keeps as its last good policy.
+///
+/// # Errors
+/// As [`load_dir`].
+pub fn load_dir_sources(dir: &Path) -> Result<(PolicySet, Vec<(PathBuf, String)>), PolicyErrors> {
     let whole = |file: &Path, message: String| PolicyError {
         file: file.to_owned(),
         position: None,
@@ -127,10 +136,11 @@ pub fn load_dir(dir: &Path) -> Result<PolicySet, PolicyErrors> {
             "no policy files (*.toml) in this directory".to_owned(),
         ));
     }
-    load_sources(
+    let set = load_sources(
         sources.iter().map(|(p, t)| (p.as_path(), t.as_str())),
         errors,
-    )
+    )?;
+    Ok((set, sources))
 }
 
 /// Loads one policy from `text`, reporting errors against the file name `name`. For tests and
