@@ -19,7 +19,7 @@ use super::{
 };
 
 /// Mode of the log files: the trail is for root and the auditors root lets in, never for an
-/// agent (invariant 6).
+/// agent (docs/ARCHITECTURE.md, I9).
 const LOG_MODE: u32 = 0o600;
 /// Mode of a log directory the writer has to create.
 const DIR_MODE: u32 = 0o700;

@@ -7,7 +7,7 @@
 //!
 //! Loading is all or nothing: a set with any error is rejected as a whole with every error
 //! found, each as `FILE:LINE:COL: message`, so the daemon keeps the previous policy
-//! (invariant 5: a bad policy never weakens enforcement). The file format, its defaults and its
+//! (docs/ARCHITECTURE.md, I3: a bad policy never weakens enforcement). The file format, its defaults and its
 //! errors are documented in `policies/README.md`.
 mod compile;
 mod error;

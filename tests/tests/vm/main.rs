@@ -10,5 +10,6 @@ mod exec_hold;
 mod exec_policy;
 mod file_ops;
 mod io_uring;
+mod last_good;
 mod self_protect;
 mod write_cache;
