@@ -8,6 +8,9 @@
 //! Precedence: command-line flags ([`Overrides`]) > the file > the defaults; see
 //! [`Config::resolve`].
 //!
+//! The file as written (every key optional) is `raw`; single values checked while they are
+//! read (paths, sizes, modes, ...) are `values`, a leaf.
+//!
 //! | key | default | |
 //! |---|---|---|
 //! | `policy_dir` | `/etc/jit/policies` | absolute path |
@@ -28,20 +31,21 @@
 //! | `webhook.url` | none | `https://` (or `http://`) URL notified of each new held action |
 
 use std::{
-    collections::HashSet,
-    fmt,
     net::SocketAddr,
     ops::Range,
     path::{Path, PathBuf},
 };
 
-use serde::{Deserialize, Deserializer, de};
-use toml::Spanned;
+use serde::Deserialize;
 use tracing::level_filters::LevelFilter;
 
 /// Defined by the HTTP channel, which must not depend on the config (one-way: config →
 /// approval).
 pub use crate::approval::http::HttpToken;
+mod raw;
+mod values;
+
+use self::raw::RawConfig;
 use crate::{
     approval::webhook::WebhookUrl,
     audit::{AuditOptions, FsyncPolicy},
@@ -307,380 +311,6 @@ fn positioned(path: &Path, text: &str, span: &Range<usize>, message: String) -> 
     }
 }
 
-// ---- the file as written: every key optional, values checked as they are read ----
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawConfig {
-    policy_dir: AbsPath,
-    audit: RawAudit,
-    socket: RawSocket,
-    log: RawLog,
-    http: RawHttp,
-    webhook: RawWebhook,
-    bpffs: AbsPath,
-    cgroup_root: AbsPath,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawAudit {
-    path: AbsPath,
-    fsync: Fsync,
-    max_bytes: ByteSize,
-    keep: Keep,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawSocket {
-    path: AbsPath,
-    mode: SocketMode,
-    group: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawLog {
-    format: LogFormat,
-    level: Level,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawHttp {
-    enabled: Spanned<bool>,
-    listen: SocketAddr,
-    #[serde(rename = "token")]
-    tokens: Vec<RawToken>,
-}
-
-#[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawWebhook {
-    url: Option<Url>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawToken {
-    name: Spanned<String>,
-    token_file: AbsPath,
-}
-
-impl Default for RawConfig {
-    fn default() -> Self {
-        let d = Config::default();
-        Self {
-            policy_dir: AbsPath(d.policy_dir),
-            audit: RawAudit::default(),
-            socket: RawSocket::default(),
-            log: RawLog::default(),
-            http: RawHttp::default(),
-            webhook: RawWebhook::default(),
-            bpffs: AbsPath(d.bpffs),
-            cgroup_root: AbsPath(d.cgroup_root),
-        }
-    }
-}
-
-impl Default for RawAudit {
-    fn default() -> Self {
-        let d = Config::default().audit;
-        Self {
-            path: AbsPath(d.path),
-            fsync: Fsync(d.fsync),
-            max_bytes: ByteSize(d.max_bytes),
-            keep: Keep(d.keep),
-        }
-    }
-}
-
-impl Default for RawSocket {
-    fn default() -> Self {
-        let d = Config::default().socket;
-        Self {
-            path: AbsPath(d.path),
-            mode: SocketMode(d.mode),
-            group: None,
-        }
-    }
-}
-
-impl Default for RawLog {
-    fn default() -> Self {
-        let d = Config::default().log;
-        Self {
-            format: d.format,
-            level: Level(d.level),
-        }
-    }
-}
-
-impl Default for RawHttp {
-    fn default() -> Self {
-        let d = Config::default().http;
-        Self {
-            enabled: Spanned::new(0..0, d.enabled),
-            listen: d.listen,
-            tokens: Vec::new(),
-        }
-    }
-}
-
-impl RawConfig {
-    /// Checks what involves several keys; single values were checked while parsing.
-    fn validate(self) -> Result<Config, (Range<usize>, String)> {
-        if let Some(group) = &self.socket.group
-            && group.get_ref().is_empty()
-        {
-            return Err((group.span(), "socket group must not be empty".to_owned()));
-        }
-        let mut names = HashSet::new();
-        let mut tokens = Vec::with_capacity(self.http.tokens.len());
-        for token in self.http.tokens {
-            let name = token.name.get_ref();
-            if !valid_token_name(name) {
-                return Err((
-                    token.name.span(),
-                    format!(
-                        "token name {name:?} must be 1 to 64 characters of letters, digits, \
-                         `_`, `-` and `.` (it names the reviewer in audit records)"
-                    ),
-                ));
-            }
-            if !names.insert(name.clone()) {
-                return Err((
-                    token.name.span(),
-                    format!("token name {name:?} is used twice; each reviewer needs one name"),
-                ));
-            }
-            tokens.push(HttpToken {
-                name: token.name.into_inner(),
-                token_file: token.token_file.0,
-            });
-        }
-        if *self.http.enabled.get_ref() && tokens.is_empty() {
-            return Err((
-                self.http.enabled.span(),
-                "the HTTP API is enabled but has no [[http.token]]: no request could \
-                 authenticate"
-                    .to_owned(),
-            ));
-        }
-        Ok(Config {
-            policy_dir: self.policy_dir.0,
-            audit: AuditConfig {
-                path: self.audit.path.0,
-                fsync: self.audit.fsync.0,
-                max_bytes: self.audit.max_bytes.0,
-                keep: self.audit.keep.0,
-            },
-            socket: SocketConfig {
-                path: self.socket.path.0,
-                mode: self.socket.mode.0,
-                group: self.socket.group.map(Spanned::into_inner),
-            },
-            log: LogConfig {
-                format: self.log.format,
-                level: self.log.level.0,
-            },
-            http: HttpConfig {
-                enabled: self.http.enabled.into_inner(),
-                listen: self.http.listen,
-                tokens,
-            },
-            webhook: WebhookConfig {
-                url: self.webhook.url.map(|u| u.0),
-            },
-            bpffs: self.bpffs.0,
-            cgroup_root: self.cgroup_root.0,
-        })
-    }
-}
-
-fn valid_token_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-}
-
-// ---- values checked while parsing: their errors get the value's position from toml ----
-
-/// An absolute path: the daemon must not depend on its working directory.
-struct AbsPath(PathBuf);
-
-impl<'de> Deserialize<'de> for AbsPath {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        if !s.starts_with('/') {
-            return Err(de::Error::custom(format!(
-                "path {s:?} must be absolute (start with `/`)"
-            )));
-        }
-        Ok(Self(PathBuf::from(s)))
-    }
-}
-
-/// `webhook.url`.
-struct Url(WebhookUrl);
-
-impl<'de> Deserialize<'de> for Url {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        // The message leaves the URL out: it may hold a secret, and the position says which.
-        s.parse().map(Self).map_err(de::Error::custom)
-    }
-}
-
-/// `audit.fsync`.
-struct Fsync(FsyncPolicy);
-
-impl<'de> Deserialize<'de> for Fsync {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        match s.as_str() {
-            "always" => Ok(Self(FsyncPolicy::Always)),
-            "never" => Ok(Self(FsyncPolicy::Never)),
-            other => humantime::parse_duration(other)
-                .map(|d| Self(FsyncPolicy::Interval(d)))
-                .map_err(|e| {
-                    de::Error::custom(format!(
-                        "fsync {other:?} is neither \"always\", \"never\" nor an interval like \
-                         \"1s\" or \"250ms\" ({e})"
-                    ))
-                }),
-        }
-    }
-}
-
-/// `audit.max_bytes`: an integer number of bytes or a string with a binary unit (`"64MiB"`).
-struct ByteSize(u64);
-
-fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (digits, unit) = s.split_at(split);
-    let n: u64 = digits.parse().ok()?;
-    let factor: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        _ => return None,
-    };
-    n.checked_mul(factor)
-}
-
-impl<'de> Deserialize<'de> for ByteSize {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl de::Visitor<'_> for Visitor {
-            type Value = u64;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a number of bytes or a size like \"64MiB\"")
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
-                u64::try_from(v).map_err(|_| E::custom("max_bytes must not be negative"))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
-                Ok(v)
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<u64, E> {
-                parse_size(v).ok_or_else(|| {
-                    E::custom(format!(
-                        "size {v:?} is not a number followed by B, KiB, MiB or GiB"
-                    ))
-                })
-            }
-        }
-        let n = d.deserialize_any(Visitor)?;
-        if n != 0 && n < MIN_MAX_BYTES {
-            return Err(de::Error::custom(format!(
-                "max_bytes {n} is below the minimum of {MIN_MAX_BYTES} (64 KiB); use 0 to \
-                 disable rotation"
-            )));
-        }
-        Ok(Self(n))
-    }
-}
-
-/// `audit.keep`.
-struct Keep(u32);
-
-impl<'de> Deserialize<'de> for Keep {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let n = i64::deserialize(d)?;
-        match u32::try_from(n) {
-            Ok(k) if k <= MAX_KEEP => Ok(Self(k)),
-            _ => Err(de::Error::custom(format!(
-                "keep {n} is out of range: 0 to {MAX_KEEP} rotated files"
-            ))),
-        }
-    }
-}
-
-/// `socket.mode`: an octal string, so `"0660"` means what it says (a TOML integer `660` would
-/// be decimal).
-struct SocketMode(u32);
-
-impl<'de> Deserialize<'de> for SocketMode {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl de::Visitor<'_> for Visitor {
-            type Value = SocketMode;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an octal mode string like \"0600\"")
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<SocketMode, E> {
-                let digits = s.strip_prefix("0o").unwrap_or(s);
-                let mode = (matches!(digits.len(), 3 | 4))
-                    .then(|| u32::from_str_radix(digits, 8).ok())
-                    .flatten()
-                    .filter(|m| *m <= 0o777)
-                    .ok_or_else(|| {
-                        E::custom(format!(
-                            "socket mode {s:?} is not an octal permission string like \"0600\" \
-                             or \"0660\""
-                        ))
-                    })?;
-                if mode & 0o007 != 0 {
-                    return Err(E::custom(format!(
-                        "socket mode {s:?} gives other users access to the control socket; \
-                         let reviewers in with `group` and a mode like \"0660\""
-                    )));
-                }
-                Ok(SocketMode(mode))
-            }
-        }
-        d.deserialize_any(Visitor)
-    }
-}
-
-/// `log.level`.
-struct Level(LevelFilter);
-
-impl<'de> Deserialize<'de> for Level {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        let level = match s.as_str() {
-            "off" => LevelFilter::OFF,
-            "error" => LevelFilter::ERROR,
-            "warn" => LevelFilter::WARN,
-            "info" => LevelFilter::INFO,
-            "debug" => LevelFilter::DEBUG,
-            "trace" => LevelFilter::TRACE,
-            _ => {
-                return Err(de::Error::custom(format!(
-                    "log level {s:?} is not one of off, error, warn, info, debug, trace"
-                )));
-            }
-        };
-        Ok(Self(level))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -709,14 +339,5 @@ mod tests {
         );
         config.socket.path = "/jit.sock".into();
         assert_eq!(config.protected_paths(None)[2], PathBuf::from("/jit.sock"));
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("64MiB"), Some(64 << 20));
-        assert_eq!(parse_size("512 KiB"), Some(512 << 10));
-        assert_eq!(parse_size("100"), Some(100));
-        assert_eq!(parse_size("1TB"), None);
-        assert_eq!(parse_size("MiB"), None);
     }
 }
