@@ -132,6 +132,26 @@ fn open_kernel(
     Ok((enforcer, startup, next_ruleset))
 }
 
+/// The HTTP API's tokens and listener, when it is enabled.
+async fn bind_http(
+    config: &Config,
+) -> Result<Option<(crate::approval::http::Tokens, tokio::net::TcpListener)>, DaemonError> {
+    if !config.http.enabled {
+        return Ok(None);
+    }
+    let tokens = {
+        let tokens = config.http.tokens.clone();
+        tokio::task::spawn_blocking(move || crate::approval::http::Tokens::load(&tokens)).await??
+    };
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .map_err(|source| DaemonError::Http {
+            listen: config.http.listen.to_string(),
+            source,
+        })?;
+    Ok(Some((tokens, listener)))
+}
+
 /// Runs the daemon until SIGTERM or SIGINT.
 ///
 /// # Errors
@@ -153,18 +173,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Dae
         crate::approval::webhook::spawn(url, crate::approval::webhook::WebhookOptions::default())
     });
     // Token files are read before anything else starts: a bad one stops the daemon here.
-    let http = if config.http.enabled {
-        let tokens = crate::approval::http::Tokens::load(&config.http.tokens)?;
-        let listener = tokio::net::TcpListener::bind(config.http.listen)
-            .await
-            .map_err(|source| DaemonError::Http {
-                listen: config.http.listen.to_string(),
-                source,
-            })?;
-        Some((tokens, listener))
-    } else {
-        None
-    };
+    let http = bind_http(&config).await?;
     let ring = enforcer.take_events()?;
     let kernel = KernelHandle::spawn(enforcer)?;
     let audit = AuditSink::spawn(audit)?;
@@ -212,7 +221,11 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Dae
         policy,
         holds: holds.clone(),
     };
-    let listener = server::bind(&config.socket)?;
+    // The socket's group (NSS) and directory: on a blocking thread.
+    let listener = {
+        let socket = config.socket.clone();
+        tokio::task::spawn_blocking(move || server::bind(&socket)).await??
+    };
     tokio::spawn(server::serve(context, listener));
     if let Some((tokens, listener)) = http {
         info!(listen = %config.http.listen, "HTTP approval API ready");

@@ -103,7 +103,16 @@ struct Peer {
 }
 
 async fn handle(context: Context, stream: UnixStream) {
-    let response = match read(&stream).await {
+    // Pinning the connector reads `/proc/self/fdinfo`: on a blocking thread.
+    let pinned = tokio::task::spawn_blocking(move || {
+        let caller = peer::connector(&stream);
+        (stream, caller)
+    })
+    .await;
+    let Ok((stream, caller)) = pinned else {
+        return;
+    };
+    let response = match read(&stream, caller).await {
         Err(err) => {
             warn!(error = %err, "refused a control connection");
             Response::Error {
@@ -124,8 +133,11 @@ async fn handle(context: Context, stream: UnixStream) {
 }
 
 /// The connecting process, and the request line it wrote itself.
-async fn read(stream: &UnixStream) -> Result<(Caller, Vec<u8>), PeerError> {
-    let caller = peer::connector(stream)?;
+async fn read(
+    stream: &UnixStream,
+    caller: Result<Caller, PeerError>,
+) -> Result<(Caller, Vec<u8>), PeerError> {
+    let caller = caller?;
     let line = peer::read_request(stream, &caller, MAX_REQUEST).await?;
     Ok((caller, line))
 }
