@@ -1,53 +1,36 @@
-//! The hold manager: held actions waiting for a reviewer — the queue, reviewers' decisions,
-//! quorum, timeouts, and the reconciliation with the kernel's pending map that makes all of it
-//! restart-safe (docs/ARCHITECTURE.md, I5, I7 and I8).
-//!
-//! One task owns the queue; the event reader announces holds, the channels (control socket,
-//! HTTP) send requests with oneshot replies, and a timer reconciles. Decisions are therefore
-//! applied one at a time: two reviewers racing for one hold get one answer each, the second
-//! [`DecideError::NotPending`]. Reads of `/proc`, of the audit log and NSS lookups run on
-//! blocking threads; map operations are commands to the kernel handle.
-//!
-//! The kernel's `PENDING` map is the truth: a held task stays stopped until its entry is
-//! answered, whatever happens to the daemon. The queue here adds what reviewers need (path,
-//! process context, deadline) and is rebuilt from the map at start: a hold the daemon has not
-//! seen (made while it was down) is adopted with the path from the audit log's hold record.
-//! Deadlines derive from the hold's id, which is the kernel's monotonic clock at the hold, so a
-//! timeout that passed while no daemon ran is applied at once on restart.
+//! The hold manager's task: the queue and everything that changes it.
 use std::{
     collections::{BTreeMap, BTreeSet},
     fs,
     io::{BufRead as _, BufReader},
-    os::unix::fs::MetadataExt as _,
     path::PathBuf,
     time::Duration,
 };
 
-use jiff::Timestamp;
 use jit_common::{
-    event::Event,
-    pending::{FileId, GrantKey, PendingRequest, STATE_PENDING},
+    pending::{GrantKey, PendingRequest, STATE_PENDING},
     policy::Op,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::{
-    audit_sink::AuditSink,
-    kernel::KernelHandle,
-    policy_store::{PolicySnapshot, PolicyStore},
+    Command, Held, Holds, monotonic_ns,
+    review::{approval, held_action, may_decide, scope_of, view},
 };
 use crate::{
-    approval::{
-        ApprovalService, DecideError, Decided, PendingView, ReviewAction, Reviewer, TargetFacts,
-        webhook::WebhookHandle,
-    },
+    approval::{DecideError, Decided, PendingView, ReviewAction, Reviewer, webhook::WebhookHandle},
     audit::{
         ProcessContext,
-        record::{Approval, ApprovalDecision, HeldAction, HoldEnded, RecordBody},
+        record::{Approval, ApprovalDecision, HoldEnded, RecordBody},
     },
     bpf::BpfError,
-    policy::{AgentPolicy, Grant, OnTimeout},
+    daemon::{
+        audit_sink::AuditSink,
+        kernel::KernelHandle,
+        policy_store::{PolicySnapshot, PolicyStore},
+    },
+    policy::{Grant, OnTimeout},
 };
 
 /// How often the queue is reconciled with the kernel's pending map (and timeouts applied).
@@ -57,184 +40,6 @@ const RECONCILE: Duration = Duration::from_millis(500);
 /// hold is shown to reviewers only after its record is durable (I5). At start every hold is
 /// adopted at once.
 const ADOPT_AFTER: Duration = Duration::from_secs(2);
-
-/// One held action.
-#[derive(Clone, Debug)]
-pub struct Held {
-    pub request_id: u64,
-    pub tid: u32,
-    pub tgid: u32,
-    pub agent_id: u32,
-    pub op: Op,
-    pub rule_id: u32,
-    pub file: FileId,
-    /// From the hold event (or the audit log after a restart).
-    pub path: String,
-    /// The path's exact bytes in hex when it is not UTF-8 (as in the hold's audit record).
-    pub path_hex: Option<String>,
-    pub process: ProcessContext,
-    /// Distinct reviewers who approved, when more than one approval is required.
-    pub approvals: Vec<String>,
-    /// Whether reviewers may see it: its audit record is durable (I5).
-    visible: bool,
-}
-
-impl Held {
-    /// A hold as its event reports it, with the context read while the task is stopped.
-    #[must_use]
-    pub fn from_event(event: &Event, process: ProcessContext, path: String) -> Self {
-        Self {
-            request_id: event.request_id,
-            tid: event.pid,
-            tgid: event.tgid,
-            agent_id: event.agent_id,
-            op: Op::from_u8(event.op).unwrap_or(Op::Exec),
-            rule_id: event.rule_id,
-            file: event.file,
-            path_hex: std::str::from_utf8(event.path_bytes())
-                .is_err()
-                .then(|| crate::audit::to_hex(event.path_bytes())),
-            path,
-            process,
-            approvals: Vec::new(),
-            visible: false,
-        }
-    }
-}
-
-enum Command {
-    /// A hold event was read; its record is being committed.
-    Announce(Box<Held>),
-    /// The hold's record is durable: reviewers may see it now.
-    Durable(u64),
-    Pending(oneshot::Sender<Vec<PendingView>>),
-    Decide {
-        id: u64,
-        reviewer: Reviewer,
-        action: ReviewAction,
-        reason: Option<String>,
-        reply: oneshot::Sender<Result<Decided, DecideError>>,
-    },
-    /// `uid` started a process as `agent` (`jitctl run`).
-    Starter {
-        agent: String,
-        uid: u32,
-    },
-}
-
-/// The hold manager's clients: the event reader and every approval channel. Clones share it.
-#[derive(Clone)]
-pub struct Holds {
-    commands: mpsc::UnboundedSender<Command>,
-    audit: AuditSink,
-}
-
-fn stopping() -> DecideError {
-    DecideError::Failed("the daemon is stopping".to_owned())
-}
-
-impl Holds {
-    /// A hold event was read: the manager knows it from now on (reconciliation will not adopt
-    /// it), and shows it once [`Holds::durable`] says its record is on disk.
-    pub fn announce(&self, held: Held) {
-        let _ = self.commands.send(Command::Announce(Box::new(held)));
-    }
-
-    /// Hold `id`'s audit record is durable.
-    pub fn durable(&self, id: u64) {
-        let _ = self.commands.send(Command::Durable(id));
-    }
-
-    /// Records that `uid` started a process as `agent`.
-    pub fn record_starter(&self, agent: &str, uid: u32) {
-        let _ = self.commands.send(Command::Starter {
-            agent: agent.to_owned(),
-            uid,
-        });
-    }
-
-    fn ask_pending(&self) -> Option<oneshot::Receiver<Vec<PendingView>>> {
-        let (reply, answer) = oneshot::channel();
-        self.commands.send(Command::Pending(reply)).ok()?;
-        Some(answer)
-    }
-
-    /// Every held action reviewers may see, oldest first.
-    pub async fn pending(&self) -> Vec<PendingView> {
-        match self.ask_pending() {
-            Some(answer) => answer.await.unwrap_or_default(),
-            None => Vec::new(),
-        }
-    }
-
-    fn ask_decide(
-        &self,
-        id: u64,
-        reviewer: &Reviewer,
-        action: ReviewAction,
-        reason: Option<String>,
-    ) -> Result<oneshot::Receiver<Result<Decided, DecideError>>, DecideError> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Decide {
-                id,
-                reviewer: reviewer.clone(),
-                action,
-                reason,
-                reply,
-            })
-            .map_err(|_| stopping())?;
-        Ok(answer)
-    }
-
-    /// A reviewer's decision.
-    ///
-    /// # Errors
-    /// See [`DecideError`].
-    pub async fn decide(
-        &self,
-        id: u64,
-        reviewer: &Reviewer,
-        action: ReviewAction,
-        reason: Option<String>,
-    ) -> Result<Decided, DecideError> {
-        self.ask_decide(id, reviewer, action, reason)?
-            .await
-            .unwrap_or_else(|_| Err(stopping()))
-    }
-}
-
-/// The HTTP API calls the service from blocking threads.
-impl ApprovalService for Holds {
-    fn pending(&self) -> Vec<PendingView> {
-        self.ask_pending()
-            .and_then(|answer| answer.blocking_recv().ok())
-            .unwrap_or_default()
-    }
-
-    fn decide(
-        &self,
-        id: u64,
-        reviewer: &Reviewer,
-        action: ReviewAction,
-        reason: Option<String>,
-    ) -> Result<Decided, DecideError> {
-        self.ask_decide(id, reviewer, action, reason)?
-            .blocking_recv()
-            .unwrap_or_else(|_| Err(stopping()))
-    }
-
-    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<String> {
-        self.audit.subscribe()
-    }
-}
-
-/// The kernel's monotonic clock (what `bpf_ktime_get_ns` reads), in nanoseconds.
-pub(super) fn monotonic_ns() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
-        u64::try_from(Duration::from(t).as_nanos()).unwrap_or(u64::MAX)
-    })
-}
 
 /// Whether held task `thread` of `process` is gone for sure. A task whose state cannot be read
 /// (the daemon is out of file descriptors, for example) is kept: dropping its pending entry
@@ -800,77 +605,6 @@ enum ApplyError {
     Kernel(BpfError),
 }
 
-/// What reviewers see of `held`. Reads the target's metadata and looks up its owner (NSS):
-/// call it on a blocking thread.
-fn view(snapshot: &PolicySnapshot, held: &Held, now_ns: u64) -> PendingView {
-    let agent = snapshot.agent_policy(held.agent_id);
-    let rule = snapshot.rule_name(held.rule_id);
-    let (timeout, on_timeout) = agent
-        .map_or((crate::policy::DEFAULT_TIMEOUT, OnTimeout::Deny), |a| {
-            a.hold_timeout(held.rule_id)
-        });
-    let age = Duration::from_nanos(now_ns.saturating_sub(held.request_id));
-    let held_at = Timestamp::now()
-        .checked_sub(jiff::SignedDuration::try_from(age).unwrap_or_default())
-        .unwrap_or_else(|_| Timestamp::now());
-    let target = match held.op {
-        Op::Write
-        | Op::Truncate
-        | Op::Chmod
-        | Op::Chown
-        | Op::Metadata
-        | Op::Unlink
-        | Op::Rename => fs::metadata(&held.path).ok().map(|m| TargetFacts {
-            size: m.len(),
-            uid: m.uid(),
-            owner: nix::unistd::User::from_uid(m.uid().into())
-                .ok()
-                .flatten()
-                .map(|u| u.name),
-            mode: format!("{:o}", m.mode() & 0o7777),
-        }),
-        _ => None,
-    };
-    PendingView {
-        id: held.request_id,
-        agent: snapshot
-            .agent_name(held.agent_id)
-            .unwrap_or_else(|| format!("agent {:#010x}", held.agent_id)),
-        op: held.op.name().to_owned(),
-        path: held.path.clone(),
-        path_hex: held.path_hex.clone(),
-        rule,
-        pid: held.tgid,
-        tid: held.tid,
-        uid: held.process.uid.unwrap_or(u32::MAX),
-        user: held.process.user.clone(),
-        exe: held.process.exe.clone(),
-        argv: held.process.argv.clone(),
-        exec_argv: held.process.exec_argv.clone(),
-        cwd: held.process.cwd.clone(),
-        parents: held
-            .process
-            .parents
-            .iter()
-            .map(|p| {
-                format!(
-                    "{} {} {}",
-                    p.pid,
-                    p.comm.as_deref().unwrap_or("?"),
-                    p.exe.as_deref().unwrap_or("?")
-                )
-            })
-            .collect(),
-        held_at: format!("{held_at:.0}"),
-        age_secs: age.as_secs(),
-        timeout_in_secs: timeout.saturating_sub(age).as_secs(),
-        on_timeout: on_timeout.name().to_owned(),
-        target,
-        approvals: held.approvals.clone(),
-        required_approvals: agent.map_or(1, |a| a.escalation.required_approvals),
-    }
-}
-
 /// The path (and its exact bytes in hex, when not UTF-8) of hold `request_id` from the audit
 /// log's hold record. Reads the log: call it on a blocking thread.
 fn find_hold_record(path: &std::path::Path, request_id: u64) -> Option<(String, Option<String>)> {
@@ -896,125 +630,4 @@ fn find_hold_record(path: &std::path::Path, request_id: u64) -> Option<(String, 
         }
     }
     found
-}
-
-fn held_action(held: &Held, agent: &str) -> HeldAction {
-    HeldAction {
-        agent: agent.to_owned(),
-        op: held.op.name().to_owned(),
-        path: held.path.clone(),
-        pid: held.tgid,
-    }
-}
-
-/// The scope of a reviewer's `action`, and the agent's `max_grant` when it cut a longer `--for`.
-fn scope_of(action: ReviewAction, agent: &AgentPolicy) -> (Grant, Option<Duration>) {
-    match action {
-        ReviewAction::Approve {
-            once: false,
-            for_secs: Some(secs),
-        } => {
-            let asked = Duration::from_secs(secs);
-            match agent.escalation.max_grant {
-                Some(max) if asked > max => (Grant::For(max), Some(max)),
-                _ => (Grant::For(asked), None),
-            }
-        }
-        ReviewAction::Approve {
-            once: false,
-            for_secs: None,
-        } => (agent.escalation.grant, None),
-        ReviewAction::Approve { once: true, .. } | ReviewAction::Deny | ReviewAction::Kill => {
-            (Grant::Once, None)
-        }
-    }
-}
-
-/// Whether `reviewer` is among `agent`'s approvers: by uid or user name, or by a group.
-fn may_decide(agent: &AgentPolicy, reviewer: &Reviewer) -> bool {
-    let approvers = &agent.escalation.approvers;
-    approvers.users.iter().any(|u| match reviewer.uid {
-        Some(uid) => u.id == uid,
-        None => u.name == reviewer.name,
-    }) || approvers
-        .groups
-        .iter()
-        .any(|g| reviewer.gids.contains(&g.id))
-}
-
-/// The audit record of `reviewer`'s `decision` on `held` (one that took effect: no approvals
-/// missing).
-fn approval(
-    held: &Held,
-    agent: &str,
-    reviewer: &str,
-    decision: ApprovalDecision,
-    scope: Grant,
-    reason: Option<String>,
-) -> Approval {
-    Approval {
-        request_id: held.request_id,
-        reviewer: reviewer.to_owned(),
-        decision,
-        scope: scope_name(scope),
-        reason,
-        action: Some(held_action(held, agent)),
-        approvals_missing: 0,
-    }
-}
-
-/// How an approval's scope is written in audit records: `once` or a duration such as `15m`.
-fn scope_name(scope: Grant) -> String {
-    match scope {
-        Grant::Once => "once".to_owned(),
-        Grant::For(d) => humantime::format_duration(d).to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn agent(escalation: &str) -> AgentPolicy {
-        let text = format!(
-            "[agent]\nname = \"a\"\ncgroups = [\"jit/a\"]\ndefault = \"hold\"\n\n[escalation]\n\
-             approvers = {{ users = [\"root\"] }}\n{escalation}"
-        );
-        crate::policy::load_str("a.toml", &text)
-            .unwrap()
-            .agent("a")
-            .unwrap()
-            .clone()
-    }
-
-    #[test]
-    fn max_grant_cuts_longer_grants() {
-        let capped = agent("grant = \"10m\"\nmax_grant = \"1h\"\n");
-        let approve = |for_secs| ReviewAction::Approve {
-            once: false,
-            for_secs,
-        };
-        assert_eq!(
-            scope_of(approve(Some(7200)), &capped),
-            (
-                Grant::For(Duration::from_hours(1)),
-                Some(Duration::from_hours(1))
-            )
-        );
-        assert_eq!(
-            scope_of(approve(Some(600)), &capped),
-            (Grant::For(Duration::from_mins(10)), None)
-        );
-        assert_eq!(
-            scope_of(approve(None), &capped),
-            (Grant::For(Duration::from_mins(10)), None)
-        );
-        assert_eq!(scope_of(ReviewAction::Deny, &capped), (Grant::Once, None));
-        let free = agent("");
-        assert_eq!(
-            scope_of(approve(Some(86_400)), &free),
-            (Grant::For(Duration::from_hours(24)), None)
-        );
-        assert!(!free.escalation.self_approval);
-    }
 }
