@@ -14,6 +14,7 @@ mod audit_sink;
 mod events;
 mod holds;
 mod kernel;
+mod last_good;
 pub mod peer;
 mod policy_store;
 mod server;
