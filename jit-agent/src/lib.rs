@@ -3,6 +3,7 @@
 //! [`bpf`] is the only module that touches aya objects.
 pub mod approval;
 pub mod audit;
+pub mod bind;
 pub mod bpf;
 pub mod btf;
 pub mod cgroup;

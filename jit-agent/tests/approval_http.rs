@@ -105,6 +105,8 @@ fn view(id: u64, path: &str) -> PendingView {
         exe: Some("/usr/bin/bash".into()),
         argv: Some(vec!["curl".into(), "https://example.org".into()]),
         exec_argv: None,
+        exec_env: None,
+        ends: None,
         cwd: Some("/srv/work".into()),
         parents: vec!["4200 bash /usr/bin/bash".into()],
         held_at: "2026-01-01T00:00:00Z".into(),

@@ -86,6 +86,8 @@ fn kernel_record_with_process_golden() {
         exe: Some("/usr/bin/curl".into()),
         argv: Some(vec!["curl".into(), "https://example.com".into()]),
         exec_argv: None,
+        exec_env: None,
+        exec_binding: None,
         argv_truncated: false,
         cwd: Some("/srv/work".into()),
         uid: Some(1000),

@@ -27,6 +27,8 @@ fn forged() -> PendingView {
             "-rf".into(),
             "/srv\r    runs: make test\x1b[K".into(),
         ]),
+        ends: None,
+        exec_env: Some(vec!["LD_PRELOAD=/tmp/x.so\r    env: HOME=/root".into()]),
         cwd: Some("/srv/\u{202e}txt.sh".into()),
         parents: vec!["4200 bash\x1b]0;title\x07 /usr/bin/bash".into()],
         held_at: "2026-01-01T00:00:00Z".into(),
@@ -62,7 +64,7 @@ fn review_card_shows_agent_strings_escaped() {
         assert_inert(line);
     }
     // One line per field, none forged.
-    assert_eq!(lines.len(), 7, "{card}");
+    assert_eq!(lines.len(), 8, "{card}");
     assert_eq!(
         lines[0],
         "7  exec /tmp/\\xffevil [rule: deploys need a reviewer]  (agent coding-agent, pid 4242, \
@@ -72,20 +74,24 @@ fn review_card_shows_agent_strings_escaped() {
         lines[1],
         "    runs: /bin/rm -rf \"/srv\\r    runs: make test\\x1b[K\""
     );
-    assert_eq!(lines[2], "    called by: bash -c x\\x1b[2K\\r");
     assert_eq!(
-        lines[3],
+        lines[2],
+        "    env: \"LD_PRELOAD=/tmp/x.so\\r    env: HOME=/root\""
+    );
+    assert_eq!(lines[3], "    called by: bash -c x\\x1b[2K\\r");
+    assert_eq!(
+        lines[4],
         "    exe: /usr/bin/bash\\r    exe: /usr/bin/true  cwd: /srv/\\u{202e}txt.sh"
     );
     assert_eq!(
-        lines[4],
+        lines[5],
         "    target: 1 bytes, owner root\\u{9b}2J, mode 644"
     );
     assert_eq!(
-        lines[5],
+        lines[6],
         "    parents: 4200 bash\\x1b]0;title\\x07 /usr/bin/bash"
     );
-    assert_eq!(lines[6], "    approvals: 1/2 (alice\\n)");
+    assert_eq!(lines[7], "    approvals: 1/2 (alice\\n)");
 }
 
 #[test]
@@ -96,6 +102,7 @@ fn plain_cards_are_unchanged() {
     view.exe = Some("/bin/sh".into());
     view.argv = Some(vec!["/bin/sh".into(), "/srv/demo/agent.sh".into()]);
     view.exec_argv = Some(vec!["/srv/demo/bin/deploy".into(), "--version".into()]);
+    view.exec_env = Some(vec!["HOME=/root".into(), "LANG=C.UTF-8".into()]);
     view.cwd = Some("/srv/demo".into());
     view.parents = vec![];
     view.target = None;
@@ -104,7 +111,7 @@ fn plain_cards_are_unchanged() {
         review_card(&view),
         "7  exec /srv/demo/bin/deploy [rule: deploys need a reviewer]  (agent coding-agent, pid \
          4242, user dev, held 3s, deny in 297s)\n    runs: /srv/demo/bin/deploy --version\n    \
-         called by: /bin/sh /srv/demo/agent.sh\n    exe: /bin/sh  cwd: /srv/demo"
+         env: HOME=/root LANG=C.UTF-8\n    called by: /bin/sh /srv/demo/agent.sh\n    exe: /bin/sh  cwd: /srv/demo"
     );
 }
 

@@ -17,6 +17,10 @@ pub enum EventKind {
     GrantUsed = 2,
     /// An action failed on a reviewer's denial.
     GrantDenied = 3,
+    /// The other end of a held rename or link (the `Hold` event names the end that decided),
+    /// emitted just before that `Hold` event with the same `request_id`: a reviewer is shown
+    /// both ends, as the kernel resolved them. `EVENT_FLAG_PEER_IS_SOURCE` says which end it is.
+    HoldPeer = 4,
 }
 
 impl EventKind {
@@ -27,6 +31,7 @@ impl EventKind {
             1 => Some(Self::Hold),
             2 => Some(Self::GrantUsed),
             3 => Some(Self::GrantDenied),
+            4 => Some(Self::HoldPeer),
             _ => None,
         }
     }
@@ -39,6 +44,13 @@ pub const EVENT_FLAG_PATH_UNRESOLVED: u32 = 2;
 /// `Event::flags`: an `exec` decided for an executable mapping (`mmap`/`mprotect` with
 /// `PROT_EXEC` of the file), not for an `execve`.
 pub const EVENT_FLAG_MAPPING: u32 = 4;
+/// `Event::flags`: an approved `execve` copied other arguments or another environment than the
+/// approval was bound to (see `pending::ArgsBinding`): the process was killed before the new
+/// program ran. Reported as a `Decision` event, enforced `deny`.
+pub const EVENT_FLAG_ARGS_CHANGED: u32 = 8;
+/// `Event::flags` of a `HoldPeer` event: its path is the source of the rename or link (the
+/// destination decided the hold); without it, the destination.
+pub const EVENT_FLAG_PEER_IS_SOURCE: u32 = 16;
 
 /// One ring buffer record. Fixed size; `path[..path_len]` is the resolved path.
 #[repr(C)]

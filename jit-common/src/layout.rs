@@ -123,6 +123,12 @@ pub struct KernelLayout {
     /// `struct task_struct`, member `start_time` (monotonic nanoseconds at fork, the clock of
     /// `bpf_ktime_get_ns` and so of request ids).
     pub task_start_time: u32,
+    /// `struct linux_binprm`, member `p`: the lowest byte of the argument and environment
+    /// strings the kernel copied onto the new program's stack (an address in the new mm).
+    pub binprm_p: u32,
+    /// `struct linux_binprm`, member `exec`: where the copied file name starts, just above the
+    /// environment strings.
+    pub binprm_exec: u32,
 }
 
 impl KernelLayout {
@@ -179,6 +185,8 @@ impl KernelLayout {
         task_cred: 0,
         task_real_cred: 0,
         task_start_time: 0,
+        binprm_p: 0,
+        binprm_exec: 0,
     };
 
     /// The offset of an optional member this kernel does not have.
@@ -190,7 +198,7 @@ impl KernelLayout {
         [("task_struct", "io_uring"), ("mount", "mnt_instance")];
 
     /// `(struct, member)` for every field, in field order: what userspace looks up in BTF.
-    pub const MEMBERS: [(&'static str, &'static str); 51] = [
+    pub const MEMBERS: [(&'static str, &'static str); 53] = [
         ("linux_binprm", "file"),
         ("file", "f_path"),
         ("file", "f_inode"),
@@ -242,11 +250,13 @@ impl KernelLayout {
         ("task_struct", "cred"),
         ("task_struct", "real_cred"),
         ("task_struct", "start_time"),
+        ("linux_binprm", "p"),
+        ("linux_binprm", "exec"),
     ];
 
     /// Builds the layout from offsets given in [`Self::MEMBERS`] order.
     #[must_use]
-    pub const fn from_offsets(o: [u32; 51]) -> Self {
+    pub const fn from_offsets(o: [u32; 53]) -> Self {
         Self {
             binprm_file: o[0],
             file_f_path: o[1],
@@ -299,6 +309,8 @@ impl KernelLayout {
             task_cred: o[48],
             task_real_cred: o[49],
             task_start_time: o[50],
+            binprm_p: o[51],
+            binprm_exec: o[52],
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod pending;
 pub mod policy;
 pub mod protect;
 pub mod scope;
+pub mod siphash;
 
 pub use policy::{
     AgentConfig, Decision, Mode, Op, PatternError, PolicyKey, PolicyValue, RuleShape, Verdict,
@@ -48,6 +49,12 @@ pub mod map_names {
     /// `Array<u64>` with one entry: the policy generation the write-decision cache checks
     /// (see `cache`); 0 turns the cache off.
     pub const POLICY_GEN: &str = "POLICY_GEN";
+    /// `Array<[u64; 2]>` with one entry: the secret `SipHash` key of argument bindings (see
+    /// `pending::ArgsBinding`), made by the daemon when it finds it zero.
+    pub const BIND_KEY: &str = "BIND_KEY";
+    /// `HashMap<u32 thread id, ExecBinding>`: approved `execve`s whose copied arguments are
+    /// still to be compared with what was approved.
+    pub const EXEC_BIND: &str = "EXEC_BIND";
 }
 
 /// Names of the programs in `jit-ebpf`.
@@ -73,8 +80,10 @@ pub mod program_names {
         [("jit_inode_setattr", 3), ("jit_inode_setattr_noidmap", 2)];
 
     /// Every program with the LSM hook it attaches to.
-    pub const ALL: [(&str, &str); 44] = [
+    pub const ALL: [(&str, &str); 45] = [
         (EXEC, "bprm_check_security"),
+        // An approved execve runs only with the arguments the reviewer saw (see `exec_bind`).
+        ("jit_exec_committed", "bprm_committed_creds"),
         ("jit_file_open", "file_open"),
         ("jit_path_mknod", "path_mknod"),
         ("jit_path_unlink", "path_unlink"),

@@ -21,11 +21,14 @@ use aya_ebpf::{
 use jit_common::{
     AgentCgroup,
     event::{
-        EVENT_FLAG_PATH_TRUNCATED, EVENT_FLAG_PATH_UNRESOLVED, EVENT_PATH_MAX, Event, EventKind,
-        counter,
+        EVENT_FLAG_MAPPING, EVENT_FLAG_PATH_TRUNCATED, EVENT_FLAG_PATH_UNRESOLVED,
+        EVENT_FLAG_PEER_IS_SOURCE, EVENT_PATH_MAX, Event, EventKind, counter,
     },
     layout::KernelLayout,
-    pending::{FileId, GrantKey, PendingAnswer, PendingRequest, STATE_PENDING, held_slot},
+    pending::{
+        ArgsBinding, ExecBinding, FileId, GrantKey, PendingAnswer, PendingRequest, STATE_PENDING,
+        held_slot,
+    },
     policy::{
         Decision, KEY_DATA_LEN, Op, PATH_CAPACITY, PolicyKey, PolicyValue, Verdict, evaluate_with,
     },
@@ -35,8 +38,8 @@ use jit_common::{
 use crate::{
     EPERM, cache,
     maps::{
-        AGENT_CONFIG, EVENTS, GRANTS, HELD, PENDING, POLICY, PROTECTED, SCRATCH, Scratch, WALK_LEN,
-        atomic_add, count, read_u32,
+        AGENT_CONFIG, EVENTS, EXEC_BIND, GRANTS, HELD, PENDING, POLICY, PROTECTED, SCRATCH,
+        Scratch, WALK_LEN, atomic_add, count, read_u32,
     },
 };
 
@@ -63,6 +66,20 @@ static mut JIT_NO_MATCH: PolicyValue = PolicyValue::NO_MATCH;
 /// Struct member offsets of the running kernel, written by userspace before load.
 #[unsafe(no_mangle)]
 static JIT_LAYOUT: KernelLayout = KernelLayout::UNSET;
+
+/// `-EPERM`, in read-only data: the verifier knows its value (the section is frozen), the
+/// compiler cannot fold it into arithmetic. Where allow and deny share code, the compiler
+/// otherwise computes `Err(-EPERM)` as the negation of a 0/1 flag, whose result the 6.12
+/// verifier does not track: the hook's return value is then unbounded and the program refused.
+#[unsafe(no_mangle)]
+static JIT_EPERM: i32 = -EPERM;
+
+/// [`JIT_EPERM`], read so the compiler cannot see its value.
+#[inline(always)]
+fn opaque_eperm() -> i32 {
+    // SAFETY: reads a plain integer out of a static.
+    unsafe { core::ptr::read_volatile(&raw const JIT_EPERM) }
+}
 
 /// Reads one offset of [`JIT_LAYOUT`]. Volatile, so the compiler does not fold the zeros the
 /// object file carries.
@@ -158,6 +175,7 @@ pub fn decide_on_path(op: Op, agent: AgentCgroup, path: *const u8) -> Result<i32
             dentry,
         },
         second: None,
+        second_file: FileId::ZERO,
         file: file_id(dentry_inode(dentry)),
         no_hold: false,
         flags: 0,
@@ -184,6 +202,7 @@ pub fn decide_on_file(
             dentry: path_dentry(path),
         },
         second: None,
+        second_file: FileId::ZERO,
         file: file_id(inode as *const u8),
         no_hold,
         flags,
@@ -212,6 +231,7 @@ pub fn decide_on_dentry(op: Op, agent: AgentCgroup, dentry: *const u8) -> Result
         agent,
         path: Where::Walk { mnt, dentry },
         second: None,
+        second_file: FileId::ZERO,
         file: file_id(inode),
         no_hold: false,
         flags: 0,
@@ -269,6 +289,7 @@ pub fn decide_on_entry(
             dentry,
         },
         second: None,
+        second_file: FileId::ZERO,
         file,
         no_hold: false,
         flags: 0,
@@ -312,9 +333,16 @@ impl Pair {
         }
     }
 
-    /// The action of `op` on both ends. Answers bind to the source inode.
+    /// The action of `op` on both ends. Answers bind to the source inode and to the new
+    /// entry: its directory's inode and its name (`d_name.hash_len`, the name's salted hash and
+    /// length, as for creates), so an approval cannot be spent on another destination.
     #[inline(always)]
     fn action(&self, op: Op, agent: AgentCgroup) -> Action {
+        let d_name = self.dst.wrapping_add(offset(|l| &l.dentry_d_name));
+        let second_file = FileId {
+            name: read_kernel(d_name, 0),
+            ..file_id(dentry_inode(path_dentry(self.dst_dir)))
+        };
         Action {
             op,
             agent,
@@ -327,6 +355,7 @@ impl Pair {
                 dentry: self.dst,
             }),
             file: file_id(dentry_inode(self.src)),
+            second_file,
             no_hold: false,
             flags: 0,
         }
@@ -407,6 +436,9 @@ pub struct Action {
     pub second: Option<Where>,
     /// The object's identity, which answers to holds are bound to.
     pub file: FileId,
+    /// For two-path ops, the other end's identity (its directory and name), which answers to
+    /// holds are bound to as well; [`FileId::ZERO`] otherwise.
+    pub second_file: FileId,
     /// This action cannot be held: a hold verdict is enforced as a denial, reported. Set for
     /// the interpreter pass of a `#!` exec (the script's own pass may have been held already,
     /// and one `execve` cannot be paused twice: its restart would decide the script again) and
@@ -475,9 +507,12 @@ pub fn decide_with(
     };
     if let Some(second) = &action.second {
         let first = verdict;
+        // Both ends go to a reviewer: the source, kept while the destination is evaluated…
+        keep_peer(s, EVENT_FLAG_PEER_IS_SOURCE);
         verdict = evaluate_where(second, action, s);
         if first.decision as u8 > verdict.decision as u8 {
-            // The first path decides: it is the one the event must name.
+            // The first path decides: it is the one the event must name; …or the destination.
+            keep_peer(s, 0);
             verdict = first;
             resolve_path(&action.path, s);
         }
@@ -542,10 +577,10 @@ fn answer_pending(tid: u32, action: &Action, s: &mut Scratch) -> Option<Result<i
     if read_kernel::<u64>(task, offset(|l| &l.task_start_time)) > pending.request_id {
         return None;
     }
-    match pending.answer(action.op as u8, &action.file) {
+    match pending.answer(action.op as u8, &action.file, &action.second_file) {
         PendingAnswer::StillPending => Some(stop(tid)),
         answer @ (PendingAnswer::Allow | PendingAnswer::Deny) => {
-            let allowed = answer == PendingAnswer::Allow;
+            let allowed = answer == PendingAnswer::Allow && bind_exec(tid, action, &pending);
             forget_pending(tid);
             resolve_path(&action.path, s);
             let verdict = Verdict {
@@ -567,12 +602,40 @@ fn answer_pending(tid: u32, action: &Action, s: &mut Scratch) -> Option<Result<i
             };
             count(counted);
             emit(kind, action, &verdict, pending.request_id, s);
-            Some(if allowed { Ok(0) } else { Err(-EPERM) })
+            Some(if allowed { Ok(0) } else { Err(opaque_eperm()) })
         }
         // Left over from a thread that died while held and whose id was reused: decide
         // afresh (a new hold overwrites it).
         PendingAnswer::NotThisAction => None,
     }
+}
+
+/// For an approved `execve` (not an executable mapping), hands the approval's argument binding
+/// to the `bprm_committed_creds` program (see `exec_bind`), which compares it with the strings
+/// the kernel copies for this very `execve`. False — the approval is enforced as a denial —
+/// when the daemon bound nothing (an `execve` whose arguments it could not read) or the binding
+/// cannot be recorded. Every other approved action needs no binding.
+#[inline(always)]
+fn bind_exec(tid: u32, action: &Action, pending: &PendingRequest) -> bool {
+    if action.op != Op::Exec || action.flags & EVENT_FLAG_MAPPING != 0 {
+        return true;
+    }
+    if !pending.args.is_bound() {
+        count(counter::ERRORS);
+        return false;
+    }
+    let binding = ExecBinding {
+        request_id: pending.request_id,
+        bprm: 0,
+        args: pending.args,
+        rule_id: pending.rule_id,
+        pad: 0,
+    };
+    if EXEC_BIND.insert(tid, binding, 0).is_err() {
+        count(counter::ERRORS);
+        return false;
+    }
+    true
 }
 
 /// The path of `action` when its decision may come from, and go into, the write-decision
@@ -622,6 +685,13 @@ fn hold(tid: u32, action: &Action, verdict: &Verdict, s: &mut Scratch) -> Result
     let request = PendingRequest {
         request_id,
         file: action.file,
+        second: action.second_file,
+        args: ArgsBinding {
+            full: 0,
+            tail: 0,
+            full_len: 0,
+            tail_len: 0,
+        },
         tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
         agent_id: action.agent.agent_id,
         rule_id: verdict.rule_id,
@@ -642,6 +712,16 @@ fn hold(tid: u32, action: &Action, verdict: &Verdict, s: &mut Scratch) -> Result
         return Err(-EPERM);
     }
     count(counter::DECISION_BASE + Decision::Hold as u32);
+    if action.second.is_some() {
+        fill_event(
+            &mut s.peer,
+            EventKind::HoldPeer,
+            action,
+            verdict,
+            request_id,
+        );
+        output(&s.peer);
+    }
     emit(EventKind::Hold, action, verdict, request_id, s);
     stop(tid)
 }
@@ -1147,11 +1227,32 @@ fn copy_key_bytes(out: &mut PolicyKey, out_at: usize, src: &PolicyKey, src_at: u
     }
 }
 
+/// Reports `action` with `verdict` outside a decision (resolving its path first), counted as
+/// an enforced `verdict.enforced`.
+#[inline(always)]
+pub fn report(kind: EventKind, action: &Action, verdict: &Verdict, request_id: u64) {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        count(counter::ERRORS);
+        return;
+    };
+    // SAFETY: per-CPU scratch memory, used by one program at a time on this CPU.
+    let s = unsafe { &mut *scratch };
+    resolve_path(&action.path, s);
+    count(counter::DECISION_BASE + verdict.enforced as u32);
+    emit(kind, action, verdict, request_id, s);
+}
+
 #[inline(always)]
 fn emit(kind: EventKind, action: &Action, verdict: &Verdict, request_id: u64, s: &mut Scratch) {
+    fill_event(&mut s.event, kind, action, verdict, request_id);
+    output(&s.event);
+}
+
+/// Fills every field of `e` but the path (and its flags, to which `action.flags` are added).
+#[inline(always)]
+fn fill_event(e: &mut Event, kind: EventKind, action: &Action, verdict: &Verdict, request_id: u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let uid_gid = bpf_get_current_uid_gid();
-    let e = &mut s.event;
     // SAFETY: helpers without pointer arguments.
     unsafe {
         e.ts_ns = bpf_ktime_get_ns();
@@ -1171,9 +1272,30 @@ fn emit(kind: EventKind, action: &Action, verdict: &Verdict, request_id: u64, s:
     e.decision = verdict.decision as u8;
     e.enforced = verdict.enforced as u8;
     e.flags |= action.flags;
-    if EVENTS.output::<Event>(&*e, 0).is_ok() {
+}
+
+/// Sends `e` to userspace, counting it as emitted or dropped.
+#[inline(always)]
+fn output(e: &Event) {
+    if EVENTS.output::<Event>(e, 0).is_ok() {
         count(counter::EVENTS_EMITTED);
     } else {
         count(counter::EVENTS_DROPPED);
+    }
+}
+
+/// Copies the path just resolved into `s.peer`, with `role` (`EVENT_FLAG_PEER_IS_SOURCE` or 0)
+/// as its flags besides the resolution's.
+#[inline(always)]
+fn keep_peer(s: &mut Scratch, role: u32) {
+    s.peer.path_len = s.event.path_len;
+    s.peer.flags = s.event.flags | role;
+    // SAFETY: both buffers are `EVENT_PATH_MAX` bytes of the same map value.
+    unsafe {
+        bpf_probe_read_kernel(
+            s.peer.path.as_mut_ptr().cast(),
+            EVENT_PATH_MAX as u32,
+            s.event.path.as_ptr().cast(),
+        );
     }
 }

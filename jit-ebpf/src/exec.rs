@@ -12,17 +12,25 @@
 //! hold, enforced as a denial — one `execve` cannot be paused twice (its restart would decide
 //! the script again), and a script must not run a held interpreter unreviewed.
 //!
+//! An approval of a held `execve` is bound to the arguments and environment the reviewer was
+//! shown: the approved pass ties the binding to this `execve` (`EXEC_BIND`), and `exec_bind`
+//! compares it with the kernel's copy of the strings once the new program's memory is in place.
+//!
 //! Every allowed pass records the file in `EXEC_IMAGE`, so the kernel's own executable mapping
 //! of the new program is not decided a second time (see `mmap`).
 //!
 //! Scope: processes in an agent cgroup or a descendant; every other process returns 0 right
 //! after the scope check. Minimum kernel: 5.7 (BPF LSM); jit supports 6.1 and newer.
+#![expect(
+    clippy::cast_possible_truncation,
+    reason = "the thread id and the process id are the two halves of pid_tgid"
+)]
 use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::lsm, programs::LsmContext};
-use jit_common::policy::Op;
+use jit_common::{pending::FileId, policy::Op};
 
 use crate::{
     engine::{Action, Where, decide, file_id_btf, load_ptr, offset},
-    maps::EXEC_IMAGE,
+    maps::{EXEC_BIND, EXEC_IMAGE},
     scope::current_agent,
 };
 
@@ -58,19 +66,37 @@ fn try_exec(ctx: &LsmContext) -> Result<i32, i32> {
     };
     // SAFETY: `inode` was loaded from the BTF-typed `file`.
     let file = unsafe { file_id_btf(inode) };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (tid, process) = (pid_tgid as u32, (pid_tgid >> 32) as u32);
+    // An argument binding left by an earlier `execve` of this thread that failed after its
+    // approval was spent is not this one's: an entry found after the decision below was made by
+    // it (the interpreter pass keeps the one its script's pass made).
+    // SAFETY: only checked for presence.
+    if !interpreter_pass && unsafe { EXEC_BIND.get(tid) }.is_some() {
+        let _ = EXEC_BIND.remove(tid);
+    }
     let verdict = decide(&Action {
         op: Op::Exec,
         agent,
         path: Where::Path(path.cast()),
         second: None,
+        second_file: FileId::ZERO,
         file,
         no_hold: interpreter_pass,
         flags: 0,
     });
     if verdict == Ok(0) {
-        let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        // An approval spent here recorded its argument binding: tie it to this `execve`.
+        if let Some(binding) = EXEC_BIND.get_ptr_mut(tid) {
+            // SAFETY: the map value, written in place.
+            unsafe {
+                if (*binding).bprm == 0 {
+                    (*binding).bprm = bprm as u64;
+                }
+            }
+        }
         // A full map drops its least recently used entry; the insert cannot fail for room.
-        let _ = EXEC_IMAGE.insert(tgid, file, 0);
+        let _ = EXEC_IMAGE.insert(process, file, 0);
     }
     verdict
 }

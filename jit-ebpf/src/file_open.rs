@@ -14,6 +14,7 @@
 //! Scope: agent cgroups only. Minimum kernel: 5.7 (BPF LSM); jit supports 6.1 and newer.
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use jit_common::{
+    pending::FileId,
     policy::Op,
     protect::{event_op, resource},
 };
@@ -119,6 +120,7 @@ fn try_file_open(ctx: &LsmContext) -> Result<i32, i32> {
             agent,
             path: Where::Path(path.cast()),
             second: None,
+            second_file: FileId::ZERO,
             // SAFETY: `inode` was loaded from the BTF-typed `file`.
             file: unsafe { file_id_btf(inode) },
             no_hold: false,

@@ -24,6 +24,7 @@ mod bpf;
 mod cache;
 mod engine;
 mod exec;
+mod exec_bind;
 mod file_open;
 mod file_send_sigiotask;
 mod file_truncate;

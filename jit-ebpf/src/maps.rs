@@ -9,7 +9,7 @@ use jit_common::{
     AgentCgroup, ScopeConfig,
     cache::CacheKey,
     event::{Event, counter},
-    pending::{FileId, GrantKey, GrantValue, HELD_SLOTS, PendingRequest},
+    pending::{ExecBinding, FileId, GrantKey, GrantValue, HELD_SLOTS, PendingRequest},
     policy::{AgentConfig, KEY_DATA_LEN, PathLayout, PolicyKey, PolicyValue},
     protect::ProtectConfig,
 };
@@ -63,6 +63,17 @@ pub static PROTECTED: LpmTrie<[u8; KEY_DATA_LEN], u32> = LpmTrie::with_max_entri
 #[map(name = "EXEC_IMAGE")]
 pub static EXEC_IMAGE: LruHashMap<u32, FileId> = LruHashMap::with_max_entries(16_384, 0);
 
+/// One entry: the secret `SipHash` key of argument bindings (see
+/// `jit_common::pending::ArgsBinding`). Written by the daemon when it finds it zero; read by `exec_bind`.
+#[map(name = "BIND_KEY")]
+pub static BIND_KEY: Array<[u64; 2]> = Array::with_max_entries(1, 0);
+
+/// Approved `execve`s whose copied arguments `exec_bind` must still compare with the approval's
+/// binding, by thread id. Not least-recently-used: an entry must never be dropped to make room
+/// (the comparison would be skipped); when the map is full the approval is enforced as a denial.
+#[map(name = "EXEC_BIND")]
+pub static EXEC_BIND: HashMap<u32, ExecBinding> = HashMap::with_max_entries(16_384, 0);
+
 /// Decision events for userspace.
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
@@ -94,6 +105,9 @@ pub struct Scratch {
     pub cache_key: CacheKey,
     /// The same state captured again after the decision (see `crate::cache::store`).
     pub cache_check: CacheKey,
+    /// Of a rename or link: the end that does not decide, resolved while both are evaluated,
+    /// reported with a hold (see `EventKind::HoldPeer`).
+    pub peer: Event,
 }
 
 /// Capacity of the dentry-walk path buffer (`PATH_MAX`).

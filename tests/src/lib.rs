@@ -545,6 +545,25 @@ impl AgentSetup {
             thread::sleep(Duration::from_millis(10));
         }
     }
+
+    /// Approves held `request` of thread `tid` as the daemon does: a held `execve` is bound to
+    /// the arguments and environment read from the stopped task now (a held mapping has none).
+    ///
+    /// # Panics
+    /// When the answer cannot be written.
+    pub fn approve(&mut self, tid: u32, request: &PendingRequest) {
+        let args = if request.op == jit_common::policy::Op::Exec as u8 {
+            wait_stopped(request.tgid);
+            jit_agent::audit::exec_args(request.tgid, tid)
+                .and_then(|a| a.binding)
+                .unwrap_or_default()
+        } else {
+            jit_common::pending::ArgsBinding::default()
+        };
+        self.enforcer()
+            .answer_bound(tid, request.request_id, true, args)
+            .expect("approve");
+    }
 }
 
 impl AgentSetup {

@@ -33,6 +33,14 @@ pub struct PendingView {
     /// `argv` and `exe` are those of the program that called it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exec_argv: Option<Vec<String>>,
+    /// For a held exec: the environment it passes (values of secret-looking variables hidden,
+    /// see `audit::process::shown_env`). An approval binds to `exec_argv` and this, exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec_env: Option<Vec<String>>,
+    /// For a held rename or link: `[source, destination]` as the kernel resolved them,
+    /// escaped. An approval binds to both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ends: Option<(String, String)>,
     pub cwd: Option<String>,
     /// Parent chain, nearest first: `pid comm exe`.
     pub parents: Vec<String>,
@@ -62,7 +70,7 @@ impl PendingView {
 }
 
 /// The review card `jitctl pending` prints for `r`: a header line, then indented lines with the
-/// command an exec would run, the caller's argv, exe and cwd, the target, the parents and the
+/// command an exec would run and its environment (what an approval binds to), the caller's argv, exe and cwd, the target, the parents and the
 /// approvals so far. Every string that came from the agent (or any other untrusted source) is
 /// shown [escaped](crate::text), so nothing in it can move the cursor, erase or rewrite a line
 /// of the card, or hide characters; argument boundaries are visible.
@@ -93,6 +101,13 @@ pub fn review_card(r: &PendingView) -> String {
     );
     if let Some(argv) = &r.exec_argv {
         let _ = write!(card, "\n    runs: {}", argv_line(argv));
+    }
+    if let Some(env) = &r.exec_env {
+        let _ = write!(card, "\n    env: {}", argv_line(env));
+    }
+    if let Some((from, to)) = &r.ends {
+        // Escaped already, by the daemon (see `PendingView::ends`).
+        let _ = write!(card, "\n    from: {from}  to: {to}");
     }
     if let Some(argv) = &r.argv {
         let by = if r.exec_argv.is_some() {

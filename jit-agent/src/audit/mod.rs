@@ -20,7 +20,9 @@ mod verify;
 mod writer;
 
 pub use chain::{ChainHead, GENESIS_PREV, line_hash, to_hex};
-pub use process::{MAX_ARGV_BYTES, MAX_PARENTS, ParentProcess, ProcessContext};
+pub use process::{
+    ExecArgs, MAX_ARGV_BYTES, MAX_PARENTS, ParentProcess, ProcessContext, exec_args, shown_env,
+};
 pub use record::{
     Approval, ApprovalDecision, AuditCut, AuditRecovered, DaemonStarted, DaemonStopped,
     EventsDropped, KernelRecord, PolicyLoaded, PolicyRejected, Record, RecordBody, SCHEMA_VERSION,

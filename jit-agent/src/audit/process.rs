@@ -7,6 +7,7 @@
 
 use std::path::Path;
 
+use jit_common::pending::ArgsBinding;
 use nix::unistd::{Uid, User};
 use procfs::process::Process;
 use serde::{Deserialize, Serialize};
@@ -35,6 +36,14 @@ pub struct ProcessContext {
     /// called exec). Read from the stopped task's memory; `None` for other events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exec_argv: Option<Vec<String>>,
+    /// For a held `exec`: the environment it passes, as [`shown_env`] shows it. `None` for
+    /// other events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec_env: Option<Vec<String>>,
+    /// For a held `execve`: what an approval is bound to (see [`crate::bind`]). Not recorded:
+    /// a restarted daemon reads it again from the still-stopped task.
+    #[serde(skip)]
+    pub exec_binding: Option<ArgsBinding>,
     /// `/proc/PID/cwd`.
     pub cwd: Option<String>,
     /// Real uid (`/proc/PID/status`).
@@ -133,27 +142,47 @@ impl ProcessContext {
     }
 
     /// [`ProcessContext::read`] for a held task (thread `tid`); for a held exec also the
-    /// command it is about to run ([`ProcessContext::exec_argv`]).
+    /// command it is about to run ([`ProcessContext::exec_argv`], `exec_env`, `exec_binding`).
     #[must_use]
     pub fn read_held(pid: u32, tid: u32, exec: bool) -> Self {
         let mut ctx = Self::read(pid);
-        if exec && let Some((args, truncated)) = exec_argv(pid, tid) {
-            ctx.exec_argv = Some(args);
-            ctx.argv_truncated |= truncated;
+        if exec && let Some(args) = exec_args(pid, tid) {
+            ctx.exec_argv = Some(args.argv);
+            ctx.exec_env = Some(args.env);
+            ctx.argv_truncated |= args.truncated;
+            ctx.exec_binding = args.binding;
         }
         ctx
     }
 }
 
-/// Most arguments read from a held exec's argument vector.
-const MAX_EXEC_ARGS: usize = 4096;
+/// Most strings read from a held exec's argument or environment vector (the kernel's own limit
+/// is far higher, but a vector this long is not reviewable anyway: no binding, see below).
+const MAX_EXEC_STRINGS: u64 = 65_536;
+/// Most bytes of strings read from a held exec (the kernel copies at most 6 MiB).
+const MAX_EXEC_BYTES: usize = 6 << 20;
 
-/// The argument list thread `tid` of process `pid` passed to the `execve` or `execveat` it is
-/// stopped in (a held exec), read through `/proc/PID/task/TID/syscall` and `/proc/PID/mem`.
-/// `None` when the thread is not in one of those syscalls (or is not stopped), or its memory
-/// cannot be read. Bounded like `argv` (the flag says when arguments were dropped or cut).
+/// The strings a held `execve` passes, as read from the stopped task's memory.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExecArgs {
+    /// `argv`, bounded like [`ProcessContext::argv`] for display.
+    pub argv: Vec<String>,
+    /// The environment, bounded for display, with the values of variables whose names look
+    /// like secrets (see [`shown_env`]) replaced by their length.
+    pub env: Vec<String>,
+    /// Strings were dropped or cut for display (the binding still covers all of them).
+    pub truncated: bool,
+    /// What an approval binds to (`None` when the binding key is not known yet).
+    pub binding: Option<ArgsBinding>,
+}
+
+/// The argument list and environment thread `tid` of process `pid` passed to the `execve` or
+/// `execveat` it is stopped in (a held exec), read through `/proc/PID/task/TID/syscall` and
+/// `/proc/PID/mem`. `None` when the thread is not in one of those syscalls (a held executable
+/// mapping, or not stopped), or its memory cannot be read whole: an approval of an `execve`
+/// without a binding is then enforced as a denial by the kernel.
 #[must_use]
-pub fn exec_argv(pid: u32, tid: u32) -> Option<(Vec<String>, bool)> {
+pub fn exec_args(pid: u32, tid: u32) -> Option<ExecArgs> {
     use std::os::unix::fs::FileExt as _;
 
     // "NR arg0 arg1 ... sp pc" while the thread is blocked in a syscall (else "running" or -1).
@@ -165,10 +194,10 @@ pub fn exec_argv(pid: u32, tid: u32) -> Option<(Vec<String>, bool)> {
         .map(|f| u64::from_str_radix(f.trim_start_matches("0x"), 16))
         .collect::<Result<_, _>>()
         .ok()?;
-    let argv_at = if nr == libc::SYS_execve {
-        *args.get(1)?
+    let (argv_at, env_at) = if nr == libc::SYS_execve {
+        (*args.get(1)?, *args.get(2)?)
     } else if nr == libc::SYS_execveat {
-        *args.get(2)?
+        (*args.get(2)?, *args.get(3)?)
     } else {
         return None;
     };
@@ -179,8 +208,9 @@ pub fn exec_argv(pid: u32, tid: u32) -> Option<(Vec<String>, bool)> {
             .ok()
             .map(|()| u64::from_ne_bytes(buf))
     };
-    let read_str = |at: u64, room: usize| {
-        // Reads in small chunks up to the NUL: an argument may end just before unmapped memory.
+    let mut total = 0usize;
+    let mut read_str = |at: u64| {
+        // Reads in small chunks up to the NUL: a string may end just before unmapped memory.
         let mut out = Vec::new();
         let mut chunk = [0; 256];
         loop {
@@ -191,34 +221,81 @@ pub fn exec_argv(pid: u32, tid: u32) -> Option<(Vec<String>, bool)> {
             let part = chunk.get(..n)?;
             if let Some(end) = part.iter().position(|&b| b == 0) {
                 out.extend_from_slice(part.get(..end)?);
-                return Some(out);
+                total += out.len() + 1;
+                return (total <= MAX_EXEC_BYTES).then_some(out);
             }
             out.extend_from_slice(part);
-            if out.len() > room {
-                return Some(out);
+            if total + out.len() > MAX_EXEC_BYTES {
+                return None;
             }
         }
     };
-    let mut args = Vec::new();
-    let mut used = 0;
-    let mut dropped = false;
-    if argv_at != 0 {
-        for i in 0..=MAX_EXEC_ARGS as u64 {
-            let ptr = read_u64(argv_at + i * 8)?;
-            if ptr == 0 {
-                break;
+    // Like the kernel: a null vector is empty, and the vector ends at its first null pointer.
+    let mut vector = |at: u64| -> Option<Vec<Vec<u8>>> {
+        let mut strings = Vec::new();
+        if at != 0 {
+            for i in 0..=MAX_EXEC_STRINGS {
+                let ptr = read_u64(at + i * 8)?;
+                if ptr == 0 {
+                    return Some(strings);
+                }
+                if i == MAX_EXEC_STRINGS {
+                    return None;
+                }
+                strings.push(read_str(ptr)?);
             }
-            if i == MAX_EXEC_ARGS as u64 || used >= MAX_ARGV_BYTES {
-                dropped = true;
-                break;
-            }
-            let arg = read_str(ptr, MAX_ARGV_BYTES - used)?;
-            used += arg.len();
-            args.push(String::from_utf8_lossy(&arg).into_owned());
         }
-    }
-    let (args, cut) = bounded_argv(args);
-    Some((args, cut || dropped))
+        Some(strings)
+    };
+    let arguments = vector(argv_at)?;
+    let environment = vector(env_at)?;
+    let binding = crate::bind::exec_binding(&arguments, &environment);
+    let lossy = |v: &[Vec<u8>]| -> Vec<String> {
+        v.iter()
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect()
+    };
+    let (argv_shown, argv_cut) = bounded_argv(lossy(&arguments));
+    let (env_shown, env_cut) = bounded_argv(shown_env(lossy(&environment)));
+    Some(ExecArgs {
+        argv: argv_shown,
+        env: env_shown,
+        truncated: argv_cut || env_cut,
+        binding,
+    })
+}
+
+/// Name parts of environment variables that usually hold secrets.
+const SECRET_NAME_PARTS: [&str; 9] = [
+    "TOKEN",
+    "SECRET",
+    "PASSWORD",
+    "PASSWD",
+    "CREDENTIAL",
+    "PRIVATE",
+    "API_KEY",
+    "ACCESS_KEY",
+    "AUTH",
+];
+
+/// The environment as reviewers and the audit trail see it: every variable, but the values of
+/// those whose names look like secrets (`*TOKEN*`, `*SECRET*`, `*PASSWORD*`, …) replaced by
+/// `<N bytes hidden>`, so approvals do not spread credentials to chat tools and logs. Hidden
+/// values are still bound: a changed one fails the approval like any other change.
+#[must_use]
+pub fn shown_env(env: Vec<String>) -> Vec<String> {
+    env.into_iter()
+        .map(|var| match var.split_once('=') {
+            Some((name, value))
+                if SECRET_NAME_PARTS
+                    .iter()
+                    .any(|part| name.to_ascii_uppercase().contains(part)) =>
+            {
+                format!("{name}=<{} bytes hidden>", value.len())
+            }
+            _ => var,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -235,5 +312,24 @@ mod tests {
         let (argv, truncated) = bounded_argv(vec!["a".into(), "b".into()]);
         assert!(!truncated);
         assert_eq!(argv, ["a", "b"]);
+    }
+
+    #[test]
+    fn secrets_in_the_environment_are_hidden() {
+        let env = shown_env(vec![
+            "PATH=/usr/bin".into(),
+            "GITHUB_TOKEN=ghp_abc".into(),
+            "aws_secret_access_key=x".into(),
+            "NOVALUE".into(),
+        ]);
+        assert_eq!(
+            env,
+            [
+                "PATH=/usr/bin",
+                "GITHUB_TOKEN=<7 bytes hidden>",
+                "aws_secret_access_key=<1 bytes hidden>",
+                "NOVALUE"
+            ]
+        );
     }
 }

@@ -4,7 +4,8 @@
 use jiff::Timestamp;
 use jit_common::{
     event::{
-        EVENT_FLAG_MAPPING, EVENT_FLAG_PATH_TRUNCATED, EVENT_FLAG_PATH_UNRESOLVED, Event, EventKind,
+        EVENT_FLAG_ARGS_CHANGED, EVENT_FLAG_MAPPING, EVENT_FLAG_PATH_TRUNCATED,
+        EVENT_FLAG_PATH_UNRESOLVED, EVENT_FLAG_PEER_IS_SOURCE, Event, EventKind,
     },
     policy::{Decision, Op},
     protect::{SELF_PROTECTION_RULE_ID, event_op},
@@ -117,6 +118,10 @@ impl RecordBody {
 /// value this build does not know (a newer kernel object) is written as `unknown(N)` rather
 /// than dropped, because a record must never be lost over a decoding question.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "one flag per kernel event flag, each a field of the documented record schema"
+)]
 pub struct KernelRecord {
     /// `hold`, `decision`, `grant_used` or `grant_denied`.
     pub kind: String,
@@ -163,6 +168,18 @@ pub struct KernelRecord {
     /// only when true.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub mapping: bool,
+    /// An approved `execve` copied other arguments or another environment than the reviewer
+    /// approved: the kernel killed the process before the new program ran (`request_id` names
+    /// the approval). Written only when true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub args_changed: bool,
+    /// Of a held rename or link: both ends, as the kernel resolved them (one is `path`, the
+    /// other came with the hold), [escaped](crate::text::escape_bytes) so invalid UTF-8 and
+    /// control characters are visible. An approval binds to both. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
     /// For self-protection denials of actions that are not file operations (`signal`,
     /// `ptrace`, `bpf`, `cgroup`, `resource`, `kernel`): the signal number, ptrace mode,
     /// `bpf()` command, clone flags, resource code or kernel load id (docs/audit-schema.md).
@@ -183,6 +200,7 @@ fn kind_name(v: u8) -> String {
         Some(EventKind::Decision) => "decision".to_owned(),
         Some(EventKind::GrantUsed) => "grant_used".to_owned(),
         Some(EventKind::GrantDenied) => "grant_denied".to_owned(),
+        Some(EventKind::HoldPeer) => "hold_peer".to_owned(),
         None => unknown(v),
     }
 }
@@ -240,10 +258,32 @@ impl KernelRecord {
             truncated: event.flags & EVENT_FLAG_PATH_TRUNCATED != 0,
             unresolved: event.flags & EVENT_FLAG_PATH_UNRESOLVED != 0,
             mapping: event.flags & EVENT_FLAG_MAPPING != 0,
+            args_changed: event.flags & EVENT_FLAG_ARGS_CHANGED != 0,
+            source: None,
+            destination: None,
             detail: (event.rule_id == SELF_PROTECTION_RULE_ID && Op::from_u8(event.op).is_none())
                 .then_some(event.file.name),
             process,
         }
+    }
+
+    /// Sets both ends of a held rename or link from `peer`, the `HoldPeer` event that came
+    /// with the hold event this record is made of.
+    #[must_use]
+    pub fn with_peer(mut self, event: &Event, peer: Option<&Event>) -> Self {
+        let Some(peer) = peer else {
+            return self;
+        };
+        let this = crate::text::escape_bytes(event.path_bytes()).into_owned();
+        let other = crate::text::escape_bytes(peer.path_bytes()).into_owned();
+        if peer.flags & EVENT_FLAG_PEER_IS_SOURCE != 0 {
+            self.source = Some(other);
+            self.destination = Some(this);
+        } else {
+            self.source = Some(this);
+            self.destination = Some(other);
+        }
+        self
     }
 
     /// Sets the agent and rule names the daemon looked up for `agent_id` and `rule_id`.

@@ -56,6 +56,8 @@ pub enum BpfError {
     },
     #[error("reading CLOCK_MONOTONIC failed")]
     Clock(#[source] nix::Error),
+    #[error("making the secret key of argument bindings failed")]
+    Random(#[source] std::io::Error),
     #[error(
         "cgroup {path} is at level {level}; agent cgroups must be at level {max} or closer to the root",
         max = MAX_AGENT_CGROUP_LEVEL

@@ -1,8 +1,11 @@
 //! Held tasks: the kernel's pending map (answers, clean-up) and time-boxed grants.
-use aya::maps::{HashMap, MapError};
+use aya::maps::{Array, HashMap, MapError};
 use jit_common::{
     map_names,
-    pending::{GrantKey, GrantValue, PendingRequest, STATE_ALLOWED, STATE_DENIED, STATE_PENDING},
+    pending::{
+        ArgsBinding, GrantKey, GrantValue, PendingRequest, STATE_ALLOWED, STATE_DENIED,
+        STATE_PENDING,
+    },
 };
 
 use super::{BpfError, Enforcer, map_err};
@@ -30,6 +33,22 @@ impl Enforcer {
     /// [`BpfError::NotPending`] when that request is not waiting (answered already, or another
     /// hold of the thread replaced it); map or signal errors.
     pub fn answer(&mut self, tid: u32, request_id: u64, allow: bool) -> Result<(), BpfError> {
+        self.answer_bound(tid, request_id, allow, ArgsBinding::default())
+    }
+
+    /// [`Enforcer::answer`] with the argument binding of a held `execve` (see
+    /// [`crate::bind`]): the kernel kills the process if the `execve` it restarts copies other
+    /// strings, and enforces an approval of an `execve` without a binding as a denial.
+    ///
+    /// # Errors
+    /// As [`Enforcer::answer`].
+    pub fn answer_bound(
+        &mut self,
+        tid: u32,
+        request_id: u64,
+        allow: bool,
+        args: ArgsBinding,
+    ) -> Result<(), BpfError> {
         let mut pending: HashMap<_, u32, PendingRequest> = self.open(map_names::PENDING)?;
         let mut request = match pending.get(&tid, 0) {
             Ok(request) if request.request_id == request_id && request.state == STATE_PENDING => {
@@ -41,6 +60,7 @@ impl Enforcer {
             Err(source) => return Err(map_err(map_names::PENDING, "read")(source)),
         };
         request.state = if allow { STATE_ALLOWED } else { STATE_DENIED };
+        request.args = if allow { args } else { ArgsBinding::default() };
         // The answer must be in place before the task runs again: it re-enters the hook at once.
         // Only ever an update of the kernel's entry (`BPF_EXIST`), never a new one: the kernel
         // may have removed it meanwhile (its stop failed), and only the kernel makes entries
@@ -108,5 +128,22 @@ impl Enforcer {
                 0,
             )
             .map_err(map_err(map_names::GRANTS, "insert"))
+    }
+
+    /// Makes sure the kernel has a secret key for argument bindings (a fresh random one when it
+    /// has none; a pinned one is kept, so approvals in flight across a restart stay valid) and
+    /// hands it to [`crate::bind`].
+    pub(super) fn bind_key(&mut self) -> Result<(), BpfError> {
+        let mut map: Array<_, [u64; 2]> = self.open(map_names::BIND_KEY)?;
+        let mut key = map
+            .get(&0, 0)
+            .map_err(map_err(map_names::BIND_KEY, "read"))?;
+        if key == [0, 0] {
+            key = crate::bind::random_key().map_err(BpfError::Random)?;
+            map.set(0, key, 0)
+                .map_err(map_err(map_names::BIND_KEY, "update"))?;
+        }
+        crate::bind::set_key(key);
+        Ok(())
     }
 }

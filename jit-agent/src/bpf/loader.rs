@@ -15,7 +15,7 @@ use jit_common::{
     cache::{SEQLOCKS_GLOBAL, SeqLocks},
     layout::LAYOUT_GLOBAL,
     map_names,
-    pending::{GrantKey, GrantValue, PendingRequest},
+    pending::{ExecBinding, GrantKey, GrantValue, PendingRequest},
     policy::{AgentConfig, PolicyKey, PolicyValue},
     program_names,
     protect::ProtectConfig,
@@ -44,7 +44,7 @@ pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/jit";
 
 /// The maps userspace drives, with the key and value sizes this version expects of them
 /// (compared with pinned maps before adopting them; a ring buffer has neither).
-const USER_MAPS: [(&str, usize, usize); 11] = [
+const USER_MAPS: [(&str, usize, usize); 13] = [
     (
         map_names::AGENT_CGROUPS,
         size_of::<u64>(),
@@ -76,6 +76,12 @@ const USER_MAPS: [(&str, usize, usize); 11] = [
         map_names::GRANTS,
         size_of::<GrantKey>(),
         size_of::<GrantValue>(),
+    ),
+    (map_names::BIND_KEY, size_of::<u32>(), size_of::<[u64; 2]>()),
+    (
+        map_names::EXEC_BIND,
+        size_of::<u32>(),
+        size_of::<ExecBinding>(),
     ),
     (
         map_names::PROTECT_CONFIG,
@@ -121,6 +127,7 @@ impl Enforcer {
         };
         // A fresh generation map holds 0, which keeps the cache off until this.
         enforcer.policy_changed()?;
+        enforcer.bind_key()?;
         Ok(enforcer)
     }
 
@@ -170,6 +177,7 @@ impl Enforcer {
             };
             // Nothing cached before this start is trusted after it.
             enforcer.policy_changed()?;
+            enforcer.bind_key()?;
             return Ok((enforcer, Startup::Adopted));
         }
 
@@ -219,6 +227,7 @@ impl Enforcer {
             cache_enabled: true,
         };
         enforcer.policy_changed()?;
+        enforcer.bind_key()?;
         Ok((enforcer, Startup::Loaded))
     }
 

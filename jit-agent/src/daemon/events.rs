@@ -19,7 +19,7 @@ use super::{
     audit_sink::AuditSink,
     holds::{Held, Holds},
     kernel::KernelHandle,
-    policy_store::PolicyStore,
+    policy_store::{PolicySnapshot, PolicyStore},
 };
 use crate::audit::{
     ProcessContext,
@@ -44,6 +44,8 @@ pub fn read_events(
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(std::io::Error::from)?;
     Ok(async move {
+        // A hold's peer event (the other end of a rename or link) may end a batch.
+        let mut peer: Option<Event> = None;
         loop {
             let mut guard = match ring.readable_mut().await {
                 Ok(guard) => guard,
@@ -73,35 +75,9 @@ pub fn read_events(
             if batch.is_empty() {
                 continue;
             }
+            let paired = pair(batch, &mut peer);
             let snapshot = policy.current();
-            // The processes are read while they are stopped (holds) or right after their
-            // syscall failed; they may be gone already, then the fields stay empty.
-            let records = tokio::task::spawn_blocking(move || {
-                batch
-                    .into_iter()
-                    .map(|event| {
-                        let hold = EventKind::from_u8(event.kind) == Some(EventKind::Hold);
-                        let process = if hold {
-                            ProcessContext::read_held(
-                                event.tgid,
-                                event.pid,
-                                event.op == Op::Exec as u8,
-                            )
-                        } else {
-                            ProcessContext::read(event.tgid)
-                        };
-                        let record = KernelRecord::from_event(&event, Some(process.clone()))
-                            .with_names(
-                                snapshot.agent_name(event.agent_id),
-                                snapshot.rule_name(event.rule_id),
-                            );
-                        let announced =
-                            hold.then(|| Held::from_event(&event, process, record.path.clone()));
-                        (event.tgid, record, announced)
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .await;
+            let records = tokio::task::spawn_blocking(move || records_of(paired, &snapshot)).await;
             let records = match records {
                 Ok(records) => records,
                 Err(err) => {
@@ -135,6 +111,53 @@ pub fn read_events(
             }
         }
     })
+}
+
+/// Each event with the peer event that came just before it, when it is a hold's: the other end
+/// of a held rename or link. A peer at the end of a batch waits in `peer` for the next one.
+fn pair(batch: Vec<Event>, peer: &mut Option<Event>) -> Vec<(Event, Option<Event>)> {
+    let mut paired = Vec::with_capacity(batch.len());
+    for event in batch {
+        if event.kind == EventKind::HoldPeer as u8 {
+            *peer = Some(event);
+            continue;
+        }
+        let with = peer
+            .take()
+            .filter(|p| event.kind == EventKind::Hold as u8 && p.request_id == event.request_id);
+        paired.push((event, with));
+    }
+    paired
+}
+
+/// The audit record of each event, and for a hold what the hold manager queues. The processes
+/// are read (procfs) while they are stopped (holds) or right after their syscall failed; they
+/// may be gone already, then the fields stay empty. Call it on a blocking thread.
+fn records_of(
+    paired: Vec<(Event, Option<Event>)>,
+    snapshot: &PolicySnapshot,
+) -> Vec<(u32, KernelRecord, Option<Held>)> {
+    paired
+        .into_iter()
+        .map(|(event, peer)| {
+            let hold = EventKind::from_u8(event.kind) == Some(EventKind::Hold);
+            let process = if hold {
+                ProcessContext::read_held(event.tgid, event.pid, event.op == Op::Exec as u8)
+            } else {
+                ProcessContext::read(event.tgid)
+            };
+            let record = KernelRecord::from_event(&event, Some(process.clone()))
+                .with_names(
+                    snapshot.agent_name(event.agent_id),
+                    snapshot.rule_name(event.rule_id),
+                )
+                .with_peer(&event, peer.as_ref());
+            let ends = record.source.clone().zip(record.destination.clone());
+            let announced =
+                hold.then(|| Held::from_event(&event, process, record.path.clone(), ends));
+            (event.tgid, record, announced)
+        })
+        .collect()
 }
 
 /// Polls the kernel counters; every increase of the dropped-events counter becomes an audit

@@ -873,10 +873,7 @@ fn a_script_interpreter_is_decided_by_its_own_exec_rule() {
     let child = agent.spawn_with_args(held.0.to_str().unwrap(), &["-c", "exit 0"]);
     let (tid, request) = setup.wait_for_hold();
     assert_eq!(request.op, Op::Exec as u8);
-    setup
-        .enforcer()
-        .answer(tid, request.request_id, true)
-        .expect("approve");
+    setup.approve(tid, &request);
     assert_ran(
         &setup.join(child),
         "the held interpreter run directly, approved",
@@ -2576,10 +2573,7 @@ fn device_nodes_are_decided_as_device() {
     assert_eq!(request.op, Op::Device as u8, "held as device");
     jit_tests::wait_stopped(request.tgid);
     assert!(!node.exists(), "no node while held");
-    setup
-        .enforcer()
-        .answer(tid, request.request_id, true)
-        .expect("approve");
+    setup.approve(tid, &request);
     assert_eq!(child.result(), 0, "held mknod, approved");
     assert!(node.exists(), "created once approved");
 

@@ -43,10 +43,7 @@ fn held_exec_is_stopped_and_runs_once_approved() {
     assert_eq!(held[0].path_bytes(), tool.as_bytes());
     assert_eq!(held[0].file, request.file);
 
-    setup
-        .enforcer()
-        .answer(tid, request.request_id, true)
-        .expect("approve");
+    setup.approve(tid, &request);
     assert_ran(&setup.join(child), "approved exec");
     let used = events_of(&setup.drain_events(), EventKind::GrantUsed);
     assert_eq!(used.len(), 1, "the approval was used once");
@@ -102,10 +99,7 @@ fn stray_sigcont_keeps_the_hold() {
         "the same request still waits"
     );
     assert!(!child.is_finished(), "execve has not returned");
-    setup
-        .enforcer()
-        .answer(tid, request.request_id, true)
-        .expect("approve");
+    setup.approve(tid, &request);
     assert_ran(&setup.join(child), "approved after stray SIGCONTs");
 }
 
@@ -117,10 +111,7 @@ fn an_approval_is_consumed_by_one_exec() {
     let mut setup = AgentSetup::new("hold-once", Decision::Hold, Mode::Enforce);
     let child = setup.cgroup.spawn(&tool);
     let (tid, request) = setup.wait_for_hold();
-    setup
-        .enforcer()
-        .answer(tid, request.request_id, true)
-        .expect("approve");
+    setup.approve(tid, &request);
     assert_ran(&setup.join(child), "approved exec");
     // The same exec again: held again, not covered by the first approval.
     let second = setup.cgroup.spawn(&tool);
@@ -151,10 +142,7 @@ fn timed_grant_allows_until_its_deadline() {
         .enforcer()
         .grant_for(key, Duration::from_secs(3), request.rule_id)
         .expect("grant");
-    setup
-        .enforcer()
-        .answer(tid, request.request_id, true)
-        .expect("approve");
+    setup.approve(tid, &request);
     assert_ran(&setup.join(child), "approved exec");
     setup.drain_events();
     assert_ran(&setup.exec(&tool), "exec covered by the grant, not held");
@@ -193,10 +181,7 @@ fn script_exec_is_held_exactly_once() {
     );
     let child = setup.cgroup.spawn(script.to_str().unwrap());
     let (tid, request) = setup.wait_for_hold();
-    setup
-        .enforcer()
-        .answer(tid, request.request_id, true)
-        .expect("approve");
+    setup.approve(tid, &request);
     assert_ran(&setup.join(child), "approved script");
     let events = setup.drain_events();
     let holds = events_of(&events, EventKind::Hold);
@@ -250,10 +235,7 @@ fn answers_racing_the_hold_never_leave_a_task_stopped() {
                 break found;
             }
         };
-        setup
-            .enforcer()
-            .answer(tid, request.request_id, true)
-            .expect("approve");
+        setup.approve(tid, &request);
         assert_ran(&setup.join(child), &format!("round {round}"));
     }
 }

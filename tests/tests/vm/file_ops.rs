@@ -417,10 +417,7 @@ fn hold_with_a_full_ring_buffer() {
         dropped > 0,
         "the ring buffer never filled (no event dropped): the test proves nothing"
     );
-    setup
-        .enforcer()
-        .answer(tid, request.request_id, true)
-        .expect("answer");
+    setup.approve(tid, &request);
     assert_eq!(child.result(), 0, "the held open, approved, succeeded");
     assert!(setup.pending().is_empty(), "the answer was consumed");
 }

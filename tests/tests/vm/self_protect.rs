@@ -757,10 +757,7 @@ fn a_sibling_sigcont_does_not_release_a_held_task() {
         "the same request still waits"
     );
     assert!(!child.is_finished(), "execve has not returned");
-    setup
-        .enforcer()
-        .answer(tid, request.request_id, true)
-        .expect("approve");
+    setup.approve(tid, &request);
     assert_ran(&setup.join(child), "approved after the sibling's SIGCONTs");
 }
 

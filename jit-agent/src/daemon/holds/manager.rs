@@ -370,7 +370,9 @@ impl HoldManager {
                         };
                         enforcer.grant_for(key, duration, held.rule_id)?;
                     }
-                    enforcer.answer(held.tid, held.request_id, true)
+                    // A held `execve` runs only with the strings the reviewer was shown.
+                    let args = held.process.exec_binding.unwrap_or_default();
+                    enforcer.answer_bound(held.tid, held.request_id, true, args)
                 }
                 ApprovalDecision::Deny => enforcer.answer(held.tid, held.request_id, false),
                 ApprovalDecision::Kill => {
@@ -512,10 +514,16 @@ impl HoldManager {
                 adopted
                     .into_iter()
                     .map(|(tid, request)| {
-                        let (path, path_hex) = find_hold_record(&audit_path, request.request_id)
-                            .unwrap_or_else(|| {
-                                ("(unknown: held before this audit log)".to_owned(), None)
-                            });
+                        let (path, path_hex, ends) =
+                            find_hold_record(&audit_path, request.request_id).unwrap_or_else(
+                                || {
+                                    (
+                                        "(unknown: held before this audit log)".to_owned(),
+                                        None,
+                                        None,
+                                    )
+                                },
+                            );
                         let op = Op::from_u8(request.op).unwrap_or(Op::Exec);
                         Held {
                             request_id: request.request_id,
@@ -528,6 +536,7 @@ impl HoldManager {
                             path,
                             path_hex,
                             process: ProcessContext::read_held(request.tgid, tid, op == Op::Exec),
+                            ends,
                             approvals: Vec::new(),
                             // Its record, if any, was committed long ago (ADOPT_AFTER).
                             visible: true,
@@ -607,7 +616,11 @@ enum ApplyError {
 
 /// The path (and its exact bytes in hex, when not UTF-8) of hold `request_id` from the audit
 /// log's hold record. Reads the log: call it on a blocking thread.
-fn find_hold_record(path: &std::path::Path, request_id: u64) -> Option<(String, Option<String>)> {
+#[expect(clippy::type_complexity, reason = "path, its hex form, the two ends")]
+fn find_hold_record(
+    path: &std::path::Path,
+    request_id: u64,
+) -> Option<(String, Option<String>, Option<(String, String)>)> {
     let files = [crate::audit::rotated_path(path, 1), path.to_owned()];
     let mut found = None;
     for file in files {
@@ -625,6 +638,10 @@ fn find_hold_record(path: &std::path::Path, request_id: u64) -> Option<(String, 
                 found = Some((
                     v["path"].as_str().unwrap_or_default().to_owned(),
                     v["path_hex"].as_str().map(str::to_owned),
+                    v["source"]
+                        .as_str()
+                        .zip(v["destination"].as_str())
+                        .map(|(s, d)| (s.to_owned(), d.to_owned())),
                 ));
             }
         }

@@ -44,6 +44,8 @@ pub struct Held {
     /// The path's exact bytes in hex when it is not UTF-8 (as in the hold's audit record).
     pub path_hex: Option<String>,
     pub process: ProcessContext,
+    /// Of a rename or link: (source, destination), escaped, as in the hold's audit record.
+    pub ends: Option<(String, String)>,
     /// Distinct reviewers who approved, when more than one approval is required.
     pub approvals: Vec<String>,
     /// Whether reviewers may see it: its audit record is durable (I5).
@@ -53,7 +55,12 @@ pub struct Held {
 impl Held {
     /// A hold as its event reports it, with the context read while the task is stopped.
     #[must_use]
-    pub fn from_event(event: &Event, process: ProcessContext, path: String) -> Self {
+    pub fn from_event(
+        event: &Event,
+        process: ProcessContext,
+        path: String,
+        ends: Option<(String, String)>,
+    ) -> Self {
         Self {
             request_id: event.request_id,
             tid: event.pid,
@@ -67,6 +74,7 @@ impl Held {
                 .then(|| crate::audit::to_hex(event.path_bytes())),
             path,
             process,
+            ends,
             approvals: Vec::new(),
             visible: false,
         }

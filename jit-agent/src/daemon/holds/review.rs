@@ -60,6 +60,8 @@ pub(super) fn view(snapshot: &PolicySnapshot, held: &Held, now_ns: u64) -> Pendi
         exe: held.process.exe.clone(),
         argv: held.process.argv.clone(),
         exec_argv: held.process.exec_argv.clone(),
+        exec_env: held.process.exec_env.clone(),
+        ends: held.ends.clone(),
         cwd: held.process.cwd.clone(),
         parents: held
             .process
