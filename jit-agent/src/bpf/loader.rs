@@ -284,7 +284,7 @@ pub fn programs_for_this_kernel() -> Result<Vec<(&'static str, &'static str)>, B
         .collect())
 }
 
-fn load_object() -> Result<Ebpf, BpfError> {
+pub(super) fn load_object() -> Result<Ebpf, BpfError> {
     let object = EBPF_OBJECT.ok_or(BpfError::NotBuilt)?;
     let kernel = KernelBtf::from_sys_fs().map_err(BpfError::Layout)?;
     let layout = kbtf::kernel_layout(&kernel).map_err(BpfError::Layout)?;
@@ -404,7 +404,7 @@ fn program_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Lsm
     })
 }
 
-fn attach_lsm(
+pub(super) fn attach_lsm(
     ebpf: &mut Ebpf,
     name: &'static str,
     hook: &str,
