@@ -49,6 +49,11 @@ pub enum Response {
         requests: Vec<crate::approval::PendingView>,
     },
     Decided(crate::approval::Decided),
+    /// A reviewer's decision was not applied: why, typed (`message` is its text).
+    Refused {
+        refused: crate::approval::DecideError,
+        message: String,
+    },
     /// The request was refused or failed; `error` says why.
     Error {
         error: String,
@@ -73,6 +78,10 @@ pub struct Status {
     pub policy_files: Vec<String>,
     /// The last rejected policy reload, if the current policy is not the newest attempt.
     pub policy_error: Option<String>,
+    /// Where the policy reviewers are served comes from when it is not the policy directory
+    /// (the directory did not load at start: the last good policy a previous run kept).
+    #[serde(default)]
+    pub policy_served: Option<String>,
     pub agents: Vec<AgentStatus>,
     /// Kernel counters by name.
     pub counters: Vec<(String, u64)>,

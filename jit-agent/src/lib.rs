@@ -12,5 +12,6 @@ pub mod control;
 pub mod daemon;
 pub mod policy;
 pub mod prereq;
+pub mod robust;
 pub mod text;
 pub mod tooling;

@@ -42,7 +42,6 @@ use tokio::{
 };
 
 use super::{ApprovalService, DecideError, Decided, PendingView, ReviewAction, Reviewer};
-use crate::config::HttpToken;
 
 /// Largest request body: the bodies are a few small fields; anything bigger is a mistake or an
 /// attack.
@@ -104,6 +103,16 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// `[[http.token]]` of the daemon's config: a bearer token a reviewer authenticates with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpToken {
+    /// Who the token belongs to: the reviewer name in audit records.
+    pub name: String,
+    /// File holding the token (read at start; kept out of the config so the config can be
+    /// world-readable).
+    pub token_file: std::path::PathBuf,
 }
 
 /// The reviewers' bearer tokens. Only SHA-256 digests are kept: comparing fixed-size digests in
@@ -267,7 +276,7 @@ pub async fn serve_until(
     axum::serve(
         BackoffListener {
             listener,
-            backoff: crate::daemon::robust::AcceptBackoff::new("HTTP API"),
+            backoff: crate::robust::AcceptBackoff::new("HTTP API"),
         },
         router(tokens, service, stopping),
     )
@@ -280,7 +289,7 @@ pub async fn serve_until(
 /// (`EMFILE`) are retried after a bounded, growing wait and logged once per burst.
 struct BackoffListener {
     listener: TcpListener,
-    backoff: crate::daemon::robust::AcceptBackoff,
+    backoff: crate::robust::AcceptBackoff,
 }
 
 impl axum::serve::Listener for BackoffListener {

@@ -194,7 +194,10 @@ pub struct Decided {
 /// Why a decision was not applied.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum DecideError {
-    #[error("no pending request {0} (answered already, timed out, or the process is gone)")]
+    #[error(
+        "request {0} is not pending: already decided (by another reviewer or its timeout), or \
+         the held process is gone"
+    )]
     NotPending(u64),
     #[error("{reviewer} may not decide for agent {agent}: not among its approvers")]
     NotAnApprover { reviewer: String, agent: String },

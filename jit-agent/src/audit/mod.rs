@@ -1,5 +1,5 @@
 //! The audit trail: every decision, hold, approval and daemon event as one line of JSON in a
-//! hash-chained log (invariant 4).
+//! hash-chained log (docs/ARCHITECTURE.md, I4).
 //!
 //! - [`record`]: the typed schema, and the conversion from kernel [`Event`](jit_common::event::Event)s.
 //! - [`ProcessContext`]: argv, cwd, user and ancestry of the process behind an event (procfs).

@@ -74,14 +74,14 @@ pub enum RecordBody {
     Kernel(KernelRecord),
     /// A policy set was validated and loaded into the maps.
     PolicyLoaded(PolicyLoaded),
-    /// A policy set was rejected; the previous one stays in force (invariant 5).
+    /// A policy set was rejected; the previous one stays in force (docs/ARCHITECTURE.md, I3).
     PolicyRejected(PolicyRejected),
     /// The daemon started (after resuming the chain).
     DaemonStarted(DaemonStarted),
     /// The daemon is stopping in an orderly way. Its absence before the next `daemon_started`
     /// means the daemon crashed or was killed.
     DaemonStopped(DaemonStopped),
-    /// The kernel could not deliver events (ring buffer full): invariant 4 requires saying so.
+    /// The kernel could not deliver events (ring buffer full): docs/ARCHITECTURE.md, I4 requires saying so.
     EventsDropped(EventsDropped),
     /// A reviewer answered a hold.
     Approval(Approval),

@@ -19,7 +19,7 @@ use super::{
 };
 
 /// Mode of the log files: the trail is for root and the auditors root lets in, never for an
-/// agent (invariant 6).
+/// agent (docs/ARCHITECTURE.md, I9).
 const LOG_MODE: u32 = 0o600;
 /// Mode of a log directory the writer has to create.
 const DIR_MODE: u32 = 0o700;
@@ -133,9 +133,10 @@ pub struct Appended {
 
 /// Appends records to the audit log, continuing its hash chain.
 ///
-/// Synchronous by design: each append is one `write(2)` (plus an `fdatasync` under
-/// [`FsyncPolicy::Always`]); the daemon owns the writer in one blocking task, which also keeps
-/// the chain strictly ordered.
+/// Synchronous by design: each append is one `write(2)`, and [`AuditWriter::commit`] applies the
+/// fsync policy (one `fdatasync` per batch under [`FsyncPolicy::Always`]). The daemon's audit
+/// sink owns the writer on its own thread, which also keeps the chain strictly ordered
+/// (docs/ARCHITECTURE.md, I4).
 #[derive(Debug)]
 pub struct AuditWriter {
     options: AuditOptions,
@@ -473,6 +474,22 @@ impl AuditWriter {
     /// # Errors
     /// I/O errors of writing, syncing or rotating.
     pub fn append_at(&mut self, body: RecordBody, time: Timestamp) -> Result<Appended, AuditError> {
+        let appended = self.append_unsynced(body, time)?;
+        self.commit()?;
+        Ok(appended)
+    }
+
+    /// Writes a record (stamped `time`) without applying the fsync policy: a batch of these is
+    /// followed by one [`AuditWriter::commit`]. Until then the record is in the file but not
+    /// necessarily on disk, and the checkpoint does not include it.
+    ///
+    /// # Errors
+    /// I/O errors of writing or rotating.
+    pub fn append_unsynced(
+        &mut self,
+        body: RecordBody,
+        time: Timestamp,
+    ) -> Result<Appended, AuditError> {
         let path = self.options.path.clone();
         if self.poisoned {
             self.file
@@ -505,17 +522,27 @@ impl AuditWriter {
         self.head = ChainHead { seq, hash };
         self.dirty = true;
         self.stats.records += 1;
-        match self.options.fsync {
-            FsyncPolicy::Always => self.sync()?,
-            FsyncPolicy::Interval(_) => self.sync_if_due()?,
-            FsyncPolicy::Never => self.store_checkpoint(false)?,
-        }
         line.pop();
         Ok(Appended {
             seq,
             // serde_json writes UTF-8 only.
             line: String::from_utf8(line).unwrap_or_default(),
         })
+    }
+
+    /// Makes the records appended with [`AuditWriter::append_unsynced`] as durable as the
+    /// policy says: one `fdatasync` for all of them under [`FsyncPolicy::Always`] (group
+    /// commit), one when due under [`FsyncPolicy::Interval`], none under
+    /// [`FsyncPolicy::Never`] (the checkpoint is still updated).
+    ///
+    /// # Errors
+    /// When `fdatasync` or the checkpoint write fails.
+    pub fn commit(&mut self) -> Result<(), AuditError> {
+        match self.options.fsync {
+            FsyncPolicy::Always => self.sync(),
+            FsyncPolicy::Interval(_) => self.sync_if_due(),
+            FsyncPolicy::Never => self.store_checkpoint(false),
+        }
     }
 
     /// Forces written records to disk now, whatever the policy (shutdown, before answering a

@@ -308,7 +308,7 @@ fn call(socket: &Path, request: &Request) -> Result<Response> {
 
 fn fail(response: Response) -> Result<ExitCode> {
     match response {
-        Response::Error { error } => bail!("{error}"),
+        Response::Error { error } | Response::Refused { message: error, .. } => bail!("{error}"),
         other => bail!("unexpected answer from the daemon: {other:?}"),
     }
 }
@@ -400,6 +400,9 @@ fn status(socket: &Path, json: bool) -> Result<ExitCode> {
         s.policy_generation,
         s.policy_files.join(", ")
     );
+    if let Some(served) = &s.policy_served {
+        println!("policy served to reviewers: {served}");
+    }
     if let Some(err) = &s.policy_error {
         println!(
             "last reload REJECTED (the policy above stays in force):\n  {}",

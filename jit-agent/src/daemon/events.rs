@@ -1,5 +1,11 @@
-//! Kernel events into the audit trail, and the drop counter watch (invariant 4).
-use std::sync::Arc;
+//! The event reader: kernel events into the audit trail and holds to the hold manager, and the
+//! drop counter watch (docs/ARCHITECTURE.md, I4 and I5).
+//!
+//! Events are read from the ring buffer on the runtime (memory reads); the process context of
+//! each (procfs) is read on a blocking thread, a batch at a time, in order. A hold is announced
+//! to the hold manager at once (so reconciliation never adopts it as unknown) and shown to
+//! reviewers only once the audit sink says its record is durable.
+use std::time::Duration;
 
 use aya::maps::{MapData, RingBuf};
 use jit_common::{
@@ -9,25 +15,36 @@ use jit_common::{
 use tokio::io::{Interest, unix::AsyncFd};
 use tracing::{error, info, warn};
 
-use super::{COUNTER_POLL, Daemon};
+use super::{
+    audit_sink::AuditSink,
+    holds::{Held, Holds},
+    kernel::KernelHandle,
+    policy_store::{PolicySnapshot, PolicyStore},
+};
 use crate::audit::{
     ProcessContext,
     record::{EventsDropped, KernelRecord, RecordBody},
 };
+
+/// How often the kernel counters are polled for dropped events.
+const COUNTER_POLL: Duration = Duration::from_secs(2);
 
 /// The future that reads the ring buffer for as long as the daemon runs.
 ///
 /// # Errors
 /// When the ring buffer cannot be registered with the runtime.
 pub fn read_events(
-    daemon: Arc<Daemon>,
     ring: RingBuf<MapData>,
+    policy: PolicyStore,
+    audit: AuditSink,
+    holds: Holds,
 ) -> std::io::Result<impl Future<Output = ()>> {
     // SAFETY: the ring buffer owns its map fd, which stays open and the same for as long as the
     // RingBuf lives, and the AsyncFd owns the RingBuf.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(std::io::Error::from)?;
     Ok(async move {
+        // A hold's peer event (the other end of a rename or link) may end a batch.
         let mut peer: Option<Event> = None;
         loop {
             let mut guard = match ring.readable_mut().await {
@@ -55,73 +72,108 @@ pub fn read_events(
                     "kernel events of the wrong size (mismatched jit versions?)"
                 );
             }
-            for event in batch {
-                // The other end of a held rename or link comes just before its hold event.
-                if event.kind == EventKind::HoldPeer as u8 {
-                    peer = Some(event);
+            if batch.is_empty() {
+                continue;
+            }
+            let paired = pair(batch, &mut peer);
+            let snapshot = policy.current();
+            let records = tokio::task::spawn_blocking(move || records_of(paired, &snapshot)).await;
+            let records = match records {
+                Ok(records) => records,
+                Err(err) => {
+                    error!(error = %err, "reading the context of kernel events failed");
                     continue;
                 }
-                let with = peer.take().filter(|p| {
-                    event.kind == EventKind::Hold as u8 && p.request_id == event.request_id
-                });
-                record(&daemon, &event, with.as_ref());
+            };
+            for (pid, record, announced) in records {
+                info!(
+                    kind = %record.kind,
+                    op = %record.op,
+                    path = %record.path,
+                    decision = %record.decision,
+                    pid,
+                    agent = record.agent.as_deref().unwrap_or("?"),
+                    "kernel decision"
+                );
+                match announced {
+                    None => audit.record(RecordBody::Kernel(record)),
+                    Some(held) => {
+                        let id = held.request_id;
+                        holds.announce(held);
+                        let durable = audit.durable(RecordBody::Kernel(record));
+                        let holds = holds.clone();
+                        tokio::spawn(async move {
+                            let _ = durable.await;
+                            holds.durable(id);
+                        });
+                    }
+                }
             }
         }
     })
 }
 
-fn record(daemon: &Daemon, event: &Event, peer: Option<&Event>) {
-    let (agent, rule) = {
-        let state = daemon.policy();
-        (
-            state.agent_name(event.agent_id),
-            state.rule_name(event.rule_id),
-        )
-    };
-    let kind = EventKind::from_u8(event.kind);
-    // The process is read while it is stopped (holds) or right after its syscall failed; it
-    // may be gone already, then the fields stay empty.
-    let process = if kind == Some(EventKind::Hold) {
-        ProcessContext::read_held(event.tgid, event.pid, event.op == Op::Exec as u8)
-    } else {
-        ProcessContext::read(event.tgid)
-    };
-    let record = KernelRecord::from_event(event, Some(process.clone()))
-        .with_names(agent, rule)
-        .with_peer(event, peer);
-    let ends = record.source.clone().zip(record.destination.clone());
-    let path = record.path.clone();
-    info!(
-        kind = %record.kind,
-        op = %record.op,
-        path = %record.path,
-        decision = %record.decision,
-        pid = event.tgid,
-        agent = record.agent.as_deref().unwrap_or("?"),
-        "kernel decision"
-    );
-    daemon.audit(RecordBody::Kernel(record));
-    // Queued after the audit record, so the hold is in the log before any decision on it.
-    if kind == Some(EventKind::Hold) {
-        daemon.on_hold(event, process, path, ends);
+/// Each event with the peer event that came just before it, when it is a hold's: the other end
+/// of a held rename or link. A peer at the end of a batch waits in `peer` for the next one.
+fn pair(batch: Vec<Event>, peer: &mut Option<Event>) -> Vec<(Event, Option<Event>)> {
+    let mut paired = Vec::with_capacity(batch.len());
+    for event in batch {
+        if event.kind == EventKind::HoldPeer as u8 {
+            *peer = Some(event);
+            continue;
+        }
+        let with = peer
+            .take()
+            .filter(|p| event.kind == EventKind::Hold as u8 && p.request_id == event.request_id);
+        paired.push((event, with));
     }
+    paired
+}
+
+/// The audit record of each event, and for a hold what the hold manager queues. The processes
+/// are read (procfs) while they are stopped (holds) or right after their syscall failed; they
+/// may be gone already, then the fields stay empty. Call it on a blocking thread.
+fn records_of(
+    paired: Vec<(Event, Option<Event>)>,
+    snapshot: &PolicySnapshot,
+) -> Vec<(u32, KernelRecord, Option<Held>)> {
+    paired
+        .into_iter()
+        .map(|(event, peer)| {
+            let hold = EventKind::from_u8(event.kind) == Some(EventKind::Hold);
+            let process = if hold {
+                ProcessContext::read_held(event.tgid, event.pid, event.op == Op::Exec as u8)
+            } else {
+                ProcessContext::read(event.tgid)
+            };
+            let record = KernelRecord::from_event(&event, Some(process.clone()))
+                .with_names(
+                    snapshot.agent_name(event.agent_id),
+                    snapshot.rule_name(event.rule_id),
+                )
+                .with_peer(&event, peer.as_ref());
+            let ends = record.source.clone().zip(record.destination.clone());
+            let announced =
+                hold.then(|| Held::from_event(&event, process, record.path.clone(), ends));
+            (event.tgid, record, announced)
+        })
+        .collect()
 }
 
 /// Polls the kernel counters; every increase of the dropped-events counter becomes an audit
-/// record and a warning. Also the audit log's timer for `fsync = "interval"`.
-pub async fn poll_counters(daemon: Arc<Daemon>) {
+/// record and a warning.
+pub async fn poll_counters(kernel: KernelHandle, audit: AuditSink) {
     let mut reported = None;
     let mut tick = tokio::time::interval(COUNTER_POLL);
     loop {
         tick.tick().await;
-        daemon.sync_audit_if_due();
-        let counters = daemon.enforcer().counters();
-        let total = match counters {
-            Ok(counters) => counters[counter::EVENTS_DROPPED as usize],
-            Err(err) => {
+        let total = match kernel.call(crate::bpf::Enforcer::counters).await {
+            Ok(Ok(counters)) => counters[counter::EVENTS_DROPPED as usize],
+            Ok(Err(err)) => {
                 warn!(error = %err, "reading the kernel counters failed");
                 continue;
             }
+            Err(_) => return,
         };
         // At start, drops from before this daemon (the count since the programs were loaded)
         // are reported once.
@@ -131,7 +183,7 @@ pub async fn poll_counters(daemon: Arc<Daemon>) {
                 dropped = total - before,
                 total, "the kernel dropped events: its ring buffer was full"
             );
-            daemon.audit(RecordBody::EventsDropped(EventsDropped {
+            audit.record(RecordBody::EventsDropped(EventsDropped {
                 count: total - before,
                 total,
             }));

@@ -1,11 +1,11 @@
-//! The control socket: authorization from the kernel's credentials of the process that
-//! connected and wrote the request ([`super::peer`]), checked for every request, then the
-//! request.
+//! The control socket, a client of the other components: authorization from the kernel's
+//! credentials of the process that connected and wrote the request ([`super::peer`]), checked
+//! for every request, then the request. Reads of `/proc`, cgroupfs and NSS run on blocking
+//! threads.
 use std::{
     fs,
     os::unix::fs::{PermissionsExt as _, chown},
-    path::Path,
-    sync::Arc,
+    path::{Path, PathBuf},
 };
 
 use jit_common::{event::counter, policy::Decision};
@@ -16,7 +16,7 @@ use tokio::{
 use tracing::{info, warn};
 
 use super::{
-    Daemon, DaemonError,
+    Context, DaemonError,
     peer::{self, Caller, PeerError},
 };
 use crate::{
@@ -75,13 +75,13 @@ pub fn bind(config: &SocketConfig) -> Result<UnixListener, DaemonError> {
 /// Accepts connections until the daemon stops. Accept errors that are not about one connection
 /// (`EMFILE`: out of file descriptors) are retried with a bounded backoff, logged once per burst:
 /// retrying at once would spin.
-pub async fn serve(daemon: Arc<Daemon>, listener: UnixListener) {
-    let mut backoff = super::robust::AcceptBackoff::new("control socket");
+pub async fn serve(context: Context, listener: UnixListener) {
+    let mut backoff = crate::robust::AcceptBackoff::new("control socket");
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 backoff.succeeded();
-                tokio::spawn(handle(Arc::clone(&daemon), stream));
+                tokio::spawn(handle(context.clone(), stream));
             }
             Err(err) => {
                 let wait = backoff.failed(&err);
@@ -102,8 +102,17 @@ struct Peer {
     groups: Vec<u32>,
 }
 
-async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
-    let response = match read(&stream).await {
+async fn handle(context: Context, stream: UnixStream) {
+    // Pinning the connector reads `/proc/self/fdinfo`: on a blocking thread.
+    let pinned = tokio::task::spawn_blocking(move || {
+        let caller = peer::connector(&stream);
+        (stream, caller)
+    })
+    .await;
+    let Ok((stream, caller)) = pinned else {
+        return;
+    };
+    let response = match read(&stream, caller).await {
         Err(err) => {
             warn!(error = %err, "refused a control connection");
             Response::Error {
@@ -114,7 +123,7 @@ async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
             Err(err) => Response::Error {
                 error: format!("malformed request: {err}"),
             },
-            Ok(request) => answer(&daemon, &caller, request),
+            Ok(request) => answer(&context, caller, request).await,
         },
     };
     let mut bytes = serde_json::to_vec(&response).unwrap_or_default();
@@ -124,8 +133,11 @@ async fn handle(daemon: Arc<Daemon>, stream: UnixStream) {
 }
 
 /// The connecting process, and the request line it wrote itself.
-async fn read(stream: &UnixStream) -> Result<(Caller, Vec<u8>), PeerError> {
-    let caller = peer::connector(stream)?;
+async fn read(
+    stream: &UnixStream,
+    caller: Result<Caller, PeerError>,
+) -> Result<(Caller, Vec<u8>), PeerError> {
+    let caller = caller?;
     let line = peer::read_request(stream, &caller, MAX_REQUEST).await?;
     Ok((caller, line))
 }
@@ -146,25 +158,50 @@ fn refuse(caller: &Caller, request: &Request, why: &str) -> Response {
     }
 }
 
-fn answer(daemon: &Arc<Daemon>, caller: &Caller, request: Request) -> Response {
+async fn answer(context: &Context, caller: Caller, request: Request) -> Response {
     tracing::debug!(
         pid = caller.pid,
         uid = caller.uid,
         ?request,
         "control request"
     );
+    let registered: Vec<u64> = match context
+        .kernel
+        .call(crate::bpf::Enforcer::registered_cgroups)
+        .await
+    {
+        Ok(Ok(registered)) => registered.into_iter().map(|(id, _)| id).collect(),
+        Ok(Err(err)) => {
+            let why = format!("reading the registered agent cgroups: {err}");
+            return refuse(&caller, &request, &why);
+        }
+        Err(err) => return refuse(&caller, &request, &err.to_string()),
+    };
     // Read now, for this request, and only trusted if the caller still runs afterwards; any
     // doubt refuses (a reaped or unreadable process used to pass as "not in an agent cgroup").
-    let identity = caller.verify(|pid| {
-        let cgroup = agent_cgroup_of(daemon, pid)?;
-        let groups = supplementary_groups(pid)?;
-        Ok((cgroup, groups))
-    });
+    let root = context.config.cgroup_root.clone();
+    let checked = tokio::task::spawn_blocking(move || {
+        let identity = caller.verify(|pid| {
+            let cgroup = agent_cgroup_of(&root, &registered, pid)?;
+            let groups = supplementary_groups(pid)?;
+            Ok((cgroup, groups))
+        });
+        (caller, identity)
+    })
+    .await;
+    let (caller, identity) = match checked {
+        Ok(checked) => checked,
+        Err(err) => {
+            return Response::Error {
+                error: format!("refused: checking the requesting process failed: {err}"),
+            };
+        }
+    };
     let (cgroup, groups) = match identity {
         Ok(identity) => identity,
-        Err(why) => return refuse(caller, &request, &why),
+        Err(why) => return refuse(&caller, &request, &why),
     };
-    let peer = &Peer {
+    let peer = Peer {
         uid: caller.uid,
         gid: caller.gid,
         pid: caller.pid,
@@ -197,26 +234,42 @@ fn answer(daemon: &Arc<Daemon>, caller: &Caller, request: Request) -> Response {
         };
     }
     match request {
-        Request::Status => Response::Status(Box::new(status(daemon))),
-        Request::Reload => match daemon.reload("jitctl policy reload") {
+        Request::Status => Response::Status(Box::new(status(context).await)),
+        Request::Reload => match context.policy.reload("jitctl policy reload").await {
             Ok((generation, files)) => Response::Reloaded { generation, files },
             Err(error) => Response::Error {
                 error: format!("policy rejected; the previous policy stays in force:\n{error}"),
             },
         },
-        Request::Run { agent } => place(daemon, peer, &agent),
+        Request::Run { agent } => place(context, peer, agent).await,
         Request::Pending => Response::Pending {
-            requests: daemon.pending_views(),
+            requests: context.holds.pending().await,
         },
-        Request::Decide { id, action, reason } => {
-            let reviewer = reviewer_of(peer);
-            match daemon.decide(id, &reviewer, action, reason) {
-                Ok(decided) => Response::Decided(decided),
-                Err(err) => Response::Error {
-                    error: err.to_string(),
-                },
-            }
+        Request::Decide { id, action, reason } => decide(context, peer, id, action, reason).await,
+    }
+}
+
+async fn decide(
+    context: &Context,
+    peer: Peer,
+    id: u64,
+    action: crate::approval::ReviewAction,
+    reason: Option<String>,
+) -> Response {
+    let reviewer = match tokio::task::spawn_blocking(move || reviewer_of(&peer)).await {
+        Ok(reviewer) => reviewer,
+        Err(err) => {
+            return Response::Error {
+                error: format!("looking up the reviewer failed: {err}"),
+            };
         }
+    };
+    match context.holds.decide(id, &reviewer, action, reason).await {
+        Ok(decided) => Response::Decided(decided),
+        Err(refused) => Response::Refused {
+            message: refused.to_string(),
+            refused,
+        },
     }
 }
 
@@ -254,14 +307,7 @@ fn supplementary_groups(pid: u32) -> Result<Vec<u32>, String> {
 /// cgroup or one of that cgroup's ancestors is registered in the kernel. An error when that
 /// cannot be told (the process's cgroup or the kernel's registry cannot be read): callers
 /// refuse then.
-fn agent_cgroup_of(daemon: &Daemon, pid: u32) -> Result<Option<String>, String> {
-    let registered: Vec<u64> = daemon
-        .enforcer()
-        .registered_cgroups()
-        .map_err(|e| format!("reading the registered agent cgroups: {e}"))?
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
+fn agent_cgroup_of(root: &Path, registered: &[u64], pid: u32) -> Result<Option<String>, String> {
     let text = fs::read_to_string(format!("/proc/{pid}/cgroup"))
         .map_err(|e| format!("reading /proc/{pid}/cgroup: {e}"))?;
     let path = text
@@ -269,7 +315,6 @@ fn agent_cgroup_of(daemon: &Daemon, pid: u32) -> Result<Option<String>, String> 
         .find_map(|l| l.strip_prefix("0::"))
         .ok_or_else(|| format!("/proc/{pid}/cgroup names no cgroup2 cgroup"))?
         .trim();
-    let root = &daemon.config.cgroup_root;
     let mut current = Some(Path::new(path));
     while let Some(dir) = current {
         let rel = dir.strip_prefix("/").unwrap_or(dir);
@@ -289,12 +334,12 @@ fn agent_cgroup_of(daemon: &Daemon, pid: u32) -> Result<Option<String>, String> 
     Ok(None)
 }
 
-fn place(daemon: &Daemon, peer: &Peer, agent: &str) -> Response {
+async fn place(context: &Context, peer: Peer, agent: String) -> Response {
     let cgroup = {
-        let state = daemon.policy();
-        match state.installed.get(agent) {
+        let snapshot = context.policy.current();
+        match snapshot.installed.get(&agent) {
             None => {
-                let known: Vec<&str> = state.installed.keys().map(String::as_str).collect();
+                let known: Vec<&str> = snapshot.installed.keys().map(String::as_str).collect();
                 return Response::Error {
                     error: format!(
                         "no agent named {agent:?} in the policy in force (agents: {})",
@@ -316,10 +361,21 @@ fn place(daemon: &Daemon, peer: &Peer, agent: &str) -> Response {
             },
         }
     };
-    let procs = daemon.config.cgroup_root.join(&cgroup).join("cgroup.procs");
-    match fs::write(&procs, peer.pid.to_string()) {
+    let procs = context
+        .config
+        .cgroup_root
+        .join(&cgroup)
+        .join("cgroup.procs");
+    let pid = peer.pid;
+    let written = {
+        let procs = procs.clone();
+        tokio::task::spawn_blocking(move || fs::write(&procs, pid.to_string()))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    };
+    match written {
         Ok(()) => {
-            daemon.record_starter(agent, peer.uid);
+            context.holds.record_starter(&agent, peer.uid);
             info!(
                 agent,
                 pid = peer.pid,
@@ -339,26 +395,35 @@ fn place(daemon: &Daemon, peer: &Peer, agent: &str) -> Response {
     }
 }
 
-fn status(daemon: &Daemon) -> Status {
-    let (counters, pending) = {
-        let mut enforcer = daemon.enforcer();
-        (
-            enforcer.counters().ok(),
-            enforcer.pending_requests().map(|p| {
-                p.iter()
-                    .filter(|(_, r)| r.state == jit_common::pending::STATE_PENDING)
-                    .count()
-            }),
-        )
-    };
-    let links = daemon.config.bpffs.join("links");
-    let expected = crate::bpf::programs_for_this_kernel()
-        .unwrap_or_else(|_| jit_common::program_names::ALL.to_vec());
-    let programs = expected
-        .iter()
-        .filter(|(name, _)| links.join(name).exists())
-        .map(|(name, hook)| format!("{name} ({hook})"))
-        .collect();
+async fn status(context: &Context) -> Status {
+    let (counters, pending) = context
+        .kernel
+        .call(|enforcer| {
+            (
+                enforcer.counters().ok(),
+                enforcer.pending_requests().map(|p| {
+                    p.iter()
+                        .filter(|(_, r)| r.state == jit_common::pending::STATE_PENDING)
+                        .count()
+                }),
+            )
+        })
+        .await
+        .unwrap_or((None, Ok(0)));
+    let links: PathBuf = context.config.bpffs.join("links");
+    // The kernel's BTF and bpffs: read on a blocking thread.
+    let (expected, programs) = tokio::task::spawn_blocking(move || {
+        let expected = crate::bpf::programs_for_this_kernel()
+            .unwrap_or_else(|_| jit_common::program_names::ALL.to_vec());
+        let programs: Vec<String> = expected
+            .iter()
+            .filter(|(name, _)| links.join(name).exists())
+            .map(|(name, hook)| format!("{name} ({hook})"))
+            .collect();
+        (expected.len(), programs)
+    })
+    .await
+    .unwrap_or_default();
     // Decision counters are indexed by the decision's value, then the named counters.
     let names: [&str; counter::COUNT as usize] = [
         Decision::Allow.name(),
@@ -372,7 +437,7 @@ fn status(daemon: &Daemon) -> Status {
         "write_cache_hits",
     ];
     let counters = counters.unwrap_or_default();
-    let state = daemon.policy();
+    let state = context.policy.current();
     let agents = state
         .installed
         .iter()
@@ -402,17 +467,18 @@ fn status(daemon: &Daemon) -> Status {
     Status {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         pid: std::process::id(),
-        startup: match daemon.startup {
+        startup: match context.startup {
             crate::bpf::Startup::Loaded => "loaded",
             crate::bpf::Startup::Adopted => "adopted",
         }
         .to_owned(),
-        pin_dir: daemon.config.bpffs.display().to_string(),
+        pin_dir: context.config.bpffs.display().to_string(),
         programs,
-        programs_expected: expected.len(),
+        programs_expected: expected,
         policy_generation: state.generation,
         policy_files: state.files.clone(),
         policy_error: state.last_error.clone(),
+        policy_served: state.served_note(),
         agents,
         counters: names
             .iter()
@@ -424,6 +490,6 @@ fn status(daemon: &Daemon) -> Status {
             .copied()
             .unwrap_or(0),
         pending: pending.unwrap_or(0),
-        audit_log: daemon.config.audit.path.display().to_string(),
+        audit_log: context.config.audit.path.display().to_string(),
     }
 }

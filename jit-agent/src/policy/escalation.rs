@@ -7,8 +7,8 @@ use super::{
     LoadOptions, UNRESOLVED_ID,
     error::FileErrors,
     model::{Account, Approvers, Escalation, Grant, OnTimeout},
-    parse::{duration, duration_or, on_timeout},
     raw::{RawApprovers, RawEscalation},
+    values::{duration, duration_or, on_timeout},
 };
 
 /// Default of `[escalation] timeout`: long enough for a reviewer at their desk to react, short

@@ -7,7 +7,7 @@
 //!
 //! Loading is all or nothing: a set with any error is rejected as a whole with every error
 //! found, each as `FILE:LINE:COL: message`, so the daemon keeps the previous policy
-//! (invariant 5: a bad policy never weakens enforcement). The file format, its defaults and its
+//! (docs/ARCHITECTURE.md, I3: a bad policy never weakens enforcement). The file format, its defaults and its
 //! errors are documented in `policies/README.md`.
 mod compile;
 mod error;
@@ -16,6 +16,7 @@ mod identity;
 mod model;
 mod parse;
 mod raw;
+mod values;
 mod window;
 
 use std::{
@@ -110,6 +111,22 @@ pub const UNRESOLVED_ID: u32 = u32::MAX;
 /// # Errors
 /// As [`load_dir`].
 pub fn load_dir_with(dir: &Path, options: LoadOptions) -> Result<PolicySet, PolicyErrors> {
+    load_dir_sources_with(dir, options).map(|(set, _)| set)
+}
+
+/// [`load_dir`], also returning the texts the set was made of (`(path, text)` in file-name
+/// order): what the daemon keeps as its last good policy.
+///
+/// # Errors
+/// As [`load_dir`].
+pub fn load_dir_sources(dir: &Path) -> Result<(PolicySet, Vec<(PathBuf, String)>), PolicyErrors> {
+    load_dir_sources_with(dir, LoadOptions::default())
+}
+
+fn load_dir_sources_with(
+    dir: &Path,
+    options: LoadOptions,
+) -> Result<(PolicySet, Vec<(PathBuf, String)>), PolicyErrors> {
     let whole = |file: &Path, message: String| PolicyError {
         file: file.to_owned(),
         position: None,
@@ -155,11 +172,12 @@ pub fn load_dir_with(dir: &Path, options: LoadOptions) -> Result<PolicySet, Poli
             "no policy files (*.toml) in this directory".to_owned(),
         ));
     }
-    load_sources(
+    let set = load_sources(
         sources.iter().map(|(p, t)| (p.as_path(), t.as_str())),
         errors,
         options,
-    )
+    )?;
+    Ok((set, sources))
 }
 
 /// Loads one policy from `text`, reporting errors against the file name `name`. For tests and

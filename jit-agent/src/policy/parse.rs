@@ -1,7 +1,7 @@
 //! One policy file: TOML text to a validated [`AgentPolicy`], reporting every mistake it can
 //! find. Each section (`[agent]`, `[escalation]`, each `[[rule]]`) is deserialized on its own,
 //! so a structural error (an unknown field, a wrong type) hides nothing in other sections.
-use std::{collections::HashMap, ops::Range, path::Path, time::Duration};
+use std::{collections::HashMap, ops::Range, path::Path};
 
 use jit_common::policy::{Decision, Mode, Op, RuleShape};
 use serde::de::DeserializeOwned;
@@ -15,8 +15,9 @@ use super::{
     error::{FileErrors, PolicyError, Position},
     escalation::escalation_of,
     identity::{Identity, identity},
-    model::{AgentPolicy, Escalation, OnTimeout, Rule, RulePath},
+    model::{AgentPolicy, Escalation, Rule, RulePath},
     raw::{RawAgent, RawEscalation, RawRule, RawWhen, StringOrList},
+    values::{decision, duration, named, on_timeout},
     window::{Activity, TimeWindow, When},
 };
 
@@ -187,83 +188,6 @@ fn rules(errs: &mut FileErrors<'_>, value: &Spanned<DeValue<'_>>) -> Vec<RawRule
 }
 
 /// A name from a fixed set (`mode`, `decision`, `on_timeout`, `op`).
-fn named<T, const N: usize>(
-    errs: &mut FileErrors<'_>,
-    value: &Spanned<String>,
-    what: &str,
-    from_name: impl Fn(&str) -> Option<T>,
-    valid: [&str; N],
-) -> Option<T> {
-    let found = from_name(value.get_ref());
-    if found.is_none() {
-        errs.at(
-            &value.span(),
-            format!(
-                "unknown {what} `{}`: expected one of {}",
-                value.get_ref(),
-                valid.join(", ")
-            ),
-        );
-    }
-    found
-}
-
-fn decision(errs: &mut FileErrors<'_>, value: &Spanned<String>) -> Option<Decision> {
-    named(
-        errs,
-        value,
-        "decision",
-        Decision::from_name,
-        Decision::ALL.map(Decision::name),
-    )
-}
-
-pub(super) fn on_timeout(errs: &mut FileErrors<'_>, value: &Spanned<String>) -> Option<OnTimeout> {
-    named(
-        errs,
-        value,
-        "on_timeout",
-        OnTimeout::from_name,
-        OnTimeout::ALL.map(OnTimeout::name),
-    )
-}
-
-/// A positive duration such as `30s`, `5m` or `1h30m`.
-pub(super) fn duration(
-    errs: &mut FileErrors<'_>,
-    value: &Spanned<String>,
-    what: &str,
-) -> Option<Duration> {
-    duration_or(errs, value, what, "a duration")
-}
-
-/// [`duration`], saying what else `expected` the value could have been in the error.
-pub(super) fn duration_or(
-    errs: &mut FileErrors<'_>,
-    value: &Spanned<String>,
-    what: &str,
-    expected: &str,
-) -> Option<Duration> {
-    match humantime::parse_duration(value.get_ref()) {
-        Ok(d) if d.is_zero() => {
-            errs.at(&value.span(), format!("`{what}` must be longer than 0s"));
-            None
-        }
-        Ok(d) => Some(d),
-        Err(e) => {
-            errs.at(
-                &value.span(),
-                format!(
-                    "`{what}` = \"{}\" is not {expected} like \"30s\", \"5m\" or \"1h30m\" \
-                     ({e})",
-                    value.get_ref()
-                ),
-            );
-            None
-        }
-    }
-}
-
 /// One rule, checked; its id is assigned once the whole set is known.
 fn rule(
     errs: &mut FileErrors<'_>,

@@ -11,6 +11,7 @@ mod exec_hold;
 mod exec_policy;
 mod file_ops;
 mod io_uring;
+mod last_good;
 mod policy_tooling;
 mod self_protect;
 mod write_cache;

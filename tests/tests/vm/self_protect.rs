@@ -1,4 +1,4 @@
-//! Self-protection (invariant 6), on the real hooks: a process in an agent cgroup cannot
+//! Self-protection (docs/ARCHITECTURE.md, I9), on the real hooks: a process in an agent cgroup cannot
 //! signal (also by `SIGIO`) or trace the daemon, write to or restructure any cgroup filesystem,
 //! call `bpf()`, change the daemon's protected paths, or change how paths resolve (mount,
 //! umount, `move_mount`, `pivot_root`, `chroot`), whatever its policy says; the same actions from

@@ -1,0 +1,210 @@
+//! The configuration file as written: every key optional, values checked as they are read
+//! ([`super::values`]), then the whole validated into a [`Config`].
+use std::{collections::HashSet, net::SocketAddr, ops::Range};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{
+    AuditConfig, Config, HttpConfig, HttpToken, LogConfig, LogFormat, SocketConfig, WebhookConfig,
+    values::{AbsPath, ByteSize, Fsync, Keep, Level, SocketMode, Url},
+};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawConfig {
+    policy_dir: AbsPath,
+    audit: RawAudit,
+    socket: RawSocket,
+    log: RawLog,
+    http: RawHttp,
+    webhook: RawWebhook,
+    bpffs: AbsPath,
+    cgroup_root: AbsPath,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAudit {
+    path: AbsPath,
+    fsync: Fsync,
+    max_bytes: ByteSize,
+    keep: Keep,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSocket {
+    path: AbsPath,
+    mode: SocketMode,
+    group: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    format: LogFormat,
+    level: Level,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawHttp {
+    enabled: Spanned<bool>,
+    listen: SocketAddr,
+    #[serde(rename = "token")]
+    tokens: Vec<RawToken>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawWebhook {
+    url: Option<Url>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    name: Spanned<String>,
+    token_file: AbsPath,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        let d = Config::default();
+        Self {
+            policy_dir: AbsPath(d.policy_dir),
+            audit: RawAudit::default(),
+            socket: RawSocket::default(),
+            log: RawLog::default(),
+            http: RawHttp::default(),
+            webhook: RawWebhook::default(),
+            bpffs: AbsPath(d.bpffs),
+            cgroup_root: AbsPath(d.cgroup_root),
+        }
+    }
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        let d = Config::default().audit;
+        Self {
+            path: AbsPath(d.path),
+            fsync: Fsync(d.fsync),
+            max_bytes: ByteSize(d.max_bytes),
+            keep: Keep(d.keep),
+        }
+    }
+}
+
+impl Default for RawSocket {
+    fn default() -> Self {
+        let d = Config::default().socket;
+        Self {
+            path: AbsPath(d.path),
+            mode: SocketMode(d.mode),
+            group: None,
+        }
+    }
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        let d = Config::default().log;
+        Self {
+            format: d.format,
+            level: Level(d.level),
+        }
+    }
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        let d = Config::default().http;
+        Self {
+            enabled: Spanned::new(0..0, d.enabled),
+            listen: d.listen,
+            tokens: Vec::new(),
+        }
+    }
+}
+
+impl RawConfig {
+    /// Checks what involves several keys; single values were checked while parsing.
+    pub(super) fn validate(self) -> Result<Config, (Range<usize>, String)> {
+        if let Some(group) = &self.socket.group
+            && group.get_ref().is_empty()
+        {
+            return Err((group.span(), "socket group must not be empty".to_owned()));
+        }
+        let mut names = HashSet::new();
+        let mut tokens = Vec::with_capacity(self.http.tokens.len());
+        for token in self.http.tokens {
+            let name = token.name.get_ref();
+            if !valid_token_name(name) {
+                return Err((
+                    token.name.span(),
+                    format!(
+                        "token name {name:?} must be 1 to 64 characters of letters, digits, \
+                         `_`, `-` and `.` (it names the reviewer in audit records)"
+                    ),
+                ));
+            }
+            if !names.insert(name.clone()) {
+                return Err((
+                    token.name.span(),
+                    format!("token name {name:?} is used twice; each reviewer needs one name"),
+                ));
+            }
+            tokens.push(HttpToken {
+                name: token.name.into_inner(),
+                token_file: token.token_file.0,
+            });
+        }
+        if *self.http.enabled.get_ref() && tokens.is_empty() {
+            return Err((
+                self.http.enabled.span(),
+                "the HTTP API is enabled but has no [[http.token]]: no request could \
+                 authenticate"
+                    .to_owned(),
+            ));
+        }
+        Ok(Config {
+            policy_dir: self.policy_dir.0,
+            audit: AuditConfig {
+                path: self.audit.path.0,
+                fsync: self.audit.fsync.0,
+                max_bytes: self.audit.max_bytes.0,
+                keep: self.audit.keep.0,
+            },
+            socket: SocketConfig {
+                path: self.socket.path.0,
+                mode: self.socket.mode.0,
+                group: self.socket.group.map(Spanned::into_inner),
+            },
+            log: LogConfig {
+                format: self.log.format,
+                level: self.log.level.0,
+            },
+            http: HttpConfig {
+                enabled: self.http.enabled.into_inner(),
+                listen: self.http.listen,
+                tokens,
+            },
+            webhook: WebhookConfig {
+                url: self.webhook.url.map(|u| u.0),
+            },
+            bpffs: self.bpffs.0,
+            cgroup_root: self.cgroup_root.0,
+        })
+    }
+}
+
+fn valid_token_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+// ---- values checked while parsing: their errors get the value's position from toml ----
