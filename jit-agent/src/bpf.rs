@@ -39,6 +39,9 @@ use crate::{
     cgroup::{self, CgroupError, CgroupInfo},
 };
 
+mod floor;
+pub use floor::Floor;
+
 /// The eBPF object built from `jit-ebpf` by this crate's build script.
 #[cfg(not(jit_ebpf_missing))]
 static EBPF_OBJECT: Option<&[u8]> = Some(aya::include_bytes_aligned!(concat!(

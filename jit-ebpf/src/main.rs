@@ -27,6 +27,7 @@ mod exec;
 mod file_open;
 mod file_send_sigiotask;
 mod file_truncate;
+mod floor;
 mod kernel_load;
 mod maps;
 mod metadata;
