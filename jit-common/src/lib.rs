@@ -139,4 +139,76 @@ pub mod program_names {
         // for every process and only bumps a counter.
         ("jit_d_instantiate", "d_instantiate"),
     ];
+
+    /// The floor (`jit-ebpf/src/floor.rs`): one program per hook of [`ALL`], each returning 0
+    /// at once. For `jit-bench` only, which attaches them alone to time what any BPF LSM program
+    /// on these hooks costs; the daemon never attaches them.
+    pub const FLOOR: [(&str, &str); 41] = [
+        ("jit_floor_bprm_check_security", "bprm_check_security"),
+        ("jit_floor_file_open", "file_open"),
+        ("jit_floor_path_mknod", "path_mknod"),
+        ("jit_floor_path_unlink", "path_unlink"),
+        ("jit_floor_path_mkdir", "path_mkdir"),
+        ("jit_floor_path_rmdir", "path_rmdir"),
+        ("jit_floor_path_truncate", "path_truncate"),
+        ("jit_floor_path_chmod", "path_chmod"),
+        ("jit_floor_path_chown", "path_chown"),
+        ("jit_floor_path_rename", "path_rename"),
+        ("jit_floor_path_link", "path_link"),
+        ("jit_floor_path_symlink", "path_symlink"),
+        ("jit_floor_mmap_file", "mmap_file"),
+        ("jit_floor_file_mprotect", "file_mprotect"),
+        ("jit_floor_file_truncate", "file_truncate"),
+        ("jit_floor_inode_setxattr", "inode_setxattr"),
+        ("jit_floor_inode_removexattr", "inode_removexattr"),
+        ("jit_floor_inode_set_acl", "inode_set_acl"),
+        ("jit_floor_inode_remove_acl", "inode_remove_acl"),
+        ("jit_floor_inode_setattr", "inode_setattr"),
+        ("jit_floor_file_ioctl", "file_ioctl"),
+        ("jit_floor_file_ioctl_compat", "file_ioctl_compat"),
+        ("jit_floor_task_kill", "task_kill"),
+        ("jit_floor_file_send_sigiotask", "file_send_sigiotask"),
+        ("jit_floor_ptrace_access_check", "ptrace_access_check"),
+        ("jit_floor_bpf", "bpf"),
+        ("jit_floor_ptrace_traceme", "ptrace_traceme"),
+        ("jit_floor_task_setrlimit", "task_setrlimit"),
+        ("jit_floor_task_setnice", "task_setnice"),
+        ("jit_floor_task_setioprio", "task_setioprio"),
+        ("jit_floor_task_setscheduler", "task_setscheduler"),
+        ("jit_floor_task_movememory", "task_movememory"),
+        ("jit_floor_task_alloc", "task_alloc"),
+        ("jit_floor_kernel_read_file", "kernel_read_file"),
+        ("jit_floor_kernel_load_data", "kernel_load_data"),
+        ("jit_floor_sb_mount", "sb_mount"),
+        ("jit_floor_sb_umount", "sb_umount"),
+        ("jit_floor_move_mount", "move_mount"),
+        ("jit_floor_sb_pivotroot", "sb_pivotroot"),
+        ("jit_floor_path_chroot", "path_chroot"),
+        ("jit_floor_d_instantiate", "d_instantiate"),
+    ];
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn the_floor_has_one_program_on_every_hook_jit_uses() {
+            let mut floor: [&str; FLOOR.len()] = FLOOR.map(|(_, hook)| hook);
+            floor.sort_unstable();
+            let mut hooks = ALL.map(|(_, hook)| hook);
+            hooks.sort_unstable();
+            let mut unique = [""; ALL.len()];
+            let mut n = 0;
+            for hook in hooks {
+                if n == 0 || unique[n - 1] != hook {
+                    unique[n] = hook;
+                    n += 1;
+                }
+            }
+            assert_eq!(floor.as_slice(), &unique[..n]);
+            for (name, hook) in FLOOR {
+                assert_eq!(name.strip_prefix("jit_floor_"), Some(hook));
+            }
+        }
+    }
 }

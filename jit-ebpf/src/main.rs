@@ -28,6 +28,7 @@ mod exec_bind;
 mod file_open;
 mod file_send_sigiotask;
 mod file_truncate;
+mod floor;
 mod kernel_load;
 mod maps;
 mod metadata;

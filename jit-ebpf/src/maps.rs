@@ -35,7 +35,7 @@ pub static AGENT_CONFIG: HashMap<u32, AgentConfig> = HashMap::with_max_entries(1
 /// Compiled rules: longest-prefix match over (agent, op, path). `BPF_F_NO_PREALLOC` is
 /// mandatory for LPM tries.
 #[map(name = "POLICY")]
-pub static POLICY: LpmTrie<[u8; KEY_DATA_LEN], PolicyValue> = LpmTrie::with_max_entries(65_536, 1);
+pub static POLICY: LpmTrie<[u8; KEY_DATA_LEN], PolicyValue> = LpmTrie::with_max_entries(262_144, 1);
 
 /// Every held task, keyed by thread id: the daemon answers here. Survives the daemon (pinned
 /// by it), so a restarted daemon finds every held task.

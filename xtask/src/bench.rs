@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
-use crate::{cmd, initramfs::Initramfs, setup, test::root, vm};
+use crate::{cmd, initramfs::Initramfs, peers, setup, test::root, vm};
 
 /// Options of `cargo xtask bench`.
 #[derive(clap::Args)]
@@ -26,7 +26,8 @@ pub struct BenchArgs {
     /// and memory effects that instruction counts do not.
     #[arg(long)]
     pub wall_clock: bool,
-    /// Extra arguments for jit-bench in the VM: `--reps N`, `--exec-iters N`, `--write-iters N`.
+    /// Extra arguments for jit-bench in the VM: `--reps N`, `--exec-iters N`, `--write-iters N`,
+    /// `--create-iters N`, `--tree-iters N`, `--skip rounds|daemon|fapolicyd`.
     #[arg(last = true)]
     pub passthrough: Vec<String>,
 }
@@ -48,11 +49,22 @@ fn build_bench() -> Result<PathBuf> {
     crate::test::build_release_bin("jit-tests", "jit-bench")
 }
 
-fn build_initramfs(exe: &Path, out_dir: &Path) -> Result<PathBuf> {
+/// The bench's image: jit-bench, the daemon and `jitctl` (where the tests find them), and
+/// Debian's fapolicyd from `fapolicyd_tree`.
+fn build_initramfs(
+    exe: &Path,
+    tools: &[(String, PathBuf)],
+    fapolicyd_tree: &Path,
+    out_dir: &Path,
+) -> Result<PathBuf> {
     let scratch = out_dir.join("stripped");
     fs::create_dir_all(&scratch)?;
     let mut image = Initramfs::new(&vm::init_script(RUN_BENCH))?;
     image.add_executable(exe, Path::new(BENCH_IN_VM), &scratch)?;
+    for (name, path) in tools {
+        image.add_executable(path, &Path::new("/jit/bin").join(name), &scratch)?;
+    }
+    peers::add_fapolicyd(&mut image, fapolicyd_tree, &scratch)?;
     let initrd = out_dir.join("initramfs.cpio");
     image.write(&initrd)?;
     Ok(initrd)
@@ -115,6 +127,7 @@ impl BenchRun {
 /// Runs the bench on one kernel; prints its result lines and table.
 pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     let installed = setup::run()?;
+    let fapolicyd_tree = setup::fapolicyd()?;
     let kernel = installed
         .kernels
         .into_iter()
@@ -127,11 +140,19 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         })?;
     // Its own directory: a concurrent `cargo xtask test` keeps its initramfs and logs.
     let out_dir = root().join("target").join("xtask").join("bench");
-    let initrd = cmd::step("bench", "build jit-bench and initramfs", || {
-        fs::create_dir_all(&out_dir)?;
-        let exe = build_bench()?;
-        Ok((build_initramfs(&exe, &out_dir)?, "ok".to_owned()))
-    })?;
+    let initrd = cmd::step(
+        "bench",
+        "build jit-bench, jit-agent, jitctl and initramfs",
+        || {
+            fs::create_dir_all(&out_dir)?;
+            let exe = build_bench()?;
+            let tools = crate::test::build_daemon()?;
+            Ok((
+                build_initramfs(&exe, &tools, &fapolicyd_tree, &out_dir)?,
+                "ok".to_owned(),
+            ))
+        },
+    )?;
     let append = if args.passthrough.is_empty() {
         String::new()
     } else {

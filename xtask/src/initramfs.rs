@@ -111,6 +111,47 @@ impl Initramfs {
         Ok(())
     }
 
+    /// Adds executable `dest` of an extracted package `tree` (at `tree` + `dest`) and every
+    /// library it loads: from the tree where it has them (installed at their path inside the
+    /// tree), else from the host.
+    pub fn add_executable_from_tree(
+        &mut self,
+        tree: &Path,
+        dest: &Path,
+        scratch: &Path,
+    ) -> Result<()> {
+        let src = tree.join(dest.strip_prefix("/").unwrap_or(dest));
+        let stripped = scratch.join(dest.file_name().context("executable without a name")?);
+        cmd::output(
+            Command::new("strip")
+                .arg("--strip-debug")
+                .arg("-o")
+                .arg(&stripped)
+                .arg(&src),
+        )?;
+        self.add_bytes(dest, fs::read(&stripped)?, 0o755);
+        let tree_libs = tree.join("usr/lib/x86_64-linux-gnu");
+        for lib in shared_libraries_with(&src, Some(&tree_libs))? {
+            let inside = lib
+                .strip_prefix(tree)
+                .map_or_else(|_| lib.clone(), |rel| Path::new("/").join(rel));
+            if !self.entries.contains_key(&inside) {
+                let data = fs::read(&lib).with_context(|| format!("reading {}", lib.display()))?;
+                self.add_bytes(&inside, data, 0o755);
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds a system account (user and group of the same name) to `/etc/passwd` and
+    /// `/etc/group`.
+    pub fn add_account(&mut self, name: &str, uid: u32, gid: u32) {
+        let passwd = format!("{PASSWD}{name}:x:{uid}:{gid}:{name}:/nonexistent:/bin/false\n");
+        let group = format!("{GROUP}{name}:x:{gid}:\n");
+        self.add_bytes(Path::new("/etc/passwd"), passwd.into_bytes(), 0o644);
+        self.add_bytes(Path::new("/etc/group"), group.into_bytes(), 0o644);
+    }
+
     /// Writes the archive to `path`.
     pub fn write(&self, path: &Path) -> Result<u64> {
         let file =
@@ -173,7 +214,16 @@ fn write_record(
 
 /// The absolute paths of the shared libraries `exe` loads, as `ldd` resolves them.
 fn shared_libraries(exe: &Path) -> Result<Vec<PathBuf>> {
-    let listing = cmd::stdout(Command::new("ldd").arg(exe))?;
+    shared_libraries_with(exe, None)
+}
+
+/// [`shared_libraries`], also searching `extra` (an absolute directory) first.
+fn shared_libraries_with(exe: &Path, extra: Option<&Path>) -> Result<Vec<PathBuf>> {
+    let mut ldd = Command::new("ldd");
+    if let Some(dir) = extra {
+        ldd.env("LD_LIBRARY_PATH", dir);
+    }
+    let listing = cmd::stdout(ldd.arg(exe))?;
     let mut libs = Vec::new();
     for line in listing.lines() {
         let line = line.trim();

@@ -5,6 +5,7 @@ mod demo;
 mod initramfs;
 mod kernels;
 mod libtest;
+mod peers;
 mod setup;
 mod test;
 mod vm;

@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{cmd, kernels};
+use crate::{cmd, kernels, peers};
 
 /// Pinned linker for the BPF target. Must match the LLVM major below.
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -178,4 +178,18 @@ pub fn run() -> Result<Installed> {
         found.push(kernel);
     }
     Ok(Installed { kernels: found })
+}
+
+/// What `cargo xtask bench` needs on top of [`run`]: Debian's fapolicyd (cached, extracted) and
+/// the host libraries it links. Returns the extracted package tree.
+pub fn fapolicyd() -> Result<PathBuf> {
+    let apt = Apt {
+        updated: Cell::new(false),
+    };
+    cmd::step("setup", "fapolicyd's libraries (apt)", || {
+        apt.ensure(&peers::HOST_LIBRARIES)
+    })?;
+    cmd::step("setup", "Debian's fapolicyd (apt-get download)", || {
+        peers::ensure_fapolicyd(|| apt.update_once())
+    })
 }

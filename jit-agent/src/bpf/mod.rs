@@ -10,6 +10,7 @@
 //! sends it commands.
 mod counters;
 mod error;
+mod floor;
 mod holds;
 mod loader;
 mod protection;
@@ -26,6 +27,7 @@ use aya::{
 
 pub use self::{
     error::BpfError,
+    floor::Floor,
     loader::{DEFAULT_PIN_DIR, Startup, has_ebpf_object, programs_for_this_kernel},
 };
 

@@ -36,11 +36,7 @@ pub(super) fn parse_file(
     errors: &mut Vec<PolicyError>,
 ) -> FileOutcome {
     let before = errors.len();
-    let mut errs = FileErrors {
-        file: file.to_owned(),
-        text,
-        errors,
-    };
+    let mut errs = FileErrors::new(file.to_owned(), text, errors);
     // Only the first syntax error: after it, the parser's recovery guesses and its further
     // errors are mostly echoes of the first. The rest of the file is checked once it parses.
     let root = match DeTable::parse(text) {

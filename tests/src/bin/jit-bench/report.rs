@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use jit_common::{event::counter, policy::Decision};
 
-use crate::{Case, OPS, Settings};
+use crate::{Case, Settings, ops::OPS};
 
 /// The middle of the values (the mean of the two middle ones for an even count).
 fn median(values: &[u64]) -> u64 {
@@ -36,6 +36,21 @@ fn human(ns: u64) -> String {
 
 /// Prints the `bench` lines, then the table. `cases[0]` is `none`, the base of the ratios.
 pub fn print(cases: &[Case], settings: &Settings) {
+    print!("{}", render(cases, settings));
+}
+
+/// A `bench` line: what `cargo xtask bench` and scripts read.
+pub fn line(op: &str, case: &str, ns: u64, base: u64) -> String {
+    format!("bench {op}/{case} median_ns={ns} ratio={}", ratio(ns, base))
+}
+
+/// The median over the repetitions of a case's op; `None` without repetitions.
+pub fn median_of(case: &Case, op: usize) -> Option<u64> {
+    let values = &case.ns[op];
+    (!values.is_empty()).then(|| median(values))
+}
+
+fn render(cases: &[Case], settings: &Settings) -> String {
     let mut lines = String::new();
     let mut table = format!(
         "\n{:<6} {:<21} {:>11} {:>6} {:>12} {:>12}\n",
@@ -47,7 +62,7 @@ pub fn print(cases: &[Case], settings: &Settings) {
             let values = &case.ns[index];
             let m = median(values);
             let (op, case, ratio) = (op.name(), case.name, ratio(m, base));
-            let _ = writeln!(lines, "bench {op}/{case} median_ns={m} ratio={ratio}");
+            let _ = writeln!(lines, "{}", line(op, case, m, base));
             let _ = writeln!(
                 table,
                 "{op:<6} {case:<21} {:>11} {ratio:>6} {:>12} {:>12}",
@@ -57,12 +72,16 @@ pub fn print(cases: &[Case], settings: &Settings) {
             );
         }
     }
-    let [exec_iters, write_iters] = settings.iters;
+    let iters: Vec<String> = OPS
+        .iter()
+        .zip(settings.iters)
+        .map(|(op, n)| format!("{n} {}", op.name()))
+        .collect();
     let _ = writeln!(
         table,
-        "(per iteration, median over {} rounds of {exec_iters} execs and {write_iters} write \
-         opens per case; ratio to `none`)",
+        "(per iteration, median over {} rounds of {} per case; ratio to `none`)",
         settings.reps,
+        iters.join(", "),
     );
     let _ = writeln!(
         table,
@@ -82,15 +101,11 @@ pub fn print(cases: &[Case], settings: &Settings) {
             count(Decision::Deny),
             d.get(counter::ERRORS),
         );
-        let [execs, writes] = d.calls;
-        let _ = match (d.allowed(), d.writes_decided()) {
-            (0, _) => writeln!(table),
-            (_, true) => writeln!(table, "  = {execs} execs + {writes} write opens"),
-            (_, false) => writeln!(
-                table,
-                "  = {execs} execs; the {writes} write opens were not decided (write op not hooked)"
-            ),
+        let _ = if d.allowed() == 0 {
+            writeln!(table)
+        } else {
+            writeln!(table, "  = {} expected", d.expected.iter().sum::<u64>())
         };
     }
-    print!("{lines}{table}");
+    format!("{lines}{table}")
 }

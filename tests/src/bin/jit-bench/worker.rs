@@ -3,32 +3,31 @@
 //! The bench runs this binary again with [`ARG`] first, once per case and round. A fresh process
 //! rather than a fork of the bench: it joins its cgroup itself once it runs (so its own exec is
 //! never decided by jit), and the bench reads its [`Report`] from a pipe (its stdout).
-use std::{
-    ffi::{CString, c_char},
-    fmt::Write as _,
-    fs, io,
-    path::Path,
-    process::Command,
-    ptr,
-    time::Instant,
-};
+use std::{ffi::CString, fmt::Write as _, fs, io, path::Path, process::Command, time::Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
 
-use crate::{EXEC_PATH, OPS, Settings, WRITE_PATH};
+use crate::{
+    EXEC_PATH, FILES_DIR, Settings, WRITE_PATH,
+    ops::{CreateOnce, OPS, Spawn, Tree, open_for_write},
+};
 
 /// First argument that makes this binary a worker.
 pub const ARG: &str = "--worker";
-
-/// Unmeasured iterations of each op before the timed ones: caches, page tables, first-use paths.
-const WARM_UP: u32 = 20;
 
 /// What a worker measured and did, per op (in [`OPS`] order).
 pub struct Report {
     /// Mean ns per iteration.
     pub ns: [u64; OPS.len()],
-    /// Every call the worker made once in its cgroup: the check and the warm-up included.
+    /// Every iteration the worker ran once in its cgroup: the check and the warm-up included.
     pub calls: [u64; OPS.len()],
+}
+
+impl Report {
+    /// The decisions jit makes for these calls in an agent cgroup.
+    pub fn decisions(&self) -> [u64; OPS.len()] {
+        std::array::from_fn(|i| self.calls[i] * OPS[i].decisions())
+    }
 }
 
 /// Runs a worker in `cgroup` and returns what it measured.
@@ -87,38 +86,48 @@ impl Report {
 /// The worker's `main`: joins the cgroup, pins itself to one CPU, checks each op once, warms up,
 /// times each op's loop once and prints its [`Report`].
 pub fn run(args: &[String]) -> Result<()> {
-    let [cgroup, exec_iters, write_iters] = args else {
-        bail!("usage: jit-bench {ARG} CGROUP EXEC_ITERS WRITE_ITERS");
+    let Some((cgroup, iters)) = args.split_first() else {
+        bail!("usage: jit-bench {ARG} CGROUP ITERS...");
     };
-    let number = |arg: &String| -> Result<u32> {
-        arg.parse()
-            .with_context(|| format!("worker argument {arg:?}"))
-    };
-    let iters = [number(exec_iters)?, number(write_iters)?];
+    ensure!(
+        iters.len() == OPS.len(),
+        "jit-bench {ARG}: {} iteration counts expected",
+        OPS.len()
+    );
+    let mut counts = [0u32; OPS.len()];
+    for (count, arg) in counts.iter_mut().zip(iters) {
+        *count = arg
+            .parse()
+            .with_context(|| format!("worker argument {arg:?}"))?;
+    }
     join_cgroup(Path::new(cgroup))?;
     pin_to_one_cpu()?;
 
     let exec = Spawn::new(EXEC_PATH)?;
     let write = CString::new(WRITE_PATH)?;
+    let create = CreateOnce::new(FILES_DIR)?;
+    let tree = Tree::new(FILES_DIR)?;
     let ops: [(&dyn Fn() -> Result<()>, &str); OPS.len()] = [
         (&|| exec.run_once(), EXEC_PATH),
         (&|| open_for_write(&write), WRITE_PATH),
+        (&|| create.run_once(), FILES_DIR),
+        (&|| tree.run_once(), FILES_DIR),
     ];
     // Once each before anything is timed: in an agent cgroup whose default is deny, an op that
     // no rule allows fails here, loudly, instead of timing a denial.
     for ((f, path), op) in ops.iter().zip(OPS) {
         f().with_context(|| format!("the check {} of {path} failed", op.name()))?;
     }
-    for _ in 0..WARM_UP {
-        for (f, _) in &ops {
+    for ((f, _), op) in ops.iter().zip(OPS) {
+        for _ in 0..op.warm_up() {
             f()?;
         }
     }
     let mut report = Report {
         ns: [0; OPS.len()],
-        calls: iters.map(|n| 1 + u64::from(WARM_UP) + u64::from(n)),
+        calls: std::array::from_fn(|i| 1 + u64::from(OPS[i].warm_up()) + u64::from(counts[i])),
     };
-    for (((f, _), n), ns) in ops.iter().zip(iters).zip(&mut report.ns) {
+    for (((f, _), n), ns) in ops.iter().zip(counts).zip(&mut report.ns) {
         *ns = mean_ns(n, f)?;
     }
     print!("{}", report.to_text());
@@ -126,7 +135,7 @@ pub fn run(args: &[String]) -> Result<()> {
 }
 
 /// Moves this process into `cgroup`; every process it starts from now on is there too.
-fn join_cgroup(cgroup: &Path) -> Result<()> {
+pub fn join_cgroup(cgroup: &Path) -> Result<()> {
     let procs = cgroup.join("cgroup.procs");
     let mut file = fs::OpenOptions::new()
         .write(true)
@@ -168,65 +177,4 @@ fn mean_ns(iters: u32, f: &dyn Fn() -> Result<()>) -> Result<u64> {
     Ok(u64::try_from(
         start.elapsed().as_nanos() / u128::from(iters.max(1)),
     )?)
-}
-
-/// One iteration of the write loop: an open with write access, what jit decides as op `write`.
-fn open_for_write(path: &CString) -> Result<()> {
-    // SAFETY: a valid NUL-terminated path; the descriptor is closed right away.
-    let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error().into());
-    }
-    // SAFETY: `fd` is ours and open.
-    unsafe { libc::close(fd) };
-    Ok(())
-}
-
-/// `posix_spawn` of one program without arguments or environment. glibc implements it with
-/// `clone(CLONE_VM | CLONE_VFORK)`: no page table copy, so an iteration is mostly the kernel's
-/// exec and exit paths, and a failed exec comes back as its error number.
-struct Spawn {
-    path: CString,
-}
-
-impl Spawn {
-    fn new(path: &str) -> Result<Self> {
-        Ok(Self {
-            path: CString::new(path)?,
-        })
-    }
-
-    /// Runs the program and waits for it; fails unless it exec'd and exited 0.
-    fn run_once(&self) -> Result<()> {
-        let argv: [*mut c_char; 2] = [self.path.as_ptr().cast_mut(), ptr::null_mut()];
-        let envp: [*mut c_char; 1] = [ptr::null_mut()];
-        let mut pid = 0;
-        // SAFETY: a valid path and NULL-terminated argv and envp that outlive the call;
-        // posix_spawn does not write through them.
-        let rc = unsafe {
-            libc::posix_spawn(
-                &raw mut pid,
-                self.path.as_ptr(),
-                ptr::null(),
-                ptr::null(),
-                argv.as_ptr(),
-                envp.as_ptr(),
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::from_raw_os_error(rc).into());
-        }
-        let mut status = 0;
-        // SAFETY: waits for our own child, writing its status into a local.
-        while unsafe { libc::waitpid(pid, &raw mut status, 0) } != pid {
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(err.into());
-            }
-        }
-        if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-            bail!("the program ended with wait status {status:#x}");
-        }
-        Ok(())
-    }
 }
