@@ -52,7 +52,20 @@ pub const EVENT_FLAG_ARGS_CHANGED: u32 = 8;
 /// destination decided the hold); without it, the destination.
 pub const EVENT_FLAG_PEER_IS_SOURCE: u32 = 16;
 
-/// One ring buffer record. Fixed size; `path[..path_len]` is the resolved path.
+/// Bytes of an [`Event`] before its path: a record on the ring buffer is these and the
+/// `path_len` bytes of the path in use (see [`Event::wire_len`]).
+pub const EVENT_HEADER_LEN: usize = core::mem::offset_of!(Event, path);
+
+/// Bytes of the ring buffer kept for records that must not be lost (denials, holds, answers,
+/// self-protection): a record of an action that is allowed and only audited is written only
+/// while more than this is free, else the action is refused (see `counter::AUDIT_REFUSED`).
+pub const EVENTS_RESERVE: u64 = 1024 * 1024;
+
+/// Size of the `EVENTS` ring buffer.
+pub const EVENTS_BYTES: u32 = 4 * 1024 * 1024;
+
+/// One record of the `EVENTS` ring buffer; `path[..path_len]` is the resolved path. On the ring
+/// it is cut after the path (see [`Event::wire_len`]).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Event {
@@ -87,14 +100,48 @@ pub struct Event {
 }
 
 impl Event {
-    /// Decodes a ring buffer record; `None` when it has the wrong size.
+    /// Decodes a ring buffer record (the header and the path bytes in use, see
+    /// [`Event::wire_len`]); `None` when it is shorter than the header, longer than an event,
+    /// or shorter than its `path_len` says.
     #[must_use]
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        if bytes.len() != core::mem::size_of::<Self>() {
+        if bytes.len() < EVENT_HEADER_LEN || bytes.len() > core::mem::size_of::<Self>() {
             return None;
         }
-        // SAFETY: the length matches and every bit pattern is a valid `Event` (integers only).
-        Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<Self>()) })
+        let mut event = Self::zeroed();
+        // SAFETY: at most `size_of::<Self>()` bytes into an `Event`, every bit pattern of which
+        // is valid (integers only).
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                (&raw mut event).cast::<u8>(),
+                bytes.len(),
+            );
+        }
+        (EVENT_HEADER_LEN + event.path_len as usize <= bytes.len()).then_some(event)
+    }
+
+    /// An event of zeros.
+    #[must_use]
+    pub const fn zeroed() -> Self {
+        // SAFETY: integers only: zero is valid for every field.
+        unsafe { core::mem::zeroed() }
+    }
+
+    /// Bytes of the record on the ring buffer: the header and the path in use.
+    #[must_use]
+    #[expect(
+        clippy::inline_always,
+        reason = "the eBPF programs call it: no BPF-to-BPF call"
+    )]
+    #[inline(always)]
+    pub const fn wire_len(&self) -> usize {
+        let len = EVENT_HEADER_LEN + self.path_len as usize;
+        if len > core::mem::size_of::<Self>() {
+            core::mem::size_of::<Self>()
+        } else {
+            len
+        }
     }
 
     /// The resolved path bytes.
@@ -120,8 +167,12 @@ pub mod counter {
     pub const GRANTS_USED: u32 = 7;
     /// Write opens allowed by the write-decision cache (counted in the allow decisions too).
     pub const CACHE_HITS: u32 = 8;
+    /// Actions a policy `audit` rule allowed but whose record the ring buffer had no room for
+    /// (above `EVENTS_RESERVE`): refused with `EPERM` rather than done unrecorded. Not counted
+    /// in the decisions.
+    pub const AUDIT_REFUSED: u32 = 9;
     /// Size of the array.
-    pub const COUNT: u32 = 9;
+    pub const COUNT: u32 = 10;
 }
 
 #[cfg(feature = "user")]

@@ -22,7 +22,8 @@ use jit_common::{
     AgentCgroup,
     event::{
         EVENT_FLAG_MAPPING, EVENT_FLAG_PATH_TRUNCATED, EVENT_FLAG_PATH_UNRESOLVED,
-        EVENT_FLAG_PEER_IS_SOURCE, EVENT_PATH_MAX, Event, EventKind, counter,
+        EVENT_FLAG_PEER_IS_SOURCE, EVENT_PATH_MAX, EVENTS_BYTES, EVENTS_RESERVE, Event, EventKind,
+        counter,
     },
     layout::KernelLayout,
     pending::{
@@ -49,6 +50,8 @@ use crate::{
 /// to userspace as errno 513.
 const ERESTARTNOINTR: i32 = 513;
 const SIGSTOP: u32 = 19;
+/// `bpf_ringbuf_query` flag: bytes written and not yet consumed.
+const BPF_RB_AVAIL_DATA: u64 = 0;
 const SIGCONT: u32 = 18;
 /// `task_struct::flags` bits of tasks that cannot be stopped with a signal.
 const PF_IO_WORKER: u32 = 0x0000_0010;
@@ -544,6 +547,28 @@ pub fn decide_with(
         } else {
             return hold(tid, action, &verdict, s);
         }
+    }
+    if verdict.enforced == Decision::Audit {
+        // Lossless audit (docs/ARCHITECTURE.md, I4): the record of an allowed, audited action
+        // leaves the last EVENTS_RESERVE bytes of the ring to the records that must not be
+        // lost (denials, holds, answers, self-protection). An `audit` rule's action is done
+        // only once its record is on the ring, else refused; a shadow-mode record (the policy
+        // would deny or hold, the kernel allows) is dropped and counted instead, because
+        // shadow mode never refuses anything.
+        fill_event(&mut s.event, EventKind::Decision, action, &verdict, 0);
+        let room = EVENTS.query(BPF_RB_AVAIL_DATA) <= u64::from(EVENTS_BYTES) - EVENTS_RESERVE;
+        let sent = if room {
+            output(&s.event)
+        } else {
+            count(counter::EVENTS_DROPPED);
+            false
+        };
+        if !sent && verdict.decision == Decision::Audit {
+            count(counter::AUDIT_REFUSED);
+            return Err(opaque_eperm());
+        }
+        count(counter::DECISION_BASE + Decision::Audit as u32);
+        return Ok(0);
     }
     count(counter::DECISION_BASE + verdict.enforced as u32);
     if verdict.decision != Decision::Allow || verdict.enforced != Decision::Allow {
@@ -1246,7 +1271,7 @@ pub fn report(kind: EventKind, action: &Action, verdict: &Verdict, request_id: u
 #[inline(always)]
 fn emit(kind: EventKind, action: &Action, verdict: &Verdict, request_id: u64, s: &mut Scratch) {
     fill_event(&mut s.event, kind, action, verdict, request_id);
-    output(&s.event);
+    let _ = output(&s.event);
 }
 
 /// Fills every field of `e` but the path (and its flags, to which `action.flags` are added).
@@ -1275,13 +1300,18 @@ fn fill_event(e: &mut Event, kind: EventKind, action: &Action, verdict: &Verdict
     e.flags |= action.flags;
 }
 
-/// Sends `e` to userspace, counting it as emitted or dropped.
+/// Sends `e` to userspace (its header and the path bytes in use), counting it as emitted or
+/// dropped; whether it was sent.
 #[inline(always)]
-fn output(e: &Event) {
-    if EVENTS.output::<Event>(e, 0).is_ok() {
+fn output(e: &Event) -> bool {
+    // SAFETY: the first `wire_len` (at most `size_of::<Event>()`) bytes of `e`.
+    let bytes = unsafe { core::slice::from_raw_parts((&raw const *e).cast::<u8>(), e.wire_len()) };
+    if EVENTS.output::<[u8]>(bytes, 0).is_ok() {
         count(counter::EVENTS_EMITTED);
+        true
     } else {
         count(counter::EVENTS_DROPPED);
+        false
     }
 }
 

@@ -8,7 +8,7 @@ use aya_ebpf::{
 use jit_common::{
     AgentCgroup, ScopeConfig,
     cache::CacheKey,
-    event::{Event, counter},
+    event::{EVENTS_BYTES, Event, counter},
     pending::{ExecBinding, FileId, GrantKey, GrantValue, HELD_SLOTS, PendingRequest},
     policy::{AgentConfig, KEY_DATA_LEN, PathLayout, PolicyKey, PolicyValue},
     protect::ProtectConfig,
@@ -76,7 +76,7 @@ pub static EXEC_BIND: HashMap<u32, ExecBinding> = HashMap::with_max_entries(16_3
 
 /// Decision events for userspace.
 #[map(name = "EVENTS")]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
 /// Decision, event and error counters (see `jit_common::event::counter`).
 #[map(name = "COUNTERS")]

@@ -10,7 +10,7 @@ use aya_ebpf::helpers::{
 };
 use jit_common::{
     AgentCgroup,
-    event::{Event, EventKind, counter},
+    event::{EVENT_HEADER_LEN, EventKind, counter},
     pending::FileId,
     policy::Decision,
     protect::SELF_PROTECTION_RULE_ID,
@@ -66,7 +66,10 @@ pub fn deny(op: u8, agent: AgentCgroup, target: u32, detail: u64) -> i32 {
     e.decision = Decision::Deny as u8;
     e.enforced = Decision::Deny as u8;
     e.flags = 0;
-    if EVENTS.output::<Event>(&*e, 0).is_ok() {
+    // SAFETY: the header of `e`: a self-protection record has no path.
+    let bytes =
+        unsafe { core::slice::from_raw_parts((&raw const *e).cast::<u8>(), EVENT_HEADER_LEN) };
+    if EVENTS.output::<[u8]>(bytes, 0).is_ok() {
         count(counter::EVENTS_EMITTED);
     } else {
         count(counter::EVENTS_DROPPED);

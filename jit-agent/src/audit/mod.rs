@@ -24,8 +24,9 @@ pub use process::{
     ExecArgs, MAX_ARGV_BYTES, MAX_PARENTS, ParentProcess, ProcessContext, exec_args, shown_env,
 };
 pub use record::{
-    Approval, ApprovalDecision, AuditCut, AuditRecovered, DaemonStarted, DaemonStopped,
-    EventsDropped, KernelRecord, PolicyLoaded, PolicyRejected, Record, RecordBody, SCHEMA_VERSION,
+    Approval, ApprovalDecision, AuditCut, AuditRecovered, AuditRefused, DaemonStarted,
+    DaemonStopped, EventsDropped, KernelRecord, PolicyLoaded, PolicyRejected, Record, RecordBody,
+    SCHEMA_VERSION,
 };
 pub use verify::{Problem, VerifyError, VerifySummary, verify, verify_with_checkpoint};
 pub use writer::{

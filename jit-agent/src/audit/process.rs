@@ -146,7 +146,7 @@ impl ProcessContext {
     #[must_use]
     pub fn read_held(pid: u32, tid: u32, exec: bool) -> Self {
         let mut ctx = Self::read(pid);
-        if exec && let Some(args) = exec_args(pid, tid) {
+        if exec && let Some(args) = exec_args_once_stopped(pid, tid) {
             ctx.exec_argv = Some(args.argv);
             ctx.exec_env = Some(args.env);
             ctx.argv_truncated |= args.truncated;
@@ -263,6 +263,21 @@ pub fn exec_args(pid: u32, tid: u32) -> Option<ExecArgs> {
         truncated: argv_cut || env_cut,
         binding,
     })
+}
+
+/// [`exec_args`] once the held thread has stopped: the kernel reports a hold just before it
+/// stops the thread, and until then `/proc/PID/task/TID/syscall` says `running`. Waits at most
+/// a second.
+fn exec_args_once_stopped(pid: u32, tid: u32) -> Option<ExecArgs> {
+    for _ in 0..100 {
+        let running = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall"))
+            .is_ok_and(|s| s.starts_with("running"));
+        if !running {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    exec_args(pid, tid)
 }
 
 /// Name parts of environment variables that usually hold secrets.

@@ -83,6 +83,9 @@ pub enum RecordBody {
     DaemonStopped(DaemonStopped),
     /// The kernel could not deliver events (ring buffer full): docs/ARCHITECTURE.md, I4 requires saying so.
     EventsDropped(EventsDropped),
+    /// Actions an `audit` rule allowed were refused because the kernel's ring buffer had no
+    /// room for their records (docs/ARCHITECTURE.md, I4).
+    AuditRefused(AuditRefused),
     /// A reviewer answered a hold.
     Approval(Approval),
     /// The writer found a torn tail (a crash mid-write) when it opened the log and cut it off.
@@ -106,6 +109,7 @@ impl RecordBody {
             Self::DaemonStarted(_) => "daemon_started",
             Self::DaemonStopped(_) => "daemon_stopped",
             Self::EventsDropped(_) => "events_dropped",
+            Self::AuditRefused(_) => "audit_refused",
             Self::Approval(_) => "approval",
             Self::AuditRecovered(_) => "audit_recovered",
             Self::HoldEnded(_) => "hold_ended",
@@ -342,6 +346,15 @@ pub struct EventsDropped {
     /// Newly dropped since the previous `events_dropped` record.
     pub count: u64,
     /// Dropped since the programs were loaded (the kernel counter).
+    pub total: u64,
+}
+
+/// Audited actions were refused for want of room for their records.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRefused {
+    /// Newly refused since the previous `audit_refused` record.
+    pub count: u64,
+    /// Refused since the programs were loaded (the kernel counter).
     pub total: u64,
 }
 

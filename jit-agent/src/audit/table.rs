@@ -160,6 +160,13 @@ pub fn format_row(record: &Record) -> String {
             let detail = format!("{} event(s) dropped, {} in total", d.count, d.total);
             row(&time, "events_dropped", dash, dash, dash, dash, &detail)
         }
+        RecordBody::AuditRefused(d) => {
+            let detail = format!(
+                "{} audited action(s) refused (no room for their records), {} in total",
+                d.count, d.total
+            );
+            row(&time, "audit_refused", dash, dash, dash, dash, &detail)
+        }
         RecordBody::Approval(a) => {
             let (agent, op, pid, what) = action_columns(a.action.as_ref());
             let mut detail = format!(

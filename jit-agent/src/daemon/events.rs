@@ -23,7 +23,7 @@ use super::{
 };
 use crate::audit::{
     ProcessContext,
-    record::{EventsDropped, KernelRecord, RecordBody},
+    record::{AuditRefused, EventsDropped, KernelRecord, RecordBody},
 };
 
 /// How often the kernel counters are polled for dropped events.
@@ -160,36 +160,51 @@ fn records_of(
         .collect()
 }
 
-/// Polls the kernel counters; every increase of the dropped-events counter becomes an audit
-/// record and a warning.
+/// Polls the kernel counters; every increase of the dropped-events counter and of the
+/// refused-audit counter becomes an audit record and a warning (docs/ARCHITECTURE.md, I4).
 pub async fn poll_counters(kernel: KernelHandle, audit: AuditSink) {
-    let mut reported = None;
+    let mut reported: Option<(u64, u64)> = None;
     let mut tick = tokio::time::interval(COUNTER_POLL);
     loop {
         tick.tick().await;
-        let total = match kernel.call(crate::bpf::Enforcer::counters).await {
-            Ok(Ok(counters)) => counters[counter::EVENTS_DROPPED as usize],
+        let (dropped, refused) = match kernel.call(crate::bpf::Enforcer::counters).await {
+            Ok(Ok(counters)) => (
+                counters[counter::EVENTS_DROPPED as usize],
+                counters[counter::AUDIT_REFUSED as usize],
+            ),
             Ok(Err(err)) => {
                 warn!(error = %err, "reading the kernel counters failed");
                 continue;
             }
             Err(_) => return,
         };
-        // At start, drops from before this daemon (the count since the programs were loaded)
-        // are reported once.
-        let before = reported.unwrap_or(0);
-        if total > before {
+        // At start, counts from before this daemon (since the programs were loaded) are
+        // reported once.
+        let (dropped_before, refused_before) = reported.unwrap_or((0, 0));
+        if dropped > dropped_before {
             warn!(
-                dropped = total - before,
-                total, "the kernel dropped events: its ring buffer was full"
+                dropped = dropped - dropped_before,
+                total = dropped,
+                "the kernel dropped events: its ring buffer was full"
             );
             audit.record(RecordBody::EventsDropped(EventsDropped {
-                count: total - before,
-                total,
+                count: dropped - dropped_before,
+                total: dropped,
             }));
         } else if reported.is_none() {
             info!("no kernel events dropped");
         }
-        reported = Some(total);
+        if refused > refused_before {
+            warn!(
+                refused = refused - refused_before,
+                total = refused,
+                "the kernel refused audited actions: its ring buffer had no room for their records"
+            );
+            audit.record(RecordBody::AuditRefused(AuditRefused {
+                count: refused - refused_before,
+                total: refused,
+            }));
+        }
+        reported = Some((dropped, refused));
     }
 }

@@ -435,6 +435,7 @@ async fn status(context: &Context) -> Status {
         "errors",
         "grants_used",
         "write_cache_hits",
+        "audit_refused",
     ];
     let counters = counters.unwrap_or_default();
     let state = context.policy.current();

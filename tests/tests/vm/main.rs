@@ -3,6 +3,7 @@
 //! One test binary on purpose: loading jit runs the verifier over every program, which takes
 //! tens of seconds under software emulation, and the tests share one load per binary.
 mod approval_binding;
+mod audit_load;
 mod boundary;
 mod daemon;
 mod escalation;
