@@ -557,15 +557,14 @@ pub fn decide_with(
         // shadow mode never refuses anything.
         fill_event(&mut s.event, EventKind::Decision, action, &verdict, 0);
         let room = EVENTS.query(BPF_RB_AVAIL_DATA) <= u64::from(EVENTS_BYTES) - EVENTS_RESERVE;
-        let sent = if room {
-            output(&s.event)
-        } else {
-            count(counter::EVENTS_DROPPED);
-            false
-        };
-        if !sent && verdict.decision == Decision::Audit {
-            count(counter::AUDIT_REFUSED);
-            return Err(opaque_eperm());
+        if !(room && output(&s.event)) {
+            if verdict.decision == Decision::Audit {
+                count(counter::AUDIT_REFUSED);
+                return Err(opaque_eperm());
+            }
+            if !room {
+                count(counter::EVENTS_DROPPED);
+            }
         }
         count(counter::DECISION_BASE + Decision::Audit as u32);
         return Ok(0);

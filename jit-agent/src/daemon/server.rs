@@ -366,6 +366,12 @@ async fn place(context: &Context, peer: Peer, agent: String) -> Response {
         .cgroup_root
         .join(&cgroup)
         .join("cgroup.procs");
+    // Separation of duties: the starter is on disk before its process is an agent.
+    if let Err(error) = context.holds.record_starter(&agent, peer.uid).await {
+        return Response::Error {
+            error: format!("not placed: {error}"),
+        };
+    }
     let pid = peer.pid;
     let written = {
         let procs = procs.clone();
@@ -375,7 +381,6 @@ async fn place(context: &Context, peer: Peer, agent: String) -> Response {
     };
     match written {
         Ok(()) => {
-            context.holds.record_starter(&agent, peer.uid);
             info!(
                 agent,
                 pid = peer.pid,

@@ -15,4 +15,5 @@ mod io_uring;
 mod last_good;
 mod policy_tooling;
 mod self_protect;
+mod separation;
 mod write_cache;

@@ -17,6 +17,7 @@ use tracing::{info, warn};
 use super::{
     Command, Held, Holds, monotonic_ns,
     review::{approval, held_action, may_decide, scope_of, view},
+    starters::{self, Starters, starters_path},
 };
 use crate::{
     approval::{DecideError, Decided, PendingView, ReviewAction, Reviewer, webhook::WebhookHandle},
@@ -84,9 +85,10 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 /// The task that owns the queue.
 pub struct HoldManager {
     held: BTreeMap<u64, Held>,
-    /// Users who started processes as each agent (`jitctl run`), by agent name, since this
-    /// daemon started: with `self_approval = false` they may not approve the agent's holds.
-    starters: BTreeMap<String, BTreeSet<u32>>,
+    /// Users who started processes as each agent (`jitctl run`), kept on disk
+    /// (`starters.rs`): with `self_approval = false` they may not approve the agent's holds.
+    starters: Starters,
+    starters_path: PathBuf,
     kernel: KernelHandle,
     audit: AuditSink,
     policy: PolicyStore,
@@ -112,9 +114,19 @@ impl HoldManager {
         started_ns: u64,
     ) -> (Self, Holds) {
         let (commands, receiver) = mpsc::unbounded_channel();
+        let starters_path = starters_path(&audit_path);
+        let starters = Starters::load(&starters_path);
+        if let Some(why) = starters.unreadable() {
+            warn!(
+                error = why,
+                "cannot read who started the agents: every reviewer is taken for a starter \
+                 (agents with self_approval = false cannot be approved until this is fixed)"
+            );
+        }
         let manager = Self {
             held: BTreeMap::new(),
-            starters: BTreeMap::new(),
+            starters,
+            starters_path,
             kernel,
             audit: audit.clone(),
             policy,
@@ -179,8 +191,25 @@ impl HoldManager {
             } => {
                 let _ = reply.send(self.decide(id, &reviewer, action, reason).await);
             }
-            Command::Starter { agent, uid } => {
-                self.starters.entry(agent).or_default().insert(uid);
+            Command::Starter { agent, uid, reply } => {
+                let result = if self.starters.contains(&agent, uid) {
+                    Ok(())
+                } else {
+                    let path = self.starters_path.clone();
+                    let name = agent.clone();
+                    match blocking(move || starters::append(&path, &name, uid)).await {
+                        Some(Ok(())) => {
+                            self.starters.insert(agent, uid);
+                            Ok(())
+                        }
+                        Some(Err(e)) => Err(format!(
+                            "recording the starter in {}: {e}",
+                            self.starters_path.display()
+                        )),
+                        None => Err("recording the starter failed".to_owned()),
+                    }
+                };
+                let _ = reply.send(result);
             }
         }
     }
@@ -329,9 +358,13 @@ impl HoldManager {
     /// Whether `reviewer` started a process as `agent`: by uid, or for reviewers without one
     /// (HTTP) by the starter's user name.
     async fn started_agent(&self, agent: &str, reviewer: &Reviewer) -> bool {
-        let Some(starters) = self.starters.get(agent).cloned() else {
-            return false;
+        let Some(starters) = self.starters.of(agent) else {
+            // The starters file could not be read: anyone may have started it.
+            return true;
         };
+        if starters.is_empty() {
+            return false;
+        }
         if let Some(uid) = reviewer.uid {
             return starters.contains(&uid);
         }

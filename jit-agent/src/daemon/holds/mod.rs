@@ -16,6 +16,7 @@
 //! timeout that passed while no daemon ran is applied at once on restart.
 mod manager;
 mod review;
+mod starters;
 
 use std::time::Duration;
 
@@ -94,10 +95,12 @@ enum Command {
         reason: Option<String>,
         reply: oneshot::Sender<Result<Decided, DecideError>>,
     },
-    /// `uid` started a process as `agent` (`jitctl run`).
+    /// `uid` is about to start a process as `agent` (`jitctl run`): remember it (on disk)
+    /// before the process is placed.
     Starter {
         agent: String,
         uid: u32,
+        reply: oneshot::Sender<Result<(), String>>,
     },
 }
 
@@ -124,12 +127,23 @@ impl Holds {
         let _ = self.commands.send(Command::Durable(id));
     }
 
-    /// Records that `uid` started a process as `agent`.
-    pub fn record_starter(&self, agent: &str, uid: u32) {
-        let _ = self.commands.send(Command::Starter {
-            agent: agent.to_owned(),
-            uid,
-        });
+    /// Records (durably) that `uid` starts a process as `agent`; call it before placing the
+    /// process, and do not place it on an error.
+    ///
+    /// # Errors
+    /// When the starter could not be written to disk, or the daemon is stopping.
+    pub async fn record_starter(&self, agent: &str, uid: u32) -> Result<(), String> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Starter {
+                agent: agent.to_owned(),
+                uid,
+                reply,
+            })
+            .map_err(|_| "the daemon is stopping".to_owned())?;
+        answer
+            .await
+            .unwrap_or_else(|_| Err("the daemon is stopping".to_owned()))
     }
 
     fn ask_pending(&self) -> Option<oneshot::Receiver<Vec<PendingView>>> {
