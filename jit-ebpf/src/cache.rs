@@ -26,7 +26,7 @@ use jit_common::cache::{
 };
 
 use crate::{
-    engine::{load_btf, load_ptr, offset, read_kernel},
+    kernel::{load_btf, load_ptr, offset, read_kernel},
     maps::{atomic_add, read_u32},
 };
 

@@ -38,8 +38,10 @@ use jit_common::{
 };
 
 use crate::{
-    engine::{Action, Where, file_id_btf, load_btf, load_ptr, offset, report},
+    engine::{Action, Where},
+    kernel::{file_id_btf, load_btf, load_ptr, offset},
     maps::{BIND_KEY, EXEC_BIND},
+    report::report,
     scope::current_agent,
 };
 

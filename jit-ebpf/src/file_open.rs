@@ -20,11 +20,10 @@ use jit_common::{
 };
 
 use crate::{
-    engine::{
-        Action, MountNs, Where, decide_with, file_id_btf, load_btf, load_ptr, mount_ns, offset,
-        read_kernel, task_tgid,
-    },
+    engine::{Action, Where, decide_with},
+    kernel::{file_id_btf, load_btf, load_ptr, offset, read_kernel, task_tgid},
     protect::deny,
+    resolve::{MountNs, mount_ns},
     scope::{current_agent, task_agent},
 };
 

@@ -15,7 +15,7 @@ use aya_ebpf::{macros::lsm, programs::LsmContext};
 use jit_common::{AgentCgroup, protect::event_op};
 
 use crate::{
-    engine::task_tgid,
+    kernel::task_tgid,
     protect::{daemon_tgid, deny},
     scope::current_agent,
 };

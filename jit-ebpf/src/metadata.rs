@@ -11,7 +11,7 @@
 //!
 //! The xattr, ACL and attribute hooks get a dentry without its mount: the path is resolved
 //! through the mount that shows the file's whole filesystem in the task's namespace
-//! (`engine::whole_mount_of`), and fails closed where there is none. Mode and owner changes
+//! (`resolve::whole_mount_of`), and fails closed where there is none. Mode and owner changes
 //! stay `chmod` and `chown` (`path_chmod`, `path_chown`); size changes are `truncate`.
 //!
 //! Scope: agent cgroups only. Minimum kernel: 5.7 (BPF LSM); `inode_set_acl` and
@@ -23,7 +23,8 @@ use aya_ebpf::{macros::lsm, programs::LsmContext};
 use jit_common::{AgentCgroup, policy::Op};
 
 use crate::{
-    engine::{decide_on_dentry, decide_on_file, offset, read_kernel},
+    engine::{decide_on_dentry, decide_on_file},
+    kernel::{offset, read_kernel},
     scope::current_agent,
 };
 

@@ -4,7 +4,7 @@
 //! (`ld-linux-x86-64.so.2 /path/prog`) maps `prog` itself, `LD_PRELOAD` and `dlopen` map
 //! libraries, and any process can `mmap` (or `mprotect`) a file with `PROT_EXEC`, also through
 //! `shmat(SHM_EXEC)`. So mapping a file executable is decided as `exec` of that file, by the same
-//! rules, with its path resolved like every path (the checking walk; see `engine::walk_path`).
+//! rules, with its path resolved like every path (the checking walk; see `resolve::walk_path`).
 //! An exec allowlist therefore has to cover the loader and the shared libraries its programs
 //! map (README, "What jit decides"). Anonymous executable memory (JIT compilers) is no file and
 //! is not decided.
@@ -22,7 +22,8 @@ use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::lsm, programs::LsmCont
 use jit_common::{AgentCgroup, event::EVENT_FLAG_MAPPING, policy::Op};
 
 use crate::{
-    engine::{decide_on_file, file_id, loading_new_program, offset, read_kernel},
+    engine::{decide_on_file, loading_new_program},
+    kernel::{file_id, offset, read_kernel},
     maps::EXEC_IMAGE,
     scope::current_agent,
 };

@@ -1,25 +1,17 @@
 //! Self-protection outside the file hooks: who the daemon is, and how a denial is reported.
 //! (File ops are checked by the engine, see `engine::evaluate_where`.)
-#![expect(
-    clippy::cast_possible_truncation,
-    reason = "the helpers pack two u32 into one u64"
-)]
-use aya_ebpf::helpers::{
-    bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-    generated::{bpf_get_current_cgroup_id, bpf_ktime_get_ns},
-};
 use jit_common::{
     AgentCgroup,
-    event::{EVENT_HEADER_LEN, EventKind, counter},
+    event::{EventKind, counter},
     pending::FileId,
     policy::Decision,
-    protect::SELF_PROTECTION_RULE_ID,
+    protect::SELF_PROTECTION_VERDICT,
 };
 
 use crate::{
     EPERM,
-    engine::parent_tgid,
-    maps::{EVENTS, PROTECT_CONFIG, SCRATCH, count},
+    maps::{PROTECT_CONFIG, SCRATCH, count},
+    report::{fill_record, output},
 };
 
 /// The daemon's thread group id, 0 while none is set.
@@ -40,39 +32,23 @@ pub fn deny(op: u8, agent: AgentCgroup, target: u32, detail: u64) -> i32 {
     };
     // SAFETY: per-CPU scratch memory, used by one program at a time on this CPU.
     let e = unsafe { &mut (*scratch).event };
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let uid_gid = bpf_get_current_uid_gid();
-    // SAFETY: helpers without pointer arguments.
-    unsafe {
-        e.ts_ns = bpf_ktime_get_ns();
-        e.cgroup_id = bpf_get_current_cgroup_id();
-    }
-    e.request_id = 0;
-    e.file = FileId {
+    let file = FileId {
         dev: 0,
         ino: u64::from(target),
         name: detail,
     };
-    e.pid = pid_tgid as u32;
-    e.tgid = (pid_tgid >> 32) as u32;
-    e.uid = uid_gid as u32;
-    e.gid = (uid_gid >> 32) as u32;
-    e.ppid = parent_tgid();
-    e.agent_id = agent.agent_id;
-    e.rule_id = SELF_PROTECTION_RULE_ID;
+    fill_record(
+        e,
+        EventKind::Decision,
+        op,
+        agent.agent_id,
+        file,
+        &SELF_PROTECTION_VERDICT,
+        0,
+    );
+    // A self-protection record has no path: only its header is sent.
     e.path_len = 0;
-    e.kind = EventKind::Decision as u8;
-    e.op = op;
-    e.decision = Decision::Deny as u8;
-    e.enforced = Decision::Deny as u8;
     e.flags = 0;
-    // SAFETY: the header of `e`: a self-protection record has no path.
-    let bytes =
-        unsafe { core::slice::from_raw_parts((&raw const *e).cast::<u8>(), EVENT_HEADER_LEN) };
-    if EVENTS.output::<[u8]>(bytes, 0).is_ok() {
-        count(counter::EVENTS_EMITTED);
-    } else {
-        count(counter::EVENTS_DROPPED);
-    }
+    let _ = output(e);
     -EPERM
 }

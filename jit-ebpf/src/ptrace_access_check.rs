@@ -23,7 +23,7 @@ use jit_common::{event::counter, policy::Decision, protect::event_op};
 
 use crate::{
     EPERM,
-    engine::task_tgid,
+    kernel::task_tgid,
     maps::count,
     protect::deny,
     scope::{current_agent, task_agent},

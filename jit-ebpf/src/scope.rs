@@ -11,7 +11,7 @@ use jit_common::{
 };
 
 use crate::{
-    engine::{offset, read_kernel},
+    kernel::{offset, read_kernel},
     maps::{AGENT_CGROUPS, SCOPE_CONFIG},
 };
 

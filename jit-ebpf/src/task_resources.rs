@@ -21,7 +21,7 @@ use aya_ebpf::{macros::lsm, programs::LsmContext};
 use jit_common::protect::{event_op, resource};
 
 use crate::{
-    engine::task_tgid,
+    kernel::task_tgid,
     protect::deny,
     scope::{current_agent, task_agent},
 };

@@ -275,7 +275,7 @@ impl<'a> Decider<'a> {
         if op != Op::Exec
             && (self.protected.covers(path) || (self.this_host && on_protected_fs(path)))
         {
-            // Checked before any rule, whatever the mode (engine.rs, `evaluate_single`, and
+            // Checked before any rule, whatever the mode (jit-ebpf's engine.rs, `evaluate_single`, and
             // the two-path programs of `protect_pair`).
             self.with_maps(agent, at, |_| ())?;
             return Ok(SELF_PROTECTION_VERDICT);
