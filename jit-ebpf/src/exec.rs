@@ -29,7 +29,8 @@ use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::lsm, programs::LsmCont
 use jit_common::{pending::FileId, policy::Op};
 
 use crate::{
-    engine::{Action, Where, decide},
+    action::{Action, Where},
+    engine::decide,
     kernel::{file_id_btf, load_ptr, offset},
     maps::{EXEC_BIND, EXEC_IMAGE},
     scope::current_agent,

@@ -38,7 +38,7 @@ use jit_common::{
 };
 
 use crate::{
-    engine::{Action, Where},
+    action::{Action, Where},
     kernel::{file_id_btf, load_btf, load_ptr, offset},
     maps::{BIND_KEY, EXEC_BIND},
     report::report,

@@ -20,7 +20,8 @@ use jit_common::{
 };
 
 use crate::{
-    engine::{Action, Where, decide_with},
+    action::{Action, Where},
+    engine::decide_with,
     kernel::{file_id_btf, load_btf, load_ptr, offset, read_kernel, task_tgid},
     protect::deny,
     resolve::{MountNs, mount_ns},

@@ -14,7 +14,7 @@ use jit_common::{
 
 use crate::{
     EPERM,
-    engine::Action,
+    action::Action,
     kernel::{current_task, offset, opaque_eperm, read_kernel},
     maps::{EXEC_BIND, HELD, PENDING, Scratch, atomic_add, count},
     report::{emit, fill_event, output},

@@ -1,7 +1,9 @@
 //! jit's BPF LSM programs.
 //!
 //! One file per kernel hook; each hook is a thin `#[lsm]` wrapper around a `try_*` function.
-//! Maps live in [`maps`], the agent-cgroup scope check in [`scope`].
+//! Maps live in [`maps`], the agent-cgroup scope check in [`scope`]; the decision engine the
+//! hooks share in [`engine`], with its parts: [`action`], [`kernel`] (kernel memory access),
+//! [`resolve`] (paths), [`holds`] and [`report`] (events).
 #![no_std]
 #![no_main]
 // `atomic_xadd` for the cache's invalidation counters: `core` has no atomic types for the BPF
@@ -20,6 +22,7 @@
     reason = "the #[lsm] macro hands each program its context by value"
 )]
 
+mod action;
 mod bpf;
 mod cache;
 mod engine;

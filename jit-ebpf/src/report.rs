@@ -16,7 +16,7 @@ use jit_common::{
 };
 
 use crate::{
-    engine::Action,
+    action::Action,
     kernel::parent_tgid,
     maps::{EVENTS, SCRATCH, Scratch, count},
     resolve::resolve_path,

@@ -14,7 +14,7 @@ use jit_common::{
 };
 
 use crate::{
-    engine::Where,
+    action::Where,
     kernel::{current_task, load_btf, load_ptr, offset, path_mnt, read_kernel},
     maps::{Scratch, WALK_LEN, count},
 };
