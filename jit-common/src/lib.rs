@@ -143,8 +143,9 @@ pub mod program_names {
     /// The floor (`jit-ebpf/src/floor.rs`): one program per hook of [`ALL`], each returning 0
     /// at once. For `jit-bench` only, which attaches them alone to time what any BPF LSM program
     /// on these hooks costs; the daemon never attaches them.
-    pub const FLOOR: [(&str, &str); 41] = [
+    pub const FLOOR: [(&str, &str); 42] = [
         ("jit_floor_bprm_check_security", "bprm_check_security"),
+        ("jit_floor_bprm_committed_creds", "bprm_committed_creds"),
         ("jit_floor_file_open", "file_open"),
         ("jit_floor_path_mknod", "path_mknod"),
         ("jit_floor_path_unlink", "path_unlink"),

@@ -26,6 +26,7 @@ macro_rules! floor_programs {
 // every hook of `program_names::ALL` once).
 floor_programs! {
     jit_floor_bprm_check_security = "bprm_check_security",
+    jit_floor_bprm_committed_creds = "bprm_committed_creds",
     jit_floor_file_open = "file_open",
     jit_floor_path_mknod = "path_mknod",
     jit_floor_path_unlink = "path_unlink",
