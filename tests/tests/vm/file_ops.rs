@@ -396,7 +396,9 @@ fn hold_with_a_full_ring_buffer() {
     );
     // SAFETY (in the child): plain syscalls on C strings built before the fork.
     let child = ForkedChild::start(&procs, || unsafe {
-        for _ in 0..2000 {
+        // Records are cut after their path (about 150 bytes here): 40,000 denials are more
+        // than the 4 MiB ring holds.
+        for _ in 0..40_000 {
             let fd = libc::open(denied_c.as_ptr(), libc::O_WRONLY);
             if fd >= 0 {
                 return 201;
