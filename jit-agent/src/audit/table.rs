@@ -200,6 +200,16 @@ pub fn format_row(record: &Record) -> String {
             let detail = format!("{what}request {}: {}", h.request_id, clean(&h.reason));
             row(&time, "hold_ended", &agent, &op, dash, &pid, &detail)
         }
+        RecordBody::Justification(j) => {
+            let (agent, op, pid, what) = action_columns(j.action.as_ref());
+            let detail = format!(
+                "{what}request {}: agent-provided (pid {}): {}",
+                j.request_id,
+                j.pid,
+                clean(&j.text)
+            );
+            row(&time, "justification", &agent, &op, dash, &pid, &detail)
+        }
         RecordBody::AuditCut(c) => {
             let detail = format!(
                 "the log ended at seq {} but its checkpoint says seq {}: records cut off",

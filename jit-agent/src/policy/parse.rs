@@ -276,7 +276,10 @@ fn rule(
 fn hint(errs: &mut FileErrors<'_>, value: &Spanned<String>) -> Option<String> {
     let text = value.get_ref();
     if text.trim().is_empty() {
-        errs.at(&value.span(), "`hint` is empty: leave it out or say what to do instead");
+        errs.at(
+            &value.span(),
+            "`hint` is empty: leave it out or say what to do instead",
+        );
         return None;
     }
     if text.len() > super::MAX_HINT {
