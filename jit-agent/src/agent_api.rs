@@ -27,7 +27,7 @@ pub const MAX_LAST: usize = 100;
 /// Justifications one agent may send within [`JUSTIFY_WINDOW`] (accepted ones count).
 pub const JUSTIFY_BURST: usize = 5;
 /// The window of the justification rate limit.
-pub const JUSTIFY_WINDOW: Duration = Duration::from_secs(60);
+pub const JUSTIFY_WINDOW: Duration = Duration::from_mins(1);
 
 /// What an agent asks.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

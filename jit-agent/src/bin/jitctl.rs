@@ -93,9 +93,9 @@ enum Cmd {
         command: PolicyCmd,
     },
     /// For agents, from inside an agent: ask jit about this agent's own denials and holds
-    /// (the agent socket; `jitctl run` sets JIT_AGENT_SOCKET). Never decides anything.
+    /// (the agent socket; `jitctl run` sets `JIT_AGENT_SOCKET`). Never decides anything.
     Agent {
-        /// The agent socket (default: $JIT_AGENT_SOCKET, else from the config, else
+        /// The agent socket (default: `JIT_AGENT_SOCKET`, else from the config, else
         /// /run/jit/agent.sock).
         #[arg(long, value_name = "PATH")]
         agent_socket: Option<PathBuf>,
@@ -190,7 +190,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         .map(PathBuf::from)
                 })
                 .unwrap_or_else(|| config.agent_socket.path.clone());
-            agent(&path, command)
+            agent(&path, &command)
         }
         Cmd::Status { json } => status(&socket, json),
         Cmd::Pending { json } => pending(&socket, json),
@@ -389,9 +389,9 @@ fn run_as(socket: &Path, config: &Config, agent: &str, command: &[String]) -> Re
     ))
 }
 
-fn agent(socket: &Path, command: AgentCmd) -> Result<ExitCode> {
+fn agent(socket: &Path, command: &AgentCmd) -> Result<ExitCode> {
     use jit_agent::agent_api::{self, AgentRequest, AgentResponse};
-    let (request, json) = match &command {
+    let (request, json) = match command {
         AgentCmd::Why { last, json } => (AgentRequest::Why { last: Some(*last) }, *json),
         AgentCmd::Pending { json } => (AgentRequest::Pending, *json),
         AgentCmd::Justify { id, text } => (

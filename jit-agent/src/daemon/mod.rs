@@ -157,6 +157,16 @@ async fn bind_http(
     Ok(Some((tokens, listener)))
 }
 
+/// Binds and serves the agent socket, when it is enabled.
+async fn start_agent_socket(context: &Context) -> Result<(), DaemonError> {
+    if context.config.agent_socket.enabled {
+        let path = context.config.agent_socket.path.clone();
+        let listener = tokio::task::spawn_blocking(move || agent_socket::bind(&path)).await??;
+        tokio::spawn(agent_socket::serve(context.clone(), listener));
+    }
+    Ok(())
+}
+
 /// Runs the daemon until SIGTERM or SIGINT.
 ///
 /// # Errors
@@ -234,11 +244,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Dae
         let socket = config.socket.clone();
         tokio::task::spawn_blocking(move || server::bind(&socket)).await??
     };
-    if config.agent_socket.enabled {
-        let path = config.agent_socket.path.clone();
-        let listener = tokio::task::spawn_blocking(move || agent_socket::bind(&path)).await??;
-        tokio::spawn(agent_socket::serve(context.clone(), listener));
-    }
+    start_agent_socket(&context).await?;
     tokio::spawn(server::serve(context, listener));
     if let Some((tokens, listener)) = http {
         info!(listen = %config.http.listen, "HTTP approval API ready");

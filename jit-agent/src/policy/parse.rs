@@ -297,8 +297,7 @@ fn hint(errs: &mut FileErrors<'_>, value: &Spanned<String>) -> Option<String> {
         errs.at(
             &value.span(),
             format!(
-                "`hint` contains the control character {:?}; it must be one line of plain text",
-                c
+                "`hint` contains the control character {c:?}; it must be one line of plain text"
             ),
         );
         return None;

@@ -161,8 +161,8 @@ impl HoldManager {
                     held.request_id,
                     Held {
                         approvals,
-                        visible,
                         justification,
+                        visible,
                         ..*held
                     },
                 );
