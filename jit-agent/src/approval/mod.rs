@@ -153,12 +153,12 @@ pub fn review_card(r: &PendingView) -> String {
         let _ = write!(card, "\n    parents: {}", parents.join(" <- "));
     }
     if let Some(j) = &r.justification {
-        // Escaped by the daemon already; escaped again here in case a client built the view.
+        // Escaped by the daemon already; escaped here only if it was not.
         let _ = write!(
             card,
             "\n    agent-provided justification (unverified, pid {}): \"{}\"",
             j.pid,
-            escape(&j.text)
+            crate::text::escaped_once(&j.text)
         );
     }
     if r.required_approvals > 1 {

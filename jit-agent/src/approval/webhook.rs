@@ -374,7 +374,7 @@ pub fn summary(view: &PendingView) -> String {
     let said = view.justification.as_ref().map_or_else(String::new, |j| {
         format!(
             " Agent-provided justification (unverified): \"{}\".",
-            slack_escape(&j.text)
+            slack_markup(&crate::text::escaped_once(&j.text))
         )
     });
     format!(

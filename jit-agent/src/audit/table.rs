@@ -122,7 +122,7 @@ fn justification_row(time: &str, j: &super::record::JustificationRecord) -> Stri
         "{what}request {}: agent-provided (pid {}): {}",
         j.request_id,
         j.pid,
-        clean(&j.text)
+        crate::text::escaped_once(&j.text)
     );
     row(time, "justification", &agent, &op, "-", &pid, &detail)
 }

@@ -411,6 +411,8 @@ fn agent(socket: &Path, command: &AgentCmd) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let escape = |s: &str| jit_agent::text::escape(s).into_owned();
+    // Paths and justifications come escaped from the daemon.
+    let escaped = |s: &str| jit_agent::text::escaped_once(s).into_owned();
     let rule = |rule: &Option<String>| {
         rule.as_deref().map_or_else(
             || "[default]".to_owned(),
@@ -431,7 +433,7 @@ fn agent(socket: &Path, command: &AgentCmd) -> Result<ExitCode> {
                     escape(&r.at),
                     escape(&r.kind),
                     escape(&r.op),
-                    escape(&r.path),
+                    escaped(&r.path),
                     rule(&r.rule)
                 );
                 if let Some(hint) = &r.hint {
@@ -448,7 +450,7 @@ fn agent(socket: &Path, command: &AgentCmd) -> Result<ExitCode> {
                     "{}  {} {} {}  (pid {}, held {}s, {} in {}s)",
                     h.id,
                     escape(&h.op),
-                    escape(&h.path),
+                    escaped(&h.path),
                     rule(&h.rule),
                     h.pid,
                     h.age_secs,
@@ -459,12 +461,15 @@ fn agent(socket: &Path, command: &AgentCmd) -> Result<ExitCode> {
                     println!("    hint: {}", escape(hint));
                 }
                 if let Some(j) = &h.justification {
-                    println!("    justification sent: \"{}\"", escape(&j.text));
+                    println!("    justification sent: \"{}\"", escaped(&j.text));
                 }
             }
         }
         AgentResponse::Justified { id, text } => {
-            println!("{id}: justification attached for the reviewers: \"{text}\"");
+            println!(
+                "{id}: justification attached for the reviewers: \"{}\"",
+                escaped(&text)
+            );
         }
         AgentResponse::Error { .. } => {}
     }

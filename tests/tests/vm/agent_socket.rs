@@ -515,6 +515,31 @@ fn agent_socket_tells_each_agent_only_its_own() {
     );
     drop((a_end, b_end));
 
+    eprintln!("agent_socket: agents cannot remove or replace the sockets");
+    let moved = jit_tests::c_path(&files.dir.join("moved.sock"));
+    let fake = raw::address(&files.dir.join("fake.sock"));
+    for path in [&files.agent_socket, &files.socket] {
+        let c = jit_tests::c_path(path);
+        // SAFETY (both closures): plain syscalls on C strings made before fork.
+        let errno = jit_tests::errno_of(Some(&a.0), || unsafe { libc::unlink(c.as_ptr()) == 0 });
+        assert_eq!(errno, libc::EPERM, "unlink {}", path.display());
+        let errno = jit_tests::errno_of(Some(&a.0), || unsafe {
+            libc::rename(c.as_ptr(), moved.as_ptr()) == 0
+        });
+        assert_eq!(errno, libc::EPERM, "rename {}", path.display());
+        assert!(path.exists(), "{} is still there", path.display());
+    }
+    // Nor bind a look-alike socket beside them.
+    let errno = jit_tests::errno_of(Some(&a.0), || {
+        let len = libc::socklen_t::try_from(size_of::<libc::sockaddr_un>()).unwrap_or(0);
+        // SAFETY: plain syscalls on an address made before fork.
+        unsafe {
+            let s = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+            s >= 0 && libc::bind(s, std::ptr::from_ref(&fake).cast(), len) == 0
+        }
+    });
+    assert_eq!(errno, libc::EPERM, "bind a socket in the socket directory");
+
     eprintln!("agent_socket: the control socket still refuses agents");
     let out = jitctl_in(
         &files,
