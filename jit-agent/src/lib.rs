@@ -1,6 +1,7 @@
 //! jit's userspace library: everything the daemon, `jitctl` and the privileged tests share.
 //!
 //! [`bpf`] is the only module that touches aya objects.
+pub mod agent_api;
 pub mod approval;
 pub mod audit;
 pub mod bind;

@@ -66,6 +66,19 @@ fn push_char(out: &mut String, c: char) {
     }
 }
 
+/// Text that was [escaped](escape) already (by the daemon, before it stored it), to show as
+/// it is: unchanged when it holds nothing [`escape`] hides, so it is not escaped twice (`\x1b`
+/// stays `\x1b`, not `\\x1b`); escaped when it does (it was not escaped after all, for
+/// example a view some other client built).
+#[must_use]
+pub fn escaped_once(s: &str) -> Cow<'_, str> {
+    if s.chars().any(hidden) {
+        escape(s)
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
 /// `s` as it may be shown on a terminal: see the module docs. Borrows when nothing needs
 /// escaping.
 #[must_use]
@@ -184,6 +197,14 @@ mod tests {
     /// No byte or character in `shown` can control a terminal or hide text.
     fn inert(shown: &str) -> bool {
         shown.chars().all(|c| !hidden(c)) && shown.bytes().all(|b| b >= 0x20 && b != 0x7f)
+    }
+
+    #[test]
+    fn escaped_text_is_not_escaped_twice() {
+        let once = escape("INC-42\x1b[2J\\");
+        assert_eq!(escaped_once(&once), once);
+        assert_eq!(escaped_once("raw\x1b[2J"), "raw\\x1b[2J");
+        assert!(inert(&escaped_once("a\u{202e}b\r")));
     }
 
     #[test]

@@ -4,7 +4,8 @@
 use jiff::Timestamp;
 use jit_agent::audit::{
     Approval, ApprovalDecision, AuditRecovered, DaemonStarted, DaemonStopped, EventsDropped,
-    GENESIS_PREV, KernelRecord, PolicyLoaded, PolicyRejected, ProcessContext, Record, RecordBody,
+    GENESIS_PREV, JustificationRecord, KernelRecord, PolicyLoaded, PolicyRejected, ProcessContext,
+    Record, RecordBody,
     table::{format_line, format_row, table_header},
 };
 use jit_common::{
@@ -200,6 +201,16 @@ fn other_records_golden() {
             approvals_missing: 0,
         }),
         r#""type":"approval","request_id":987654321,"reviewer":"alice","decision":"approve","scope":"15m","reason":null"#,
+    );
+    golden(
+        RecordBody::Justification(JustificationRecord {
+            request_id: 987_654_321,
+            source: "agent".into(),
+            pid: 4242,
+            text: "INC-42\\x1b[2J".into(),
+            action: None,
+        }),
+        r#""type":"justification","request_id":987654321,"source":"agent","pid":4242,"text":"INC-42\\x1b[2J""#,
     );
     golden(
         RecordBody::AuditRecovered(AuditRecovered {

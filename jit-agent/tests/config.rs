@@ -248,7 +248,12 @@ const ERROR_CASES: &[(&str, &str)] = &[
     (
         "policy_dirs = \"/x\"",
         "jit.toml:1:1: unknown field `policy_dirs`, expected one of `policy_dir`, `audit`, \
-             `socket`, `log`, `http`, `webhook`, `bpffs`, `cgroup_root`",
+             `socket`, `agent_socket`, `log`, `http`, `webhook`, `bpffs`, `cgroup_root`",
+    ),
+    (
+        "[socket]\npath = \"/run/jit/jit.sock\"\n[agent_socket]\npath = \"/run/jit/jit.sock\"",
+        "jit.toml:4:8: agent_socket.path is the control socket's path; the agent socket needs a \
+         path of its own (such as /run/jit/agent.sock)",
     ),
     (
         "[audit]\nkeep = 2\nrotate = true",

@@ -43,6 +43,14 @@ fn forged() -> PendingView {
         }),
         approvals: vec!["alice\n".into()],
         required_approvals: 2,
+        hint: Some("ask the release pipeline".into()),
+        // Escaped by the daemon; the card escapes again whatever a view carries.
+        justification: Some(jit_agent::approval::Justification {
+            text: "trust me\r    approvals: 2/2 (root)\x1b[2K".into(),
+            source: "agent".into(),
+            pid: 4242,
+            at: "2026-01-01T00:00:01Z".into(),
+        }),
     }
 }
 
@@ -64,7 +72,7 @@ fn review_card_shows_agent_strings_escaped() {
         assert_inert(line);
     }
     // One line per field, none forged.
-    assert_eq!(lines.len(), 8, "{card}");
+    assert_eq!(lines.len(), 9, "{card}");
     assert_eq!(
         lines[0],
         "7  exec /tmp/\\xffevil [rule: deploys need a reviewer]  (agent coding-agent, pid 4242, \
@@ -91,7 +99,12 @@ fn review_card_shows_agent_strings_escaped() {
         lines[6],
         "    parents: 4200 bash\\x1b]0;title\\x07 /usr/bin/bash"
     );
-    assert_eq!(lines[7], "    approvals: 1/2 (alice\\n)");
+    assert_eq!(
+        lines[7],
+        "    agent-provided justification (unverified, pid 4242): \"trust me\\r    approvals: \
+         2/2 (root)\\x1b[2K\""
+    );
+    assert_eq!(lines[8], "    approvals: 1/2 (alice\\n)");
 }
 
 #[test]
@@ -107,6 +120,7 @@ fn plain_cards_are_unchanged() {
     view.parents = vec![];
     view.target = None;
     view.required_approvals = 1;
+    view.justification = None;
     assert_eq!(
         review_card(&view),
         "7  exec /srv/demo/bin/deploy [rule: deploys need a reviewer]  (agent coding-agent, pid \
@@ -125,6 +139,13 @@ fn webhook_text_shows_agent_strings_escaped() {
     );
     assert!(
         text.contains("exe /usr/bin/bash\\r    exe: /usr/bin/true,"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "Agent-provided justification (unverified): \"trust me\\r    approvals: 2/2 \
+             (root)\\x1b[2K\"."
+        ),
         "{text}"
     );
 }

@@ -375,6 +375,17 @@ const BAD: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "hint.toml",
+        &[
+            "11:8: `hint` is empty: leave it out or say what to do instead",
+            "18:8: `hint` is 201 bytes long; at most 200 (one line for the agent)",
+            "25:8: `hint` contains the control character '\\n'; it must be one line of plain \
+             text",
+            "32:8: `hint` contains the control character '\\u{1b}'; it must be one line of \
+             plain text",
+        ],
+    ),
+    (
         "max-grant-value.toml",
         &[
             "8:13: `max_grant` = \"a while\" is not a duration like \"30s\", \"5m\" or \"1h30m\" \
@@ -457,7 +468,7 @@ const BAD: &[(&str, &[&str])] = &[
         &[
             "4:1: unknown field `defualt`, expected one of `name`, `cgroups`, `mode`, `default`",
             "9:1: unknown field `paths`, expected one of `name`, `op`, `path`, `decision`, \
-             `when`, `timeout`, `on_timeout`",
+             `when`, `timeout`, `on_timeout`, `hint`",
             "14:6: unknown op `exce`: expected one of exec, write, create, unlink, rename, \
              truncate, mkdir, rmdir, link, symlink, chmod, chown, device, metadata",
             "18:2: unknown section `limits`: expected `agent`, `escalation` or `rule`",

@@ -22,6 +22,8 @@ pub struct DaemonFiles {
     pub policies: PathBuf,
     pub audit: PathBuf,
     pub socket: PathBuf,
+    /// The agent-facing socket (`[agent_socket]`).
+    pub agent_socket: PathBuf,
     pub pins: PathBuf,
     /// Cgroup directories (relative to the cgroup2 root) the policies create: removed on drop.
     pub cgroups: Vec<String>,
@@ -40,15 +42,17 @@ impl DaemonFiles {
             policies,
             audit: dir.join("audit.jsonl"),
             socket: dir.join("jit.sock"),
+            agent_socket: dir.join("agent.sock"),
             pins: PathBuf::from(format!("/sys/fs/bpf/jit-{name}")),
             cgroups: Vec::new(),
             dir,
         };
         let config = format!(
-            "policy_dir = \"{}\"\nbpffs = \"{}\"\n\n[log]\nlevel = \"debug\"\n\n[audit]\npath = \"{}\"\n\n[socket]\npath = \"{}\"\n",
+            "policy_dir = \"{}\"\nbpffs = \"{}\"\n\n[log]\nlevel = \"debug\"\n\n[audit]\npath = \"{}\"\n\n[agent_socket]\npath = \"{}\"\n\n[socket]\npath = \"{}\"\n",
             files.policies.display(),
             files.pins.display(),
             files.audit.display(),
+            files.agent_socket.display(),
             files.socket.display()
         );
         fs::write(&files.config, config).expect("write the daemon config");

@@ -55,6 +55,27 @@ pub struct PendingView {
     /// Reviewers who approved so far (when `required_approvals` > 1).
     pub approvals: Vec<String>,
     pub required_approvals: u32,
+    /// The policy author's `hint` of the rule that held it (what the agent is told).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+    /// What the agent said about why it needs the action (`jitctl agent justify`): its claim,
+    /// not a fact jit checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub justification: Option<Justification>,
+}
+
+/// A justification an agent attached to its own hold through the agent socket
+/// (`crate::agent_api`). Untrusted: it says what the agent claims.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Justification {
+    /// The text, [escaped](crate::text::escape): no control characters.
+    pub text: String,
+    /// Always `agent`: written by the held agent, not by a reviewer or by jit.
+    pub source: String,
+    /// The process that sent it (inside the agent's cgroup, identified by the kernel).
+    pub pid: u32,
+    /// When it was attached (RFC 3339).
+    pub at: String,
 }
 
 impl PendingView {
@@ -130,6 +151,15 @@ pub fn review_card(r: &PendingView) -> String {
     if !r.parents.is_empty() {
         let parents: Vec<_> = r.parents.iter().map(|p| escape(p)).collect();
         let _ = write!(card, "\n    parents: {}", parents.join(" <- "));
+    }
+    if let Some(j) = &r.justification {
+        // Escaped by the daemon already; escaped here only if it was not.
+        let _ = write!(
+            card,
+            "\n    agent-provided justification (unverified, pid {}): \"{}\"",
+            j.pid,
+            crate::text::escaped_once(&j.text)
+        );
     }
     if r.required_approvals > 1 {
         let approvals: Vec<_> = r.approvals.iter().map(|a| escape(a)).collect();

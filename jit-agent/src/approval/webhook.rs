@@ -371,9 +371,15 @@ pub fn summary(view: &PendingView) -> String {
         }
         format!(" as `{}`", slack_markup(&line).replace('`', "'"))
     });
+    let said = view.justification.as_ref().map_or_else(String::new, |j| {
+        format!(
+            " Agent-provided justification (unverified): \"{}\".",
+            slack_markup(&crate::text::escaped_once(&j.text))
+        )
+    });
     format!(
         "jit: agent {agent} is held before {op} {path}{runs} (pid {pid}, exe {exe}, {rule}, \
-         request {id}). Answer with `jitctl approve {id}` [--once | --for 15m], `jitctl deny {id}` or \
+         request {id}).{said} Answer with `jitctl approve {id}` [--once | --for 15m], `jitctl deny {id}` or \
          `jitctl kill {id}`.",
         agent = slack_escape(&view.agent),
         op = slack_escape(&view.op),

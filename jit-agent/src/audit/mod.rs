@@ -25,8 +25,8 @@ pub use process::{
 };
 pub use record::{
     Approval, ApprovalDecision, AuditCut, AuditRecovered, AuditRefused, DaemonStarted,
-    DaemonStopped, EventsDropped, KernelRecord, PolicyLoaded, PolicyRejected, Record, RecordBody,
-    SCHEMA_VERSION,
+    DaemonStopped, EventsDropped, JustificationRecord, KernelRecord, PolicyLoaded, PolicyRejected,
+    Record, RecordBody, SCHEMA_VERSION,
 };
 pub use verify::{Problem, VerifyError, VerifySummary, verify, verify_with_checkpoint};
 pub use writer::{

@@ -96,6 +96,9 @@ pub enum RecordBody {
     /// The writer opened a log that ends before its checkpoint (`PATH.head`): records were cut
     /// off the end while no writer had it open.
     AuditCut(AuditCut),
+    /// A held agent attached a justification to its own hold (agent socket): its claim, for
+    /// reviewers, not a decision.
+    Justification(JustificationRecord),
 }
 
 impl RecordBody {
@@ -114,6 +117,7 @@ impl RecordBody {
             Self::AuditRecovered(_) => "audit_recovered",
             Self::HoldEnded(_) => "hold_ended",
             Self::AuditCut(_) => "audit_cut",
+            Self::Justification(_) => "justification",
         }
     }
 }
@@ -423,6 +427,21 @@ pub struct HeldAction {
 pub struct HoldEnded {
     pub request_id: u64,
     pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<HeldAction>,
+}
+
+/// See [`RecordBody::Justification`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JustificationRecord {
+    /// The hold it is attached to.
+    pub request_id: u64,
+    /// Always `agent`: the text is the held agent's, unverified.
+    pub source: String,
+    /// The process that sent it, as the kernel identified it (inside the agent's cgroup).
+    pub pid: u32,
+    /// The text, escaped (`crate::text::escape`): no control characters.
+    pub text: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<HeldAction>,
 }

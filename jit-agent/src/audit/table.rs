@@ -115,6 +115,18 @@ fn action_columns(action: Option<&HeldAction>) -> (String, String, String, Strin
     }
 }
 
+/// The row of a `justification` record: the agent's text, escaped, marked as its own.
+fn justification_row(time: &str, j: &super::record::JustificationRecord) -> String {
+    let (agent, op, pid, what) = action_columns(j.action.as_ref());
+    let detail = format!(
+        "{what}request {}: agent-provided (pid {}): {}",
+        j.request_id,
+        j.pid,
+        crate::text::escaped_once(&j.text)
+    );
+    row(time, "justification", &agent, &op, "-", &pid, &detail)
+}
+
 /// One table line for `record`: time (UTC, seconds), type (for kernel events their kind),
 /// agent, op, decision (`policy->enforced` when shadow mode made them differ), pid, and the
 /// path or a summary.
@@ -200,6 +212,7 @@ pub fn format_row(record: &Record) -> String {
             let detail = format!("{what}request {}: {}", h.request_id, clean(&h.reason));
             row(&time, "hold_ended", &agent, &op, dash, &pid, &detail)
         }
+        RecordBody::Justification(j) => justification_row(&time, j),
         RecordBody::AuditCut(c) => {
             let detail = format!(
                 "the log ended at seq {} but its checkpoint says seq {}: records cut off",

@@ -92,6 +92,16 @@ enum Cmd {
         #[command(subcommand)]
         command: PolicyCmd,
     },
+    /// For agents, from inside an agent: ask jit about this agent's own denials and holds
+    /// (the agent socket; `jitctl run` sets `JIT_AGENT_SOCKET`). Never decides anything.
+    Agent {
+        /// The agent socket (default: `JIT_AGENT_SOCKET`, else from the config, else
+        /// /run/jit/agent.sock).
+        #[arg(long, value_name = "PATH")]
+        agent_socket: Option<PathBuf>,
+        #[command(subcommand)]
+        command: AgentCmd,
+    },
     /// Print the audit log (a table by default), or verify its hash chain.
     Audit {
         #[command(subcommand)]
@@ -106,6 +116,27 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         file: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum AgentCmd {
+    /// This agent's most recent denials and holds, newest first: op, path, rule and the
+    /// policy author's hint.
+    Why {
+        /// How many (at most 100).
+        #[arg(long, default_value_t = jit_agent::agent_api::DEFAULT_LAST)]
+        last: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// This agent's held actions waiting for a reviewer, and how long until their timeout.
+    Pending {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tell the reviewers why held action ID is needed (shown to them marked as
+    /// agent-provided, and audited). At most 500 bytes; a few per minute.
+    Justify { id: u64, text: String },
 }
 
 #[derive(Subcommand)]
@@ -147,7 +178,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let config = Config::resolve(cli.config.as_deref(), Overrides::default())?;
     let socket = cli.socket.unwrap_or_else(|| config.socket.path.clone());
     match cli.command {
-        Cmd::Run { agent, command } => run_as(&socket, &agent, &command),
+        Cmd::Run { agent, command } => run_as(&socket, &config, &agent, &command),
+        Cmd::Agent {
+            agent_socket,
+            command,
+        } => {
+            let path = agent_socket
+                .or_else(|| {
+                    std::env::var_os(jit_agent::config::AGENT_SOCKET_ENV)
+                        .filter(|v| !v.is_empty())
+                        .map(PathBuf::from)
+                })
+                .unwrap_or_else(|| config.agent_socket.path.clone());
+            agent(&path, &command)
+        }
         Cmd::Status { json } => status(&socket, json),
         Cmd::Pending { json } => pending(&socket, json),
         Cmd::Approve {
@@ -313,7 +357,7 @@ fn fail(response: Response) -> Result<ExitCode> {
     }
 }
 
-fn run_as(socket: &Path, agent: &str, command: &[String]) -> Result<ExitCode> {
+fn run_as(socket: &Path, config: &Config, agent: &str, command: &[String]) -> Result<ExitCode> {
     match call(
         socket,
         &Request::Run {
@@ -324,7 +368,16 @@ fn run_as(socket: &Path, agent: &str, command: &[String]) -> Result<ExitCode> {
         other => return fail(other),
     }
     let (program, args) = command.split_first().context("no command given")?;
-    let err = Command::new(program).args(args).exec();
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    // How the agent finds the socket that tells it why (README, "For agent authors").
+    if config.agent_socket.enabled {
+        cmd.env(
+            jit_agent::config::AGENT_SOCKET_ENV,
+            &config.agent_socket.path,
+        );
+    }
+    let err = cmd.exec();
     eprintln!("jitctl: running {program}: {err}");
     // The shell's conventions: 127 not found, 126 found but not runnable (e.g. denied by jit).
     Ok(ExitCode::from(
@@ -334,6 +387,93 @@ fn run_as(socket: &Path, agent: &str, command: &[String]) -> Result<ExitCode> {
             126
         },
     ))
+}
+
+fn agent(socket: &Path, command: &AgentCmd) -> Result<ExitCode> {
+    use jit_agent::agent_api::{self, AgentRequest, AgentResponse};
+    let (request, json) = match command {
+        AgentCmd::Why { last, json } => (AgentRequest::Why { last: Some(*last) }, *json),
+        AgentCmd::Pending { json } => (AgentRequest::Pending, *json),
+        AgentCmd::Justify { id, text } => (
+            AgentRequest::Justify {
+                id: *id,
+                text: text.clone(),
+            },
+            false,
+        ),
+    };
+    let response = agent_api::call(socket, &request, Duration::from_secs(30))?;
+    if let AgentResponse::Error { error } = &response {
+        bail!("{error}");
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&response)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let escape = |s: &str| jit_agent::text::escape(s).into_owned();
+    // Paths and justifications come escaped from the daemon.
+    let escaped = |s: &str| jit_agent::text::escaped_once(s).into_owned();
+    let rule = |rule: &Option<String>| {
+        rule.as_deref().map_or_else(
+            || "[default]".to_owned(),
+            |r| format!("[rule: {}]", escape(r)),
+        )
+    };
+    match response {
+        AgentResponse::Why { agent, records } => {
+            if records.is_empty() {
+                println!("agent {}: no recent denials or holds", escape(&agent));
+            }
+            for r in records {
+                let id = r
+                    .request_id
+                    .map_or_else(String::new, |id| format!(" (request {id})"));
+                println!(
+                    "{}  {} {} {} {}{id}",
+                    escape(&r.at),
+                    escape(&r.kind),
+                    escape(&r.op),
+                    escaped(&r.path),
+                    rule(&r.rule)
+                );
+                if let Some(hint) = &r.hint {
+                    println!("    hint: {}", escape(hint));
+                }
+            }
+        }
+        AgentResponse::Pending { agent, holds } => {
+            if holds.is_empty() {
+                println!("agent {}: no held actions", escape(&agent));
+            }
+            for h in holds {
+                println!(
+                    "{}  {} {} {}  (pid {}, held {}s, {} in {}s)",
+                    h.id,
+                    escape(&h.op),
+                    escaped(&h.path),
+                    rule(&h.rule),
+                    h.pid,
+                    h.age_secs,
+                    escape(&h.on_timeout),
+                    h.timeout_in_secs
+                );
+                if let Some(hint) = &h.hint {
+                    println!("    hint: {}", escape(hint));
+                }
+                if let Some(j) = &h.justification {
+                    println!("    justification sent: \"{}\"", escaped(&j.text));
+                }
+            }
+        }
+        AgentResponse::Justified { id, text } => {
+            println!(
+                "{id}: justification attached for the reviewers: \"{}\"",
+                escaped(&text)
+            );
+        }
+        AgentResponse::Error { .. } => {}
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn decide(

@@ -23,6 +23,8 @@
 //! | `socket.path` | `/run/jit/jit.sock` | |
 //! | `socket.mode` | `"0600"` | octal string; no permissions for others |
 //! | `socket.group` | none | group owning the socket (reviewers) |
+//! | `agent_socket.enabled` | `true` | the agent-facing socket (`jitctl agent ...`) |
+//! | `agent_socket.path` | `/run/jit/agent.sock` | mode `0666`: every agent, any uid, may ask |
 //! | `log.format` | `"human"` | `"human"` or `"json"` |
 //! | `log.level` | `"info"` | `off`, `error`, `warn`, `info`, `debug`, `trace` |
 //! | `http.enabled` | `false` | |
@@ -57,6 +59,10 @@ pub const DEFAULT_POLICY_DIR: &str = "/etc/jit/policies";
 pub const DEFAULT_AUDIT_PATH: &str = "/var/log/jit/audit.jsonl";
 /// Default control socket.
 pub const DEFAULT_SOCKET_PATH: &str = "/run/jit/jit.sock";
+/// Default agent-facing socket.
+pub const DEFAULT_AGENT_SOCKET_PATH: &str = "/run/jit/agent.sock";
+/// The environment variable `jitctl run` sets for the agent: the agent socket's path.
+pub const AGENT_SOCKET_ENV: &str = "JIT_AGENT_SOCKET";
 /// Default pin directory on bpffs.
 pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf/jit";
 /// Default cgroup2 mount.
@@ -111,6 +117,7 @@ pub struct Config {
     pub policy_dir: PathBuf,
     pub audit: AuditConfig,
     pub socket: SocketConfig,
+    pub agent_socket: AgentSocketConfig,
     pub log: LogConfig,
     pub http: HttpConfig,
     pub webhook: WebhookConfig,
@@ -149,6 +156,15 @@ pub struct SocketConfig {
     pub mode: u32,
     /// Group that owns the socket, so its members (reviewers) can connect.
     pub group: Option<String>,
+}
+
+/// `[agent_socket]`: the socket agents ask about their own denials and holds
+/// ([`crate::agent_api`]). Mode `0666`: the daemon answers from the kernel's identity of the
+/// caller, never from its permissions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentSocketConfig {
+    pub enabled: bool,
+    pub path: PathBuf,
 }
 
 /// `[log]`.
@@ -201,6 +217,10 @@ impl Default for Config {
                 mode: 0o600,
                 group: None,
             },
+            agent_socket: AgentSocketConfig {
+                enabled: true,
+                path: DEFAULT_AGENT_SOCKET_PATH.into(),
+            },
             log: LogConfig {
                 format: LogFormat::Human,
                 level: LevelFilter::INFO,
@@ -220,16 +240,20 @@ impl Default for Config {
 impl Config {
     /// The daemon's own files, for [`Enforcer::set_protection`](crate::bpf::Enforcer::set_protection):
     /// the policy directory, the directory of the audit log (its rotations live next to it),
-    /// the directory of the control socket, and `config_file` when given. Agents can change
+    /// the directories of the control socket and of the agent socket, and `config_file` when
+    /// given. Agents can change
     /// nothing in there, so the audit log and the socket belong in directories of their own
     /// (the defaults `/var/log/jit` and `/run/jit`); a file directly under `/` protects only
     /// itself.
     #[must_use]
     pub fn protected_paths(&self, config_file: Option<&Path>) -> Vec<PathBuf> {
         let mut paths = vec![self.policy_dir.clone()];
-        for file in [&self.audit.path, &self.socket.path] {
+        for file in [&self.audit.path, &self.socket.path, &self.agent_socket.path] {
             let dir = file.parent().filter(|dir| *dir != Path::new("/"));
-            paths.push(dir.map_or_else(|| file.clone(), Path::to_owned));
+            let protect = dir.map_or_else(|| file.clone(), Path::to_owned);
+            if !paths.contains(&protect) {
+                paths.push(protect);
+            }
         }
         paths.extend(config_file.map(Path::to_owned));
         paths
@@ -339,5 +363,12 @@ mod tests {
         );
         config.socket.path = "/jit.sock".into();
         assert_eq!(config.protected_paths(None)[2], PathBuf::from("/jit.sock"));
+        // The agent socket's directory is protected too (agents must not replace it).
+        assert_eq!(config.protected_paths(None)[3], PathBuf::from("/run/jit"));
+        config.agent_socket.path = "/run/jit-agents/agent.sock".into();
+        assert_eq!(
+            config.protected_paths(None)[3],
+            PathBuf::from("/run/jit-agents")
+        );
     }
 }

@@ -6,7 +6,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    AuditConfig, Config, HttpConfig, HttpToken, LogConfig, LogFormat, SocketConfig, WebhookConfig,
+    AgentSocketConfig, AuditConfig, Config, HttpConfig, HttpToken, LogConfig, LogFormat,
+    SocketConfig, WebhookConfig,
     values::{AbsPath, ByteSize, Fsync, Keep, Level, SocketMode, Url},
 };
 
@@ -16,6 +17,7 @@ pub(super) struct RawConfig {
     policy_dir: AbsPath,
     audit: RawAudit,
     socket: RawSocket,
+    agent_socket: RawAgentSocket,
     log: RawLog,
     http: RawHttp,
     webhook: RawWebhook,
@@ -38,6 +40,23 @@ struct RawSocket {
     path: AbsPath,
     mode: SocketMode,
     group: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAgentSocket {
+    enabled: bool,
+    path: Spanned<AbsPath>,
+}
+
+impl Default for RawAgentSocket {
+    fn default() -> Self {
+        let d = Config::default().agent_socket;
+        Self {
+            enabled: d.enabled,
+            path: Spanned::new(0..0, AbsPath(d.path)),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -76,6 +95,7 @@ impl Default for RawConfig {
             policy_dir: AbsPath(d.policy_dir),
             audit: RawAudit::default(),
             socket: RawSocket::default(),
+            agent_socket: RawAgentSocket::default(),
             log: RawLog::default(),
             http: RawHttp::default(),
             webhook: RawWebhook::default(),
@@ -137,6 +157,14 @@ impl RawConfig {
         {
             return Err((group.span(), "socket group must not be empty".to_owned()));
         }
+        if self.agent_socket.enabled && self.agent_socket.path.get_ref().0 == self.socket.path.0 {
+            return Err((
+                self.agent_socket.path.span(),
+                "agent_socket.path is the control socket's path; the agent socket needs a path \
+                 of its own (such as /run/jit/agent.sock)"
+                    .to_owned(),
+            ));
+        }
         let mut names = HashSet::new();
         let mut tokens = Vec::with_capacity(self.http.tokens.len());
         for token in self.http.tokens {
@@ -181,6 +209,10 @@ impl RawConfig {
                 path: self.socket.path.0,
                 mode: self.socket.mode.0,
                 group: self.socket.group.map(Spanned::into_inner),
+            },
+            agent_socket: AgentSocketConfig {
+                enabled: self.agent_socket.enabled,
+                path: self.agent_socket.path.into_inner().0,
             },
             log: LogConfig {
                 format: self.log.format,

@@ -38,6 +38,7 @@ pub fn read_events(
     policy: PolicyStore,
     audit: AuditSink,
     holds: Holds,
+    history: super::history::History,
 ) -> std::io::Result<impl Future<Output = ()>> {
     // SAFETY: the ring buffer owns its map fd, which stays open and the same for as long as the
     // RingBuf lives, and the AsyncFd owns the RingBuf.
@@ -85,7 +86,9 @@ pub fn read_events(
                     continue;
                 }
             };
+            let hints = policy.current();
             for (pid, record, announced) in records {
+                history.observe(&record, hints.rule_hint(record.rule_id));
                 info!(
                     kind = %record.kind,
                     op = %record.op,

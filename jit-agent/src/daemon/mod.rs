@@ -7,11 +7,14 @@
 //! - [`audit_sink`]: the only writer of the audit log (its own thread, group commit);
 //! - [`policy_store`]: loads, installs and publishes policy snapshots, keeps the last good one;
 //! - [`holds`]: the hold manager (queue, decisions, quorum, timeouts, reconciliation);
-//! - the channels, clients of the above: the control socket ([`server`]), the HTTP API and the
-//!   webhook notifier ([`crate::approval`]).
+//! - [`history`]: each agent's recent denials and holds, for the agent socket;
+//! - the channels, clients of the above: the control socket ([`server`]), the agent socket
+//!   ([`agent_socket`]), the HTTP API and the webhook notifier ([`crate::approval`]).
+mod agent_socket;
 pub mod apply;
 mod audit_sink;
 mod events;
+mod history;
 mod holds;
 mod kernel;
 mod last_good;
@@ -74,7 +77,7 @@ pub enum DaemonError {
     KernelGone(#[from] kernel::KernelGone),
 }
 
-/// What the control socket serves from: handles on the components.
+/// What the control and agent sockets serve from: handles on the components.
 #[derive(Clone)]
 struct Context {
     config: Arc<Config>,
@@ -82,6 +85,7 @@ struct Context {
     kernel: KernelHandle,
     policy: PolicyStore,
     holds: Holds,
+    history: history::History,
 }
 
 /// Raises the descriptor limit and opens the audit log, saying when it was found cut.
@@ -153,6 +157,16 @@ async fn bind_http(
     Ok(Some((tokens, listener)))
 }
 
+/// Binds and serves the agent socket, when it is enabled.
+async fn start_agent_socket(context: &Context) -> Result<(), DaemonError> {
+    if context.config.agent_socket.enabled {
+        let path = context.config.agent_socket.path.clone();
+        let listener = tokio::task::spawn_blocking(move || agent_socket::bind(&path)).await??;
+        tokio::spawn(agent_socket::serve(context.clone(), listener));
+    }
+    Ok(())
+}
+
 /// Runs the daemon until SIGTERM or SIGINT.
 ///
 /// # Errors
@@ -196,6 +210,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Dae
         config.audit.path.clone(),
         holds::monotonic_ns(),
     );
+    let history = history::History::spawn();
     // Events first: whatever the kernel queued while no daemon ran is audited before anything
     // else happens.
     let event_task = tokio::spawn(events::read_events(
@@ -203,6 +218,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Dae
         policy.clone(),
         audit.clone(),
         holds.clone(),
+        history.clone(),
     )?);
 
     if let Err(errors) = policy_owner.start(startup == Startup::Adopted).await {
@@ -221,12 +237,14 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Dae
         kernel: kernel.clone(),
         policy,
         holds: holds.clone(),
+        history,
     };
     // The socket's group (NSS) and directory: on a blocking thread.
     let listener = {
         let socket = config.socket.clone();
         tokio::task::spawn_blocking(move || server::bind(&socket)).await??
     };
+    start_agent_socket(&context).await?;
     tokio::spawn(server::serve(context, listener));
     if let Some((tokens, listener)) = http {
         info!(listen = %config.http.listen, "HTTP approval API ready");
@@ -258,5 +276,8 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Dae
     }));
     audit.flush().await;
     let _ = fs::remove_file(&config.socket.path);
+    if config.agent_socket.enabled {
+        let _ = fs::remove_file(&config.agent_socket.path);
+    }
     Ok(())
 }

@@ -105,6 +105,15 @@ impl PolicySnapshot {
             .map(|r| r.rule.clone())
     }
 
+    /// The `hint` of rule `id`, if it has one.
+    #[must_use]
+    pub fn rule_hint(&self, id: u32) -> Option<String> {
+        self.compiled
+            .as_ref()
+            .and_then(|c| c.rules.get(&id))
+            .and_then(|r| r.hint.clone())
+    }
+
     /// The policy of agent `id`.
     #[must_use]
     pub fn agent_policy(&self, id: u32) -> Option<&AgentPolicy> {

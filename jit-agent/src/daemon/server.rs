@@ -165,12 +165,15 @@ async fn answer(context: &Context, caller: Caller, request: Request) -> Response
         ?request,
         "control request"
     );
-    let registered: Vec<u64> = match context
+    let registered: Vec<(u64, u32)> = match context
         .kernel
         .call(crate::bpf::Enforcer::registered_cgroups)
         .await
     {
-        Ok(Ok(registered)) => registered.into_iter().map(|(id, _)| id).collect(),
+        Ok(Ok(registered)) => registered
+            .into_iter()
+            .map(|(id, cgroup)| (id, cgroup.agent_id))
+            .collect(),
         Ok(Err(err)) => {
             let why = format!("reading the registered agent cgroups: {err}");
             return refuse(&caller, &request, &why);
@@ -207,7 +210,7 @@ async fn answer(context: &Context, caller: Caller, request: Request) -> Response
         pid: caller.pid,
         groups,
     };
-    if let Some(cgroup) = cgroup {
+    if let Some((cgroup, _)) = cgroup {
         warn!(
             pid = peer.pid,
             uid = peer.uid,
@@ -303,11 +306,15 @@ fn supplementary_groups(pid: u32) -> Result<Vec<u32>, String> {
         .collect()
 }
 
-/// The agent cgroup (as a path below the cgroup2 mount) that process `pid` is in, if any: its
-/// cgroup or one of that cgroup's ancestors is registered in the kernel. An error when that
-/// cannot be told (the process's cgroup or the kernel's registry cannot be read): callers
-/// refuse then.
-fn agent_cgroup_of(root: &Path, registered: &[u64], pid: u32) -> Result<Option<String>, String> {
+/// The agent cgroup (as a path below the cgroup2 mount) that process `pid` is in, if any, and
+/// its agent id: its cgroup or the nearest of that cgroup's ancestors registered in the kernel
+/// (`registered`: cgroup inode, agent id). An error when that cannot be told (the process's
+/// cgroup or the kernel's registry cannot be read): callers refuse then.
+pub(super) fn agent_cgroup_of(
+    root: &Path,
+    registered: &[(u64, u32)],
+    pid: u32,
+) -> Result<Option<(String, u32)>, String> {
     let text = fs::read_to_string(format!("/proc/{pid}/cgroup"))
         .map_err(|e| format!("reading /proc/{pid}/cgroup: {e}"))?;
     let path = text
@@ -321,8 +328,8 @@ fn agent_cgroup_of(root: &Path, registered: &[u64], pid: u32) -> Result<Option<S
         match fs::metadata(root.join(rel)) {
             Ok(meta) => {
                 use std::os::unix::fs::MetadataExt as _;
-                if registered.contains(&meta.ino()) {
-                    return Ok(Some(dir.display().to_string()));
+                if let Some((_, agent)) = registered.iter().find(|(ino, _)| *ino == meta.ino()) {
+                    return Ok(Some((dir.display().to_string(), *agent)));
                 }
             }
             // A cgroup removed meanwhile is no agent's any more; anything else is doubt.

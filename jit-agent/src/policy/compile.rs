@@ -15,6 +15,8 @@ pub struct RuleInfo {
     pub file: PathBuf,
     /// Line of the rule's `name`.
     pub line: usize,
+    /// The rule's `hint` for the agent, if it has one.
+    pub hint: Option<String>,
 }
 
 /// One policy map entry before the ruleset id is known.
@@ -99,6 +101,7 @@ pub fn compile(set: &PolicySet, at: Timestamp) -> Compiled {
                     rule: rule.name.clone(),
                     file: agent.file.clone(),
                     line: rule.at.line,
+                    hint: rule.hint.clone(),
                 },
             );
         }

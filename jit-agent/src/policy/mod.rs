@@ -32,7 +32,9 @@ pub use self::{
     compile::{Compiled, CompiledAgent, Entry, RuleInfo, compile, compile_agent},
     error::{PolicyError, PolicyErrors, Position},
     escalation::DEFAULT_TIMEOUT,
-    model::{Account, AgentPolicy, Approvers, Escalation, Grant, OnTimeout, Rule, RulePath},
+    model::{
+        Account, AgentPolicy, Approvers, Escalation, Grant, MAX_HINT, OnTimeout, Rule, RulePath,
+    },
     window::{Activity, TimeWindow, When, WindowError},
 };
 

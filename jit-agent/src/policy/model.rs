@@ -149,7 +149,14 @@ pub struct Rule {
     pub timeout: Option<Duration>,
     /// Hold rules only: overrides [`Escalation::on_timeout`].
     pub on_timeout: Option<OnTimeout>,
+    /// One line from the policy author telling the agent why it was denied or held and what to
+    /// do instead; served on the agent socket (`jitctl agent why`). At most [`MAX_HINT`] bytes,
+    /// no control characters.
+    pub hint: Option<String>,
 }
+
+/// Longest rule `hint`, in bytes.
+pub const MAX_HINT: usize = 200;
 
 /// A validated path pattern and its shape.
 #[derive(Clone, Debug, PartialEq, Eq)]

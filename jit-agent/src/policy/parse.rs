@@ -255,6 +255,7 @@ fn rule(
         hold_only(errs, t, "on_timeout");
         on_timeout(errs, t)
     });
+    let hint = raw.hint.as_ref().and_then(|h| hint(errs, h));
     (errs.errors.len() == before).then(|| Rule {
         id: 0,
         name: name.clone(),
@@ -265,7 +266,43 @@ fn rule(
         when,
         timeout,
         on_timeout,
+        hint,
     })
+}
+
+/// A rule's `hint`: one line, shown to the agent as is, so no control characters (a newline
+/// or an escape sequence would let a policy author's typo rewrite the agent's terminal) and a
+/// bounded length.
+fn hint(errs: &mut FileErrors<'_>, value: &Spanned<String>) -> Option<String> {
+    let text = value.get_ref();
+    if text.trim().is_empty() {
+        errs.at(
+            &value.span(),
+            "`hint` is empty: leave it out or say what to do instead",
+        );
+        return None;
+    }
+    if text.len() > super::MAX_HINT {
+        errs.at(
+            &value.span(),
+            format!(
+                "`hint` is {} bytes long; at most {} (one line for the agent)",
+                text.len(),
+                super::MAX_HINT
+            ),
+        );
+        return None;
+    }
+    if let Some(c) = text.chars().find(|c| c.is_control()) {
+        errs.at(
+            &value.span(),
+            format!(
+                "`hint` contains the control character {c:?}; it must be one line of plain text"
+            ),
+        );
+        return None;
+    }
+    Some(text.clone())
 }
 
 /// The items of a string-or-list field, each converted by `item`; reports an empty list.

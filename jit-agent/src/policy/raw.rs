@@ -54,6 +54,7 @@ pub(super) struct RawRule {
     pub when: Option<Spanned<RawWhen>>,
     pub timeout: Option<Spanned<String>>,
     pub on_timeout: Option<Spanned<String>>,
+    pub hint: Option<Spanned<String>>,
 }
 
 /// `when = { inside | outside = "...", tz = "..." }`.

@@ -279,6 +279,7 @@ fn tie_note(agent: &AgentPolicy, s: &Suggestion, now: Timestamp) -> Option<Strin
         when: None,
         timeout: None,
         on_timeout: None,
+        hint: None,
     });
     let maps = AgentMaps::new(&compile_at(&with, now));
     let sample = s.paths.first()?;

@@ -30,8 +30,8 @@ const REVIEWER: (u32, u32) = (1000, 1001);
 type Exec = JoinHandle<std::io::Result<std::process::ExitStatus>>;
 
 /// Raw syscalls for processes forked from the (multi-threaded) test: no allocation between
-/// `fork` and `_exit`.
-mod raw {
+/// `fork` and `_exit`. Shared with the agent socket tests.
+pub(crate) mod raw {
     use std::mem::{size_of, zeroed};
 
     use libc::c_int;

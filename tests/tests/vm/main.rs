@@ -2,6 +2,7 @@
 //!
 //! One test binary on purpose: loading jit runs the verifier over every program, which takes
 //! tens of seconds under software emulation, and the tests share one load per binary.
+mod agent_socket;
 mod approval_binding;
 mod audit_load;
 mod boundary;

@@ -1,6 +1,6 @@
 //! The hold manager's task: the queue and everything that changes it.
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, VecDeque},
     fs,
     io::{BufRead as _, BufReader},
     path::PathBuf,
@@ -20,10 +20,14 @@ use super::{
     starters::{self, Starters, starters_path},
 };
 use crate::{
-    approval::{DecideError, Decided, PendingView, ReviewAction, Reviewer, webhook::WebhookHandle},
+    agent_api::{JUSTIFY_BURST, JUSTIFY_WINDOW, JustifyError, justification_text},
+    approval::{
+        DecideError, Decided, Justification, PendingView, ReviewAction, Reviewer,
+        webhook::WebhookHandle,
+    },
     audit::{
         ProcessContext,
-        record::{Approval, ApprovalDecision, HoldEnded, RecordBody},
+        record::{Approval, ApprovalDecision, HoldEnded, JustificationRecord, RecordBody},
     },
     bpf::BpfError,
     daemon::{
@@ -89,6 +93,8 @@ pub struct HoldManager {
     /// (`starters.rs`): with `self_approval = false` they may not approve the agent's holds.
     starters: Starters,
     starters_path: PathBuf,
+    /// When each agent's recent justifications were accepted (rate limit, per agent id).
+    justified: BTreeMap<u32, VecDeque<std::time::Instant>>,
     kernel: KernelHandle,
     audit: AuditSink,
     policy: PolicyStore,
@@ -127,6 +133,7 @@ impl HoldManager {
             held: BTreeMap::new(),
             starters,
             starters_path,
+            justified: BTreeMap::new(),
             kernel,
             audit: audit.clone(),
             policy,
@@ -157,14 +164,16 @@ impl HoldManager {
         match command {
             Command::Announce(held) => {
                 // An adopted hold keeps the approvals it collected and stays visible.
-                let (approvals, visible) = self
-                    .held
-                    .get(&held.request_id)
-                    .map_or((Vec::new(), false), |h| (h.approvals.clone(), h.visible));
+                let (approvals, visible, justification) =
+                    self.held.get(&held.request_id).map_or_else(
+                        || (Vec::new(), false, None),
+                        |h| (h.approvals.clone(), h.visible, h.justification.clone()),
+                    );
                 self.held.insert(
                     held.request_id,
                     Held {
                         approvals,
+                        justification,
                         visible,
                         ..*held
                     },
@@ -190,6 +199,18 @@ impl HoldManager {
                 reply,
             } => {
                 let _ = reply.send(self.decide(id, &reviewer, action, reason).await);
+            }
+            Command::AgentPending { agent_id, reply } => {
+                let _ = reply.send(self.views(Some(agent_id)).await);
+            }
+            Command::Justify {
+                agent_id,
+                pid,
+                id,
+                text,
+                reply,
+            } => {
+                let _ = reply.send(self.justify(agent_id, pid, id, &text).await);
             }
             Command::Starter { agent, uid, reply } => {
                 let result = if self.starters.contains(&agent, uid) {
@@ -237,7 +258,17 @@ impl HoldManager {
 
     /// Every visible hold, oldest first.
     async fn pending_views(&self) -> Vec<PendingView> {
-        let held: Vec<Held> = self.held.values().filter(|h| h.visible).cloned().collect();
+        self.views(None).await
+    }
+
+    /// The visible holds (of agent `only`, when given), oldest first.
+    async fn views(&self, only: Option<u32>) -> Vec<PendingView> {
+        let held: Vec<Held> = self
+            .held
+            .values()
+            .filter(|h| h.visible && only.is_none_or(|a| a == h.agent_id))
+            .cloned()
+            .collect();
         let snapshot = self.policy.current();
         blocking(move || {
             let now = monotonic_ns();
@@ -353,6 +384,76 @@ impl HoldManager {
             },
             approvals_missing: 0,
         })
+    }
+
+    /// An agent's justification for its own visible hold: rate-limited per agent, audited
+    /// (durable before it is acknowledged or shown), then shown on every channel (pending
+    /// list, HTTP, and the webhook once more). Changes nothing else about the hold: not its
+    /// deadline, its order or its approvals.
+    async fn justify(
+        &mut self,
+        agent_id: u32,
+        pid: u32,
+        id: u64,
+        raw: &str,
+    ) -> Result<String, JustifyError> {
+        let Some(held) = self
+            .held
+            .get(&id)
+            .filter(|h| h.visible && h.agent_id == agent_id)
+            .cloned()
+        else {
+            // The same answer for another agent's hold and for no hold at all.
+            return Err(JustifyError::NotYours(id));
+        };
+        let text = justification_text(raw)?;
+        let now = std::time::Instant::now();
+        let sent = self.justified.entry(agent_id).or_default();
+        while sent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= JUSTIFY_WINDOW)
+        {
+            sent.pop_front();
+        }
+        if sent.len() >= JUSTIFY_BURST {
+            let oldest = sent.front().copied().unwrap_or(now);
+            let retry = JUSTIFY_WINDOW.saturating_sub(now.duration_since(oldest));
+            warn!(agent_id, pid, id, "refused a justification: rate limit");
+            return Err(JustifyError::RateLimited {
+                burst: JUSTIFY_BURST,
+                window_secs: JUSTIFY_WINDOW.as_secs(),
+                retry_in_secs: retry.as_secs().max(1),
+            });
+        }
+        sent.push_back(now);
+        let snapshot = self.policy.current();
+        let agent = snapshot
+            .agent_name(agent_id)
+            .unwrap_or_else(|| format!("agent {agent_id:#010x}"));
+        self.audit
+            .record_durable(RecordBody::Justification(JustificationRecord {
+                request_id: id,
+                source: "agent".to_owned(),
+                pid,
+                text: text.clone(),
+                action: Some(held_action(&held, &agent)),
+            }))
+            .await;
+        let justification = Justification {
+            text: text.clone(),
+            source: "agent".to_owned(),
+            pid,
+            at: format!("{:.0}", jiff::Timestamp::now()),
+        };
+        let Some(entry) = self.held.get_mut(&id) else {
+            return Err(JustifyError::NotYours(id));
+        };
+        entry.justification = Some(justification);
+        let updated = entry.clone();
+        info!(id, agent = %agent, pid, "the agent justified its hold");
+        // Reviewers who were told of the hold are told what the agent says about it.
+        self.notify(updated).await;
+        Ok(text)
     }
 
     /// Whether `reviewer` started a process as `agent`: by uid, or for reviewers without one
@@ -571,6 +672,7 @@ impl HoldManager {
                             process: ProcessContext::read_held(request.tgid, tid, op == Op::Exec),
                             ends,
                             approvals: Vec::new(),
+                            justification: None,
                             // Its record, if any, was committed long ago (ADOPT_AFTER).
                             visible: true,
                         }

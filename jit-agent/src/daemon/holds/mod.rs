@@ -26,7 +26,10 @@ use tokio::sync::{mpsc, oneshot};
 pub use self::manager::HoldManager;
 use super::audit_sink::AuditSink;
 use crate::{
-    approval::{ApprovalService, DecideError, Decided, PendingView, ReviewAction, Reviewer},
+    agent_api::JustifyError,
+    approval::{
+        ApprovalService, DecideError, Decided, Justification, PendingView, ReviewAction, Reviewer,
+    },
     audit::ProcessContext,
 };
 
@@ -49,6 +52,8 @@ pub struct Held {
     pub ends: Option<(String, String)>,
     /// Distinct reviewers who approved, when more than one approval is required.
     pub approvals: Vec<String>,
+    /// What the agent said about it (agent socket): the latest justification.
+    pub justification: Option<Justification>,
     /// Whether reviewers may see it: its audit record is durable (I5).
     pub(super) visible: bool,
 }
@@ -77,6 +82,7 @@ impl Held {
             process,
             ends,
             approvals: Vec::new(),
+            justification: None,
             visible: false,
         }
     }
@@ -94,6 +100,19 @@ enum Command {
         action: ReviewAction,
         reason: Option<String>,
         reply: oneshot::Sender<Result<Decided, DecideError>>,
+    },
+    /// The visible holds of one agent (agent socket): only that agent's.
+    AgentPending {
+        agent_id: u32,
+        reply: oneshot::Sender<Vec<PendingView>>,
+    },
+    /// An agent's justification for its own hold (agent socket). Never a decision.
+    Justify {
+        agent_id: u32,
+        pid: u32,
+        id: u64,
+        text: String,
+        reply: oneshot::Sender<Result<String, JustifyError>>,
     },
     /// `uid` is about to start a process as `agent` (`jitctl run`): remember it (on disk)
     /// before the process is placed.
@@ -158,6 +177,46 @@ impl Holds {
             Some(answer) => answer.await.unwrap_or_default(),
             None => Vec::new(),
         }
+    }
+
+    /// The visible holds of agent `agent_id`, oldest first.
+    pub async fn agent_pending(&self, agent_id: u32) -> Vec<PendingView> {
+        let (reply, answer) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::AgentPending { agent_id, reply })
+            .is_err()
+        {
+            return Vec::new();
+        }
+        answer.await.unwrap_or_default()
+    }
+
+    /// Attaches `text` (checked and escaped: [`crate::agent_api::justification_text`]) from
+    /// process `pid` of agent `agent_id` to that agent's pending hold `id`; the stored text on
+    /// success, once its audit record is durable.
+    ///
+    /// # Errors
+    /// See [`JustifyError`].
+    pub async fn justify(
+        &self,
+        agent_id: u32,
+        pid: u32,
+        id: u64,
+        text: String,
+    ) -> Result<String, JustifyError> {
+        let (reply, answer) = oneshot::channel();
+        let stopping = || JustifyError::Invalid("the daemon is stopping".to_owned());
+        self.commands
+            .send(Command::Justify {
+                agent_id,
+                pid,
+                id,
+                text,
+                reply,
+            })
+            .map_err(|_| stopping())?;
+        answer.await.unwrap_or_else(|_| Err(stopping()))
     }
 
     fn ask_decide(

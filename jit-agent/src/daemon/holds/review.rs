@@ -83,6 +83,8 @@ pub(super) fn view(snapshot: &PolicySnapshot, held: &Held, now_ns: u64) -> Pendi
         target,
         approvals: held.approvals.clone(),
         required_approvals: agent.map_or(1, |a| a.escalation.required_approvals),
+        hint: snapshot.rule_hint(held.rule_id),
+        justification: held.justification.clone(),
     }
 }
 
