@@ -116,6 +116,8 @@ fn view(id: u64, path: &str) -> PendingView {
         target: None,
         approvals: vec![],
         required_approvals: 1,
+        risk: None,
+        approvers: Vec::new(),
     }
 }
 

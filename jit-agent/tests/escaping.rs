@@ -43,6 +43,8 @@ fn forged() -> PendingView {
         }),
         approvals: vec!["alice\n".into()],
         required_approvals: 2,
+        risk: None,
+        approvers: Vec::new(),
     }
 }
 

@@ -101,6 +101,8 @@ fn view(id: u64) -> PendingView {
         target: None,
         approvals: vec![],
         required_approvals: 1,
+        risk: None,
+        approvers: Vec::new(),
     }
 }
 

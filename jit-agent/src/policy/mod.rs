@@ -29,10 +29,13 @@ use jiff::Timestamp;
 
 use self::parse::{FileOutcome, parse_file};
 pub use self::{
-    compile::{Compiled, CompiledAgent, Entry, RuleInfo, compile, compile_agent},
+    compile::{Compiled, CompiledAgent, Entry, RuleInfo, ancestor_guards, compile, compile_agent},
     error::{PolicyError, PolicyErrors, Position},
     escalation::DEFAULT_TIMEOUT,
-    model::{Account, AgentPolicy, Approvers, Escalation, Grant, OnTimeout, Rule, RulePath},
+    model::{
+        Account, AgentPolicy, Approvers, Escalation, Grant, Level, OnTimeout, OpGroup, Review,
+        Risk, Rule, RulePath,
+    },
     window::{Activity, TimeWindow, When, WindowError},
 };
 

@@ -271,6 +271,7 @@ fn tie_note(agent: &AgentPolicy, s: &Suggestion, now: Timestamp) -> Option<Strin
         name: "suggested".to_owned(),
         at: Position::START,
         ops: vec![op],
+        groups: Vec::new(),
         paths: vec![RulePath {
             pattern: s.pattern.clone(),
             shape,
@@ -279,6 +280,9 @@ fn tie_note(agent: &AgentPolicy, s: &Suggestion, now: Timestamp) -> Option<Strin
         when: None,
         timeout: None,
         on_timeout: None,
+        risk: None,
+        approvers: None,
+        required_approvals: None,
     });
     let maps = AgentMaps::new(&compile_at(&with, now));
     let sample = s.paths.first()?;

@@ -13,6 +13,8 @@ mod exec_policy;
 mod file_ops;
 mod io_uring;
 mod last_good;
+mod op_groups;
 mod policy_tooling;
+mod rule_escalation;
 mod self_protect;
 mod write_cache;
