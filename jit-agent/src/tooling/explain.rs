@@ -541,8 +541,9 @@ pub fn render(e: &Explanation) -> String {
         }
         let _ = writeln!(
             out,
-            "hold: approvers {}; {} approval(s) needed{}; waits {} then {}; an approval's \
+            "hold{}: approvers {}; {} approval(s) needed{}; waits {} then {}; an approval's \
              default scope: {}{}",
+            h.risk.map_or_else(String::new, |k| format!(" (risk {k})")),
             who.join("; "),
             h.required_approvals,
             if h.self_approval {

@@ -20,7 +20,9 @@ use jit_tests::{
 const CGROUP: &str = "jit-test-rule-esc/agent";
 /// The guest's reviewer account (see xtask's initramfs): uid 1000, in group `sre` (1001).
 const REVIEWER: (u32, u32) = (1000, 1001);
-const NOBODY: (u32, u32) = (65534, 65534);
+/// `nobody`, with `sre` as its group so that it may connect to the socket: refused or allowed
+/// by the daemon as a user, never by that group (no approver list here names `sre`).
+const NOBODY: (u32, u32) = (65534, 1001);
 
 type Exec = JoinHandle<std::io::Result<std::process::ExitStatus>>;
 
@@ -69,8 +71,8 @@ fn a_rules_own_approvers_and_quorum_decide_its_holds() {
     files
         .cgroups
         .extend([CGROUP.to_owned(), "jit-test-rule-esc".to_owned()]);
-    // Everyone may connect: the daemon, not the socket's mode, must refuse `nobody`.
-    files.set_socket_access("sre", "0666");
+    // Members of `sre` may connect: the daemon, not the socket's mode, must refuse `nobody`.
+    files.set_socket_access("sre", "0660");
     files.write_policy(
         "rule-esc.toml",
         &format!(
