@@ -168,7 +168,10 @@ fn risk_and_deciders_show_on_the_card_and_in_the_webhook_text() {
         text.contains("rule \"production deploy\", risk critical, request 7)"),
         "{text}"
     );
-    assert!(text.contains("Approvers: alice, group:sre (2 needed)."), "{text}");
+    assert!(
+        text.contains("Approvers: alice, group:sre (2 needed)."),
+        "{text}"
+    );
     // A risk or an approver name cannot carry markup or control characters into either.
     view.approvers = vec!["<!channel>\n".into()];
     assert!(review_card(&view).contains("decided by: <!channel>\\n"));
