@@ -9,6 +9,7 @@
 //! found, each as `FILE:LINE:COL: message`, so the daemon keeps the previous policy
 //! (docs/ARCHITECTURE.md, I3: a bad policy never weakens enforcement). The file format, its defaults and its
 //! errors are documented in `policies/README.md`.
+pub mod args;
 mod compile;
 mod error;
 mod escalation;
