@@ -118,6 +118,8 @@ fn view(id: u64, path: &str) -> PendingView {
         required_approvals: 1,
         hint: None,
         justification: None,
+        risk: None,
+        approvers: Vec::new(),
     }
 }
 

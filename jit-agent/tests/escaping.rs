@@ -51,6 +51,8 @@ fn forged() -> PendingView {
             pid: 4242,
             at: "2026-01-01T00:00:01Z".into(),
         }),
+        risk: None,
+        approvers: Vec::new(),
     }
 }
 
@@ -160,4 +162,39 @@ fn json_stays_exact() {
     );
     let back: PendingView = serde_json::from_str(&json).unwrap();
     assert_eq!(back, view);
+}
+
+#[test]
+fn risk_and_deciders_show_on_the_card_and_in_the_webhook_text() {
+    let mut view = forged();
+    view.path = "/usr/local/bin/deploy".into();
+    view.path_hex = None;
+    view.rule = Some("production deploy".into());
+    view.risk = Some("critical".into());
+    view.approvers = vec!["alice".into(), "group:sre".into()];
+    view.required_approvals = 2;
+    let card = review_card(&view);
+    assert!(
+        card.starts_with(
+            "7  exec /usr/local/bin/deploy [rule: production deploy] [risk: critical]  (agent"
+        ),
+        "{card}"
+    );
+    assert!(
+        card.contains("\n    decided by: alice, group:sre (2 approvals needed)"),
+        "{card}"
+    );
+    let text = summary(&view);
+    assert!(
+        text.contains("rule \"production deploy\", risk critical, request 7)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Approvers: alice, group:sre (2 needed)."),
+        "{text}"
+    );
+    // A risk or an approver name cannot carry markup or control characters into either.
+    view.approvers = vec!["<!channel>\n".into()];
+    assert!(review_card(&view).contains("decided by: <!channel>\\n"));
+    assert!(summary(&view).contains("Approvers: &lt;!channel&gt;\\n"));
 }

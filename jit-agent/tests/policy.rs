@@ -468,9 +468,10 @@ const BAD: &[(&str, &[&str])] = &[
         &[
             "4:1: unknown field `defualt`, expected one of `name`, `cgroups`, `mode`, `default`",
             "9:1: unknown field `paths`, expected one of `name`, `op`, `path`, `decision`, \
-             `when`, `timeout`, `on_timeout`, `hint`",
+             `when`, `timeout`, `on_timeout`, `hint`, `risk`, `approvers`, `required_approvals`",
             "14:6: unknown op `exce`: expected one of exec, write, create, unlink, rename, \
-             truncate, mkdir, rmdir, link, symlink, chmod, chown, device, metadata",
+             truncate, mkdir, rmdir, link, symlink, chmod, chown, device, metadata, or a \
+             group: modify, any",
             "18:2: unknown section `limits`: expected `agent`, `escalation` or `rule`",
         ],
     ),
@@ -487,9 +488,11 @@ const BAD: &[(&str, &[&str])] = &[
              \"1h30m\" (expected number at 0)",
             "12:22: `required_approvals` must be at least 1, not 0",
             "16:15: unknown op `read`: expected one of exec, write, create, unlink, rename, \
-             truncate, mkdir, rmdir, link, symlink, chmod, chown, device, metadata",
+             truncate, mkdir, rmdir, link, symlink, chmod, chown, device, metadata, or a \
+             group: modify, any",
             "16:32: unknown op `delete`: expected one of exec, write, create, unlink, rename, \
-             truncate, mkdir, rmdir, link, symlink, chmod, chown, device, metadata",
+             truncate, mkdir, rmdir, link, symlink, chmod, chown, device, metadata, or a \
+             group: modify, any",
             "18:12: unknown decision `permit`: expected one of allow, audit, hold, deny",
         ],
     ),

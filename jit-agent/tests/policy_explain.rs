@@ -41,7 +41,7 @@ fn explain_names_the_rule_the_losers_and_the_hold() {
             .unwrap()
             .ends_with("coding-agent.toml")
     );
-    assert_eq!(e["decided_by"]["line"], 121);
+    assert_eq!(e["decided_by"]["line"], 122);
     let matches = e["paths"][0]["matches"].as_array().unwrap();
     let workspace = matches.iter().find(|m| m["name"] == "workspace").unwrap();
     assert_eq!(workspace["decides"], false);
@@ -75,6 +75,23 @@ fn explain_names_the_rule_the_losers_and_the_hold() {
         "/usr/bin/curl",
     ]);
     assert_eq!(e["hold"]["timeout"], "2m");
+    assert_eq!(e["hold"]["risk"], "medium");
+    let (_, text, _) = jitctl(&[
+        "policy",
+        "explain",
+        "--offline",
+        "--policies",
+        &policies,
+        "--agent",
+        "coding-agent",
+        "--op",
+        "exec",
+        "/usr/bin/curl",
+    ]);
+    assert!(
+        text.contains("hold (risk medium): approvers users root"),
+        "{text}"
+    );
     assert!(
         e["notes"].as_array().unwrap().iter().any(|n| n
             .as_str()

@@ -103,6 +103,8 @@ fn view(id: u64) -> PendingView {
         required_approvals: 1,
         hint: None,
         justification: None,
+        risk: None,
+        approvers: Vec::new(),
     }
 }
 

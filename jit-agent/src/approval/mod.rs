@@ -55,6 +55,12 @@ pub struct PendingView {
     /// Reviewers who approved so far (when `required_approvals` > 1).
     pub approvals: Vec<String>,
     pub required_approvals: u32,
+    /// The risk of the rule that held it (`low`, `medium`, `high`, `critical`), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub risk: Option<String>,
+    /// Who may decide: user names and `group:NAME`, the rule's own approvers or the agent's.
+    #[serde(default)]
+    pub approvers: Vec<String>,
     /// The policy author's `hint` of the rule that held it (what the agent is told).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
@@ -105,7 +111,7 @@ pub fn review_card(r: &PendingView) -> String {
             .map_or_else(|| "?".to_owned(), |s| escape(s).into_owned())
     };
     let mut card = format!(
-        "{}  {} {} {}  (agent {}, pid {}, user {}, held {}s, {} in {}s)",
+        "{}  {} {} {}{}  (agent {}, pid {}, user {}, held {}s, {} in {}s)",
         r.id,
         escape(&r.op),
         r.shown_path(),
@@ -113,6 +119,9 @@ pub fn review_card(r: &PendingView) -> String {
             || "[default]".to_owned(),
             |rule| format!("[rule: {}]", escape(rule))
         ),
+        r.risk
+            .as_deref()
+            .map_or_else(String::new, |k| format!(" [risk: {}]", escape(k))),
         escape(&r.agent),
         r.pid,
         opt(&r.user),
@@ -159,6 +168,16 @@ pub fn review_card(r: &PendingView) -> String {
             "\n    agent-provided justification (unverified, pid {}): \"{}\"",
             j.pid,
             crate::text::escaped_once(&j.text)
+        );
+    }
+    if !r.approvers.is_empty() {
+        let who: Vec<_> = r.approvers.iter().map(|a| escape(a)).collect();
+        let _ = write!(
+            card,
+            "\n    decided by: {} ({} approval{} needed)",
+            who.join(", "),
+            r.required_approvals,
+            if r.required_approvals == 1 { "" } else { "s" }
         );
     }
     if r.required_approvals > 1 {

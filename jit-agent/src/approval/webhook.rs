@@ -377,9 +377,22 @@ pub fn summary(view: &PendingView) -> String {
             slack_markup(&crate::text::escaped_once(&j.text))
         )
     });
+    let risk = view
+        .risk
+        .as_deref()
+        .map_or_else(String::new, |k| format!(", risk {}", slack_escape(k)));
+    let who = if view.approvers.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " Approvers: {} ({} needed).",
+            slack_escape(&view.approvers.join(", ")),
+            view.required_approvals
+        )
+    };
     format!(
-        "jit: agent {agent} is held before {op} {path}{runs} (pid {pid}, exe {exe}, {rule}, \
-         request {id}).{said} Answer with `jitctl approve {id}` [--once | --for 15m], `jitctl deny {id}` or \
+        "jit: agent {agent} is held before {op} {path}{runs} (pid {pid}, exe {exe}, {rule}{risk}, \
+         request {id}).{who}{said} Answer with `jitctl approve {id}` [--once | --for 15m], `jitctl deny {id}` or \
          `jitctl kill {id}`.",
         agent = slack_escape(&view.agent),
         op = slack_escape(&view.op),

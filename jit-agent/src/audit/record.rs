@@ -194,6 +194,15 @@ pub struct KernelRecord {
     /// Absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<u64>,
+    /// Of a hold: the deciding rule's risk (`low` ... `critical`), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub risk: Option<String>,
+    /// Of a hold: who may decide it (user names and `group:NAME`: the rule's own approvers,
+    /// those of its risk level, or the agent's) and how many approvals it needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approvers: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required_approvals: Option<u32>,
     /// Process details read from procfs when the event arrived (`null` when not captured).
     pub process: Option<ProcessContext>,
 }
@@ -271,8 +280,22 @@ impl KernelRecord {
             destination: None,
             detail: (event.rule_id == SELF_PROTECTION_RULE_ID && Op::from_u8(event.op).is_none())
                 .then_some(event.file.name),
+            risk: None,
+            approvers: None,
+            required_approvals: None,
             process,
         }
+    }
+
+    /// Sets who reviews this hold, as the policy says ([`crate::policy::AgentPolicy::review`]).
+    #[must_use]
+    pub fn with_review(mut self, review: Option<crate::policy::Review<'_>>) -> Self {
+        if let Some(review) = review {
+            self.risk = review.risk.map(|k| k.name().to_owned());
+            self.approvers = Some(review.approver_names());
+            self.required_approvals = Some(review.required_approvals);
+        }
+        self
     }
 
     /// Sets both ends of a held rename or link from `peer`, the `HoldPeer` event that came

@@ -154,7 +154,12 @@ fn records_of(
                     snapshot.agent_name(event.agent_id),
                     snapshot.rule_name(event.rule_id),
                 )
-                .with_peer(&event, peer.as_ref());
+                .with_peer(&event, peer.as_ref())
+                .with_review(
+                    hold.then(|| snapshot.agent_policy(event.agent_id))
+                        .flatten()
+                        .map(|a| a.review(event.rule_id)),
+                );
             let ends = record.source.clone().zip(record.destination.clone());
             let announced =
                 hold.then(|| Held::from_event(&event, process, record.path.clone(), ends));

@@ -1,9 +1,12 @@
 //! Validated policy to map entries: pure and deterministic, so the same set at the same instant
 //! always gives the same entries and the daemon can diff or rebuild generations freely.
-use std::{collections::BTreeMap, path::PathBuf};
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::PathBuf,
+};
 
 use jiff::Timestamp;
-use jit_common::policy::{AgentConfig, Op, PolicyKey, PolicyValue, merge};
+use jit_common::policy::{AgentConfig, Op, PolicyKey, PolicyValue, RuleShape, evaluate, merge};
 
 use super::{AgentPolicy, PolicySet, Rule};
 
@@ -122,8 +125,28 @@ pub fn compile(set: &PolicySet, at: Timestamp) -> Compiled {
 /// uses it to ask what-if questions of the very code that fills the kernel's maps.
 #[must_use]
 pub fn compile_agent(agent: &AgentPolicy, active: impl Fn(&Rule) -> bool) -> CompiledAgent {
+    compile_with_guards(agent, active).0
+}
+
+/// The `rename` entries [`compile_agent`] adds for the directories above the paths of the
+/// agent's group rules (see [`Rule::guards_ancestors`]), as `(rule id, exact pattern)`: what
+/// `jitctl policy explain` lists besides the patterns written in the rules.
+#[must_use]
+pub fn ancestor_guards(agent: &AgentPolicy, active: impl Fn(&Rule) -> bool) -> Vec<(u32, String)> {
+    compile_with_guards(agent, active)
+        .1
+        .into_iter()
+        .map(|(pattern, value)| (value.rule_id, pattern))
+        .collect()
+}
+
+fn compile_with_guards(
+    agent: &AgentPolicy,
+    active: impl Fn(&Rule) -> bool,
+) -> (CompiledAgent, Vec<(String, PolicyValue)>) {
     let mut entries: BTreeMap<(u8, &str), (Op, PolicyValue)> = BTreeMap::new();
     let mut wildcards = 0;
+    let active = &active;
     for rule in agent.rules.iter().filter(|r| active(r)) {
         for path in &rule.paths {
             wildcards |= path.shape.wildcard_mask();
@@ -136,10 +159,18 @@ pub fn compile_agent(agent: &AgentPolicy, active: impl Fn(&Rule) -> bool) -> Com
             }
         }
     }
-    CompiledAgent {
+    let config = AgentConfig::new(agent.default, agent.mode, wildcards);
+    let ancestors = ancestor_entries(agent, &active, &entries, config);
+    for (pattern, value) in &ancestors {
+        entries
+            .entry((Op::Rename as u8, pattern.as_str()))
+            .and_modify(|(_, v)| *v = merge(*v, *value))
+            .or_insert((Op::Rename, *value));
+    }
+    let compiled = CompiledAgent {
         name: agent.name.clone(),
         cgroups: agent.cgroups.clone(),
-        config: AgentConfig::new(agent.default, agent.mode, wildcards),
+        config,
         entries: entries
             .into_iter()
             .map(|((_, pattern), (op, value))| Entry {
@@ -148,5 +179,100 @@ pub fn compile_agent(agent: &AgentPolicy, active: impl Fn(&Rule) -> bool) -> Com
                 value,
             })
             .collect(),
+    };
+    (compiled, ancestors)
+}
+
+/// The `rename` entries that guard the directories above the paths of rules written with an op
+/// group (`op = "modify"`, [`Rule::guards_ancestors`]): renaming `/srv` moves `/srv/app/config`
+/// away without touching it, and a refilled `/srv` moved back puts another file in its place.
+///
+/// Each directory gets an exact entry with the rule's decision and id, but only where it is
+/// more severe than what the agent's other rules (or its default) decide for renaming that
+/// directory: an exact entry outranks every directory rule above it, so adding a `hold` where
+/// a broader `deny` decides would weaken the policy.
+fn ancestor_entries(
+    agent: &AgentPolicy,
+    active: &impl Fn(&Rule) -> bool,
+    entries: &BTreeMap<(u8, &str), (Op, PolicyValue)>,
+    config: AgentConfig,
+) -> Vec<(String, PolicyValue)> {
+    let guarding: Vec<&Rule> = agent
+        .rules
+        .iter()
+        .filter(|r| r.guards_ancestors() && active(r))
+        .collect();
+    if guarding.is_empty() {
+        return Vec::new();
+    }
+    // The rename entries as the kernel's trie holds them: significant key bytes → value.
+    let trie: HashMap<Vec<u8>, PolicyValue> = entries
+        .iter()
+        .filter(|((op, _), _)| *op == Op::Rename as u8)
+        .filter_map(|((_, pattern), (op, value))| {
+            let (key, _) = PolicyKey::for_rule(RULESET, *op, pattern.as_bytes()).ok()?;
+            Some((key.significant().to_vec(), *value))
+        })
+        .collect();
+    let lookup = |key: &PolicyKey| {
+        let n = key.significant_len();
+        (0..=n)
+            .rev()
+            .find_map(|len| trie.get(key.data.get(..len)?).copied())
+    };
+    let config = config.with_ruleset(RULESET);
+    let mut out: Vec<(String, PolicyValue)> = Vec::new();
+    for rule in guarding {
+        for path in &rule.paths {
+            for dir in ancestors(&path.pattern) {
+                let key = PolicyKey::for_lookup(RULESET, Op::Rename, dir.as_bytes());
+                let mut scratch = PolicyKey::EMPTY;
+                let otherwise = evaluate(lookup, &key, &config, &mut scratch).decision;
+                if otherwise.severity() >= rule.decision.severity() {
+                    continue;
+                }
+                let Ok(shape) = RuleShape::parse(dir.as_bytes()) else {
+                    continue;
+                };
+                out.push((dir, shape.value(rule.decision, rule.id)));
+            }
+        }
+    }
+    out
+}
+
+/// Ruleset id of the keys [`ancestor_entries`] looks up: any id works for one agent's entries.
+const RULESET: u32 = 1;
+
+/// The directories strictly above the object(s) `pattern` names, deepest first, without `/`:
+/// `/srv/app/config` → `/srv/app`, `/srv`; `/srv/app/` → `/srv/app`, `/srv`; a `*` stays.
+fn ancestors(pattern: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = pattern.trim_end_matches('/');
+    if !pattern.ends_with('/') {
+        // An exact pattern names the object itself; its ancestors start at its parent.
+        rest = rest.rsplit_once('/').map_or("", |(parent, _)| parent);
+    }
+    while !rest.is_empty() {
+        out.push(rest.to_owned());
+        rest = rest.rsplit_once('/').map_or("", |(parent, _)| parent);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ancestors;
+
+    #[test]
+    fn ancestors_of_patterns() {
+        assert_eq!(ancestors("/srv/app/config"), ["/srv/app", "/srv"]);
+        assert_eq!(ancestors("/srv/app/"), ["/srv/app", "/srv"]);
+        assert_eq!(
+            ancestors("/home/*/.ssh/"),
+            ["/home/*/.ssh", "/home/*", "/home"]
+        );
+        assert_eq!(ancestors("/etc"), Vec::<String>::new());
+        assert_eq!(ancestors("/"), Vec::<String>::new());
     }
 }

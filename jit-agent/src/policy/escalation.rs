@@ -6,8 +6,8 @@ use toml::Spanned;
 use super::{
     LoadOptions, UNRESOLVED_ID,
     error::FileErrors,
-    model::{Account, Approvers, Escalation, Grant, OnTimeout},
-    raw::{RawApprovers, RawEscalation},
+    model::{Account, Approvers, Escalation, Grant, Level, OnTimeout, Risk},
+    raw::{RawApprovers, RawEscalation, RawLevel},
     values::{duration, duration_or, on_timeout},
 };
 
@@ -43,8 +43,24 @@ pub(super) fn escalation_of(
         });
     let required = match raw.and_then(|r| r.required_approvals.as_ref()) {
         None => Some(1),
-        Some(n) => required_approvals(errs, n, &approvers),
+        Some(n) => required_approvals(errs, n, Some(&approvers)),
     };
+    let mut levels = Vec::new();
+    if let Some(raw) = raw {
+        for (risk, level) in [
+            (Risk::Low, &raw.low),
+            (Risk::Medium, &raw.medium),
+            (Risk::High, &raw.high),
+            (Risk::Critical, &raw.critical),
+        ] {
+            if let Some(level) = level {
+                levels.push((
+                    risk,
+                    level_of(errs, level, &approvers, required.unwrap_or(1), options),
+                ));
+            }
+        }
+    }
     let max_grant = raw
         .and_then(|r| r.max_grant.as_ref())
         .map(|m| (duration(errs, m, "max_grant"), m));
@@ -74,13 +90,61 @@ pub(super) fn escalation_of(
             .and_then(|r| r.self_approval.as_ref())
             .is_some_and(|s| *s.get_ref()),
         max_grant: max_grant.and_then(|(m, _)| m),
+        levels,
     })
 }
 
-fn required_approvals(
+/// `[escalation.<risk>]`; its quorum is checked against its own approvers, else the agent's.
+fn level_of(
+    errs: &mut FileErrors<'_>,
+    raw: &Spanned<RawLevel>,
+    agent_approvers: &Approvers,
+    agent_quorum: u32,
+    options: LoadOptions,
+) -> Level {
+    let raw = raw.get_ref();
+    let own = raw.approvers.as_ref().map(|a| {
+        let list = approvers(errs, a.get_ref(), options.resolve_accounts);
+        if list.is_empty() {
+            errs.at(
+                &a.span(),
+                "`approvers` lists nobody: leave it out to keep the agent's",
+            );
+        } else if raw.required_approvals.is_none()
+            && list.groups.is_empty()
+            && agent_quorum as usize > list.users.len()
+        {
+            errs.at(
+                &a.span(),
+                format!(
+                    "this level needs {agent_quorum} approvals (the agent's \
+                     `required_approvals`), but its approvers list only {} user(s) and no \
+                     group: no hold could ever be approved; set `required_approvals` here",
+                    list.users.len()
+                ),
+            );
+        }
+        list
+    });
+    Level {
+        required_approvals: raw.required_approvals.as_ref().and_then(|n| {
+            required_approvals(errs, n, Some(own.as_ref().unwrap_or(agent_approvers)))
+        }),
+        approvers: own,
+        timeout: raw
+            .timeout
+            .as_ref()
+            .and_then(|t| duration(errs, t, "timeout")),
+        on_timeout: raw.on_timeout.as_ref().and_then(|t| on_timeout(errs, t)),
+    }
+}
+
+/// A `required_approvals` value, checked against the approvers who would give them (`None`
+/// when those are unknown because of another error: only the lower bound is checked then).
+pub(super) fn required_approvals(
     errs: &mut FileErrors<'_>,
     n: &Spanned<i64>,
-    approvers: &Approvers,
+    approvers: Option<&Approvers>,
 ) -> Option<u32> {
     let value = *n.get_ref();
     let Some(count) = u32::try_from(value).ok().filter(|&c| c >= 1) else {
@@ -91,7 +155,10 @@ fn required_approvals(
         return None;
     };
     // Group membership changes after load, so only a list of users alone gives a bound.
-    if approvers.groups.is_empty() && count as usize > approvers.users.len() {
+    if let Some(approvers) = approvers
+        && approvers.groups.is_empty()
+        && count as usize > approvers.users.len()
+    {
         errs.at(
             &n.span(),
             format!(
@@ -108,7 +175,7 @@ fn required_approvals(
 /// Resolves approvers against the host's databases (NSS), so a typo is caught at load time
 /// rather than when a hold waits for a reviewer who does not exist.
 /// Without `resolve`, names are only checked for duplicates and get [`UNRESOLVED_ID`].
-fn approvers(errs: &mut FileErrors<'_>, raw: &RawApprovers, resolve: bool) -> Approvers {
+pub(super) fn approvers(errs: &mut FileErrors<'_>, raw: &RawApprovers, resolve: bool) -> Approvers {
     let mut out = Approvers::default();
     for user in &raw.users {
         let name = user.get_ref();

@@ -9,6 +9,7 @@
 //! found, each as `FILE:LINE:COL: message`, so the daemon keeps the previous policy
 //! (docs/ARCHITECTURE.md, I3: a bad policy never weakens enforcement). The file format, its defaults and its
 //! errors are documented in `policies/README.md`.
+pub mod args;
 mod compile;
 mod error;
 mod escalation;
@@ -29,11 +30,12 @@ use jiff::Timestamp;
 
 use self::parse::{FileOutcome, parse_file};
 pub use self::{
-    compile::{Compiled, CompiledAgent, Entry, RuleInfo, compile, compile_agent},
+    compile::{Compiled, CompiledAgent, Entry, RuleInfo, ancestor_guards, compile, compile_agent},
     error::{PolicyError, PolicyErrors, Position},
     escalation::DEFAULT_TIMEOUT,
     model::{
-        Account, AgentPolicy, Approvers, Escalation, Grant, MAX_HINT, OnTimeout, Rule, RulePath,
+        Account, AgentPolicy, Approvers, Escalation, Grant, Level, MAX_HINT, OnTimeout, OpGroup,
+        Review, Risk, Rule, RulePath,
     },
     window::{Activity, TimeWindow, When, WindowError},
 };

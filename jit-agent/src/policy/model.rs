@@ -26,16 +26,41 @@ pub struct AgentPolicy {
 
 impl AgentPolicy {
     /// How long a hold decided by rule `rule_id` (or by the default, rule id 0) waits for a
-    /// reviewer, and what happens then: the rule's overrides, else the agent's escalation.
+    /// reviewer, and what happens then (see [`AgentPolicy::review`]).
     #[must_use]
     pub fn hold_timeout(&self, rule_id: u32) -> (Duration, OnTimeout) {
+        let review = self.review(rule_id);
+        (review.timeout, review.on_timeout)
+    }
+
+    /// Who reviews a hold decided by rule `rule_id` (0: the default), and how: each setting
+    /// from the rule itself, else from `[escalation.<risk>]` of the rule's risk, else from
+    /// `[escalation]`.
+    #[must_use]
+    pub fn review(&self, rule_id: u32) -> Review<'_> {
         let rule = self.rules.iter().find(|r| r.id == rule_id);
-        (
-            rule.and_then(|r| r.timeout)
-                .unwrap_or(self.escalation.timeout),
-            rule.and_then(|r| r.on_timeout)
-                .unwrap_or(self.escalation.on_timeout),
-        )
+        let risk = rule.and_then(|r| r.risk);
+        let level = risk.and_then(|k| self.escalation.level(k));
+        let e = &self.escalation;
+        Review {
+            risk,
+            approvers: rule
+                .and_then(|r| r.approvers.as_ref())
+                .or_else(|| level.and_then(|l| l.approvers.as_ref()))
+                .unwrap_or(&e.approvers),
+            required_approvals: rule
+                .and_then(|r| r.required_approvals)
+                .or_else(|| level.and_then(|l| l.required_approvals))
+                .unwrap_or(e.required_approvals),
+            timeout: rule
+                .and_then(|r| r.timeout)
+                .or_else(|| level.and_then(|l| l.timeout))
+                .unwrap_or(e.timeout),
+            on_timeout: rule
+                .and_then(|r| r.on_timeout)
+                .or_else(|| level.and_then(|l| l.on_timeout))
+                .unwrap_or(e.on_timeout),
+        }
     }
 
     /// Whether some decision of this agent can be a hold.
@@ -60,6 +85,83 @@ pub struct Escalation {
     pub self_approval: bool,
     /// Longest time-boxed grant a reviewer may give (`--for`); longer ones are cut to it.
     pub max_grant: Option<Duration>,
+    /// `[escalation.<risk>]`: defaults for the holds of rules of that risk, by risk.
+    pub levels: Vec<(Risk, Level)>,
+}
+
+impl Escalation {
+    /// The defaults `[escalation.<risk>]` sets, if any.
+    #[must_use]
+    pub fn level(&self, risk: Risk) -> Option<&Level> {
+        self.levels.iter().find(|(k, _)| *k == risk).map(|(_, l)| l)
+    }
+}
+
+/// `[escalation.<risk>]`: what it sets overrides `[escalation]` for rules of that risk.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Level {
+    pub approvers: Option<Approvers>,
+    pub required_approvals: Option<u32>,
+    pub timeout: Option<Duration>,
+    pub on_timeout: Option<OnTimeout>,
+}
+
+/// How important a rule's actions are: shown to reviewers and in audit records, and the key
+/// of `[escalation.<risk>]` defaults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Risk {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Risk {
+    pub const ALL: [Self; 4] = [Self::Low, Self::Medium, Self::High, Self::Critical];
+
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+            Self::Critical => "critical",
+        }
+    }
+
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.name() == name)
+    }
+}
+
+/// Who reviews one rule's holds, and how: [`AgentPolicy::review`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Review<'a> {
+    /// The rule's risk; `None` for the default and rules without one.
+    pub risk: Option<Risk>,
+    pub approvers: &'a Approvers,
+    pub required_approvals: u32,
+    pub timeout: Duration,
+    pub on_timeout: OnTimeout,
+}
+
+impl Review<'_> {
+    /// The approvers as reviewers read them: user names, then `group:NAME`.
+    #[must_use]
+    pub fn approver_names(&self) -> Vec<String> {
+        self.approvers
+            .users
+            .iter()
+            .map(|u| u.name.clone())
+            .chain(
+                self.approvers
+                    .groups
+                    .iter()
+                    .map(|g| format!("group:{}", g.name)),
+            )
+            .collect()
+    }
 }
 
 /// Reviewers, resolved against the host's user and group databases at load time.
@@ -140,7 +242,11 @@ pub struct Rule {
     pub name: String,
     /// Position of the rule's `name` value.
     pub at: Position,
+    /// Every op the rule names, op groups expanded, each once.
     pub ops: Vec<Op>,
+    /// The op groups the rule names (`op = "modify"`): a `deny` or `hold` rule with a group
+    /// also guards renaming the directories above its paths (see [`Rule::guards_ancestors`]).
+    pub groups: Vec<OpGroup>,
     pub paths: Vec<RulePath>,
     pub decision: Decision,
     /// When the rule is active; always when `None`.
@@ -153,6 +259,57 @@ pub struct Rule {
     /// do instead; served on the agent socket (`jitctl agent why`). At most [`MAX_HINT`] bytes,
     /// no control characters.
     pub hint: Option<String>,
+    /// How important the rule's actions are.
+    pub risk: Option<Risk>,
+    /// Hold rules only: who may decide its holds instead of the agent's approvers.
+    pub approvers: Option<Approvers>,
+    /// Hold rules only: overrides [`Escalation::required_approvals`].
+    pub required_approvals: Option<u32>,
+}
+
+impl Rule {
+    /// Whether the compiler adds `rename` entries for the directories above this rule's paths:
+    /// a `deny` or `hold` rule written with an op group guards every way to change its files,
+    /// and moving a directory above one away (then refilling it and moving it back) is one.
+    #[must_use]
+    pub fn guards_ancestors(&self) -> bool {
+        !self.groups.is_empty() && matches!(self.decision, Decision::Deny | Decision::Hold)
+    }
+}
+
+/// A name for several ops at once, expanded when the policy is loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OpGroup {
+    /// Every op that changes a file or what a name points to: every op but `exec`.
+    Modify,
+    /// Every op.
+    Any,
+}
+
+impl OpGroup {
+    pub const ALL: [Self; 2] = [Self::Modify, Self::Any];
+
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Modify => "modify",
+            Self::Any => "any",
+        }
+    }
+
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|g| g.name() == name)
+    }
+
+    /// The ops of the group, in numeric order.
+    #[must_use]
+    pub fn ops(self) -> Vec<Op> {
+        Op::ALL
+            .into_iter()
+            .filter(|&op| self == Self::Any || op != Op::Exec)
+            .collect()
+    }
 }
 
 /// Longest rule `hint`, in bytes.

@@ -13,9 +13,9 @@ use toml::{
 use super::{
     LoadOptions,
     error::{FileErrors, PolicyError, Position},
-    escalation::escalation_of,
+    escalation::{approvers, escalation_of, required_approvals},
     identity::{Identity, identity},
-    model::{AgentPolicy, Escalation, Rule, RulePath},
+    model::{AgentPolicy, Approvers, Escalation, OpGroup, Risk, Rule, RulePath},
     raw::{RawAgent, RawEscalation, RawRule, RawWhen, StringOrList},
     values::{decision, duration, named, on_timeout},
     window::{Activity, TimeWindow, When},
@@ -93,12 +93,12 @@ pub(super) fn parse_file(
             .as_ref()
             .map_or(Some(Decision::Deny), |d| decision(&mut errs, d))
     });
+    let escalation = escalation_of(&mut errs, escalation.as_ref(), options);
     let mut names: HashMap<String, Position> = HashMap::new();
     let rules: Vec<Rule> = raw_rules
         .iter()
-        .filter_map(|r| rule(&mut errs, r, &mut names))
+        .filter_map(|r| rule(&mut errs, r, &mut names, escalation.as_ref(), options))
         .collect();
-    let escalation = escalation_of(&mut errs, escalation.as_ref(), options);
 
     if let (Some(esc), Some(a)) = (&escalation, &agent) {
         check_releasable(&mut errs, a, &raw_rules, esc);
@@ -122,7 +122,8 @@ pub(super) fn parse_file(
 }
 
 /// A hold nobody can release always ends in `on_timeout`: refuse an agent that can hold without
-/// approvers, pointing at the first place that asks for a hold.
+/// approvers, pointing at the first place that asks for a hold. A rule with approvers of its
+/// own (or from `[escalation.<risk>]` of its risk) does not need the agent's.
 fn check_releasable(
     errs: &mut FileErrors<'_>,
     agent: &RawAgent,
@@ -132,6 +133,14 @@ fn check_releasable(
     if !escalation.approvers.is_empty() {
         return;
     }
+    let own_approvers = |r: &RawRule| {
+        r.approvers.is_some()
+            || r.risk
+                .as_ref()
+                .and_then(|k| Risk::from_name(k.get_ref()))
+                .and_then(|k| escalation.level(k))
+                .is_some_and(|l| l.approvers.is_some())
+    };
     let hold_at = agent
         .default
         .as_ref()
@@ -140,7 +149,7 @@ fn check_releasable(
         .or_else(|| {
             rules
                 .iter()
-                .find(|r| r.decision.get_ref() == Decision::Hold.name())
+                .find(|r| r.decision.get_ref() == Decision::Hold.name() && !own_approvers(r))
                 .map(|r| r.decision.span())
         });
     if let Some(span) = hold_at {
@@ -189,6 +198,8 @@ fn rule(
     errs: &mut FileErrors<'_>,
     raw: &RawRule,
     names: &mut HashMap<String, Position>,
+    escalation: Option<&Escalation>,
+    options: LoadOptions,
 ) -> Option<Rule> {
     let before = errs.errors.len();
     let name = raw.name.get_ref();
@@ -204,19 +215,7 @@ fn rule(
         names.insert(name.clone(), at);
     }
 
-    let ops = list(errs, &raw.op, "op", |errs, op, span| {
-        let found = Op::from_name(op);
-        if found.is_none() {
-            errs.at(
-                span,
-                format!(
-                    "unknown op `{op}`: expected one of {}",
-                    Op::ALL.map(Op::name).join(", ")
-                ),
-            );
-        }
-        found
-    });
+    let (ops, groups) = ops(errs, raw);
     let paths = list(
         errs,
         &raw.path,
@@ -235,10 +234,10 @@ fn rule(
     let decision = decision(errs, &raw.decision);
     let when = raw.when.as_ref().and_then(|w| when(errs, w));
     let is_hold = decision == Some(Decision::Hold);
-    let hold_only = |errs: &mut FileErrors<'_>, value: &Spanned<String>, key: &str| {
+    let hold_only = |errs: &mut FileErrors<'_>, span: Range<usize>, key: &str| {
         if decision.is_some() && !is_hold {
             errs.at(
-                &value.span(),
+                &span,
                 format!(
                     "`{key}` only applies to rules with decision = \"hold\"; this rule's \
                      decision is \"{}\"",
@@ -248,26 +247,140 @@ fn rule(
         }
     };
     let timeout = raw.timeout.as_ref().and_then(|t| {
-        hold_only(errs, t, "timeout");
+        hold_only(errs, t.span(), "timeout");
         duration(errs, t, "timeout")
     });
     let on_timeout = raw.on_timeout.as_ref().and_then(|t| {
-        hold_only(errs, t, "on_timeout");
+        hold_only(errs, t.span(), "on_timeout");
         on_timeout(errs, t)
     });
     let hint = raw.hint.as_ref().and_then(|h| hint(errs, h));
+    let risk = raw
+        .risk
+        .as_ref()
+        .and_then(|r| named(errs, r, "risk", Risk::from_name, Risk::ALL.map(Risk::name)));
+    if let Some(a) = &raw.approvers {
+        hold_only(errs, a.span(), "approvers");
+    }
+    if let Some(n) = &raw.required_approvals {
+        hold_only(errs, n.span(), "required_approvals");
+    }
+    let (approvers, required_approvals) =
+        rule_approvers(errs, raw, risk, escalation, options, is_hold);
     (errs.errors.len() == before).then(|| Rule {
         id: 0,
         name: name.clone(),
         at,
         ops,
+        groups,
         paths,
         decision: decision.unwrap_or(Decision::Deny),
         when,
         timeout,
         on_timeout,
         hint,
+        risk,
+        approvers,
+        required_approvals,
     })
+}
+
+/// The ops of a rule, groups expanded (each op once), and the groups it named.
+fn ops(errs: &mut FileErrors<'_>, raw: &RawRule) -> (Vec<Op>, Vec<OpGroup>) {
+    let mut groups = Vec::new();
+    let mut ops: Vec<Op> = Vec::new();
+    for items in list(errs, &raw.op, "op", |errs, op, span| {
+        if let Some(group) = OpGroup::from_name(op) {
+            if !groups.contains(&group) {
+                groups.push(group);
+            }
+            return Some(group.ops());
+        }
+        let found = Op::from_name(op);
+        if found.is_none() {
+            errs.at(
+                span,
+                format!(
+                    "unknown op `{op}`: expected one of {}, or a group: {}",
+                    Op::ALL.map(Op::name).join(", "),
+                    OpGroup::ALL.map(OpGroup::name).join(", ")
+                ),
+            );
+        }
+        found.map(|op| vec![op])
+    }) {
+        for op in items {
+            if !ops.contains(&op) {
+                ops.push(op);
+            }
+        }
+    }
+    (ops, groups)
+}
+
+/// A quorum a rule inherits (from the agent or its risk level) must be reachable by the rule's
+/// own approvers too.
+fn check_inherited_quorum(
+    errs: &mut FileErrors<'_>,
+    at: Range<usize>,
+    deciders: &Approvers,
+    quorum: u32,
+) {
+    if !deciders.is_empty() && deciders.groups.is_empty() && quorum as usize > deciders.users.len()
+    {
+        errs.at(
+            &at,
+            format!(
+                "this rule needs {quorum} approvals (its `required_approvals` is inherited), \
+                 but its approvers list only {} user(s) and no group: no hold could ever be \
+                 approved; set `required_approvals` on the rule",
+                deciders.users.len()
+            ),
+        );
+    }
+}
+
+/// A rule's own `approvers` and `required_approvals`, validated against the approvers that
+/// would decide its holds (its own, else its risk level's, else the agent's).
+fn rule_approvers(
+    errs: &mut FileErrors<'_>,
+    raw: &RawRule,
+    risk: Option<Risk>,
+    escalation: Option<&Escalation>,
+    options: LoadOptions,
+    is_hold: bool,
+) -> (Option<Approvers>, Option<u32>) {
+    let approvers = raw.approvers.as_ref().map(|a| {
+        let list = approvers(errs, a.get_ref(), options.resolve_accounts);
+        if list.is_empty() {
+            errs.at(
+                &a.span(),
+                "`approvers` lists nobody: leave it out to keep the agent's",
+            );
+        }
+        list
+    });
+    // Who would approve this rule's holds: its own approvers, else those of its risk level,
+    // else the agent's (unknown when `[escalation]` has errors of its own).
+    let level = risk.zip(escalation).and_then(|(k, e)| e.level(k));
+    let deciders = approvers
+        .as_ref()
+        .or_else(|| level.and_then(|l| l.approvers.as_ref()))
+        .or_else(|| escalation.map(|e| &e.approvers));
+    let required_approvals = raw
+        .required_approvals
+        .as_ref()
+        .and_then(|n| required_approvals(errs, n, deciders));
+    if is_hold
+        && raw.required_approvals.is_none()
+        && let (Some(deciders), Some(e), Some(own)) = (deciders, escalation, &raw.approvers)
+    {
+        let quorum = level
+            .and_then(|l| l.required_approvals)
+            .unwrap_or(e.required_approvals);
+        check_inherited_quorum(errs, own.span(), deciders, quorum);
+    }
+    (approvers, required_approvals)
 }
 
 /// A rule's `hint`: one line, shown to the agent as is, so no control characters (a newline

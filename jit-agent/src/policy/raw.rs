@@ -31,6 +31,21 @@ pub(super) struct RawEscalation {
     pub required_approvals: Option<Spanned<i64>>,
     pub self_approval: Option<Spanned<bool>>,
     pub max_grant: Option<Spanned<String>>,
+    /// `[escalation.low]` ... `[escalation.critical]`: defaults for rules of that `risk`.
+    pub low: Option<Spanned<RawLevel>>,
+    pub medium: Option<Spanned<RawLevel>>,
+    pub high: Option<Spanned<RawLevel>>,
+    pub critical: Option<Spanned<RawLevel>>,
+}
+
+/// `[escalation.high]`: who reviews, and how, the holds of rules with `risk = "high"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLevel {
+    pub approvers: Option<Spanned<RawApprovers>>,
+    pub required_approvals: Option<Spanned<i64>>,
+    pub timeout: Option<Spanned<String>>,
+    pub on_timeout: Option<Spanned<String>>,
 }
 
 /// `approvers = { users = [...], groups = [...] }`.
@@ -55,6 +70,9 @@ pub(super) struct RawRule {
     pub timeout: Option<Spanned<String>>,
     pub on_timeout: Option<Spanned<String>>,
     pub hint: Option<Spanned<String>>,
+    pub risk: Option<Spanned<String>>,
+    pub approvers: Option<Spanned<RawApprovers>>,
+    pub required_approvals: Option<Spanned<i64>>,
 }
 
 /// `when = { inside | outside = "...", tz = "..." }`.

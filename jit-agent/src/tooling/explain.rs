@@ -3,7 +3,7 @@
 //! the policy.
 use std::{fmt::Write as _, os::unix::ffi::OsStrExt as _, path::Path};
 
-use jit_common::policy::{Decision, Op, PATH_CAPACITY, PolicyValue, Verdict};
+use jit_common::policy::{Decision, Op, PATH_CAPACITY, PolicyValue, RuleShape, Verdict};
 use serde::Serialize;
 
 use super::{
@@ -11,7 +11,7 @@ use super::{
     rfc3339,
 };
 use crate::{
-    policy::{Activity, AgentPolicy, Rule, RulePath},
+    policy::{Activity, AgentPolicy, Rule, RulePath, ancestor_guards},
     text::escape_bytes,
 };
 
@@ -80,6 +80,8 @@ pub struct PathReport {
 /// What a hold by this decision waits for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct HoldReport {
+    /// The deciding rule's risk, if it has one.
+    pub risk: Option<&'static str>,
     pub approver_users: Vec<String>,
     pub approver_groups: Vec<String>,
     pub required_approvals: u32,
@@ -199,17 +201,34 @@ fn report_path(
     path: &[u8],
     verdict: Verdict,
 ) -> PathReport {
-    let candidates: Vec<(&Rule, &RulePath, PolicyValue, bool)> =
+    let mut candidates: Vec<(&Rule, RulePath, PolicyValue, bool)> =
         matching_patterns(agent, action.op, path)
             .map(|(r, p)| {
                 (
                     r,
-                    p,
+                    p.clone(),
                     p.shape.value(r.decision, r.id),
                     is_active(r, action.at),
                 )
             })
             .collect();
+    // The renames of the directories above a group rule's paths, which the compiler guards
+    // with entries of their own (policies/README.md, Op groups).
+    if action.op == Op::Rename {
+        let guards = ancestor_guards(agent, |r| is_active(r, action.at));
+        for (id, pattern) in guards {
+            let (Some(rule), Ok(shape)) = (
+                agent.rules.iter().find(|r| r.id == id),
+                RuleShape::parse(pattern.as_bytes()),
+            ) else {
+                continue;
+            };
+            if pattern_matches(Op::Rename, &pattern, path) {
+                let value = shape.value(rule.decision, rule.id);
+                candidates.push((rule, RulePath { pattern, shape }, value, true));
+            }
+        }
+    }
     // The kernel's choice among the active ones, by its own ordering.
     let best = candidates
         .iter()
@@ -316,13 +335,24 @@ fn lost_reason(loser: &PolicyValue, winner: &PolicyValue, winner_pattern: &str) 
 
 fn hold_report(agent: &AgentPolicy, rule_id: u32) -> HoldReport {
     let e = &agent.escalation;
-    let (timeout, on_timeout) = agent.hold_timeout(rule_id);
+    let review = agent.review(rule_id);
     HoldReport {
-        approver_users: e.approvers.users.iter().map(|a| a.name.clone()).collect(),
-        approver_groups: e.approvers.groups.iter().map(|a| a.name.clone()).collect(),
-        required_approvals: e.required_approvals,
-        timeout: humantime::format_duration(timeout).to_string(),
-        on_timeout: on_timeout.name(),
+        risk: review.risk.map(crate::policy::Risk::name),
+        approver_users: review
+            .approvers
+            .users
+            .iter()
+            .map(|a| a.name.clone())
+            .collect(),
+        approver_groups: review
+            .approvers
+            .groups
+            .iter()
+            .map(|a| a.name.clone())
+            .collect(),
+        required_approvals: review.required_approvals,
+        timeout: humantime::format_duration(review.timeout).to_string(),
+        on_timeout: review.on_timeout.name(),
         grant: e.grant.to_string(),
         max_grant: e
             .max_grant
@@ -511,8 +541,9 @@ pub fn render(e: &Explanation) -> String {
         }
         let _ = writeln!(
             out,
-            "hold: approvers {}; {} approval(s) needed{}; waits {} then {}; an approval's \
+            "hold{}: approvers {}; {} approval(s) needed{}; waits {} then {}; an approval's \
              default scope: {}{}",
+            h.risk.map_or_else(String::new, |k| format!(" (risk {k})")),
             who.join("; "),
             h.required_approvals,
             if h.self_approval {

@@ -271,6 +271,7 @@ fn tie_note(agent: &AgentPolicy, s: &Suggestion, now: Timestamp) -> Option<Strin
         name: "suggested".to_owned(),
         at: Position::START,
         ops: vec![op],
+        groups: Vec::new(),
         paths: vec![RulePath {
             pattern: s.pattern.clone(),
             shape,
@@ -280,6 +281,9 @@ fn tie_note(agent: &AgentPolicy, s: &Suggestion, now: Timestamp) -> Option<Strin
         timeout: None,
         on_timeout: None,
         hint: None,
+        risk: None,
+        approvers: None,
+        required_approvals: None,
     });
     let maps = AgentMaps::new(&compile_at(&with, now));
     let sample = s.paths.first()?;

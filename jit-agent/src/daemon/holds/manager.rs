@@ -301,7 +301,7 @@ impl HoldManager {
                 agent: agent_name,
             });
         };
-        if !may_decide(&agent, reviewer) {
+        if !may_decide(&agent, held.rule_id, reviewer) {
             warn!(reviewer = %reviewer.name, agent = %agent.name, id, "refused a decision from a non-approver");
             return Err(DecideError::NotAnApprover {
                 reviewer: reviewer.name.clone(),
@@ -320,7 +320,7 @@ impl HoldManager {
         }
         let (scope, capped) = scope_of(action, &agent);
         if let ReviewAction::Approve { .. } = action {
-            let required = agent.escalation.required_approvals.max(1);
+            let required = agent.review(held.rule_id).required_approvals.max(1);
             if required > 1 {
                 let entry = self.held.get_mut(&id).ok_or(DecideError::NotPending(id))?;
                 if entry.approvals.contains(&reviewer.name) {

@@ -18,9 +18,10 @@ use crate::{
 pub(super) fn view(snapshot: &PolicySnapshot, held: &Held, now_ns: u64) -> PendingView {
     let agent = snapshot.agent_policy(held.agent_id);
     let rule = snapshot.rule_name(held.rule_id);
-    let (timeout, on_timeout) = agent
-        .map_or((crate::policy::DEFAULT_TIMEOUT, OnTimeout::Deny), |a| {
-            a.hold_timeout(held.rule_id)
+    let review = agent.map(|a| a.review(held.rule_id));
+    let (timeout, on_timeout) = review
+        .map_or((crate::policy::DEFAULT_TIMEOUT, OnTimeout::Deny), |r| {
+            (r.timeout, r.on_timeout)
         });
     let age = Duration::from_nanos(now_ns.saturating_sub(held.request_id));
     let held_at = Timestamp::now()
@@ -82,7 +83,9 @@ pub(super) fn view(snapshot: &PolicySnapshot, held: &Held, now_ns: u64) -> Pendi
         on_timeout: on_timeout.name().to_owned(),
         target,
         approvals: held.approvals.clone(),
-        required_approvals: agent.map_or(1, |a| a.escalation.required_approvals),
+        required_approvals: review.map_or(1, |r| r.required_approvals),
+        risk: review.and_then(|r| r.risk).map(|k| k.name().to_owned()),
+        approvers: review.map(|r| r.approver_names()).unwrap_or_default(),
         hint: snapshot.rule_hint(held.rule_id),
         justification: held.justification.clone(),
     }
@@ -120,9 +123,11 @@ pub(super) fn scope_of(action: ReviewAction, agent: &AgentPolicy) -> (Grant, Opt
     }
 }
 
-/// Whether `reviewer` is among `agent`'s approvers: by uid or user name, or by a group.
-pub(super) fn may_decide(agent: &AgentPolicy, reviewer: &Reviewer) -> bool {
-    let approvers = &agent.escalation.approvers;
+/// Whether `reviewer` is among the approvers of holds by rule `rule_id` of `agent` (the rule's
+/// own, those of its risk level, or the agent's: [`AgentPolicy::review`]): by uid or user
+/// name, or by a group.
+pub(super) fn may_decide(agent: &AgentPolicy, rule_id: u32, reviewer: &Reviewer) -> bool {
+    let approvers = agent.review(rule_id).approvers;
     approvers.users.iter().any(|u| match reviewer.uid {
         Some(uid) => u.id == uid,
         None => u.name == reviewer.name,
