@@ -44,6 +44,11 @@ pub struct ProcessContext {
     /// a restarted daemon reads it again from the still-stopped task.
     #[serde(skip)]
     pub exec_binding: Option<ArgsBinding>,
+    /// For a held `exec`: the whole argument list and environment as passed (not bounded, no
+    /// value hidden), for the daemon-side conditions of rules (policies/README.md,
+    /// "Conditions"). Never recorded or shown.
+    #[serde(skip)]
+    pub exec_strings: Option<(Vec<String>, Vec<String>)>,
     /// `/proc/PID/cwd`.
     pub cwd: Option<String>,
     /// Real uid (`/proc/PID/status`).
@@ -151,6 +156,7 @@ impl ProcessContext {
             ctx.exec_env = Some(args.env);
             ctx.argv_truncated |= args.truncated;
             ctx.exec_binding = args.binding;
+            ctx.exec_strings = Some((args.all_argv, args.all_env));
         }
         ctx
     }
@@ -174,6 +180,10 @@ pub struct ExecArgs {
     pub truncated: bool,
     /// What an approval binds to (`None` when the binding key is not known yet).
     pub binding: Option<ArgsBinding>,
+    /// Every argument, whole (lossy UTF-8).
+    pub all_argv: Vec<String>,
+    /// Every environment string, whole, no value hidden (lossy UTF-8).
+    pub all_env: Vec<String>,
 }
 
 /// The argument list and environment thread `tid` of process `pid` passed to the `execve` or
@@ -255,13 +265,17 @@ pub fn exec_args(pid: u32, tid: u32) -> Option<ExecArgs> {
             .map(|s| String::from_utf8_lossy(s).into_owned())
             .collect()
     };
-    let (argv_shown, argv_cut) = bounded_argv(lossy(&arguments));
-    let (env_shown, env_cut) = bounded_argv(shown_env(lossy(&environment)));
+    let all_argv = lossy(&arguments);
+    let all_env = lossy(&environment);
+    let (argv_shown, argv_cut) = bounded_argv(all_argv.clone());
+    let (env_shown, env_cut) = bounded_argv(shown_env(all_env.clone()));
     Some(ExecArgs {
         argv: argv_shown,
         env: env_shown,
         truncated: argv_cut || env_cut,
         binding,
+        all_argv,
+        all_env,
     })
 }
 

@@ -32,6 +32,7 @@ pub use super::last_good::last_good_dir;
 use super::{
     apply::{self, InstalledAgent},
     audit_sink::AuditSink,
+    holds::ConditionCache,
     kernel::KernelHandle,
     last_good::{load_last_good, save_last_good},
 };
@@ -72,6 +73,8 @@ pub struct PolicySnapshot {
     /// Why the newest attempt was rejected, while an older policy stays in force.
     pub last_error: Option<String>,
     pub served: Served,
+    /// The maps the daemon-side conditions are decided with, built when first needed.
+    pub conditions: ConditionCache,
 }
 
 impl PolicySnapshot {
@@ -84,6 +87,7 @@ impl PolicySnapshot {
             files: Vec::new(),
             last_error: None,
             served: Served::KernelOnly,
+            conditions: ConditionCache::default(),
         }
     }
 
@@ -289,6 +293,7 @@ impl PolicyOwner {
                     installed,
                     last_error: Some(errors),
                     served: Served::LastGood { dir, saved },
+                    conditions: ConditionCache::default(),
                 }
             }
             Err(why) => {
@@ -374,6 +379,7 @@ impl PolicyOwner {
             files: files.clone(),
             last_error: None,
             served: Served::Directory,
+            conditions: ConditionCache::default(),
         }));
         info!(generation, trigger, ?agents, "policy loaded");
         self.audit.record(RecordBody::PolicyLoaded(PolicyLoaded {
@@ -398,6 +404,7 @@ impl PolicyOwner {
             files: current.files.clone(),
             last_error: Some(text.clone()),
             served: current.served.clone(),
+            conditions: ConditionCache::default(),
         }));
         error!(
             trigger,

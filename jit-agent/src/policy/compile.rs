@@ -1,12 +1,14 @@
 //! Validated policy to map entries: pure and deterministic, so the same set at the same instant
 //! always gives the same entries and the daemon can diff or rebuild generations freely.
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     path::PathBuf,
 };
 
 use jiff::Timestamp;
-use jit_common::policy::{AgentConfig, Op, PolicyKey, PolicyValue, RuleShape, evaluate, merge};
+use jit_common::policy::{
+    AgentConfig, Decision, Mode, Op, PolicyKey, PolicyValue, RuleShape, evaluate, merge,
+};
 
 use super::{AgentPolicy, PolicySet, Rule};
 
@@ -147,14 +149,44 @@ fn compile_with_guards(
     let mut entries: BTreeMap<(u8, &str), (Op, PolicyValue)> = BTreeMap::new();
     let mut wildcards = 0;
     let active = &active;
+    let conditional: HashSet<u32> = agent
+        .rules
+        .iter()
+        .filter(|r| r.is_conditional())
+        .map(|r| r.id)
+        .collect();
+    // Of two rules with the same key, a rule with conditions comes first: the kernel holds and
+    // the daemon tries the conditions, then decides as the other rule would (policies/README.md,
+    // "Conditions"). Between two such rules, the first.
+    let pick = |a: PolicyValue, b: PolicyValue| match (
+        conditional.contains(&a.rule_id),
+        conditional.contains(&b.rule_id),
+    ) {
+        (true, false) => a,
+        (false, true) => b,
+        (true, true) => {
+            if b.rule_id < a.rule_id {
+                b
+            } else {
+                a
+            }
+        }
+        (false, false) => merge(a, b),
+    };
     for rule in agent.rules.iter().filter(|r| active(r)) {
+        // A rule with conditions is a hold in the kernel: the daemon decides.
+        let decision = if rule.is_conditional() {
+            Decision::Hold
+        } else {
+            rule.decision
+        };
         for path in &rule.paths {
             wildcards |= path.shape.wildcard_mask();
-            let value = path.shape.value(rule.decision, rule.id);
+            let value = path.shape.value(decision, rule.id);
             for &op in &rule.ops {
                 entries
                     .entry((op as u8, path.pattern.as_str()))
-                    .and_modify(|(_, v)| *v = merge(*v, value))
+                    .and_modify(|(_, v)| *v = pick(*v, value))
                     .or_insert((op, value));
             }
         }
@@ -241,8 +273,32 @@ fn ancestor_entries(
     out
 }
 
-/// Ruleset id of the keys [`ancestor_entries`] looks up: any id works for one agent's entries.
+/// Ruleset id of the keys [`ancestor_entries`] and [`pattern_matches`] look up: any id works
+/// for one agent's entries.
 const RULESET: u32 = 1;
+
+/// Whether rule pattern `pattern` of `op` matches `path`, by the kernel's own algorithm: a trie
+/// holding that one entry, looked up as the kernel looks up a path. An invalid pattern matches
+/// nothing.
+#[must_use]
+pub fn pattern_matches(op: Op, pattern: &str, path: &[u8]) -> bool {
+    let Ok((stored, shape)) = PolicyKey::for_rule(RULESET, op, pattern.as_bytes()) else {
+        return false;
+    };
+    // Any id but the default's marks a match.
+    let value = shape.value(Decision::Allow, 1);
+    let config = AgentConfig::new(Decision::Deny, Mode::Enforce, shape.wildcard_mask())
+        .with_ruleset(RULESET);
+    // An LPM trie with one entry: it matches a key it is a prefix of.
+    let lookup = |key: &PolicyKey| {
+        (stored.prefixlen <= key.prefixlen
+            && key.data.get(..stored.significant_len()) == Some(stored.significant()))
+        .then_some(value)
+    };
+    let key = PolicyKey::for_lookup(RULESET, op, path);
+    let mut scratch = PolicyKey::EMPTY;
+    evaluate(lookup, &key, &config, &mut scratch).rule_id == 1
+}
 
 /// The directories strictly above the object(s) `pattern` names, deepest first, without `/`:
 /// `/srv/app/config` → `/srv/app`, `/srv`; `/srv/app/` → `/srv/app`, `/srv`; a `*` stays.

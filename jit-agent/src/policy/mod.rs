@@ -11,6 +11,7 @@
 //! errors are documented in `policies/README.md`.
 pub mod args;
 mod compile;
+pub mod conditions;
 mod error;
 mod escalation;
 mod identity;
@@ -30,7 +31,10 @@ use jiff::Timestamp;
 
 use self::parse::{FileOutcome, parse_file};
 pub use self::{
-    compile::{Compiled, CompiledAgent, Entry, RuleInfo, ancestor_guards, compile, compile_agent},
+    compile::{
+        Compiled, CompiledAgent, Entry, RuleInfo, ancestor_guards, compile, compile_agent,
+        pattern_matches,
+    },
     error::{PolicyError, PolicyErrors, Position},
     escalation::DEFAULT_TIMEOUT,
     model::{

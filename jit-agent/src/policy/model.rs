@@ -4,7 +4,7 @@ use std::{fmt, path::PathBuf, time::Duration};
 
 use jit_common::policy::{Decision, Mode, Op, RuleShape};
 
-use super::{error::Position, window::When};
+use super::{conditions::Conditions, error::Position, window::When};
 
 /// One agent: who it is (its cgroups) and what it may do.
 #[derive(Clone, Debug)]
@@ -66,7 +66,11 @@ impl AgentPolicy {
     /// Whether some decision of this agent can be a hold.
     #[must_use]
     pub fn can_hold(&self) -> bool {
-        self.default == Decision::Hold || self.rules.iter().any(|r| r.decision == Decision::Hold)
+        self.default == Decision::Hold
+            || self
+                .rules
+                .iter()
+                .any(|r| r.decision == Decision::Hold || r.is_conditional())
     }
 }
 
@@ -265,9 +269,19 @@ pub struct Rule {
     pub approvers: Option<Approvers>,
     /// Hold rules only: overrides [`Escalation::required_approvals`].
     pub required_approvals: Option<u32>,
+    /// Daemon-side conditions: when any is set, the kernel holds the rule's actions and the
+    /// daemon decides them (policies/README.md, "Conditions").
+    pub conditions: Conditions,
 }
 
 impl Rule {
+    /// Whether the rule has daemon-side conditions: the kernel holds its actions and the
+    /// daemon decides them.
+    #[must_use]
+    pub fn is_conditional(&self) -> bool {
+        !self.conditions.is_empty()
+    }
+
     /// Whether the compiler adds `rename` entries for the directories above this rule's paths:
     /// a `deny` or `hold` rule written with an op group guards every way to change its files,
     /// and moving a directory above one away (then refilling it and moving it back) is one.

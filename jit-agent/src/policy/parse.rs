@@ -12,11 +12,13 @@ use toml::{
 
 use super::{
     LoadOptions,
+    args::ArgsPattern,
+    conditions::{Conditions, TargetCondition, parse_size},
     error::{FileErrors, PolicyError, Position},
     escalation::{approvers, escalation_of, required_approvals},
     identity::{Identity, identity},
     model::{AgentPolicy, Approvers, Escalation, OpGroup, Risk, Rule, RulePath},
-    raw::{RawAgent, RawEscalation, RawRule, RawWhen, StringOrList},
+    raw::{RawAgent, RawEscalation, RawRule, RawSize, RawTarget, RawWhen, StringOrList},
     values::{decision, duration, named, on_timeout},
     window::{Activity, TimeWindow, When},
 };
@@ -267,6 +269,7 @@ fn rule(
     }
     let (approvers, required_approvals) =
         rule_approvers(errs, raw, risk, escalation, options, is_hold);
+    let conditions = conditions(errs, raw, &ops);
     (errs.errors.len() == before).then(|| Rule {
         id: 0,
         name: name.clone(),
@@ -282,6 +285,141 @@ fn rule(
         risk,
         approvers,
         required_approvals,
+        conditions,
+    })
+}
+
+/// A rule's daemon-side conditions (policies/README.md, "Conditions").
+fn conditions(errs: &mut FileErrors<'_>, raw: &RawRule, ops: &[Op]) -> Conditions {
+    let exec_only = |errs: &mut FileErrors<'_>, span: Range<usize>, key: &str| {
+        if !ops.is_empty() && ops != [Op::Exec] {
+            errs.at(
+                &span,
+                format!(
+                    "`{key}` is a condition on what an exec runs: it needs op = \"exec\" (and \
+                     no other op); write the other ops in a rule of their own"
+                ),
+            );
+        }
+    };
+    let args = raw.args.as_ref().and_then(|a| {
+        exec_only(errs, a.span(), "args");
+        let items = a.get_ref();
+        let texts: Vec<&str> = items.iter().map(|i| i.get_ref().as_str()).collect();
+        ArgsPattern::parse(&texts)
+            .map_err(|e| {
+                let span = items.get(e.index).map_or_else(|| a.span(), Spanned::span);
+                errs.at(&span, format!("bad `args`: {e}"));
+            })
+            .ok()
+    });
+    let programs = |errs: &mut FileErrors<'_>, value: &Option<Spanned<StringOrList>>, key: &str| {
+        value.as_ref().map_or_else(Vec::new, |v| {
+            list(errs, v, key, |errs, path, span| {
+                match RuleShape::parse(path.as_bytes()) {
+                    Ok(shape) => Some(RulePath {
+                        pattern: path.to_owned(),
+                        shape,
+                    }),
+                    Err(e) => {
+                        errs.at(span, format!("bad `{key}` pattern `{path}`: {e}"));
+                        None
+                    }
+                }
+            })
+        })
+    };
+    let cwd = programs(errs, &raw.cwd, "cwd");
+    let caller = programs(errs, &raw.caller, "caller");
+    let ancestor = programs(errs, &raw.ancestor, "ancestor");
+    let mut env = Vec::new();
+    if let Some(table) = &raw.env {
+        exec_only(errs, table.span(), "env");
+        if table.get_ref().is_empty() {
+            errs.at(
+                &table.span(),
+                "`env` is empty: name at least one variable, like { CI = \"true\" }",
+            );
+        }
+        for (name, value) in table.get_ref() {
+            let n = name.get_ref();
+            if n.is_empty() || n.contains(['=', '\0']) {
+                errs.at(
+                    &name.span(),
+                    format!("bad environment variable name `{n}`: not empty, no `=` or NUL"),
+                );
+                continue;
+            }
+            if value.get_ref() == "**" {
+                errs.at(
+                    &value.span(),
+                    "`**` is for `args`; any value of a variable is `*`",
+                );
+                continue;
+            }
+            match ArgsPattern::parse(&[value.get_ref().as_str()]) {
+                Ok(p) => env.push((n.clone(), p)),
+                Err(e) => errs.at(
+                    &value.span(),
+                    format!("bad value pattern for `{n}`: {}", e.message),
+                ),
+            }
+        }
+    }
+    let target = raw.target.as_ref().and_then(|t| target(errs, t));
+    Conditions {
+        args,
+        cwd,
+        caller,
+        ancestor,
+        env,
+        target,
+    }
+}
+
+fn target(errs: &mut FileErrors<'_>, raw: &Spanned<RawTarget>) -> Option<TargetCondition> {
+    let t = raw.get_ref();
+    let size = |errs: &mut FileErrors<'_>, v: &Option<Spanned<RawSize>>| {
+        v.as_ref().and_then(|v| {
+            let parsed = match v.get_ref() {
+                RawSize::Bytes(n) => {
+                    u64::try_from(*n).map_err(|_| format!("bad size `{n}`: not negative"))
+                }
+                RawSize::Text(text) => parse_size(text),
+            };
+            parsed.map_err(|e| errs.at(&v.span(), e)).ok()
+        })
+    };
+    let min_size = size(errs, &t.min_size);
+    let max_size = size(errs, &t.max_size);
+    let exists = t.exists.as_ref().map(|e| *e.get_ref());
+    if t.exists.is_none() && t.min_size.is_none() && t.max_size.is_none() {
+        errs.at(
+            &raw.span(),
+            "`target` is empty: give `exists`, `min_size` or `max_size`",
+        );
+        return None;
+    }
+    if exists == Some(false) && (t.min_size.is_some() || t.max_size.is_some()) {
+        errs.at(
+            &raw.span(),
+            "`target` with exists = false cannot also have a size",
+        );
+        return None;
+    }
+    if let (Some(min), Some(max)) = (min_size, max_size)
+        && min > max
+    {
+        errs.at(
+            &raw.span(),
+            format!("`target` min_size ({min}) is larger than max_size ({max}): nothing matches"),
+        );
+        return None;
+    }
+    Some(TargetCondition {
+        exists,
+        min_size,
+        max_size,
     })
 }
 

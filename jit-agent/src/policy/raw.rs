@@ -73,6 +73,30 @@ pub(super) struct RawRule {
     pub risk: Option<Spanned<String>>,
     pub approvers: Option<Spanned<RawApprovers>>,
     pub required_approvals: Option<Spanned<i64>>,
+    /// Daemon-side conditions (policies/README.md, "Conditions").
+    pub args: Option<Spanned<Vec<Spanned<String>>>>,
+    pub cwd: Option<Spanned<StringOrList>>,
+    pub caller: Option<Spanned<StringOrList>>,
+    pub ancestor: Option<Spanned<StringOrList>>,
+    pub env: Option<Spanned<std::collections::BTreeMap<Spanned<String>, Spanned<String>>>>,
+    pub target: Option<Spanned<RawTarget>>,
+}
+
+/// `target = { exists = BOOL, min_size = SIZE, max_size = SIZE }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTarget {
+    pub exists: Option<Spanned<bool>>,
+    pub min_size: Option<Spanned<RawSize>>,
+    pub max_size: Option<Spanned<RawSize>>,
+}
+
+/// A size: bytes as an integer, or a string with a unit (`"10M"`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawSize {
+    Bytes(i64),
+    Text(String),
 }
 
 /// `when = { inside | outside = "...", tz = "..." }`.

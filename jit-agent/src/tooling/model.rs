@@ -9,8 +9,7 @@ use std::{cell::RefCell, collections::HashMap, path::Path};
 use jiff::Timestamp;
 use jit_common::{
     policy::{
-        AgentConfig, Decision, Mode, Op, PolicyKey, PolicyValue, Verdict, evaluate,
-        first_of_pair_decides,
+        AgentConfig, Decision, Op, PolicyKey, PolicyValue, Verdict, evaluate, first_of_pair_decides,
     },
     protect::{
         PROTECTED_OP, PROTECTED_RULESET, SELF_PROTECTION_RULE_ID, SELF_PROTECTION_VERDICT,
@@ -18,6 +17,7 @@ use jit_common::{
     },
 };
 
+pub use crate::policy::pattern_matches;
 use crate::policy::{AgentPolicy, CompiledAgent, PolicySet, Rule, compile_agent};
 
 /// Rule set id of the keys built here: each agent has a trie of its own, so any id works.
@@ -80,22 +80,6 @@ impl AgentMaps {
         let mut scratch = PolicyKey::EMPTY;
         evaluate(|k| self.trie.lookup(k), &key, &self.config, &mut scratch)
     }
-}
-
-/// Whether rule pattern `pattern` of `op` matches `path`, by the kernel's own algorithm: a trie
-/// holding that one entry, looked up as the kernel looks up a path.
-#[must_use]
-pub fn pattern_matches(op: Op, pattern: &str, path: &[u8]) -> bool {
-    let Ok((key, shape)) = PolicyKey::for_rule(RULESET, op, pattern.as_bytes()) else {
-        return false;
-    };
-    // Any id but the default's marks a match.
-    let maps = AgentMaps {
-        config: AgentConfig::new(Decision::Deny, Mode::Enforce, shape.wildcard_mask())
-            .with_ruleset(RULESET),
-        trie: Trie::new(vec![(key, shape.value(Decision::Allow, 1))]),
-    };
-    maps.decide(op, path).rule_id == 1
 }
 
 /// The paths no agent may change whatever its policy (the daemon's own files, see

@@ -284,6 +284,7 @@ fn tie_note(agent: &AgentPolicy, s: &Suggestion, now: Timestamp) -> Option<Strin
         risk: None,
         approvers: None,
         required_approvals: None,
+        conditions: crate::policy::conditions::Conditions::default(),
     });
     let maps = AgentMaps::new(&compile_at(&with, now));
     let sample = s.paths.first()?;

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::{
-    Command, Held, Holds, monotonic_ns,
+    Assessment, Command, Held, Holds, assess, monotonic_ns,
     review::{approval, held_action, may_decide, scope_of, view},
     starters::{self, Starters, starters_path},
 };
@@ -37,6 +37,9 @@ use crate::{
     },
     policy::{Grant, OnTimeout},
 };
+
+/// The reviewer named in the audit records of the daemon's own answers (daemon-side conditions).
+pub const POLICY_REVIEWER: &str = "policy";
 
 /// How often the queue is reconciled with the kernel's pending map (and timeouts applied).
 const RECONCILE: Duration = Duration::from_millis(500);
@@ -169,8 +172,9 @@ impl HoldManager {
                         || (Vec::new(), false, None),
                         |h| (h.approvals.clone(), h.visible, h.justification.clone()),
                     );
+                let id = held.request_id;
                 self.held.insert(
-                    held.request_id,
+                    id,
                     Held {
                         approvals,
                         justification,
@@ -178,14 +182,21 @@ impl HoldManager {
                         ..*held
                     },
                 );
+                self.assess(id).await;
             }
             Command::Durable(id) => {
                 if let Some(held) = self.held.get_mut(&id)
                     && !held.visible
                 {
-                    held.visible = true;
-                    let held = held.clone();
-                    self.notify(held).await;
+                    if held.auto.is_some() {
+                        // The hold's record is durable: the daemon's answer may follow (I5).
+                        let held = held.clone();
+                        self.auto_answer(held).await;
+                    } else {
+                        held.visible = true;
+                        let held = held.clone();
+                        self.notify(held).await;
+                    }
                 }
             }
             Command::Pending(reply) => {
@@ -231,6 +242,83 @@ impl HoldManager {
                     }
                 };
                 let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// Decides what happens to hold `id` by the daemon-side conditions of the policy's rules
+    /// (see [`assess`]): an automatic answer is kept for when its record is durable; an
+    /// escalation moves the hold to the rule that decided (its approvers, quorum, timeout).
+    async fn assess(&mut self, id: u64) {
+        let Some(held) = self.held.get(&id).cloned() else {
+            return;
+        };
+        let snapshot = self.policy.current();
+        let Some(outcome) = blocking(move || assess(&snapshot, &held)).await else {
+            return;
+        };
+        let Some(entry) = self.held.get_mut(&id) else {
+            return;
+        };
+        match outcome {
+            Assessment::Review => {}
+            Assessment::Escalate { rule_id, why } => {
+                info!(id, rule_id, why, "conditions: held for reviewers");
+                entry.rule_id = rule_id;
+                entry.assessed = Some(why);
+            }
+            Assessment::Auto {
+                approve,
+                rule_id,
+                why,
+            } => {
+                entry.rule_id = rule_id;
+                entry.auto = Some(approve);
+                entry.assessed = Some(why);
+            }
+        }
+    }
+
+    /// Applies the daemon's own answer to `held` and audits it with reviewer `policy`. When the
+    /// kernel refuses the answer (not a missing hold), reviewers get the hold instead.
+    async fn auto_answer(&mut self, held: Held) {
+        let id = held.request_id;
+        let approve = held.auto == Some(true);
+        let decision = if approve {
+            ApprovalDecision::Approve
+        } else {
+            ApprovalDecision::Deny
+        };
+        let snapshot = self.policy.current();
+        let agent = snapshot
+            .agent_name(held.agent_id)
+            .unwrap_or_else(|| format!("agent {:#010x}", held.agent_id));
+        match self.apply(&held, decision, Grant::Once).await {
+            Ok(()) => {
+                self.held.remove(&id);
+                info!(id, agent = %agent, path = %held.path, decision = decision.name(), "decided by the policy's conditions");
+                self.audit_decision(
+                    &held,
+                    &agent,
+                    POLICY_REVIEWER,
+                    decision,
+                    Grant::Once,
+                    held.assessed.clone(),
+                )
+                .await;
+            }
+            Err(ApplyError::NotPending) => {
+                // Answered meanwhile in the kernel (the task is gone).
+                self.held.remove(&id);
+            }
+            Err(err) => {
+                warn!(id, error = %err, "applying the policy's decision failed: reviewers decide");
+                if let Some(entry) = self.held.get_mut(&id) {
+                    entry.auto = None;
+                    entry.visible = true;
+                    let held = entry.clone();
+                    self.notify(held).await;
+                }
             }
         }
     }
@@ -675,6 +763,8 @@ impl HoldManager {
                             justification: None,
                             // Its record, if any, was committed long ago (ADOPT_AFTER).
                             visible: true,
+                            auto: None,
+                            assessed: None,
                         }
                     })
                     .collect::<Vec<_>>()
@@ -683,7 +773,13 @@ impl HoldManager {
             .unwrap_or_default();
             for held in found {
                 info!(id = held.request_id, pid = held.tgid, path = %held.path, "adopted a held action from the kernel");
-                self.held.insert(held.request_id, held);
+                let id = held.request_id;
+                self.held.insert(id, held);
+                // Its record is durable: a daemon-side decision applies at once.
+                self.assess(id).await;
+                if let Some(held) = self.held.get(&id).filter(|h| h.auto.is_some()).cloned() {
+                    self.auto_answer(held).await;
+                }
             }
         }
     }

@@ -14,6 +14,7 @@
 //! seen (made while it was down) is adopted with the path from the audit log's hold record.
 //! Deadlines derive from the hold's id, which is the kernel's monotonic clock at the hold, so a
 //! timeout that passed while no daemon ran is applied at once on restart.
+mod assess;
 mod manager;
 mod review;
 mod starters;
@@ -23,7 +24,10 @@ use std::time::Duration;
 use jit_common::{event::Event, pending::FileId, policy::Op};
 use tokio::sync::{mpsc, oneshot};
 
-pub use self::manager::HoldManager;
+pub use self::{
+    assess::{Assessment, ConditionCache, assess},
+    manager::HoldManager,
+};
 use super::audit_sink::AuditSink;
 use crate::{
     agent_api::JustifyError,
@@ -56,6 +60,11 @@ pub struct Held {
     pub justification: Option<Justification>,
     /// Whether reviewers may see it: its audit record is durable (I5).
     pub(super) visible: bool,
+    /// Decided by the daemon-side conditions of a rule ([`assess`]): approve (`true`) or deny
+    /// once its record is durable, never shown to reviewers.
+    pub(super) auto: Option<bool>,
+    /// Why the conditions decided as they did (the audit record's reason).
+    pub(super) assessed: Option<String>,
 }
 
 impl Held {
@@ -84,6 +93,8 @@ impl Held {
             approvals: Vec::new(),
             justification: None,
             visible: false,
+            auto: None,
+            assessed: None,
         }
     }
 }

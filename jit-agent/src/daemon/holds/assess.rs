@@ -1,0 +1,242 @@
+//! Deciding a held action by the daemon-side conditions of rules (policies/README.md,
+//! "Conditions"; docs/ARCHITECTURE.md, I11).
+//!
+//! The kernel holds every action a rule with conditions matches. For such a hold the daemon
+//! reads the facts the conditions need from the stopped task, then tries the conditional rules
+//! that match the action, most specific first and then in file order, down to the specificity
+//! of the rule that would decide without them; the first whose conditions all hold decides.
+//! When none does, the action is decided as if the conditional rules did not exist. A condition
+//! whose fact cannot be read counts as met for `deny` and `hold` rules and as not met for
+//! `allow` and `audit` rules: an unreadable fact never makes an action less restricted.
+//!
+//! The outcome is an automatic answer (`allow`/`audit` approve once, `deny` denies), audited with
+//! reviewer `policy`, or a hold for humans under the rule that decided.
+use std::{collections::HashMap, sync::Arc};
+
+use jit_common::policy::{Decision, Op, Verdict};
+
+use super::Held;
+use crate::{
+    daemon::policy_store::PolicySnapshot,
+    policy::{
+        AgentPolicy, Rule, compile_agent,
+        conditions::{Facts, Truth},
+    },
+    tooling::model::{AgentMaps, is_active},
+};
+
+/// What the daemon does with a hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Assessment {
+    /// No condition is involved: reviewers decide, under the kernel's rule.
+    Review,
+    /// Reviewers decide, under `rule_id` (0: the agent's default).
+    Escalate { rule_id: u32, why: String },
+    /// The daemon answers at once: approve once (`allow`, `audit`) or deny.
+    Auto {
+        approve: bool,
+        rule_id: u32,
+        why: String,
+    },
+}
+
+/// One agent's maps at the snapshot's instant: as the kernel has them, and without the rules
+/// that have conditions (what decides when no condition holds).
+#[derive(Debug)]
+pub struct ConditionMaps {
+    full: AgentMaps,
+    plain: AgentMaps,
+}
+
+/// The per-snapshot cache of [`ConditionMaps`], by agent id.
+#[derive(Debug, Default)]
+pub struct ConditionCache(std::sync::Mutex<HashMap<u32, Arc<ConditionMaps>>>);
+
+impl ConditionCache {
+    fn get(&self, agent_id: u32, agent: &AgentPolicy, at: jiff::Timestamp) -> Arc<ConditionMaps> {
+        let mut cache = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        cache
+            .entry(agent_id)
+            .or_insert_with(|| {
+                Arc::new(ConditionMaps {
+                    full: AgentMaps::new(&compile_agent(agent, |r| is_active(r, at))),
+                    plain: AgentMaps::new(&compile_agent(agent, |r| {
+                        is_active(r, at) && !r.is_conditional()
+                    })),
+                })
+            })
+            .clone()
+    }
+}
+
+/// Specificity of `rule` for `path`: that of its most specific pattern matching it.
+fn rank(rule: &Rule, op: Op, path: &[u8]) -> Option<(u16, u16)> {
+    rule.paths
+        .iter()
+        .filter(|p| crate::policy::pattern_matches(op, &p.pattern, path))
+        .map(|p| {
+            let v = p.shape.value(Decision::Allow, rule.id);
+            (v.literal_len, v.pattern_len)
+        })
+        .max()
+}
+
+/// The facts of `held`, as read when its event was handled; the target is read now.
+fn facts(held: &Held, path: &[u8]) -> Facts {
+    let p = &held.process;
+    let args = p
+        .exec_strings
+        .as_ref()
+        .map(|(argv, _)| argv.iter().skip(1).cloned().collect());
+    let env = p.exec_strings.as_ref().map(|(_, env)| env.clone());
+    // The chain is complete when it ends at pid 1; an ancestor beyond what was read is unknown.
+    let mut chain: Vec<Option<String>> = p.parents.iter().map(|a| a.exe.clone()).collect();
+    if p.parents.last().is_none_or(|a| a.pid != 1) {
+        chain.push(None);
+    }
+    Facts {
+        args,
+        cwd: p.cwd.clone(),
+        caller: p.exe.clone(),
+        ancestors: Some(chain),
+        env,
+        target: target(held, path),
+    }
+}
+
+/// Whether the action's target exists, and its size. A file that is not the one the kernel
+/// held (replaced meanwhile) is unknown.
+fn target(held: &Held, path: &[u8]) -> Option<Option<u64>> {
+    use std::os::unix::{ffi::OsStrExt as _, fs::MetadataExt as _};
+    let path = std::path::Path::new(std::ffi::OsStr::from_bytes(path));
+    match std::fs::symlink_metadata(path) {
+        Ok(m) => {
+            // For an action that creates a name, the held identity is the parent directory's.
+            let creates = held.file.name != 0;
+            (creates || m.ino() == held.file.ino).then_some(Some(m.len()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(None),
+        Err(_) => None,
+    }
+}
+
+/// The decision for one path of `held` (a rename or link has two).
+fn decide_path(
+    agent: &AgentPolicy,
+    maps: &ConditionMaps,
+    held: &Held,
+    path: &[u8],
+    at: jiff::Timestamp,
+) -> (Verdict, String) {
+    let op = held.op;
+    let kernel = maps.full.decide(op, path);
+    let by_rule = |id: u32| agent.rules.iter().find(|r| r.id == id);
+    let conditional =
+        by_rule(kernel.rule_id).is_some_and(|r| r.is_conditional() && rank(r, op, path).is_some());
+    if !conditional {
+        return (kernel, String::new());
+    }
+    let fallback = maps.plain.decide(op, path);
+    let floor = by_rule(fallback.rule_id)
+        .and_then(|r| rank(r, op, path))
+        .unwrap_or((0, 0));
+    let mut candidates: Vec<(&Rule, (u16, u16))> = agent
+        .rules
+        .iter()
+        .filter(|r| r.is_conditional() && r.ops.contains(&op) && is_active(r, at))
+        .filter_map(|r| rank(r, op, path).map(|k| (r, k)))
+        .filter(|(_, k)| *k >= floor)
+        .collect();
+    candidates.sort_by(|(a, ka), (b, kb)| kb.cmp(ka).then(a.id.cmp(&b.id)));
+    let facts = facts(held, path);
+    let mut tried = Vec::new();
+    for (rule, _) in candidates {
+        let truth = rule.conditions.evaluate(&facts);
+        let strict = matches!(rule.decision, Decision::Deny | Decision::Hold);
+        let decides = truth == Truth::Yes || (truth == Truth::Unknown && strict);
+        if decides {
+            let why = if truth == Truth::Yes {
+                format!("the conditions of rule `{}` hold", rule.name)
+            } else {
+                format!(
+                    "a fact the conditions of rule `{}` need could not be read (taken as met: \
+                     the rule is a {})",
+                    rule.name,
+                    rule.decision.name()
+                )
+            };
+            let verdict = Verdict {
+                decision: rule.decision,
+                enforced: rule.decision,
+                rule_id: rule.id,
+            };
+            return (verdict, why);
+        }
+        tried.push(format!("`{}`", rule.name));
+    }
+    let why = format!(
+        "no conditions held (tried {}); decided as without them",
+        tried.join(", ")
+    );
+    (fallback, why)
+}
+
+/// What to do with `held` under `snapshot`'s policy. Reads the target's metadata: call it on a
+/// blocking thread.
+#[must_use]
+pub fn assess(snapshot: &PolicySnapshot, held: &Held) -> Assessment {
+    let Some(agent) = snapshot.agent_policy(held.agent_id) else {
+        return Assessment::Review;
+    };
+    let Some(at) = snapshot.compiled.as_ref().map(|c| c.at) else {
+        return Assessment::Review;
+    };
+    let kernel_rule = agent.rules.iter().find(|r| r.id == held.rule_id);
+    if !kernel_rule.is_some_and(Rule::is_conditional) {
+        return Assessment::Review;
+    }
+    let maps = snapshot.conditions.get(held.agent_id, agent, at);
+    let mut paths: Vec<Vec<u8>> = Vec::new();
+    match (&held.ends, &held.path_hex) {
+        (Some((from, to)), _) => {
+            paths.push(from.as_bytes().to_vec());
+            paths.push(to.as_bytes().to_vec());
+        }
+        (None, Some(hex)) => match crate::text::from_hex(hex) {
+            Some(bytes) => paths.push(bytes),
+            None => return Assessment::Review,
+        },
+        (None, None) => paths.push(held.path.as_bytes().to_vec()),
+    }
+    // Both ends of a rename or link: the more severe decides (as in the kernel).
+    let mut decided: Option<(Verdict, String)> = None;
+    for path in &paths {
+        let (verdict, why) = decide_path(agent, &maps, held, path, at);
+        decided = Some(match decided {
+            Some(first) if jit_common::policy::first_of_pair_decides(&first.0, &verdict) => first,
+            _ => (verdict, why),
+        });
+    }
+    let Some((verdict, why)) = decided else {
+        return Assessment::Review;
+    };
+    match verdict.decision {
+        Decision::Allow | Decision::Audit => Assessment::Auto {
+            approve: true,
+            rule_id: verdict.rule_id,
+            why,
+        },
+        Decision::Deny => Assessment::Auto {
+            approve: false,
+            rule_id: verdict.rule_id,
+            why,
+        },
+        Decision::Hold => Assessment::Escalate {
+            rule_id: verdict.rule_id,
+            why,
+        },
+    }
+}
