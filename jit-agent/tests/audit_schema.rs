@@ -89,6 +89,7 @@ fn kernel_record_with_process_golden() {
         exec_argv: None,
         exec_env: None,
         exec_binding: None,
+        exec_strings: None,
         argv_truncated: false,
         cwd: Some("/srv/work".into()),
         uid: Some(1000),

@@ -48,8 +48,15 @@ pub struct Facts {
     pub ancestors: Option<Vec<Option<String>>>,
     /// The environment a held exec passes, as `NAME=value` strings.
     pub env: Option<Vec<String>>,
-    /// `Some(None)`: the target does not exist; `Some(Some(size))`: it exists with that size.
-    pub target: Option<Option<u64>>,
+    pub target: Option<Target>,
+}
+
+/// The file an action names, as found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Missing,
+    /// It exists, with this size.
+    Size(u64),
 }
 
 /// The outcome of one condition, or of all of a rule's.
@@ -160,10 +167,13 @@ impl Conditions {
         }
         if let Some(target) = &self.target {
             truth = truth.and(facts.target.map_or(Truth::Unknown, |found| {
-                let exists_ok = target.exists.is_none_or(|e| e == found.is_some());
-                let size = found.unwrap_or(0);
-                let min_ok = target.min_size.is_none_or(|m| found.is_some() && size >= m);
-                let max_ok = target.max_size.is_none_or(|m| found.is_some() && size <= m);
+                let size = match found {
+                    Target::Missing => None,
+                    Target::Size(n) => Some(n),
+                };
+                let exists_ok = target.exists.is_none_or(|e| e == size.is_some());
+                let min_ok = target.min_size.is_none_or(|m| size.is_some_and(|n| n >= m));
+                let max_ok = target.max_size.is_none_or(|m| size.is_some_and(|n| n <= m));
                 Truth::of(exists_ok && min_ok && max_ok)
             }));
         }
@@ -264,7 +274,7 @@ mod tests {
         let facts = Facts {
             ancestors: Some(vec![None, Some("/usr/sbin/cron".into())]),
             env: Some(vec!["CI=true".into(), "CI=false".into()]),
-            target: Some(Some(10)),
+            target: Some(Target::Size(10)),
             ..Facts::default()
         };
         assert_eq!(c.evaluate(&facts), Truth::Yes);
@@ -274,12 +284,12 @@ mod tests {
         };
         assert_eq!(c.evaluate(&unknown_parent), Truth::Unknown);
         let too_big = Facts {
-            target: Some(Some(11)),
+            target: Some(Target::Size(11)),
             ..facts.clone()
         };
         assert_eq!(c.evaluate(&too_big), Truth::No);
         let absent = Facts {
-            target: Some(None),
+            target: Some(Target::Missing),
             ..facts.clone()
         };
         assert_eq!(c.evaluate(&absent), Truth::No);

@@ -6,6 +6,7 @@ mod agent_socket;
 mod approval_binding;
 mod audit_load;
 mod boundary;
+mod conditions;
 mod daemon;
 mod escalation;
 mod exec_deny;

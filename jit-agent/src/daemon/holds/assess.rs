@@ -20,7 +20,7 @@ use crate::{
     daemon::policy_store::PolicySnapshot,
     policy::{
         AgentPolicy, Rule, compile_agent,
-        conditions::{Facts, Truth},
+        conditions::{Facts, Target, Truth},
     },
     tooling::model::{AgentMaps, is_active},
 };
@@ -109,16 +109,16 @@ fn facts(held: &Held, path: &[u8]) -> Facts {
 
 /// Whether the action's target exists, and its size. A file that is not the one the kernel
 /// held (replaced meanwhile) is unknown.
-fn target(held: &Held, path: &[u8]) -> Option<Option<u64>> {
+fn target(held: &Held, path: &[u8]) -> Option<Target> {
     use std::os::unix::{ffi::OsStrExt as _, fs::MetadataExt as _};
     let path = std::path::Path::new(std::ffi::OsStr::from_bytes(path));
     match std::fs::symlink_metadata(path) {
         Ok(m) => {
             // For an action that creates a name, the held identity is the parent directory's.
             let creates = held.file.name != 0;
-            (creates || m.ino() == held.file.ino).then_some(Some(m.len()))
+            (creates || m.ino() == held.file.ino).then_some(Target::Size(m.len()))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(Target::Missing),
         Err(_) => None,
     }
 }
