@@ -77,7 +77,7 @@ impl ArgsBinding {
     }
 }
 
-/// Value of the `EXEC_BIND` map, keyed by thread id: an approved `execve` whose copied arguments
+/// Value of the `EXEC_BIND` map, keyed by task (the `task_struct` address): an approved `execve` whose copied arguments
 /// the `bprm_committed_creds` program must still compare with the approval's binding.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

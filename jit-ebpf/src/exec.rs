@@ -21,10 +21,6 @@
 //!
 //! Scope: processes in an agent cgroup or a descendant; every other process returns 0 right
 //! after the scope check. Minimum kernel: 5.7 (BPF LSM); jit supports 6.1 and newer.
-#![expect(
-    clippy::cast_possible_truncation,
-    reason = "the thread id and the process id are the two halves of pid_tgid"
-)]
 use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::lsm, programs::LsmContext};
 use jit_common::{pending::FileId, policy::Op};
 
@@ -32,7 +28,7 @@ use crate::{
     action::{Action, Where},
     engine::decide,
     kernel::{file_id_btf, load_ptr, offset},
-    maps::{EXEC_BIND, EXEC_IMAGE},
+    maps::{EXEC_BIND, EXEC_IMAGE, bind_key},
     scope::current_agent,
 };
 
@@ -68,14 +64,14 @@ fn try_exec(ctx: &LsmContext) -> Result<i32, i32> {
     };
     // SAFETY: `inode` was loaded from the BTF-typed `file`.
     let file = unsafe { file_id_btf(inode) };
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let (tid, process) = (pid_tgid as u32, (pid_tgid >> 32) as u32);
+    let process = (bpf_get_current_pid_tgid() >> 32) as u32;
     // An argument binding left by an earlier `execve` of this thread that failed after its
     // approval was spent is not this one's: an entry found after the decision below was made by
     // it (the interpreter pass keeps the one its script's pass made).
     // SAFETY: only checked for presence.
-    if !interpreter_pass && unsafe { EXEC_BIND.get(tid) }.is_some() {
-        let _ = EXEC_BIND.remove(tid);
+    let key = bind_key();
+    if !interpreter_pass && unsafe { EXEC_BIND.get(key) }.is_some() {
+        let _ = EXEC_BIND.remove(key);
     }
     let verdict = decide(&Action {
         op: Op::Exec,
@@ -89,7 +85,7 @@ fn try_exec(ctx: &LsmContext) -> Result<i32, i32> {
     });
     if verdict == Ok(0) {
         // An approval spent here recorded its argument binding: tie it to this `execve`.
-        if let Some(binding) = EXEC_BIND.get_ptr_mut(tid) {
+        if let Some(binding) = EXEC_BIND.get_ptr_mut(key) {
             // SAFETY: the map value, written in place.
             unsafe {
                 if (*binding).bprm == 0 {

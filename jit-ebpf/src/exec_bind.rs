@@ -17,15 +17,12 @@
 //! the scope check. Inside, only a thread with an approved `execve` does more than a map lookup.
 #![expect(
     clippy::cast_possible_truncation,
-    reason = "thread ids are the low half of pid_tgid; word counts are bounded by MAX_WORDS"
+    reason = "word counts are bounded by MAX_WORDS"
 )]
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_pid_tgid,
-        generated::{bpf_loop, bpf_probe_read_user, bpf_send_signal},
-    },
+    helpers::generated::{bpf_loop, bpf_probe_read_user, bpf_send_signal},
     macros::lsm,
     programs::LsmContext,
 };
@@ -40,7 +37,7 @@ use jit_common::{
 use crate::{
     action::{Action, Where},
     kernel::{file_id_btf, load_btf, load_ptr, offset},
-    maps::{BIND_KEY, EXEC_BIND},
+    maps::{BIND_KEY, EXEC_BIND, bind_key},
     report::report,
     scope::current_agent,
 };
@@ -61,12 +58,13 @@ fn check(ctx: &LsmContext) {
     let Some(agent) = current_agent() else {
         return;
     };
-    let tid = bpf_get_current_pid_tgid() as u32;
+    // By task: a non-leader thread that execs has the leader's thread id by now.
+    let key = bind_key();
     // SAFETY: the value is copied out before the map update.
-    let Some(binding) = (unsafe { EXEC_BIND.get(tid) }).copied() else {
+    let Some(binding) = (unsafe { EXEC_BIND.get(key) }).copied() else {
         return;
     };
-    let _ = EXEC_BIND.remove(tid);
+    let _ = EXEC_BIND.remove(key);
     let bprm: *const u8 = ctx.arg(0);
     if binding.bprm != bprm as u64 {
         // Left by an earlier `execve` of this thread that failed after its approval was spent.

@@ -16,7 +16,7 @@ use crate::{
     EPERM,
     action::Action,
     kernel::{current_task, offset, opaque_eperm, read_kernel},
-    maps::{EXEC_BIND, HELD, PENDING, Scratch, atomic_add, count},
+    maps::{EXEC_BIND, HELD, PENDING, Scratch, atomic_add, bind_key, count},
     report::{emit, fill_event, output},
     resolve::resolve_path,
 };
@@ -76,7 +76,7 @@ pub fn answer_pending(tid: u32, action: &Action, s: &mut Scratch) -> Option<Resu
     match pending.answer(action.op as u8, &action.file, &action.second_file) {
         PendingAnswer::StillPending => Some(stop(tid)),
         answer @ (PendingAnswer::Allow | PendingAnswer::Deny) => {
-            let allowed = answer == PendingAnswer::Allow && bind_exec(tid, action, &pending);
+            let allowed = answer == PendingAnswer::Allow && bind_exec(action, &pending);
             forget_pending(tid);
             resolve_path(&action.path, s);
             let verdict = Verdict {
@@ -112,7 +112,7 @@ pub fn answer_pending(tid: u32, action: &Action, s: &mut Scratch) -> Option<Resu
 /// when the daemon bound nothing (an `execve` whose arguments it could not read) or the binding
 /// cannot be recorded. Every other approved action needs no binding.
 #[inline(always)]
-fn bind_exec(tid: u32, action: &Action, pending: &PendingRequest) -> bool {
+fn bind_exec(action: &Action, pending: &PendingRequest) -> bool {
     if action.op != Op::Exec || action.flags & EVENT_FLAG_MAPPING != 0 {
         return true;
     }
@@ -127,7 +127,7 @@ fn bind_exec(tid: u32, action: &Action, pending: &PendingRequest) -> bool {
         rule_id: pending.rule_id,
         pad: 0,
     };
-    if EXEC_BIND.insert(tid, binding, 0).is_err() {
+    if EXEC_BIND.insert(bind_key(), binding, 0).is_err() {
         count(counter::ERRORS);
         return false;
     }

@@ -69,10 +69,19 @@ pub static EXEC_IMAGE: LruHashMap<u32, FileId> = LruHashMap::with_max_entries(16
 pub static BIND_KEY: Array<[u64; 2]> = Array::with_max_entries(1, 0);
 
 /// Approved `execve`s whose copied arguments `exec_bind` must still compare with the approval's
-/// binding, by thread id. Not least-recently-used: an entry must never be dropped to make room
+/// binding, by task (the `task_struct` address, see [`bind_key`]). Not least-recently-used: an entry must never be dropped to make room
 /// (the comparison would be skipped); when the map is full the approval is enforced as a denial.
 #[map(name = "EXEC_BIND")]
-pub static EXEC_BIND: HashMap<u32, ExecBinding> = HashMap::with_max_entries(16_384, 0);
+pub static EXEC_BIND: HashMap<u64, ExecBinding> = HashMap::with_max_entries(16_384, 0);
+
+/// The key of the current thread's [`EXEC_BIND`] entry: its `task_struct`, not its thread id. A
+/// non-leader thread that calls `execve` takes the leader's thread id in `de_thread`, between
+/// the approval (`bprm_check_security`) and the comparison (`bprm_committed_creds`); the task
+/// stays the same.
+#[inline(always)]
+pub fn bind_key() -> u64 {
+    crate::kernel::current_task() as u64
+}
 
 /// Decision events for userspace.
 #[map(name = "EVENTS")]

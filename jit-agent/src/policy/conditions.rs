@@ -38,7 +38,7 @@ pub struct TargetCondition {
 }
 
 /// What the daemon read about a held action; `None` where it could not read it.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Facts {
     /// `argv[1..]` of a held exec.
     pub args: Option<Vec<String>>,

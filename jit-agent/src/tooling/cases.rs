@@ -33,7 +33,10 @@ use super::{
     parse_instant, rfc3339,
 };
 use crate::{
-    policy::{PolicySet, Position},
+    policy::{
+        PolicySet, Position,
+        conditions::{Facts, Target},
+    },
     text::escape_bytes,
 };
 
@@ -50,6 +53,14 @@ struct RawCase {
     enforced: Option<Spanned<String>>,
     rule: Option<Spanned<String>>,
     by_default: Option<Spanned<bool>>,
+    /// What the daemon reads of the held action, for rules with conditions.
+    args: Option<Vec<String>>,
+    cwd: Option<String>,
+    caller: Option<String>,
+    ancestors: Option<Vec<String>>,
+    env: Option<std::collections::BTreeMap<String, String>>,
+    target_size: Option<u64>,
+    target_exists: Option<bool>,
 }
 
 /// Which rule must decide.
@@ -240,6 +251,7 @@ fn case_of(
             .ok(),
         None => Some(defaults.at),
     };
+    let facts = facts_of_case(&c);
     if let (Some(agent), Some(op), Some(expect), Some(at)) = (agent, op, expect, at) {
         return Some(Case {
             line,
@@ -250,6 +262,7 @@ fn case_of(
                 path: c.path.get_ref().clone().into_bytes(),
                 target: c.target.map(|t| t.into_inner().into_bytes()),
                 at,
+                facts,
             },
             expect,
             enforced: enforced.flatten(),
@@ -257,6 +270,37 @@ fn case_of(
         });
     }
     None
+}
+
+/// The facts a case gives for rules with conditions; `None` when it gives none.
+fn facts_of_case(c: &RawCase) -> Option<Facts> {
+    let target = match (c.target_exists, c.target_size) {
+        (_, Some(n)) => Some(Target::Size(n)),
+        (Some(false), None) => Some(Target::Missing),
+        // Exists, of a size that does not matter here.
+        (Some(true), None) => Some(Target::Size(0)),
+        (None, None) => None,
+    };
+    let given = c.args.is_some()
+        || c.cwd.is_some()
+        || c.caller.is_some()
+        || c.ancestors.is_some()
+        || c.env.is_some()
+        || target.is_some();
+    given.then(|| Facts {
+        args: c.args.clone(),
+        cwd: c.cwd.clone(),
+        caller: c.caller.clone(),
+        ancestors: c
+            .ancestors
+            .as_ref()
+            .map(|a| a.iter().cloned().map(Some).collect()),
+        env: c
+            .env
+            .as_ref()
+            .map(|e| e.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        target,
+    })
 }
 
 /// The rule a case expects to decide, checked against its agent.

@@ -20,7 +20,7 @@ use super::{
 };
 use crate::{
     config::Config,
-    policy::{LoadOptions, PolicySet, load_dir_with},
+    policy::{LoadOptions, PolicySet, conditions::Facts, load_dir_with},
 };
 
 /// Exit status of `policy check --strict` when the policy loads but has warnings.
@@ -36,6 +36,68 @@ pub struct PolicyArgs {
     /// as CI); everything else is checked as the daemon checks it.
     #[arg(long)]
     pub offline: bool,
+}
+
+/// What the daemon would read about the held action, for rules with conditions
+/// (policies/README.md, "Conditions"). None given: such a rule's hold is shown as the kernel's.
+#[derive(Args, Clone, Debug, Default)]
+pub struct FactArgs {
+    /// An argument of the exec after the program (`argv[1..]`), in order; repeat it.
+    #[arg(long = "arg", value_name = "ARG", allow_hyphen_values = true)]
+    args: Vec<String>,
+    /// The exec has no arguments after the program.
+    #[arg(long, conflicts_with = "args")]
+    no_args: bool,
+    /// The working directory.
+    #[arg(long, value_name = "DIR")]
+    cwd: Option<String>,
+    /// The program doing the action (for an exec: the one calling it).
+    #[arg(long, value_name = "PROGRAM")]
+    caller: Option<String>,
+    /// A program in the parent chain, nearest first; repeat it. The chain is taken as complete.
+    #[arg(long = "ancestor", value_name = "PROGRAM")]
+    ancestors: Vec<String>,
+    /// An environment variable the exec passes (`NAME=VALUE`); repeat it. Any given: the
+    /// environment is exactly these.
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    env: Vec<String>,
+    /// The target's size in bytes (it exists).
+    #[arg(long, value_name = "BYTES", conflicts_with = "target_missing")]
+    target_size: Option<u64>,
+    /// The target does not exist.
+    #[arg(long)]
+    target_missing: bool,
+}
+
+impl FactArgs {
+    /// The facts given, or `None` when none is.
+    fn into_facts(self) -> Result<Option<Facts>, String> {
+        use crate::policy::conditions::Target;
+        if let Some(bad) = self.env.iter().find(|e| !e.contains('=')) {
+            return Err(format!("--env {bad}: expected NAME=VALUE"));
+        }
+        let given = !self.args.is_empty()
+            || self.no_args
+            || self.cwd.is_some()
+            || self.caller.is_some()
+            || !self.ancestors.is_empty()
+            || !self.env.is_empty()
+            || self.target_size.is_some()
+            || self.target_missing;
+        Ok(given.then(|| Facts {
+            args: (self.no_args || !self.args.is_empty()).then_some(self.args),
+            cwd: self.cwd,
+            caller: self.caller,
+            ancestors: (!self.ancestors.is_empty())
+                .then(|| self.ancestors.into_iter().map(Some).collect()),
+            env: (!self.env.is_empty()).then_some(self.env),
+            target: if self.target_missing {
+                Some(Target::Missing)
+            } else {
+                self.target_size.map(Target::Size)
+            },
+        }))
+    }
 }
 
 #[derive(Subcommand, Clone, Debug)]
@@ -74,6 +136,8 @@ pub enum PolicyTool {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        facts: Box<FactArgs>,
         /// The resolved path (as the kernel sees it: absolute, symlinks resolved).
         path: String,
         /// For rename and link: the other end (the new name).
@@ -196,6 +260,7 @@ pub fn run(command: PolicyTool, ctx: &Context) -> Result<ExitCode> {
             op,
             at,
             json,
+            facts,
             path,
             target,
         } => {
@@ -216,6 +281,7 @@ pub fn run(command: PolicyTool, ctx: &Context) -> Result<ExitCode> {
                 path: path.into_bytes(),
                 target: target.map(String::into_bytes),
                 at: at.unwrap_or_else(Timestamp::now),
+                facts: facts.into_facts().map_err(anyhow::Error::msg)?,
             };
             let e = explain::explain(&decider, &action)?;
             if json {

@@ -136,9 +136,17 @@ pub fn explain(decider: &Decider<'_>, action: &Action) -> Result<Explanation, De
             (Some(End::Target), &t[..]),
         ],
     };
+    let mut conditions = Vec::new();
     for (end, path) in ends {
-        let verdict = decider.decide_path(&action.agent, action.op, path, action.at)?;
+        let (verdict, why) = decider.decide_path_with(
+            &action.agent,
+            action.op,
+            path,
+            action.at,
+            action.facts.as_ref(),
+        )?;
         paths.push(report_path(agent, action, end, path, verdict));
+        conditions.extend(why);
     }
     let deciding = match outcome.end {
         Some(End::Target) => paths.get(1),
@@ -149,7 +157,25 @@ pub fn explain(decider: &Decider<'_>, action: &Action) -> Result<Explanation, De
         && !outcome.by_self_protection()
         && outcome.verdict.enforced == Decision::Hold)
         .then(|| hold_report(agent, outcome.verdict.rule_id));
-    let notes = notes(decider, agent, action, outcome.verdict);
+    let mut notes = notes(decider, agent, action, outcome.verdict);
+    notes.extend(
+        conditions
+            .into_iter()
+            .map(|why| format!("conditions: {why}")),
+    );
+    if action.facts.is_none()
+        && let Some(rule) = agent
+            .rules
+            .iter()
+            .find(|r| r.id == outcome.verdict.rule_id && r.is_conditional())
+    {
+        notes.push(format!(
+            "rule `{}` has conditions: the kernel holds and the daemon decides by what it reads \
+             of the held action (give it with --arg, --cwd, --caller, --ancestor, --env, \
+             --target-size or --target-missing)",
+            rule.name
+        ));
+    }
     Ok(Explanation {
         agent: agent.name.clone(),
         policy_file: agent.file.display().to_string(),

@@ -18,7 +18,10 @@ use jit_common::{
 };
 
 pub use crate::policy::pattern_matches;
-use crate::policy::{AgentPolicy, CompiledAgent, PolicySet, Rule, compile_agent};
+use crate::policy::{
+    AgentPolicy, CompiledAgent, PolicySet, Rule, compile_agent,
+    conditions::{Facts, Truth},
+};
 
 /// Rule set id of the keys built here: each agent has a trie of its own, so any id works.
 const RULESET: u32 = 1;
@@ -145,9 +148,7 @@ impl Outcome {
     }
 }
 
-/// One action to decide. Conditions on the acting user or the command line do not exist in
-/// the policy language yet: when they come, they are fields here and inputs of the maps'
-/// lookup, and every command (`explain`, `test`, `replay`, `suggest`) passes them on.
+/// One action to decide.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Action {
     pub agent: String,
@@ -158,6 +159,10 @@ pub struct Action {
     pub target: Option<Vec<u8>>,
     /// When the action happens: selects the rules whose `when` holds.
     pub at: Timestamp,
+    /// What the daemon would read about the held action, for the daemon-side conditions of
+    /// rules (policies/README.md, "Conditions"). `None`: not given; an action that a rule with
+    /// conditions holds is then reported as the kernel decides it (a hold the daemon decides).
+    pub facts: Option<Facts>,
 }
 
 /// Decides actions under a policy set, as the daemon would have compiled it at each instant.
@@ -174,7 +179,8 @@ pub struct Decider<'a> {
 struct Generation {
     from: Timestamp,
     until: Option<Timestamp>,
-    agents: HashMap<String, AgentMaps>,
+    /// Each agent's maps, and for an agent with conditional rules its maps without them.
+    agents: HashMap<String, (AgentMaps, Option<AgentMaps>)>,
 }
 
 /// Why an action cannot be decided.
@@ -219,7 +225,7 @@ impl<'a> Decider<'a> {
         &self,
         agent: &str,
         at: Timestamp,
-        f: impl FnOnce(&AgentMaps) -> T,
+        f: impl FnOnce(&AgentMaps, Option<&AgentMaps>) -> T,
     ) -> Result<T, DecideError> {
         let mut cache = self.cache.borrow_mut();
         let fresh = cache
@@ -233,16 +239,23 @@ impl<'a> Decider<'a> {
                     .set
                     .agents()
                     .iter()
-                    .map(|a| (a.name.clone(), AgentMaps::new(&compile_at(a, at))))
+                    .map(|a| {
+                        let plain = a.rules.iter().any(Rule::is_conditional).then(|| {
+                            AgentMaps::new(&compile_agent(a, |r| {
+                                is_active(r, at) && !r.is_conditional()
+                            }))
+                        });
+                        (a.name.clone(), (AgentMaps::new(&compile_at(a, at)), plain))
+                    })
                     .collect(),
             });
         }
         let generation = cache.as_ref().expect("filled above");
-        let maps = generation
+        let (maps, plain) = generation
             .agents
             .get(agent)
             .ok_or_else(|| DecideError::UnknownAgent(agent.to_owned()))?;
-        Ok(f(maps))
+        Ok(f(maps, plain.as_ref()))
     }
 
     /// The verdict for one resolved path of `action`'s op.
@@ -256,15 +269,38 @@ impl<'a> Decider<'a> {
         path: &[u8],
         at: Timestamp,
     ) -> Result<Verdict, DecideError> {
+        self.decide_path_with(agent, op, path, at, None)
+            .map(|(v, _)| v)
+    }
+
+    /// [`Decider::decide_path`], with the daemon-side conditions decided on `facts` when given;
+    /// also why the conditions decided as they did.
+    ///
+    /// # Errors
+    /// When the agent is not in the policy.
+    pub fn decide_path_with(
+        &self,
+        agent: &str,
+        op: Op,
+        path: &[u8],
+        at: Timestamp,
+        facts: Option<&Facts>,
+    ) -> Result<(Verdict, Option<String>), DecideError> {
         if op != Op::Exec
             && (self.protected.covers(path) || (self.this_host && on_protected_fs(path)))
         {
             // Checked before any rule, whatever the mode (jit-ebpf's engine.rs, `evaluate_single`, and
             // the two-path programs of `protect_pair`).
-            self.with_maps(agent, at, |_| ())?;
-            return Ok(SELF_PROTECTION_VERDICT);
+            self.with_maps(agent, at, |_, _| ())?;
+            return Ok((SELF_PROTECTION_VERDICT, None));
         }
-        self.with_maps(agent, at, |maps| maps.decide(op, path))
+        let policy = self.set.agent(agent);
+        self.with_maps(agent, at, |maps, plain| match (policy, plain, facts) {
+            (Some(policy), Some(plain), Some(facts)) => {
+                decide_by_conditions(policy, maps, plain, op, path, at, || facts.clone())
+            }
+            _ => (maps.decide(op, path), None),
+        })
     }
 
     /// What the kernel decides for `action`.
@@ -272,14 +308,17 @@ impl<'a> Decider<'a> {
     /// # Errors
     /// When the agent is not in the policy.
     pub fn decide(&self, action: &Action) -> Result<Outcome, DecideError> {
-        let first = self.decide_path(&action.agent, action.op, &action.path, action.at)?;
+        let facts = action.facts.as_ref();
+        let (first, _) =
+            self.decide_path_with(&action.agent, action.op, &action.path, action.at, facts)?;
         let Some(target) = &action.target else {
             return Ok(Outcome {
                 verdict: first,
                 end: None,
             });
         };
-        let second = self.decide_path(&action.agent, action.op, target, action.at)?;
+        let (second, _) =
+            self.decide_path_with(&action.agent, action.op, target, action.at, facts)?;
         // Self-protection of either end refuses the pair before the engine decides.
         for (verdict, end) in [(first, End::Source), (second, End::Target)] {
             if verdict.rule_id == SELF_PROTECTION_RULE_ID {
@@ -316,6 +355,127 @@ pub fn on_protected_fs(path: &[u8]) -> bool {
                 u64::try_from(s.filesystem_type().0).unwrap_or_default(),
             )
         })
+}
+
+/// Specificity of `rule` for `path`: that of its most specific pattern matching it.
+fn rank(rule: &Rule, op: Op, path: &[u8]) -> Option<(u16, u16)> {
+    rule.paths
+        .iter()
+        .filter(|p| pattern_matches(op, &p.pattern, path))
+        .map(|p| {
+            let v = p.shape.value(Decision::Allow, rule.id);
+            (v.literal_len, v.pattern_len)
+        })
+        .max()
+}
+
+/// The facts of the daemon-side conditions (all but the target) from what was read of a
+/// process: the whole command line and environment of a held exec when the daemon has them,
+/// else what an audit record keeps (arguments bounded for display — a cut list is unknown —
+/// and secret-looking values hidden, which then match only `*`).
+#[must_use]
+pub fn facts_of(p: &crate::audit::ProcessContext) -> Facts {
+    let (args, env) = match &p.exec_strings {
+        Some((argv, env)) => (
+            Some(argv.iter().skip(1).cloned().collect()),
+            Some(env.clone()),
+        ),
+        None => (
+            p.exec_argv
+                .as_ref()
+                .filter(|_| !p.argv_truncated)
+                .map(|a| a.iter().skip(1).cloned().collect()),
+            p.exec_env.clone(),
+        ),
+    };
+    // The chain is complete when it ends at pid 1; an ancestor beyond what was read is unknown.
+    let mut chain: Vec<Option<String>> = p.parents.iter().map(|a| a.exe.clone()).collect();
+    if p.parents.last().is_none_or(|a| a.pid != 1) {
+        chain.push(None);
+    }
+    Facts {
+        args,
+        cwd: p.cwd.clone(),
+        caller: p.exe.clone(),
+        ancestors: Some(chain),
+        env,
+        target: None,
+    }
+}
+
+/// The decision for `op` on `path` by the daemon-side conditions of `agent`'s rules
+/// (policies/README.md, "Conditions"), given the agent's maps as the kernel has them (`full`)
+/// and without the rules that have conditions (`plain`): the kernel's verdict when its rule has
+/// no conditions; else the first conditional rule, most specific first and then in file order,
+/// down to the specificity of the rule that decides without them, whose conditions hold (a fact
+/// that cannot be read counts as met for `deny` and `hold` rules, as not met for `allow` and
+/// `audit`); else the verdict without the conditional rules. With the verdict, why the
+/// conditions decided as they did (`None` when no condition was involved). `facts` is called
+/// only when conditions are tried.
+#[must_use]
+pub fn decide_by_conditions(
+    agent: &AgentPolicy,
+    full: &AgentMaps,
+    plain: &AgentMaps,
+    op: Op,
+    path: &[u8],
+    at: Timestamp,
+    facts: impl FnOnce() -> Facts,
+) -> (Verdict, Option<String>) {
+    let kernel = full.decide(op, path);
+    let by_rule = |id: u32| agent.rules.iter().find(|r| r.id == id);
+    let conditional =
+        by_rule(kernel.rule_id).is_some_and(|r| r.is_conditional() && rank(r, op, path).is_some());
+    if !conditional {
+        return (kernel, None);
+    }
+    let fallback = plain.decide(op, path);
+    let floor = by_rule(fallback.rule_id)
+        .and_then(|r| rank(r, op, path))
+        .unwrap_or((0, 0));
+    let mut candidates: Vec<(&Rule, (u16, u16))> = agent
+        .rules
+        .iter()
+        .filter(|r| r.is_conditional() && r.ops.contains(&op) && is_active(r, at))
+        .filter_map(|r| rank(r, op, path).map(|k| (r, k)))
+        .filter(|(_, k)| *k >= floor)
+        .collect();
+    candidates.sort_by(|(a, ka), (b, kb)| kb.cmp(ka).then(a.id.cmp(&b.id)));
+    let facts = facts();
+    let mut tried = Vec::new();
+    for (rule, _) in candidates {
+        let truth = rule.conditions.evaluate(&facts);
+        let strict = matches!(rule.decision, Decision::Deny | Decision::Hold);
+        if truth == Truth::Yes || (truth == Truth::Unknown && strict) {
+            let why = if truth == Truth::Yes {
+                format!("the conditions of rule `{}` hold", rule.name)
+            } else {
+                format!(
+                    "a fact the conditions of rule `{}` need could not be read (taken as met: \
+                     the rule is a {})",
+                    rule.name,
+                    rule.decision.name()
+                )
+            };
+            let enforced = if kernel.enforced == Decision::Hold {
+                rule.decision
+            } else {
+                kernel.enforced
+            };
+            let verdict = Verdict {
+                decision: rule.decision,
+                enforced,
+                rule_id: rule.id,
+            };
+            return (verdict, Some(why));
+        }
+        tried.push(format!("`{}`", rule.name));
+    }
+    let why = format!(
+        "no conditions held (tried {}); decided as without them",
+        tried.join(", ")
+    );
+    (fallback, Some(why))
 }
 
 /// What the daemon compiles for `agent` at `at`: the rules whose `when` holds then.

@@ -207,6 +207,7 @@ pub fn replay(decider: &Decider<'_>, trail: &Trail) -> Replay {
             path,
             target,
             at: rec.time,
+            facts: r.process.as_ref().map(super::model::facts_of),
         };
         let outcome = match decider.decide(&action) {
             Ok(o) => o,

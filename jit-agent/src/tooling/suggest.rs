@@ -222,6 +222,7 @@ pub fn suggest(
                     path: sample.into_bytes(),
                     target: None,
                     at: now,
+                    facts: None,
                 })
                 .ok()
                 .map(|o| o.verdict.decision.name());

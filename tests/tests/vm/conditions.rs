@@ -48,7 +48,7 @@ fn policy_decisions(files: &DaemonFiles) -> Vec<serde_json::Value> {
         .unwrap_or_default()
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|r| r["kind"] == "approval" && r["reviewer"] == "policy")
+        .filter(|r| r["type"] == "approval" && r["reviewer"] == "policy")
         .collect()
 }
 

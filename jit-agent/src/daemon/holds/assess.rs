@@ -13,16 +13,16 @@
 //! reviewer `policy`, or a hold for humans under the rule that decided.
 use std::{collections::HashMap, sync::Arc};
 
-use jit_common::policy::{Decision, Op, Verdict};
+use jit_common::policy::{Decision, Verdict};
 
 use super::Held;
 use crate::{
     daemon::policy_store::PolicySnapshot,
     policy::{
         AgentPolicy, Rule, compile_agent,
-        conditions::{Facts, Target, Truth},
+        conditions::{Facts, Target},
     },
-    tooling::model::{AgentMaps, is_active},
+    tooling::model::{AgentMaps, decide_by_conditions, facts_of, is_active},
 };
 
 /// What the daemon does with a hold.
@@ -72,38 +72,11 @@ impl ConditionCache {
     }
 }
 
-/// Specificity of `rule` for `path`: that of its most specific pattern matching it.
-fn rank(rule: &Rule, op: Op, path: &[u8]) -> Option<(u16, u16)> {
-    rule.paths
-        .iter()
-        .filter(|p| crate::policy::pattern_matches(op, &p.pattern, path))
-        .map(|p| {
-            let v = p.shape.value(Decision::Allow, rule.id);
-            (v.literal_len, v.pattern_len)
-        })
-        .max()
-}
-
 /// The facts of `held`, as read when its event was handled; the target is read now.
 fn facts(held: &Held, path: &[u8]) -> Facts {
-    let p = &held.process;
-    let args = p
-        .exec_strings
-        .as_ref()
-        .map(|(argv, _)| argv.iter().skip(1).cloned().collect());
-    let env = p.exec_strings.as_ref().map(|(_, env)| env.clone());
-    // The chain is complete when it ends at pid 1; an ancestor beyond what was read is unknown.
-    let mut chain: Vec<Option<String>> = p.parents.iter().map(|a| a.exe.clone()).collect();
-    if p.parents.last().is_none_or(|a| a.pid != 1) {
-        chain.push(None);
-    }
     Facts {
-        args,
-        cwd: p.cwd.clone(),
-        caller: p.exe.clone(),
-        ancestors: Some(chain),
-        env,
         target: target(held, path),
+        ..facts_of(&held.process)
     }
 }
 
@@ -130,58 +103,9 @@ fn decide_path(
     held: &Held,
     path: &[u8],
     at: jiff::Timestamp,
-) -> (Verdict, String) {
-    let op = held.op;
-    let kernel = maps.full.decide(op, path);
-    let by_rule = |id: u32| agent.rules.iter().find(|r| r.id == id);
-    let conditional =
-        by_rule(kernel.rule_id).is_some_and(|r| r.is_conditional() && rank(r, op, path).is_some());
-    if !conditional {
-        return (kernel, String::new());
-    }
-    let fallback = maps.plain.decide(op, path);
-    let floor = by_rule(fallback.rule_id)
-        .and_then(|r| rank(r, op, path))
-        .unwrap_or((0, 0));
-    let mut candidates: Vec<(&Rule, (u16, u16))> = agent
-        .rules
-        .iter()
-        .filter(|r| r.is_conditional() && r.ops.contains(&op) && is_active(r, at))
-        .filter_map(|r| rank(r, op, path).map(|k| (r, k)))
-        .filter(|(_, k)| *k >= floor)
-        .collect();
-    candidates.sort_by(|(a, ka), (b, kb)| kb.cmp(ka).then(a.id.cmp(&b.id)));
-    let facts = facts(held, path);
-    let mut tried = Vec::new();
-    for (rule, _) in candidates {
-        let truth = rule.conditions.evaluate(&facts);
-        let strict = matches!(rule.decision, Decision::Deny | Decision::Hold);
-        let decides = truth == Truth::Yes || (truth == Truth::Unknown && strict);
-        if decides {
-            let why = if truth == Truth::Yes {
-                format!("the conditions of rule `{}` hold", rule.name)
-            } else {
-                format!(
-                    "a fact the conditions of rule `{}` need could not be read (taken as met: \
-                     the rule is a {})",
-                    rule.name,
-                    rule.decision.name()
-                )
-            };
-            let verdict = Verdict {
-                decision: rule.decision,
-                enforced: rule.decision,
-                rule_id: rule.id,
-            };
-            return (verdict, why);
-        }
-        tried.push(format!("`{}`", rule.name));
-    }
-    let why = format!(
-        "no conditions held (tried {}); decided as without them",
-        tried.join(", ")
-    );
-    (fallback, why)
+) -> (Verdict, Option<String>) {
+    let facts = || facts(held, path);
+    decide_by_conditions(agent, &maps.full, &maps.plain, held.op, path, at, facts)
 }
 
 /// What to do with `held` under `snapshot`'s policy. Reads the target's metadata: call it on a
@@ -215,6 +139,7 @@ pub fn assess(snapshot: &PolicySnapshot, held: &Held) -> Assessment {
     let mut decided: Option<(Verdict, String)> = None;
     for path in &paths {
         let (verdict, why) = decide_path(agent, &maps, held, path, at);
+        let why = why.unwrap_or_default();
         decided = Some(match decided {
             Some(first) if jit_common::policy::first_of_pair_decides(&first.0, &verdict) => first,
             _ => (verdict, why),
