@@ -62,10 +62,10 @@ fn mistakes_are_reported_where_they_are() {
         "{e}"
     );
     let e = errors(&rule(
-        "op = \"exec\"\npath = \"/usr/bin/git\"\nargs = [\"**\", \"push\"]\ndecision = \"deny\"\n",
+        "op = \"exec\"\npath = \"/usr/bin/git\"\nargs = [\"**\", \"**\"]\ndecision = \"deny\"\n",
     ));
     assert!(
-        e.contains("a.toml:10:9") && e.contains("must be the last item"),
+        e.contains("a.toml:10:15") && e.contains("twice in a row"),
         "{e}"
     );
     let e = errors(&rule(

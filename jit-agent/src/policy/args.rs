@@ -1,6 +1,5 @@
-//! Argument-vector patterns: the first piece of the daemon-side conditions of issue 14 (a rule
-//! that decides a held `exec` by its command line). Not part of the policy format yet: the
-//! parser, its errors and the matcher are here, tested, for the condition evaluator to use.
+//! Argument-vector patterns: the `args` condition of a rule, which decides a held `exec` by its
+//! command line (policies/README.md, "Conditions"), and the value patterns of `env`.
 //!
 //! A pattern is a list with one item per argument after the program (`argv[1..]`; the program
 //! itself is the rule's `path`), read at a glance:
@@ -9,10 +8,11 @@
 //! - `"*"` matches any one argument (also an empty one); inside an item `*` matches any run of
 //!   characters and `?` one character (`"--force*"`, `"v?.?"`); `\*`, `\?` and `\\` are the
 //!   characters themselves;
-//! - `"**"` as the **last** item matches any further arguments, none included.
+//! - `"**"` as an item of its own matches any number of arguments, none included.
 //!
 //! So `["push", "*", "**"]` is "`push` and at least one more argument", `["status"]` is exactly
-//! `status` with nothing after it, and `["**"]` is any command line.
+//! `status` with nothing after it, `["push", "**", "--force*", "**"]` is a push with a
+//! `--force…` argument anywhere, and `["**"]` is any command line.
 use std::fmt;
 
 /// One item of a pattern, matching one argument.
@@ -25,12 +25,19 @@ enum Piece {
     Any,
 }
 
+/// One item of a pattern.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Item {
+    /// Matches one argument.
+    Arg(Vec<Piece>),
+    /// `**`: any number of arguments.
+    Any,
+}
+
 /// A validated argument-vector pattern.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ArgsPattern {
-    items: Vec<Vec<Piece>>,
-    /// Ends in `**`: further arguments are allowed.
-    rest: bool,
+    items: Vec<Item>,
 }
 
 /// Why an item is not a valid pattern; `index` is the item's position in the list, so the
@@ -51,21 +58,20 @@ impl ArgsPattern {
     /// Parses the items of a pattern.
     ///
     /// # Errors
-    /// `**` anywhere but last, a `**` inside an item (`"a**"`: write `"a*"`), a trailing `\`, a
-    /// NUL (no argument can hold one).
+    /// Two `**` in a row, a `**` inside an item (`"a**"`: write `"a*"`), a trailing `\`, a NUL
+    /// (no argument can hold one).
     pub fn parse<S: AsRef<str>>(items: &[S]) -> Result<Self, ArgsError> {
         let mut out = Vec::new();
-        let mut rest = false;
         for (index, item) in items.iter().enumerate() {
             let item = item.as_ref();
             let error = |message: String| ArgsError { index, message };
             if item == "**" {
-                if index + 1 != items.len() {
+                if out.last() == Some(&Item::Any) {
                     return Err(error(
-                        "`**` (any further arguments) must be the last item".to_owned(),
+                        "`**` twice in a row means the same as once".to_owned(),
                     ));
                 }
-                rest = true;
+                out.push(Item::Any);
                 continue;
             }
             let mut pieces = Vec::new();
@@ -93,25 +99,31 @@ impl ArgsPattern {
                     c => Piece::Char(c),
                 });
             }
-            out.push(pieces);
+            out.push(Item::Arg(pieces));
         }
-        Ok(Self { items: out, rest })
+        Ok(Self { items: out })
     }
 
-    /// Whether `args` (the arguments after the program, `argv[1..]`) match.
+    /// Whether `args` (the arguments after the program, `argv[1..]`) match. Dynamic
+    /// programming over (item, argument): each argument is globbed at most once per item, so
+    /// a pattern with several `**` stays linear in the command line's length.
     #[must_use]
     pub fn matches<S: AsRef<str>>(&self, args: &[S]) -> bool {
-        let count_ok = if self.rest {
-            args.len() >= self.items.len()
-        } else {
-            args.len() == self.items.len()
-        };
-        count_ok
-            && self
-                .items
-                .iter()
-                .zip(args)
-                .all(|(pieces, arg)| glob(pieces, arg.as_ref()))
+        let n = args.len();
+        // `next[j]`: the items after the current one match `args[j..]`.
+        let mut next = vec![false; n + 1];
+        next[n] = true;
+        for item in self.items.iter().rev() {
+            let mut here = vec![false; n + 1];
+            for j in (0..=n).rev() {
+                here[j] = match item {
+                    Item::Any => next[j] || (j < n && here[j + 1]),
+                    Item::Arg(pieces) => j < n && next[j + 1] && glob(pieces, args[j].as_ref()),
+                };
+            }
+            next = here;
+        }
+        next[0]
     }
 }
 
@@ -188,17 +200,25 @@ mod tests {
         assert!(!pattern(&["\\*"]).matches(&["x"]));
         assert!(pattern(&["a\\\\b"]).matches(&["a\\b"]));
         assert!(pattern(&["é*"]).matches(&["été"]), "characters, not bytes");
+        let anywhere = pattern(&["push", "**", "--force*", "**"]);
+        assert!(anywhere.matches(&["push", "--force"]));
+        assert!(anywhere.matches(&["push", "origin", "main", "--force-with-lease"]));
+        assert!(anywhere.matches(&["push", "origin", "--force", "main"]));
+        assert!(!anywhere.matches(&["push", "origin", "main"]));
+        assert!(!anywhere.matches(&["pull", "--force"]));
+        let main = pattern(&["push", "**", "*main"]);
+        assert!(main.matches(&["push", "origin", "HEAD:main"]));
+        assert!(
+            !main.matches(&["push", "origin", "main", "--tags"]),
+            "`*main` is last"
+        );
     }
 
     #[test]
     fn mistakes_name_the_item() {
         let err = |items: &[&str]| ArgsPattern::parse(items).unwrap_err();
-        assert_eq!(err(&["**", "push"]).index, 0);
-        assert!(
-            err(&["**", "push"])
-                .message
-                .contains("must be the last item")
-        );
+        assert_eq!(err(&["push", "**", "**"]).index, 2);
+        assert!(err(&["**", "**"]).message.contains("twice in a row"));
         assert_eq!(err(&["push", "a**"]).index, 1);
         assert!(
             err(&["push", "a**"])
@@ -209,8 +229,8 @@ mod tests {
         assert!(err(&["\\n"]).message.contains("is not an escape"));
         assert!(err(&["a\0"]).message.contains("NUL"));
         assert_eq!(
-            err(&["x", "**", "y"]).to_string(),
-            "argument pattern 2: `**` (any further arguments) must be the last item"
+            err(&["x", "**", "**"]).to_string(),
+            "argument pattern 3: `**` twice in a row means the same as once"
         );
     }
 
@@ -224,7 +244,32 @@ mod tests {
         }
     }
 
+    /// The reference for lists: the recursive definition over items.
+    fn reference_list(items: &[Item], args: &[&str]) -> bool {
+        match items.split_first() {
+            None => args.is_empty(),
+            Some((Item::Any, rest)) => (0..=args.len()).any(|i| reference_list(rest, &args[i..])),
+            Some((Item::Arg(pieces), rest)) => args.split_first().is_some_and(|(a, tail)| {
+                let chars: Vec<char> = a.chars().collect();
+                reference(pieces, &chars) && reference_list(rest, tail)
+            }),
+        }
+    }
+
     proptest! {
+        #[test]
+        fn lists_agree_with_the_reference(
+            items in proptest::collection::vec("a|b|\\*|\\*\\*|a\\*", 0..5),
+            args in proptest::collection::vec("a|b|ab|", 0..6),
+        ) {
+            let Ok(p) = ArgsPattern::parse(&items) else {
+                // Two `**` in a row: refused, nothing to compare.
+                return Ok(());
+            };
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            prop_assert_eq!(p.matches(&args), reference_list(&p.items, &args));
+        }
+
         #[test]
         fn glob_agrees_with_the_reference(
             item in "[ab*?]{0,8}",
@@ -237,7 +282,10 @@ mod tests {
             }
             let p = ArgsPattern::parse(&[item.as_str()]).unwrap();
             let chars: Vec<char> = text.chars().collect();
-            prop_assert_eq!(glob(&p.items[0], &text), reference(&p.items[0], &chars));
+            let Item::Arg(pieces) = &p.items[0] else {
+                unreachable!("one item that is not `**`")
+            };
+            prop_assert_eq!(glob(pieces, &text), reference(pieces, &chars));
         }
 
         #[test]

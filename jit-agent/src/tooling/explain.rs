@@ -261,6 +261,18 @@ fn report_path(
         .filter(|c| c.3)
         .fold(PolicyValue::NO_MATCH, |best, c| best.best_of(c.2));
     let self_protected = verdict.rule_id == jit_common::protect::SELF_PROTECTION_RULE_ID;
+    // Rules with conditions: the kernel puts one first among rules of its path, and the daemon
+    // decides by the conditions (policies/README.md, "Conditions"); the verdict says which rule
+    // that was, and it may not be the one the plain ordering picks.
+    let conditional = candidates.iter().any(|c| c.3 && c.0.is_conditional());
+    let best = if conditional && !self_protected {
+        candidates
+            .iter()
+            .filter(|c| c.3 && c.0.id == verdict.rule_id)
+            .fold(PolicyValue::NO_MATCH, |b, c| b.best_of(c.2))
+    } else {
+        best
+    };
     let mut decided_by = if self_protected {
         DecidedBy::SelfProtection
     } else {
@@ -280,6 +292,16 @@ fn report_path(
                 "self-protection decides before any rule".to_owned()
             } else if !active {
                 inactive_reason(rule, action)
+            } else if conditional {
+                if best.is_match() {
+                    "the daemon decided by the conditions of the rules of this path (see the \
+                     conditions note)"
+                        .to_owned()
+                } else {
+                    "the daemon decided by the conditions: none held, and no rule without \
+                     conditions decides (see the conditions note)"
+                        .to_owned()
+                }
             } else {
                 let winner = candidates
                     .iter()
@@ -300,7 +322,7 @@ fn report_path(
     // The maps and the rule texts must agree; they are the same code, so this only fails if
     // the compiler and this report drift apart.
     debug_assert!(
-        self_protected || (best.is_match() == (verdict.rule_id != 0)),
+        self_protected || (best.is_match() == (verdict.rule_id != 0)) || conditional,
         "explain disagrees with the compiled maps: {best:?} vs {verdict:?}"
     );
     PathReport {

@@ -38,6 +38,12 @@ const RULES: usize = 100_000;
 const HOLD_ROUNDS: usize = 30;
 /// How long each audit worker opens files.
 const AUDIT_FOR: Duration = Duration::from_secs(2);
+/// A program whose execs a rule with an `args` condition holds and the daemon allows.
+const AUTO: &str = "/tmp/jit-bench/auto/true";
+/// The same program under another path, allowed by the kernel alone: the baseline.
+const PLAIN: &str = "/tmp/jit-bench/plain/true";
+/// Execs measured of each.
+const EXEC_ROUNDS: usize = 30;
 
 /// The bench agent's policy: a held file, an audited directory, and `fillers` more rules (exact
 /// `write` rules on paths nobody opens).
@@ -48,7 +54,10 @@ fn policy(fillers: usize) -> String {
          # The bench's reviewer is root, who also places the workers in the agent's cgroup.\n\
          self_approval = true\n\n\
          [[rule]]\nname = \"held\"\nop = \"write\"\npath = \"{HELD}\"\ndecision = \"hold\"\n\n\
-         [[rule]]\nname = \"audited\"\nop = \"write\"\npath = \"{AUDITED}/\"\ndecision = \"audit\"\n"
+         [[rule]]\nname = \"audited\"\nop = \"write\"\npath = \"{AUDITED}/\"\ndecision = \"audit\"\n\n\
+         [[rule]]\nname = \"auto\"\nop = \"exec\"\npath = \"{AUTO}\"\nargs = [\"auto\"]\n\
+         decision = \"allow\"\n\n\
+         [[rule]]\nname = \"plain\"\nop = \"exec\"\npath = \"{PLAIN}\"\ndecision = \"allow\"\n"
     );
     for i in 0..fillers {
         let _ = write!(
@@ -69,11 +78,19 @@ pub fn run() -> Result<()> {
     let config = fs::read_to_string(&files.config)?.replace("\"debug\"", "\"info\"");
     fs::write(&files.config, config)?;
     files.write_policy("bench.toml", &policy(0));
+    for program in [AUTO, PLAIN] {
+        let dir = Path::new(program).parent().context("a directory")?;
+        fs::create_dir_all(dir)?;
+        // A copy of the static busybox: the exec needs no loader or library rules.
+        fs::copy(fs::canonicalize("/bin/true")?, program)
+            .with_context(|| format!("installing {program}"))?;
+    }
     let daemon = files.start();
 
     // The hold and audit measurements first, with the small policy: with 100,000 rules loaded
     // they would also time what scales with the rules on the daemon's side.
     hold_round_trip(&files)?;
+    exec_hold_auto(&files)?;
     audit_under_load(&files, &daemon)?;
     rules(&files)?;
     Ok(())
@@ -174,6 +191,61 @@ fn now_ns() -> u64 {
 fn percentile(values: &mut [u64], p: usize) -> u64 {
     values.sort_unstable();
     values[(values.len() * p / 100).min(values.len() - 1)]
+}
+
+/// Execs of `program auto` by a worker in the agent's cgroup: the time of each, fork to reaped.
+fn exec_times(program: &str) -> Result<Vec<u64>> {
+    let exe = std::env::current_exe()?;
+    let cgroup = Path::new(crate::CGROUP_ROOT).join(CGROUP);
+    let out = Command::new(&exe)
+        .arg(ARG)
+        .arg("exec")
+        .arg(&cgroup)
+        .arg(program)
+        .arg(EXEC_ROUNDS.to_string())
+        .stdout(Stdio::piped())
+        .output()
+        .context("running the exec worker")?;
+    ensure!(
+        out.status.success(),
+        "the exec worker failed: {}",
+        out.status
+    );
+    let text = String::from_utf8(out.stdout)?;
+    text.split_whitespace()
+        .map(|t| t.parse().context("exec worker output"))
+        .collect()
+}
+
+/// `exec/hold-auto`: an exec the kernel holds for a rule with an `args` condition and the
+/// daemon allows by it (read the command line, decide, audit, answer), against the same program
+/// allowed by the kernel alone, in the same daemon run.
+fn exec_hold_auto(files: &DaemonFiles) -> Result<()> {
+    let mut plain = exec_times(PLAIN)?;
+    let mut auto = exec_times(AUTO)?;
+    let (plain50, plain99) = (percentile(&mut plain, 50), percentile(&mut plain, 99));
+    let (auto50, auto99) = (percentile(&mut auto, 50), percentile(&mut auto, 99));
+    // Every one of them was decided by the daemon, not by a reviewer or a timeout.
+    let log = fs::read_to_string(&files.audit)?;
+    let decided = log
+        .lines()
+        .filter(|l| l.contains("\"type\":\"approval\"") && l.contains("\"reviewer\":\"policy\""))
+        .count();
+    ensure!(
+        decided >= EXEC_ROUNDS,
+        "{decided} execs decided by the policy's conditions, not {EXEC_ROUNDS}"
+    );
+    #[expect(clippy::cast_precision_loss, reason = "a ratio of nanosecond counts")]
+    let ratio = auto50 as f64 / plain50.max(1) as f64;
+    println!("bench exec/hold-auto median_ns={auto50} ratio={ratio:.2}");
+    println!(
+        "  (ratio to an exec the kernel allows alone in the same run, median {plain50} ns; \
+         p99 {auto99} ns against {plain99} ns: the daemon's part adds {} us at the median, \
+         {} us at p99; {EXEC_ROUNDS} execs each)",
+        auto50.saturating_sub(plain50) / 1_000,
+        auto99.saturating_sub(plain99) / 1_000
+    );
+    Ok(())
 }
 
 /// 30 write opens of the held file, each approved (once) by a reviewer on the control socket as
@@ -375,6 +447,39 @@ pub fn worker(args: &[String]) -> Result<()> {
             println!("{start} {end}");
             Ok(())
         }
+        [mode, cgroup, program, rounds] if mode == "exec" => {
+            let path = CString::new(program.as_str())?;
+            let arg = CString::new("auto")?;
+            let arg_vector = [path.as_ptr(), arg.as_ptr(), std::ptr::null()];
+            let envp = [std::ptr::null::<libc::c_char>()];
+            join_cgroup(Path::new(cgroup))?;
+            let mut times = Vec::new();
+            for _ in 0..rounds.parse::<usize>()? {
+                let start = now_ns();
+                // SAFETY: a single-threaded worker; the child only calls execve and _exit.
+                let pid = unsafe { libc::fork() };
+                if pid == 0 {
+                    // SAFETY: NUL-terminated strings and vectors prepared before the fork.
+                    unsafe {
+                        libc::execve(path.as_ptr(), arg_vector.as_ptr(), envp.as_ptr());
+                        libc::_exit(127);
+                    }
+                }
+                ensure!(pid > 0, "fork: {}", std::io::Error::last_os_error());
+                let mut status = 0;
+                // SAFETY: our own child.
+                unsafe { libc::waitpid(pid, &raw mut status, 0) };
+                let end = now_ns();
+                ensure!(
+                    libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                    "{program} auto did not run ({status:#x})"
+                );
+                times.push(end - start);
+            }
+            let text: Vec<String> = times.iter().map(u64::to_string).collect();
+            println!("{}", text.join(" "));
+            Ok(())
+        }
         [mode, cgroup, file, ms] if mode == "audit" => {
             let path = CString::new(file.as_str())?;
             let for_ns = ms.parse::<u64>()? * 1_000_000;
@@ -399,6 +504,9 @@ pub fn worker(args: &[String]) -> Result<()> {
             println!("{opens} {refused}");
             Ok(())
         }
-        _ => bail!("usage: jit-bench {ARG} hold CGROUP | audit CGROUP FILE MS ({WORK_DIR})"),
+        _ => bail!(
+            "usage: jit-bench {ARG} hold CGROUP | exec CGROUP PROGRAM ROUNDS | audit CGROUP FILE \
+             MS ({WORK_DIR})"
+        ),
     }
 }
