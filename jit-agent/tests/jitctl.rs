@@ -26,7 +26,7 @@ fn repo(path: &str) -> String {
 fn policy_check_accepts_the_example_policies() {
     let (code, stdout, stderr) = jitctl(&["policy", "check", &repo("policies")]);
     assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
-    assert!(stdout.contains("ok, 4 agents"), "{stdout}");
+    assert!(stdout.contains("ok, 5 agents"), "{stdout}");
 }
 
 #[test]

@@ -47,6 +47,7 @@ fn the_repository_policies_load() {
             "coding-agent",
             "demo-agent",
             "deploy-bot",
+            "ops-agent",
             "readonly-auditor"
         ]
     );
@@ -468,7 +469,8 @@ const BAD: &[(&str, &[&str])] = &[
         &[
             "4:1: unknown field `defualt`, expected one of `name`, `cgroups`, `mode`, `default`",
             "9:1: unknown field `paths`, expected one of `name`, `op`, `path`, `decision`, \
-             `when`, `timeout`, `on_timeout`, `hint`, `risk`, `approvers`, `required_approvals`",
+             `when`, `timeout`, `on_timeout`, `hint`, `risk`, `approvers`, `required_approvals`, \
+             `args`, `cwd`, `caller`, `ancestor`, `env`, `target`",
             "14:6: unknown op `exce`: expected one of exec, write, create, unlink, rename, \
              truncate, mkdir, rmdir, link, symlink, chmod, chown, device, metadata, or a \
              group: modify, any",

@@ -443,6 +443,10 @@ pub struct HeldAction {
     pub op: String,
     pub path: String,
     pub pid: u32,
+    /// The rule the hold is decided under (0: the agent's default): the rule that held it, or
+    /// for an answer by the policy's conditions the rule whose conditions decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_id: Option<u32>,
 }
 
 /// See [`RecordBody::HoldEnded`].

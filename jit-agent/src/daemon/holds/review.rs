@@ -97,6 +97,7 @@ pub(super) fn held_action(held: &Held, agent: &str) -> HeldAction {
         op: held.op.name().to_owned(),
         path: held.path.clone(),
         pid: held.tgid,
+        rule_id: Some(held.rule_id),
     }
 }
 
