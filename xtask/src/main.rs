@@ -31,7 +31,7 @@ enum Commands {
     Test(test::TestArgs),
     /// Measure in a VM what jit's kernel programs add to exec and open-for-write.
     Bench(bench::BenchArgs),
-    /// Build the Debian package target/dist/jit_VERSION_ARCH.deb (binaries, systemd unit,
+    /// Build the Debian package `target/dist/jit_VERSION_ARCH.deb` (binaries, systemd unit,
     /// default config, example policies, man pages, completions).
     Dist,
     /// See jit work: boot a VM, run an agent that is allowed, denied and held, and a reviewer

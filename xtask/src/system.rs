@@ -260,7 +260,7 @@ fn boot(
         .context("starting qemu-system-x86_64")?;
     let start = Instant::now();
     let boot_timeout = if accel == Accel::Kvm {
-        Duration::from_secs(60)
+        Duration::from_mins(1)
     } else {
         Duration::from_mins(5)
     };
@@ -317,6 +317,90 @@ pub fn parse(results: &str, context: &str) -> Tally {
     tally
 }
 
+/// The system test on one kernel: boots under KVM when it works, else TCG (remembered in
+/// `known_accel` for the next kernel).
+fn run_kernel(
+    kernel: &Kernel,
+    image: &Path,
+    deb: &Path,
+    dir: &Path,
+    known_accel: &mut Option<Accel>,
+) -> Result<Tally> {
+    fs::create_dir_all(dir)?;
+    let initrd = initramfs(kernel, dir)?;
+    let payload = payload(deb, dir)?;
+    let candidates = match *known_accel {
+        Some(a) => vec![a],
+        None if crate::vm::kvm_available() => vec![Accel::Kvm, Accel::Tcg],
+        None => vec![Accel::Tcg],
+    };
+    for accel in candidates {
+        let root = dir.join("root.ext4");
+        let _ = fs::remove_file(&root);
+        cmd::output(
+            Command::new("cp")
+                .arg("--sparse=always")
+                .arg(image)
+                .arg(&root),
+        )?;
+        let start = Instant::now();
+        let (results, problem) = boot(
+            kernel,
+            &initrd,
+            &root,
+            &payload,
+            dir,
+            accel,
+            Duration::from_mins(30),
+        )?;
+        if !results.contains("JIT-VM-BOOTED") && accel == Accel::Kvm {
+            eprintln!(
+                "[system] {}: no boot under KVM ({}); falling back to software emulation",
+                kernel.release,
+                problem.as_deref().unwrap_or("?")
+            );
+            continue;
+        }
+        *known_accel = Some(accel);
+        let mut result = parse(&results, &format!("system {}", kernel.release));
+        if let Some(problem) = problem {
+            result.fail(format!("system {}: {problem}", kernel.release));
+        }
+        println!(
+            "[system] kernel {} ({}): {} passed, {} failed ({}, {:.1}s)",
+            kernel.release,
+            kernel.series,
+            result.passed,
+            result.failed,
+            accel.name(),
+            start.elapsed().as_secs_f64()
+        );
+        for line in results
+            .lines()
+            .filter(|l| l.starts_with("JIT-SYSTEST-TIME"))
+        {
+            println!(
+                "[system]   {}",
+                line.trim_start_matches("JIT-SYSTEST-TIME ")
+            );
+        }
+        if result.failed > 0 {
+            println!(
+                "----- {} -----\n{}",
+                dir.join("results.log").display(),
+                results.trim_end()
+            );
+            println!(
+                "----- kernel console: {} -----",
+                dir.join("console.log").display()
+            );
+        }
+        let _ = fs::remove_file(&root);
+        return Ok(result);
+    }
+    bail!("no accelerator booted the image")
+}
+
 /// Runs the system test on each kernel; adds its results to `tally`.
 pub fn run(tally: &mut Tally, kernels: &[Kernel]) {
     let out_dir = test::root().join("target").join("xtask");
@@ -325,7 +409,11 @@ pub fn run(tally: &mut Tally, kernels: &[Kernel]) {
             let (image, outcome) = ensure_image()?;
             Ok(((image.clone(), outcome.clone()), outcome))
         })?;
-        let deb = crate::dist::build()?;
+        // JIT_SYSTEST_DEB=PATH tests a package built before (iterating on the test itself).
+        let deb = match std::env::var_os("JIT_SYSTEST_DEB") {
+            Some(path) => PathBuf::from(path),
+            None => crate::dist::build()?,
+        };
         Ok((image, deb))
     })();
     let Ok((image, deb)) = prepared else {
@@ -335,81 +423,7 @@ pub fn run(tally: &mut Tally, kernels: &[Kernel]) {
     let mut known_accel = None;
     for kernel in kernels {
         let dir = out_dir.join(format!("system-{}", kernel.series));
-        let result = (|| -> Result<Tally> {
-            fs::create_dir_all(&dir)?;
-            let initrd = initramfs(kernel, &dir)?;
-            let payload = payload(&deb, &dir)?;
-            let candidates = match known_accel {
-                Some(a) => vec![a],
-                None if crate::vm::kvm_available() => vec![Accel::Kvm, Accel::Tcg],
-                None => vec![Accel::Tcg],
-            };
-            for accel in candidates {
-                let root = dir.join("root.ext4");
-                let _ = fs::remove_file(&root);
-                cmd::output(
-                    Command::new("cp")
-                        .arg("--sparse=always")
-                        .arg(&image)
-                        .arg(&root),
-                )?;
-                let start = Instant::now();
-                let (results, problem) = boot(
-                    kernel,
-                    &initrd,
-                    &root,
-                    &payload,
-                    &dir,
-                    accel,
-                    Duration::from_mins(30),
-                )?;
-                if !results.contains("JIT-VM-BOOTED") && accel == Accel::Kvm {
-                    eprintln!(
-                        "[system] {}: no boot under KVM ({}); falling back to software emulation",
-                        kernel.release,
-                        problem.as_deref().unwrap_or("?")
-                    );
-                    continue;
-                }
-                known_accel = Some(accel);
-                let mut result = parse(&results, &format!("system {}", kernel.release));
-                if let Some(problem) = problem {
-                    result.fail(format!("system {}: {problem}", kernel.release));
-                }
-                println!(
-                    "[system] kernel {} ({}): {} passed, {} failed ({}, {:.1}s)",
-                    kernel.release,
-                    kernel.series,
-                    result.passed,
-                    result.failed,
-                    accel.name(),
-                    start.elapsed().as_secs_f64()
-                );
-                for line in results
-                    .lines()
-                    .filter(|l| l.starts_with("JIT-SYSTEST-TIME"))
-                {
-                    println!(
-                        "[system]   {}",
-                        line.trim_start_matches("JIT-SYSTEST-TIME ")
-                    );
-                }
-                if result.failed > 0 {
-                    println!(
-                        "----- {} -----\n{}",
-                        dir.join("results.log").display(),
-                        results.trim_end()
-                    );
-                    println!(
-                        "----- kernel console: {} -----",
-                        dir.join("console.log").display()
-                    );
-                }
-                let _ = fs::remove_file(&root);
-                return Ok(result);
-            }
-            bail!("no accelerator booted the image")
-        })();
+        let result = run_kernel(kernel, &image, &deb, &dir, &mut known_accel);
         match result {
             Ok(result) => tally.add(result),
             Err(err) => {

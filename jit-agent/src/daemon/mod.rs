@@ -167,11 +167,6 @@ async fn start_agent_socket(context: &Context) -> Result<(), DaemonError> {
     Ok(())
 }
 
-/// Runs the daemon until SIGTERM or SIGINT.
-///
-/// # Errors
-/// When the kernel state, the audit log or the socket cannot be set up, or there is no policy
-/// to enforce.
 /// Tells systemd the daemon is ready (`READY=1`, with a `STATUS=` line) when it runs as a
 /// `Type=notify` service. A failure to tell is logged: systemd then times the start out, which
 /// is the right outcome for a service manager that cannot be reached.
@@ -188,6 +183,11 @@ fn notify_ready(startup: Startup) {
     }
 }
 
+/// Runs the daemon until SIGTERM or SIGINT.
+///
+/// # Errors
+/// When the kernel state, the audit log or the socket cannot be set up, or there is no policy
+/// to enforce.
 pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), DaemonError> {
     let config = Arc::new(config);
     // Start-up I/O (the audit log's tail and fsync, program loading) on blocking threads too.
