@@ -1,19 +1,20 @@
 //! `jit-agent`: the jit daemon. See the README, "The daemon".
 use std::{path::PathBuf, process::ExitCode};
 
-use clap::Parser;
+use clap::{CommandFactory as _, Parser};
 use jit_agent::{
     config::{Config, LogFormat, Overrides},
-    daemon, prereq,
+    daemon, gendocs, prereq,
 };
 use tracing::error;
 
 /// jit's daemon: enforces the agent policies in the kernel, audits every decision and serves
 /// `jitctl`.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(name = "jit-agent", version, about)]
 struct Args {
-    /// Config file (TOML; see jit-agent.example.toml). Without it, built-in defaults apply.
+    /// Config file (TOML; see jit-agent.example.toml). Default: /etc/jit/jit-agent.toml when it
+    /// exists, else built-in defaults.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Policy directory (overrides the config file).
@@ -31,14 +32,18 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = gendocs::from_env(Args::command, "8") {
+        return code;
+    }
     let args = Args::parse();
+    let config_file = Config::file_to_read(args.config.as_deref());
     let overrides = Overrides {
         policy_dir: args.policies,
         audit_path: args.audit_log,
         socket_path: args.socket,
         log_format: args.log_format,
     };
-    let config = match Config::resolve(args.config.as_deref(), overrides) {
+    let config = match Config::resolve(config_file.as_deref(), overrides) {
         Ok(config) => config,
         Err(err) => {
             // No logger yet: the config says which one.
@@ -61,7 +66,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(daemon::run(config, args.config)) {
+    match runtime.block_on(daemon::run(config, config_file)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             error!("{err}");

@@ -2,11 +2,13 @@
 mod bench;
 mod cmd;
 mod demo;
+mod dist;
 mod initramfs;
 mod kernels;
 mod libtest;
 mod peers;
 mod setup;
+mod system;
 mod test;
 mod vm;
 
@@ -29,6 +31,9 @@ enum Commands {
     Test(test::TestArgs),
     /// Measure in a VM what jit's kernel programs add to exec and open-for-write.
     Bench(bench::BenchArgs),
+    /// Build the Debian package `target/dist/jit_VERSION_ARCH.deb` (binaries, systemd unit,
+    /// default config, example policies, man pages, completions).
+    Dist,
     /// See jit work: boot a VM, run an agent that is allowed, denied and held, and a reviewer
     /// who approves one hold and denies another; print what happened and the audit trail.
     Demo(demo::DemoArgs),
@@ -41,6 +46,7 @@ fn main() -> ExitCode {
         Commands::Test(args) => test::run(&args),
         Commands::Bench(args) => bench::run(&args),
         Commands::Demo(args) => demo::run(&args),
+        Commands::Dist => dist::run(),
     };
     match result {
         Ok(code) => code,

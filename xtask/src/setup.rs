@@ -162,6 +162,11 @@ pub fn run() -> Result<Installed> {
     })?;
     cmd::step(
         "setup",
+        "dpkg-dev and mmdebstrap for the package and its system test (apt)",
+        || apt.ensure(&["dpkg-dev", "mmdebstrap"]),
+    )?;
+    cmd::step(
+        "setup",
         &format!("rust-src for the {EBPF_TOOLCHAIN} toolchain"),
         rust_src,
     )?;

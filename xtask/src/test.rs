@@ -30,6 +30,10 @@ pub struct TestArgs {
     /// Skip fmt, clippy and host tests; run only the VM tests.
     #[arg(long)]
     pub vm_only: bool,
+    /// Run only the system test: build the Debian package and a Debian bookworm image, boot it
+    /// with systemd and check the installed service (see README, "The system test").
+    #[arg(long)]
+    pub system: bool,
     /// Extra arguments for every test binary in the VM (for example a test name filter).
     #[arg(last = true)]
     pub passthrough: Vec<String>,
@@ -363,6 +367,10 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
         args.kernels
     );
     let mut tally = Tally::default();
+    if args.system {
+        crate::system::run(&mut tally, &kernels);
+        return Ok(finish(&tally));
+    }
     if !args.vm_only {
         check(&mut tally, "cargo fmt --check", {
             let mut c = cargo(Some(setup::EBPF_TOOLCHAIN));
@@ -405,7 +413,11 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
         policy_cases(&mut tally);
     }
     vm_tests(&mut tally, &kernels, &args.passthrough);
+    Ok(finish(&tally))
+}
 
+/// Prints the failures and the final `N passed, N failed`; the exit status.
+fn finish(tally: &Tally) -> ExitCode {
     if !tally.failures.is_empty() {
         println!("failures:");
         for failure in &tally.failures {
@@ -416,9 +428,9 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
         println!("{} tests ignored (each says why above)", tally.ignored);
     }
     println!("{} passed, {} failed", tally.passed, tally.failed);
-    Ok(if tally.failed == 0 {
+    if tally.failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    })
+    }
 }

@@ -76,7 +76,7 @@ pub enum Accel {
 }
 
 impl Accel {
-    fn args(self) -> &'static [&'static str] {
+    pub fn args(self) -> &'static [&'static str] {
         match self {
             Self::Kvm => &["-accel", "kvm", "-cpu", "host"],
             Self::Tcg => &["-accel", "tcg,thread=multi", "-cpu", "max"],
@@ -96,7 +96,7 @@ impl Accel {
     /// Virtual CPUs. One under the instruction-counting clock: single-threaded emulation runs
     /// vCPUs in turn anyway, and Debian's 6.1 kernel hangs there bringing up a second CPU
     /// (`smp: Bringing up secondary CPUs ...`, nothing after).
-    fn cpus(self) -> &'static str {
+    pub fn cpus(self) -> &'static str {
         match self {
             Self::Kvm | Self::Tcg => "2",
             Self::TcgIcount => "1",
@@ -125,7 +125,7 @@ impl Accel {
     }
 }
 
-fn kvm_available() -> bool {
+pub fn kvm_available() -> bool {
     fs::OpenOptions::new()
         .read(true)
         .write(true)

@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use jit_agent::{
     approval::ReviewAction,
     audit::{
@@ -24,12 +24,14 @@ use jit_agent::{
 
 #[derive(Parser)]
 #[command(
+    name = "jitctl",
     version,
     about = "Control jit: run agents, check and reload policies, read the audit trail"
 )]
 struct Cli {
     /// The daemon's config file: its socket, audit log and policy directory (and, for the
-    /// policy tools, the paths self-protection covers).
+    /// policy tools, the paths self-protection covers). Default: /etc/jit/jit-agent.toml when
+    /// it exists.
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
     /// The daemon's control socket (default: from the config, else /run/jit/jit.sock).
@@ -164,6 +166,9 @@ enum AuditCmd {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = jit_agent::gendocs::from_env(Cli::command, "1") {
+        return code;
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -174,7 +179,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<ExitCode> {
+fn run(mut cli: Cli) -> Result<ExitCode> {
+    cli.config = Config::file_to_read(cli.config.as_deref());
     let config = Config::resolve(cli.config.as_deref(), Overrides::default())?;
     let socket = cli.socket.unwrap_or_else(|| config.socket.path.clone());
     match cli.command {

@@ -53,6 +53,8 @@ use crate::{
     audit::{AuditOptions, FsyncPolicy},
 };
 
+/// The config file both binaries read when `--config` is not given (and it exists).
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/jit/jit-agent.toml";
 /// Default policy directory.
 pub const DEFAULT_POLICY_DIR: &str = "/etc/jit/policies";
 /// Default audit log.
@@ -259,6 +261,25 @@ impl Config {
         paths
     }
 
+    /// The config file to read: `explicit` (`--config FILE`, which must then exist), else
+    /// [`DEFAULT_CONFIG_PATH`] when it exists, else none (the built-in defaults). A default file
+    /// whose existence cannot be checked (a directory that cannot be searched) is returned, so
+    /// that reading it fails with its error instead of silently running with the defaults.
+    #[must_use]
+    pub fn file_to_read(explicit: Option<&Path>) -> Option<PathBuf> {
+        Self::file_to_read_from(explicit, Path::new(DEFAULT_CONFIG_PATH))
+    }
+
+    fn file_to_read_from(explicit: Option<&Path>, default: &Path) -> Option<PathBuf> {
+        if let Some(path) = explicit {
+            return Some(path.to_owned());
+        }
+        match default.try_exists() {
+            Ok(false) => None,
+            Ok(true) | Err(_) => Some(default.to_owned()),
+        }
+    }
+
     /// The configuration to run with: the defaults, replaced by what `file` sets (when given),
     /// replaced by what `overrides` sets. A relative override path is taken relative to the
     /// current directory (as a user typing a flag expects) and made absolute, because the
@@ -338,6 +359,28 @@ fn positioned(path: &Path, text: &str, span: &Range<usize>, message: String) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_config_file_is_read_only_when_it_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let default = dir.path().join("jit-agent.toml");
+        let explicit = Path::new("/nonexistent/explicit.toml");
+        assert_eq!(Config::file_to_read_from(None, &default), None);
+        assert_eq!(
+            Config::file_to_read_from(Some(explicit), &default).as_deref(),
+            Some(explicit)
+        );
+        std::fs::write(&default, "").unwrap();
+        assert_eq!(
+            Config::file_to_read_from(None, &default).as_deref(),
+            Some(default.as_path())
+        );
+        assert_eq!(
+            Config::file_to_read_from(Some(explicit), &default).as_deref(),
+            Some(explicit)
+        );
+        assert_eq!(DEFAULT_CONFIG_PATH, "/etc/jit/jit-agent.toml");
+    }
 
     #[test]
     fn line_col_counts_characters() {

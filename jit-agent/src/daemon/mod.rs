@@ -167,6 +167,22 @@ async fn start_agent_socket(context: &Context) -> Result<(), DaemonError> {
     Ok(())
 }
 
+/// Tells systemd the daemon is ready (`READY=1`, with a `STATUS=` line) when it runs as a
+/// `Type=notify` service. A failure to tell is logged: systemd then times the start out, which
+/// is the right outcome for a service manager that cannot be reached.
+fn notify_ready(startup: Startup) {
+    let status = match startup {
+        Startup::Adopted => "enforcing; adopted the programs of a previous run",
+        Startup::Loaded => "enforcing; loaded the programs",
+    };
+    if let Err(err) = sd_notify::notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(status),
+    ]) {
+        error!(error = %err, "cannot tell systemd that the daemon is ready (NOTIFY_SOCKET)");
+    }
+}
+
 /// Runs the daemon until SIGTERM or SIGINT.
 ///
 /// # Errors
@@ -256,6 +272,10 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Dae
         });
     }
     tokio::spawn(events::poll_counters(kernel, audit.clone()));
+    // systemd (`Type=notify`, see packaging/jit-agent.service): ready only now, with the
+    // programs attached, a policy in the kernel and the sockets answering — so `systemctl start`
+    // returns when jit enforces and `jitctl` works. Without NOTIFY_SOCKET this does nothing.
+    notify_ready(startup);
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -267,6 +287,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Dae
             "event reader failed"
         }
     };
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     info!(
         reason,
         "stopping; the programs stay attached and keep enforcing the policy"
