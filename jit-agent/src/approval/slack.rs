@@ -449,10 +449,19 @@ impl SlackNotifier {
     }
 
     /// Follows the audit stream of `service` until it closes: a new hold is posted (with the
-    /// buttons), an ended one has its message rewritten.
-    pub async fn run(self, service: Arc<dyn ApprovalService>) {
+    /// buttons), an ended one has its message rewritten. Subscribes at once, before the
+    /// returned future first runs: no record published after this call is missed.
+    pub fn run(self, service: Arc<dyn ApprovalService>) -> impl Future<Output = ()> + Send {
+        let records = service.subscribe();
+        self.follow(service, records)
+    }
+
+    async fn follow(
+        self,
+        service: Arc<dyn ApprovalService>,
+        mut records: broadcast::Receiver<String>,
+    ) {
         let this = Arc::new(self);
-        let mut records = service.subscribe();
         // Request id → (channel, ts) of its message.
         let mut posted: HashMap<u64, (String, String)> = HashMap::new();
         loop {

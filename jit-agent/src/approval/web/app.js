@@ -1,5 +1,5 @@
 // jit's review page. Every string that came from the daemon is put into the document with
-// textContent (never innerHTML): the daemon escapes control and invisible characters, and the
+// textContent, never parsed as markup: the daemon escapes control and invisible characters, and the
 // page never interprets anything as markup.
 "use strict";
 (function () {
