@@ -36,7 +36,14 @@ async fn start(web: bool, tls: bool) -> (Page, Option<Vec<u8>>) {
     let (tls, cert) = if tls {
         let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
         let made = std::process::Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
             .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
             .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
             .args(["-addext", "basicConstraints=critical,CA:FALSE"])
@@ -46,7 +53,11 @@ async fn start(web: bool, tls: bool) -> (Page, Option<Vec<u8>>) {
             .arg(&cert)
             .output()
             .expect("openssl makes the test certificate");
-        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
         (
             Some(Tls::load(&cert, &key).unwrap()),
             Some(std::fs::read(&cert).unwrap()),
@@ -146,7 +157,8 @@ async fn the_page_is_off_by_default() {
     let (page, _) = start(false, false).await;
     let agent = agent(None);
     for path in ["/", "/ui/app.js", "/ui/pending"] {
-        let (status, _, _) = request(&agent, "GET", format!("{}{path}", page.base), vec![], None).await;
+        let (status, _, _) =
+            request(&agent, "GET", format!("{}{path}", page.base), vec![], None).await;
         assert_eq!(status, 401, "{path} is served without http.web");
     }
 }
@@ -160,15 +172,42 @@ async fn the_page_and_its_assets_come_from_the_binary_with_a_strict_policy() {
     assert!(body.contains("<script src=\"/ui/app.js\""));
     // No third-party asset: every URL in the page is this origin's.
     assert!(!body.contains("http://") && !body.contains("https://"));
-    let csp = headers.get("content-security-policy").unwrap().to_str().unwrap();
+    let csp = headers
+        .get("content-security-policy")
+        .unwrap()
+        .to_str()
+        .unwrap();
     assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"));
-    let (status, _, js) = request(&agent, "GET", format!("{}/ui/app.js", page.base), vec![], None).await;
+    let (status, _, js) = request(
+        &agent,
+        "GET",
+        format!("{}/ui/app.js", page.base),
+        vec![],
+        None,
+    )
+    .await;
     assert_eq!(status, 200);
-    for markup in [".innerHTML", ".outerHTML", "insertAdjacentHTML", "document.write", "eval("] {
-        assert!(!js.contains(markup), "the page must never parse strings as markup ({markup})");
+    for markup in [
+        ".innerHTML",
+        ".outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "eval(",
+    ] {
+        assert!(
+            !js.contains(markup),
+            "the page must never parse strings as markup ({markup})"
+        );
     }
     // The JSON API keeps its bearer tokens, unknown routes too.
-    let (status, _, _) = request(&agent, "GET", format!("{}/v1/pending", page.base), vec![], None).await;
+    let (status, _, _) = request(
+        &agent,
+        "GET",
+        format!("{}/v1/pending", page.base),
+        vec![],
+        None,
+    )
+    .await;
     assert_eq!(status, 401);
     let (status, _, _) = request(&agent, "GET", format!("{}/nope", page.base), vec![], None).await;
     assert_eq!(status, 401);
@@ -212,15 +251,27 @@ async fn sign_in_cookie_csrf_and_sign_out() {
     assert!(!set_cookie.contains(ALICE), "the token is not the cookie");
 
     // The cards, escaped.
-    let (status, _, body) =
-        request(&agent, "GET", format!("{base}/ui/pending"), vec![("cookie", cookie.clone())], None).await;
+    let (status, _, body) = request(
+        &agent,
+        "GET",
+        format!("{base}/ui/pending"),
+        vec![("cookie", cookie.clone())],
+        None,
+    )
+    .await;
     assert_eq!(status, 200);
     let cards: Vec<Card> = serde_json::from_str(&body).unwrap();
     assert_eq!(cards.len(), 2);
     assert_eq!(cards[0].id, "1");
-    assert_eq!(cards[0].runs.as_deref(), Some("curl -fsSL https://example.com/install.sh"));
+    assert_eq!(
+        cards[0].runs.as_deref(),
+        Some("curl -fsSL https://example.com/install.sh")
+    );
     assert_eq!(cards[1].path, "/tmp/a\\x1b[2Kb\\u{202e}c");
-    assert_eq!(cards[1].agent, "<b>x</b>", "escaped for a terminal, shown as text by the page");
+    assert_eq!(
+        cards[1].agent, "<b>x</b>",
+        "escaped for a terminal, shown as text by the page"
+    );
 
     // State changes need the CSRF token: without it, or with another, nothing is decided.
     let deny = format!("{base}/ui/pending/1/deny");
@@ -228,7 +279,11 @@ async fn sign_in_cookie_csrf_and_sign_out() {
     let json_ct = ("content-type", "application/json".to_owned());
     for headers in [
         vec![("cookie", cookie.clone()), json_ct.clone()],
-        vec![("cookie", cookie.clone()), json_ct.clone(), ("x-csrf-token", "0".repeat(64))],
+        vec![
+            ("cookie", cookie.clone()),
+            json_ct.clone(),
+            ("x-csrf-token", "0".repeat(64)),
+        ],
     ] {
         let (status, _, _) = request(&agent, "POST", deny.clone(), headers, body.clone()).await;
         assert_eq!(status, 403);
@@ -249,7 +304,11 @@ async fn sign_in_cookie_csrf_and_sign_out() {
         &agent,
         "POST",
         deny,
-        vec![("cookie", cookie.clone()), json_ct.clone(), ("x-csrf-token", csrf.clone())],
+        vec![
+            ("cookie", cookie.clone()),
+            json_ct.clone(),
+            ("x-csrf-token", csrf.clone()),
+        ],
         body,
     )
     .await;
@@ -263,21 +322,52 @@ async fn sign_in_cookie_csrf_and_sign_out() {
 
     // Approve for a duration; a bad duration is refused.
     let approve = format!("{base}/ui/pending/2/approve");
-    let auth = vec![("cookie", cookie.clone()), json_ct.clone(), ("x-csrf-token", csrf.clone())];
-    let (status, _, _) = request(&agent, "POST", approve.clone(), auth.clone(), Some(r#"{"for":"soon"}"#.into())).await;
+    let auth = vec![
+        ("cookie", cookie.clone()),
+        json_ct.clone(),
+        ("x-csrf-token", csrf.clone()),
+    ];
+    let (status, _, _) = request(
+        &agent,
+        "POST",
+        approve.clone(),
+        auth.clone(),
+        Some(r#"{"for":"soon"}"#.into()),
+    )
+    .await;
     assert_eq!(status, 400);
-    let (status, _, _) = request(&agent, "POST", approve, auth.clone(), Some(r#"{"for":"15m"}"#.into())).await;
+    let (status, _, _) = request(
+        &agent,
+        "POST",
+        approve,
+        auth.clone(),
+        Some(r#"{"for":"15m"}"#.into()),
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(
         page.service.decisions()[1].action,
-        ReviewAction::Approve { once: false, for_secs: Some(900) }
+        ReviewAction::Approve {
+            once: false,
+            for_secs: Some(900)
+        }
     );
 
     // The history has both, newest first, and filters.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let (_, _, body) = request(&agent, "GET", format!("{base}/ui/history"), vec![("cookie", cookie.clone())], None).await;
+    let (_, _, body) = request(
+        &agent,
+        "GET",
+        format!("{base}/ui/history"),
+        vec![("cookie", cookie.clone())],
+        None,
+    )
+    .await;
     let history: Vec<Value> = serde_json::from_str(&body).unwrap();
-    let decisions: Vec<_> = history.iter().map(|h| h["decision"].as_str().unwrap()).collect();
+    let decisions: Vec<_> = history
+        .iter()
+        .map(|h| h["decision"].as_str().unwrap())
+        .collect();
     assert_eq!(decisions, ["approve", "deny"]);
     let (_, _, body) = request(
         &agent,
@@ -294,7 +384,14 @@ async fn sign_in_cookie_csrf_and_sign_out() {
     // Sign-out ends the session for good.
     let (status, _, _) = request(&agent, "POST", format!("{base}/ui/logout"), auth, None).await;
     assert_eq!(status, 204);
-    let (status, _, _) = request(&agent, "GET", format!("{base}/ui/pending"), vec![("cookie", cookie)], None).await;
+    let (status, _, _) = request(
+        &agent,
+        "GET",
+        format!("{base}/ui/pending"),
+        vec![("cookie", cookie)],
+        None,
+    )
+    .await;
     assert_eq!(status, 401);
 }
 
@@ -303,7 +400,10 @@ async fn over_tls_the_cookie_is_secure_and_plain_http_gets_nothing() {
     let (page, cert) = start(true, true).await;
     let agent = agent(cert.as_deref());
     let (cookie, _, set_cookie) = sign_in(&agent, &page.base).await;
-    assert!(set_cookie.starts_with("__Host-jit_session="), "{set_cookie}");
+    assert!(
+        set_cookie.starts_with("__Host-jit_session="),
+        "{set_cookie}"
+    );
     assert!(set_cookie.contains("; Secure"), "{set_cookie}");
     let (status, _, body) = request(
         &agent,
@@ -337,5 +437,8 @@ async fn over_tls_the_cookie_is_secure_and_plain_http_gets_nothing() {
     })
     .await
     .unwrap();
-    assert!(result.is_err(), "plain HTTP was answered on the TLS listener");
+    assert!(
+        result.is_err(),
+        "plain HTTP was answered on the TLS listener"
+    );
 }

@@ -81,7 +81,10 @@ fn start_driver() -> Driver {
     };
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "chromedriver did not start listening");
+        assert!(
+            Instant::now() < deadline,
+            "chromedriver did not start listening"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     driver
@@ -304,7 +307,10 @@ async fn a_hold_appears_live_is_approved_with_a_reason_and_disappears() {
     );
     assert_eq!(decisions[0].reviewer.name, "alice");
     assert_eq!(decisions[0].reviewer.channel, "web");
-    assert_eq!(decisions[0].reason.as_deref(), Some("install script reviewed"));
+    assert_eq!(
+        decisions[0].reason.as_deref(),
+        Some("install script reviewed")
+    );
 
     // A hold that ends elsewhere (the process went away) leaves the page by itself too.
     service.end(7002, "the held process exited");
@@ -342,11 +348,16 @@ async fn a_hold_is_denied_from_the_keyboard_refused_to_a_non_approver_and_kept_i
         .await
         .unwrap();
     let deny = client
-        .find(Locator::Css(r#"article[data-id="8001"] button[data-action="deny"]"#))
+        .find(Locator::Css(
+            r#"article[data-id="8001"] button[data-action="deny"]"#,
+        ))
         .await
         .unwrap();
     client
-        .execute("arguments[0].focus()", vec![serde_json::to_value(&deny).unwrap()])
+        .execute(
+            "arguments[0].focus()",
+            vec![serde_json::to_value(&deny).unwrap()],
+        )
         .await
         .unwrap();
     deny.send_keys("\u{E007}").await.unwrap();

@@ -40,7 +40,10 @@ async fn record(
         .unwrap_or_default()
         .to_owned();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    calls.lock().unwrap().push((uri.path().to_owned(), auth, body));
+    calls
+        .lock()
+        .unwrap()
+        .push((uri.path().to_owned(), auth, body));
     Json(json!({ "ok": true, "channel": "C0JIT", "ts": "1700000000.000100" }))
 }
 
@@ -109,7 +112,12 @@ async fn setup() -> Setup {
     let service = Arc::new(FakeHolds::default());
     let svc: Arc<dyn ApprovalService> = service.clone();
     tokio::spawn(SlackNotifier::load(&config).unwrap().run(Arc::clone(&svc)));
-    let tokens = Tokens::load(&[write_token(dir.path(), "alice", "alice-slack-0123456789abcdef")]).unwrap();
+    let tokens = Tokens::load(&[write_token(
+        dir.path(),
+        "alice",
+        "alice-slack-0123456789abcdef",
+    )])
+    .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let jit = format!("http://{}", listener.local_addr().unwrap());
     let options = ServeOptions {
@@ -132,7 +140,10 @@ async fn setup() -> Setup {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// A click on a button, as Slack sends it: form-encoded `payload`.
@@ -179,7 +190,13 @@ async fn send(jit: &str, body: &str, timestamp: u64, sig: String) -> u16 {
 
 async fn send_signed(jit: &str, body: &str) -> u16 {
     let ts = now();
-    send(jit, body, ts, signature(SECRET.as_bytes(), &ts.to_string(), body.as_bytes())).await
+    send(
+        jit,
+        body,
+        ts,
+        signature(SECRET.as_bytes(), &ts.to_string(), body.as_bytes()),
+    )
+    .await
 }
 
 async fn wait_decisions(service: &FakeHolds, count: usize) {
@@ -208,7 +225,13 @@ async fn a_signed_click_approves_and_the_message_is_updated() {
     wait_decisions(&s.service, 1).await;
     let decision = &s.service.decisions()[0];
     assert_eq!(decision.id, 5);
-    assert_eq!(decision.action, ReviewAction::Approve { once: true, for_secs: None });
+    assert_eq!(
+        decision.action,
+        ReviewAction::Approve {
+            once: true,
+            for_secs: None
+        }
+    );
     assert_eq!(decision.reviewer.name, "alice");
     assert_eq!(decision.reviewer.channel, "slack");
 
@@ -217,7 +240,11 @@ async fn a_signed_click_approves_and_the_message_is_updated() {
     assert_eq!(update["channel"], "C0JIT");
     let text = update["text"].as_str().unwrap();
     assert!(text.contains("request 5 approved by alice"), "{text}");
-    assert_eq!(update["blocks"].as_array().unwrap().len(), 1, "the buttons are gone");
+    assert_eq!(
+        update["blocks"].as_array().unwrap().len(),
+        1,
+        "the buttons are gone"
+    );
 
     // The same request again, within the window: a replay, refused.
     let ts = now();
@@ -230,7 +257,11 @@ async fn a_signed_click_approves_and_the_message_is_updated() {
     wait_decisions(&s.service, 2).await;
     let _ = sig;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(s.service.decisions().len(), 2, "the replay decided something");
+    assert_eq!(
+        s.service.decisions().len(),
+        2,
+        "the replay decided something"
+    );
 }
 
 #[tokio::test]
@@ -265,14 +296,20 @@ async fn bad_signatures_stale_timestamps_and_strangers_decide_nothing() {
     let bob = click(&s.slack, "U0BOB", "jit_approve", 7);
     assert_eq!(send_signed(&s.jit, &bob).await, 200);
     wait_call(&s.calls, "/response", |b| {
-        b["text"].as_str().is_some_and(|t| t.contains("bob may not decide"))
+        b["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("bob may not decide"))
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(s.service.decisions().is_empty());
     assert_eq!(s.service.pending().len(), 1);
     assert!(
-        !s.calls.lock().unwrap().iter().any(|(p, _, _)| p == "/api/chat.update"),
+        !s.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(p, _, _)| p == "/api/chat.update"),
         "the message changed though the hold did not end"
     );
 }
@@ -304,7 +341,10 @@ async fn the_message_says_how_a_hold_ended_by_another_channel() {
     .await;
     let text = denied["text"].as_str().unwrap();
     assert!(text.contains("denied by alice"), "{text}");
-    assert!(text.contains("&lt;!channel&gt;"), "reasons are escaped for Slack: {text}");
+    assert!(
+        text.contains("&lt;!channel&gt;"),
+        "reasons are escaped for Slack: {text}"
+    );
     wait_call(&s.calls, "/api/chat.update", |b| {
         b["text"]
             .as_str()
@@ -332,7 +372,15 @@ async fn the_generic_webhook_hears_how_holds_end() {
         channel: "http".into(),
     };
     service
-        .decide(11, &reviewer, ReviewAction::Approve { once: true, for_secs: None }, None)
+        .decide(
+            11,
+            &reviewer,
+            ReviewAction::Approve {
+                once: true,
+                for_secs: None,
+            },
+            None,
+        )
         .unwrap();
     let (_, ended) = wait_call(&calls, "/hook", |b| b.get("ended").is_some()).await;
     assert_eq!(ended["text"], "jit: request 11 approved by alice (once).");

@@ -315,12 +315,11 @@ pub async fn serve_with(
             .await
         }
         Some(tls) => {
-            let listener = super::tls::TlsListener::spawn(listener, tls).map_err(|source| {
-                ServeError::Io {
+            let listener =
+                super::tls::TlsListener::spawn(listener, tls).map_err(|source| ServeError::Io {
                     addr: addr.clone(),
                     source,
-                }
-            })?;
+                })?;
             axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown)
                 .await

@@ -343,7 +343,10 @@ fn apply(slack: &SlackInteractions, service: &dyn ApprovalService, payload: &Val
             if matches!(e, DecideError::Failed(_)) {
                 tracing::error!(id, reviewer = %name, error = %e, "Slack decision failed");
             }
-            slack.tell(response_url, &format!("jit: {}", slack_escape(&e.to_string())));
+            slack.tell(
+                response_url,
+                &format!("jit: {}", slack_escape(&e.to_string())),
+            );
         }
     }
 }
@@ -443,7 +446,10 @@ impl SlackNotifier {
         } else {
             Err(format!(
                 "HTTP {status}: {}",
-                answer.get("error").and_then(Value::as_str).unwrap_or("not ok")
+                answer
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or("not ok")
             ))
         }
     }
@@ -565,12 +571,16 @@ mod tests {
                        "decision": "approve", "scope": "once", "reason": "<!channel>"});
         assert_eq!(
             ending(&r),
-            Some((5, "approved by alice (once) (\"&lt;!channel&gt;\")".to_owned()))
+            Some((
+                5,
+                "approved by alice (once) (\"&lt;!channel&gt;\")".to_owned()
+            ))
         );
         let partial = json!({"type": "approval", "request_id": 5, "reviewer": "alice",
                              "decision": "approve", "scope": "once", "approvals_missing": 1});
         assert_eq!(ending(&partial), None);
-        let t = json!({"type": "approval", "request_id": 6, "reviewer": "timeout", "decision": "deny"});
+        let t =
+            json!({"type": "approval", "request_id": 6, "reviewer": "timeout", "decision": "deny"});
         assert_eq!(ending(&t), Some((6, "timed out: deny".to_owned())));
     }
 }

@@ -318,10 +318,9 @@ async fn login(
         csrf,
     })
     .into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        state.cookie(&id, SESSION_TTL.as_secs()),
-    );
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, state.cookie(&id, SESSION_TTL.as_secs()));
     Ok(no_store(response))
 }
 
@@ -329,7 +328,12 @@ async fn logout(State(state): State<WebState>, headers: HeaderMap) -> Result<Res
     state.signed_in_csrf(&headers)?;
     if let Some(id) = state.session_id(&headers) {
         let key: [u8; 32] = Sha256::digest(id.as_bytes()).into();
-        state.sessions.map.lock().expect("sessions lock").remove(&key);
+        state
+            .sessions
+            .map
+            .lock()
+            .expect("sessions lock")
+            .remove(&key);
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
     response
@@ -443,10 +447,7 @@ impl From<&PendingView> for Card {
     }
 }
 
-async fn pending(
-    State(state): State<WebState>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
+async fn pending(State(state): State<WebState>, headers: HeaderMap) -> Result<Response, ApiError> {
     state.signed_in(&headers)?;
     let service = Arc::clone(&state.app.service);
     let views = blocking(move || service.pending()).await?;
@@ -581,7 +582,11 @@ async fn history_route(
     fn want(f: &Option<String>) -> Option<&str> {
         f.as_deref().map(str::trim).filter(|f| !f.is_empty())
     }
-    let (agent, op, decision) = (want(&filter.agent), want(&filter.op), want(&filter.decision));
+    let (agent, op, decision) = (
+        want(&filter.agent),
+        want(&filter.op),
+        want(&filter.decision),
+    );
     let entries: Vec<HistoryEntry> = state
         .history
         .lock()

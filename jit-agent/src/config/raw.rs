@@ -258,7 +258,8 @@ impl RawConfig {
                             .to_owned(),
                     ));
                 }
-                let api_ok = raw.api_url.starts_with("https://") || raw.api_url.starts_with("http://");
+                let api_ok =
+                    raw.api_url.starts_with("https://") || raw.api_url.starts_with("http://");
                 if !api_ok {
                     return Err((span, "slack.api_url must be an http(s) URL".to_owned()));
                 }

@@ -167,9 +167,9 @@ async fn bind_http(
                 None => None,
             };
             let slack = match &slack {
-                Some(slack) => Some(Arc::new(
-                    crate::approval::slack::SlackInteractions::load(slack)?,
-                )),
+                Some(slack) => Some(Arc::new(crate::approval::slack::SlackInteractions::load(
+                    slack,
+                )?)),
                 None => None,
             };
             Ok((

@@ -179,7 +179,11 @@ pub fn view(id: u64, path: &str) -> PendingView {
 }
 
 /// A token file private to its owner.
-pub fn write_token(dir: &std::path::Path, name: &str, secret: &str) -> jit_agent::config::HttpToken {
+pub fn write_token(
+    dir: &std::path::Path,
+    name: &str,
+    secret: &str,
+) -> jit_agent::config::HttpToken {
     use std::os::unix::fs::PermissionsExt as _;
     let path = dir.join(name);
     std::fs::write(&path, secret).unwrap();
