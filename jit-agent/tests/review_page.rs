@@ -273,6 +273,31 @@ async fn sign_in_cookie_csrf_and_sign_out() {
         "escaped for a terminal, shown as text by the page"
     );
 
+    let auth = vec![
+        ("cookie", cookie.clone()),
+        ("content-type", "application/json".to_owned()),
+        ("x-csrf-token", csrf),
+    ];
+    // Sign-out ends the session for good.
+    let (status, _, _) = request(&agent, "POST", format!("{base}/ui/logout"), auth, None).await;
+    assert_eq!(status, 204);
+    let (status, _, _) = request(
+        &agent,
+        "GET",
+        format!("{base}/ui/pending"),
+        vec![("cookie", cookie)],
+        None,
+    )
+    .await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn state_changes_need_the_csrf_token_and_land_in_history() {
+    let (page, _) = start(true, false).await;
+    let agent = agent(None);
+    let base = &page.base;
+    let (cookie, csrf, _) = sign_in(&agent, base).await;
     // State changes need the CSRF token: without it, or with another, nothing is decided.
     let deny = format!("{base}/ui/pending/1/deny");
     let body = Some(json!({ "reason": "no" }).to_string());
@@ -300,18 +325,12 @@ async fn sign_in_cookie_csrf_and_sign_out() {
     assert_eq!(status, 401);
     assert!(page.service.decisions().is_empty());
 
-    let (status, _, answer) = request(
-        &agent,
-        "POST",
-        deny,
-        vec![
-            ("cookie", cookie.clone()),
-            json_ct.clone(),
-            ("x-csrf-token", csrf.clone()),
-        ],
-        body,
-    )
-    .await;
+    let auth = vec![
+        ("cookie", cookie.clone()),
+        json_ct.clone(),
+        ("x-csrf-token", csrf.clone()),
+    ];
+    let (status, _, answer) = request(&agent, "POST", deny, auth.clone(), body).await;
     assert_eq!(status, 200, "{answer}");
     let decisions = page.service.decisions();
     assert_eq!(decisions.len(), 1);
@@ -322,11 +341,6 @@ async fn sign_in_cookie_csrf_and_sign_out() {
 
     // Approve for a duration; a bad duration is refused.
     let approve = format!("{base}/ui/pending/2/approve");
-    let auth = vec![
-        ("cookie", cookie.clone()),
-        json_ct.clone(),
-        ("x-csrf-token", csrf.clone()),
-    ];
     let (status, _, _) = request(
         &agent,
         "POST",
@@ -380,19 +394,6 @@ async fn sign_in_cookie_csrf_and_sign_out() {
     let history: Vec<Value> = serde_json::from_str(&body).unwrap();
     assert_eq!(history.len(), 1);
     assert_eq!(history[0]["reason"], "no");
-
-    // Sign-out ends the session for good.
-    let (status, _, _) = request(&agent, "POST", format!("{base}/ui/logout"), auth, None).await;
-    assert_eq!(status, 204);
-    let (status, _, _) = request(
-        &agent,
-        "GET",
-        format!("{base}/ui/pending"),
-        vec![("cookie", cookie)],
-        None,
-    )
-    .await;
-    assert_eq!(status, 401);
 }
 
 #[tokio::test]

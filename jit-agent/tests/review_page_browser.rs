@@ -1,5 +1,5 @@
 //! The review page in a real browser: headless Chromium, driven through Debian's chromedriver
-//! with a WebDriver client, against the daemon's HTTP listener served for real on a loopback
+//! with a W3C `WebDriver` client (fantoccini), against the daemon's HTTP listener served for real on a loopback
 //! port in this process, in front of a fake kernel backend (`support/fake_holds.rs`).
 //!
 //! These tests do not skip: without `chromedriver` (Debian's `chromium-driver`, installed by
@@ -200,6 +200,23 @@ fn target_dir() -> PathBuf {
     )
 }
 
+/// A hold whose agent-made strings try to become markup and to hide characters.
+fn hostile_view(id: u64) -> jit_agent::approval::PendingView {
+    let mut hostile = view(id, "/tmp/<img src=x onerror=alert(1)>\u{202e}gpj.sh");
+    hostile.agent = "agent<b>bold</b>".into();
+    hostile.op = "write".into();
+    hostile.exec_argv = None;
+    hostile.exec_env = None;
+    hostile.risk = Some("medium".into());
+    hostile.justification = Some(jit_agent::approval::Justification {
+        text: "<script>alert(2)</script> trust me".into(),
+        source: "agent".into(),
+        pid: 4242,
+        at: "2026-01-02T09:14:05Z".into(),
+    });
+    hostile
+}
+
 #[tokio::test]
 async fn a_hold_appears_live_is_approved_with_a_reason_and_disappears() {
     let _one = BROWSER.lock().await;
@@ -214,19 +231,7 @@ async fn a_hold_appears_live_is_approved_with_a_reason_and_disappears() {
 
     // Two holds arrive while the page is open: they appear without a reload (SSE).
     service.hold(view(7001, "/usr/bin/curl"));
-    let mut hostile = view(7002, "/tmp/<img src=x onerror=alert(1)>\u{202e}gpj.sh");
-    hostile.agent = "agent<b>bold</b>".into();
-    hostile.op = "write".into();
-    hostile.exec_argv = None;
-    hostile.exec_env = None;
-    hostile.risk = Some("medium".into());
-    hostile.justification = Some(jit_agent::approval::Justification {
-        text: "<script>alert(2)</script> trust me".into(),
-        source: "agent".into(),
-        pid: 4242,
-        at: "2026-01-02T09:14:05Z".into(),
-    });
-    service.hold(hostile);
+    service.hold(hostile_view(7002));
     let card = wait_for(&client, r#"article[data-id="7001"]"#).await;
     wait_for(&client, r#"article[data-id="7002"]"#).await;
     wait_text(&client, "#count", "2").await;

@@ -8,6 +8,7 @@
 mod fake_holds;
 
 use std::{
+    fmt::Write as _,
     os::unix::fs::PermissionsExt as _,
     sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -160,7 +161,7 @@ fn click(slack: &str, user: &str, action: &str, id: u64) -> String {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
             body.push(b as char);
         } else {
-            body.push_str(&format!("%{b:02X}"));
+            let _ = write!(body, "%{b:02X}");
         }
     }
     body

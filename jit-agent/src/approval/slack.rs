@@ -45,7 +45,7 @@ use super::{
 /// The `channel` of reviewers who decide in Slack.
 pub const CHANNEL: &str = "slack";
 /// How far a request's timestamp may be from now (Slack's recommendation).
-pub const MAX_SKEW: Duration = Duration::from_secs(5 * 60);
+pub const MAX_SKEW: Duration = Duration::from_mins(5);
 /// Slack's Web API.
 pub const DEFAULT_API_URL: &str = "https://slack.com/api";
 /// Button action ids.
@@ -144,8 +144,7 @@ pub fn signature(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
     let mut message = format!("v0:{timestamp}:").into_bytes();
     message.extend_from_slice(body);
     let mac = hmac_sha256(secret, &message);
-    let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
-    format!("v0={hex}")
+    format!("v0={}", crate::audit::to_hex(&mac))
 }
 
 /// The receiving side: verifies interaction payloads and applies them.
@@ -534,7 +533,7 @@ mod tests {
     #[test]
     fn hmac_rfc4231_case_2() {
         let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
-        let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+        let hex: String = crate::audit::to_hex(&mac);
         assert_eq!(
             hex,
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
@@ -548,7 +547,7 @@ mod tests {
             &key,
             b"Test Using Larger Than Block-Size Key - Hash Key First",
         );
-        let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+        let hex: String = crate::audit::to_hex(&mac);
         assert_eq!(
             hex,
             "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"

@@ -62,7 +62,7 @@ use crate::text::{argv_line, escape, escaped_once};
 /// The `channel` of reviewers who decide on the page.
 pub const CHANNEL: &str = "web";
 /// How long a session lasts from sign-in.
-pub const SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
+pub const SESSION_TTL: Duration = Duration::from_hours(8);
 /// Sessions kept at most; signing in beyond this ends the oldest.
 const MAX_SESSIONS: usize = 1024;
 /// Decisions kept for the history view.
@@ -172,7 +172,7 @@ fn random_hex(count: usize) -> Result<String, ApiError> {
             tracing::error!(error = %e, "no randomness for a session");
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
         })?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::audit::to_hex(&bytes))
 }
 
 impl WebState {
@@ -566,6 +566,11 @@ async fn keep_history(
     }
 }
 
+/// A filter field: blank means no filter.
+fn nonblank(field: Option<&str>) -> Option<&str> {
+    field.map(str::trim).filter(|f| !f.is_empty())
+}
+
 #[derive(Deserialize)]
 struct HistoryFilter {
     agent: Option<String>,
@@ -579,13 +584,10 @@ async fn history_route(
     Query(filter): Query<HistoryFilter>,
 ) -> Result<Response, ApiError> {
     state.signed_in(&headers)?;
-    fn want(f: &Option<String>) -> Option<&str> {
-        f.as_deref().map(str::trim).filter(|f| !f.is_empty())
-    }
     let (agent, op, decision) = (
-        want(&filter.agent),
-        want(&filter.op),
-        want(&filter.decision),
+        nonblank(filter.agent.as_deref()),
+        nonblank(filter.op.as_deref()),
+        nonblank(filter.decision.as_deref()),
     );
     let entries: Vec<HistoryEntry> = state
         .history

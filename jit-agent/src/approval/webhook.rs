@@ -165,7 +165,7 @@ impl WebhookHandle {
     /// Queues a notification about a new held action. Never waits: with the queue full the
     /// notification is dropped, counted and logged.
     pub fn notify(&self, view: PendingView) {
-        self.queue(Message::New(view));
+        self.queue(Message::New(Box::new(view)));
     }
 
     /// Queues the message that says how hold `id` ended (`how`, from its audit `record`).
@@ -220,7 +220,7 @@ impl WebhookHandle {
 /// What is queued for delivery.
 #[derive(Debug)]
 enum Message {
-    New(PendingView),
+    New(Box<PendingView>),
     Ended {
         id: u64,
         how: String,

@@ -221,17 +221,7 @@ impl RawConfig {
                     .to_owned(),
             ));
         }
-        let tls = match (self.http.tls_cert, self.http.tls_key) {
-            (None, None) => None,
-            (Some(cert), Some(key)) => Some((cert.into_inner().0, key.into_inner().0)),
-            (Some(one), None) | (None, Some(one)) => {
-                return Err((
-                    one.span(),
-                    "http.tls_cert and http.tls_key go together: set both (TLS) or neither"
-                        .to_owned(),
-                ));
-            }
-        };
+        let tls = tls_pair(self.http.tls_cert, self.http.tls_key)?;
         if *self.http.web.get_ref()
             && !self.http.listen.get_ref().ip().is_loopback()
             && tls.is_none()
@@ -245,44 +235,7 @@ impl RawConfig {
                 ),
             ));
         }
-        let slack = match self.slack {
-            None => None,
-            Some(raw) => {
-                let span = raw.span();
-                let raw = raw.into_inner();
-                if !*self.http.enabled.get_ref() {
-                    return Err((
-                        span,
-                        "[slack] needs the HTTP listener (http.enabled = true): Slack's button \
-                         clicks arrive there"
-                            .to_owned(),
-                    ));
-                }
-                let api_ok =
-                    raw.api_url.starts_with("https://") || raw.api_url.starts_with("http://");
-                if !api_ok {
-                    return Err((span, "slack.api_url must be an http(s) URL".to_owned()));
-                }
-                if raw.channel.trim().is_empty() {
-                    return Err((span, "slack.channel must name a channel id".to_owned()));
-                }
-                for name in raw.users.values() {
-                    if !names.contains(name) && !valid_token_name(name) {
-                        return Err((
-                            span,
-                            format!("slack.users: reviewer name {name:?} is not a valid name"),
-                        ));
-                    }
-                }
-                Some(SlackConfig {
-                    api_url: raw.api_url,
-                    channel: raw.channel,
-                    bot_token_file: raw.bot_token_file.0,
-                    signing_secret_file: raw.signing_secret_file.0,
-                    users: raw.users.into_iter().collect(),
-                })
-            }
-        };
+        let slack = slack(self.slack, *self.http.enabled.get_ref())?;
         Ok(Config {
             policy_dir: self.policy_dir.0,
             audit: AuditConfig {
@@ -319,6 +272,64 @@ impl RawConfig {
             cgroup_root: self.cgroup_root.0,
         })
     }
+}
+
+/// Certificate and key files.
+type TlsFiles = (std::path::PathBuf, std::path::PathBuf);
+
+/// `http.tls_cert` and `http.tls_key`: both or neither.
+fn tls_pair(
+    cert: Option<Spanned<AbsPath>>,
+    key: Option<Spanned<AbsPath>>,
+) -> Result<Option<TlsFiles>, (Range<usize>, String)> {
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some((cert.into_inner().0, key.into_inner().0))),
+        (Some(one), None) | (None, Some(one)) => Err((
+            one.span(),
+            "http.tls_cert and http.tls_key go together: set both (TLS) or neither".to_owned(),
+        )),
+    }
+}
+
+/// `[slack]`, which needs the HTTP listener (the clicks arrive there).
+fn slack(
+    raw: Option<Spanned<RawSlack>>,
+    http_enabled: bool,
+) -> Result<Option<SlackConfig>, (Range<usize>, String)> {
+    let Some(raw) = raw else { return Ok(None) };
+    let span = raw.span();
+    let raw = raw.into_inner();
+    if !http_enabled {
+        return Err((
+            span,
+            "[slack] needs the HTTP listener (http.enabled = true): Slack's button clicks \
+             arrive there"
+                .to_owned(),
+        ));
+    }
+    if !(raw.api_url.starts_with("https://") || raw.api_url.starts_with("http://")) {
+        return Err((span, "slack.api_url must be an http(s) URL".to_owned()));
+    }
+    if raw.channel.trim().is_empty() {
+        return Err((span, "slack.channel must name a channel id".to_owned()));
+    }
+    if let Some(name) = raw.users.values().find(|n| !valid_token_name(n)) {
+        return Err((
+            span,
+            format!(
+                "slack.users: reviewer name {name:?} must be 1 to 64 characters of letters, \
+                 digits, `_`, `-` and `.`"
+            ),
+        ));
+    }
+    Ok(Some(SlackConfig {
+        api_url: raw.api_url,
+        channel: raw.channel,
+        bot_token_file: raw.bot_token_file.0,
+        signing_secret_file: raw.signing_secret_file.0,
+        users: raw.users.into_iter().collect(),
+    }))
 }
 
 fn valid_token_name(name: &str) -> bool {

@@ -192,6 +192,62 @@ async fn bind_http(
     Ok(Some((tokens, options, listener)))
 }
 
+/// The Slack notifier (its bot token read now), when `[slack]` is configured.
+async fn load_slack_notifier(
+    config: &Config,
+) -> Result<Option<crate::approval::slack::SlackNotifier>, DaemonError> {
+    let Some(slack) = config.slack.clone() else {
+        return Ok(None);
+    };
+    Ok(Some(
+        tokio::task::spawn_blocking(move || crate::approval::slack::SlackNotifier::load(&slack))
+            .await??,
+    ))
+}
+
+/// Starts what reviewers reach over the network, once the holds service runs: the webhook's
+/// end-of-hold messages, the Slack notifier, and the HTTP listener (API, review page, Slack's
+/// endpoint).
+fn start_reviewer_channels(
+    config: &Config,
+    service: Arc<dyn crate::approval::ApprovalService>,
+    webhook: Option<crate::approval::webhook::WebhookHandle>,
+    slack: Option<crate::approval::slack::SlackNotifier>,
+    http: Option<(
+        crate::approval::http::Tokens,
+        crate::approval::http::ServeOptions,
+        tokio::net::TcpListener,
+    )>,
+) {
+    if let Some(webhook) = webhook {
+        // The generic webhook also hears how each hold ended.
+        tokio::spawn(webhook.follow_endings(service.subscribe()));
+    }
+    if let Some(slack) = slack {
+        info!("new holds are posted to Slack with buttons");
+        tokio::spawn(slack.run(Arc::clone(&service)));
+    }
+    if let Some((tokens, options, listener)) = http {
+        info!(
+            listen = %config.http.listen, web = options.web, tls = options.tls.is_some(),
+            "HTTP approval API ready"
+        );
+        tokio::spawn(async move {
+            let served = crate::approval::http::serve_with(
+                listener,
+                tokens,
+                service,
+                options,
+                std::future::pending(),
+            )
+            .await;
+            if let Err(err) = served {
+                error!(error = %err, "the HTTP approval API stopped");
+            }
+        });
+    }
+}
+
 /// Binds and serves the agent socket, when it is enabled.
 async fn start_agent_socket(context: &Context) -> Result<(), DaemonError> {
     if context.config.agent_socket.enabled {
@@ -224,18 +280,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Dae
     });
     // Token files are read before anything else starts: a bad one stops the daemon here.
     let http = bind_http(&config).await?;
-    let slack = match &config.slack {
-        Some(slack) => {
-            let slack = slack.clone();
-            Some(
-                tokio::task::spawn_blocking(move || {
-                    crate::approval::slack::SlackNotifier::load(&slack)
-                })
-                .await??,
-            )
-        }
-        None => None,
-    };
+    let slack = load_slack_notifier(&config).await?;
     let webhook_ends = webhook.clone();
     let ring = enforcer.take_events()?;
     let kernel = KernelHandle::spawn(enforcer)?;
@@ -294,34 +339,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Dae
     };
     start_agent_socket(&context).await?;
     tokio::spawn(server::serve(context, listener));
-    let service: Arc<dyn crate::approval::ApprovalService> = Arc::new(holds);
-    if let Some(webhook) = webhook_ends {
-        // The generic webhook also hears how each hold ended.
-        tokio::spawn(webhook.follow_endings(service.subscribe()));
-    }
-    if let Some(slack) = slack {
-        info!("new holds are posted to Slack with buttons");
-        tokio::spawn(slack.run(Arc::clone(&service)));
-    }
-    if let Some((tokens, options, listener)) = http {
-        info!(
-            listen = %config.http.listen, web = options.web, tls = options.tls.is_some(),
-            "HTTP approval API ready"
-        );
-        tokio::spawn(async move {
-            let served = crate::approval::http::serve_with(
-                listener,
-                tokens,
-                service,
-                options,
-                std::future::pending(),
-            )
-            .await;
-            if let Err(err) = served {
-                error!(error = %err, "the HTTP approval API stopped");
-            }
-        });
-    }
+    start_reviewer_channels(&config, Arc::new(holds), webhook_ends, slack, http);
     tokio::spawn(events::poll_counters(kernel, audit.clone()));
 
     let mut term = signal(SignalKind::terminate())?;
