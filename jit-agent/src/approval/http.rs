@@ -13,6 +13,10 @@
 //! reviewer, and the [`ApprovalService`] decides what that reviewer may do. Errors are JSON
 //! objects `{"error": "..."}`.
 //!
+//! The same listener can also serve, as [`ServeOptions`] say: the review page (`/` and `/ui/...`,
+//! session cookies instead of bearer tokens, [`super::web`]), Slack's interaction endpoint
+//! (`/slack/interactions`, Slack's signature, [`super::slack`]), and TLS ([`super::tls`]).
+//!
 //! The service's methods are synchronous and may block (locks, audit `fsync`), so they run on
 //! the blocking pool, never on the tasks that serve connections.
 

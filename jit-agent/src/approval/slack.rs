@@ -400,6 +400,28 @@ pub fn ending(record: &Value) -> Option<(u64, String)> {
     Some((id, text))
 }
 
+/// How long a hold whose record was published may take to be listed: the daemon lists a hold
+/// once its record is durable (after the audit log's fsync), which follows the publication.
+const VISIBLE_WITHIN: Duration = Duration::from_secs(10);
+
+/// The pending view of hold `id`, waiting (bounded) until the service lists it. `None` when it
+/// never does (decided or gone meanwhile).
+fn visible_hold(service: &dyn ApprovalService, id: u64) -> Option<PendingView> {
+    let deadline = Instant::now() + VISIBLE_WITHIN;
+    let mut wait = Duration::from_millis(20);
+    loop {
+        if let Some(view) = service.pending().into_iter().find(|p| p.id == id) {
+            return Some(view);
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(id, "held action never listed; not posted to Slack");
+            return None;
+        }
+        std::thread::sleep(wait);
+        wait = (wait * 2).min(Duration::from_millis(500));
+    }
+}
+
 /// Posts new holds and rewrites their messages when they end.
 pub struct SlackNotifier {
     api_url: String,
@@ -490,7 +512,7 @@ impl SlackNotifier {
                 let service = Arc::clone(&service);
                 let this_ = Arc::clone(&this);
                 let sent = tokio::task::spawn_blocking(move || {
-                    let view = service.pending().into_iter().find(|p| p.id == id)?;
+                    let view = visible_hold(service.as_ref(), id)?;
                     let body = hold_message(&this_.channel, &view);
                     match this_.call("chat.postMessage", &body) {
                         Ok(answer) => Some((

@@ -76,6 +76,11 @@
       let record = {};
       try { record = JSON.parse(event.data); } catch (_) { /* keep-alive or other */ }
       const t = record.type;
+      if (t === "kernel" && record.kind === "hold") {
+        // The daemon lists a hold once its record is durable (after the audit log's fsync),
+        // which may be a moment after the record is streamed: look again until it is listed.
+        awaitHold(String(record.request_id), 0);
+      }
       if (t === "approval" || t === "hold_ended" || t === "justification" ||
           (t === "kernel" && record.kind === "hold") || event.type === "lagged") {
         scheduleRefresh();
@@ -84,6 +89,11 @@
     };
     stream.onmessage = changed;
     stream.addEventListener("lagged", changed);
+  }
+
+  function awaitHold(id, tries) {
+    if (cards.has(id) || tries >= 8) return;
+    setTimeout(async () => { await refresh(); awaitHold(id, tries + 1); }, 250 * Math.pow(2, Math.min(tries, 4)));
   }
 
   function scheduleRefresh() {
