@@ -248,7 +248,7 @@ const ERROR_CASES: &[(&str, &str)] = &[
     (
         "policy_dirs = \"/x\"",
         "jit.toml:1:1: unknown field `policy_dirs`, expected one of `policy_dir`, `audit`, \
-             `socket`, `agent_socket`, `log`, `http`, `webhook`, `bpffs`, `cgroup_root`",
+             `socket`, `agent_socket`, `log`, `http`, `webhook`, `slack`, `bpffs`, `cgroup_root`",
     ),
     (
         "[socket]\npath = \"/run/jit/jit.sock\"\n[agent_socket]\npath = \"/run/jit/jit.sock\"",
@@ -407,4 +407,58 @@ fn errors_from_a_file_name_the_file() {
             file.display()
         )
     );
+}
+
+#[test]
+fn review_page_tls_and_slack() {
+    let c = parse(
+        r#"
+[http]
+enabled = true
+listen = "0.0.0.0:7443"
+web = true
+tls_cert = "/etc/jit/tls/cert.pem"
+tls_key = "/etc/jit/tls/key.pem"
+[[http.token]]
+name = "alice"
+token_file = "/etc/jit/tokens/alice"
+[slack]
+channel = "C0123"
+bot_token_file = "/etc/jit/slack-bot-token"
+signing_secret_file = "/etc/jit/slack-signing-secret"
+[slack.users]
+U0ALICE = "alice"
+"#,
+    )
+    .unwrap();
+    assert!(c.http.web);
+    assert_eq!(
+        c.http.tls,
+        Some((
+            PathBuf::from("/etc/jit/tls/cert.pem"),
+            PathBuf::from("/etc/jit/tls/key.pem")
+        ))
+    );
+    let slack = c.slack.unwrap();
+    assert_eq!(slack.api_url, "https://slack.com/api");
+    assert_eq!(slack.channel, "C0123");
+    assert_eq!(slack.users, vec![("U0ALICE".into(), "alice".into())]);
+
+    // The page beyond loopback without TLS: refused, at the listen address.
+    let e = err("[http]\nlisten = \"0.0.0.0:7070\"\nweb = true");
+    assert!(
+        e.starts_with("jit.toml:2:10: the review page (http.web) would be served without TLS"),
+        "{e}"
+    );
+    // On loopback it is fine without TLS.
+    assert!(parse("[http]\nweb = true").unwrap().http.web);
+    // One of the pair alone.
+    let e = err("[http]\ntls_cert = \"/c.pem\"");
+    assert!(
+        e.contains("http.tls_cert and http.tls_key go together"),
+        "{e}"
+    );
+    // Slack without the listener its clicks arrive at.
+    let e = err("[slack]\nchannel = \"C1\"\nbot_token_file = \"/b\"\nsigning_secret_file = \"/s\"");
+    assert!(e.contains("[slack] needs the HTTP listener"), "{e}");
 }

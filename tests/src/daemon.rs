@@ -67,8 +67,8 @@ impl DaemonFiles {
         fs::write(&self.config, config).expect("write config");
     }
 
-    /// Turns the HTTP API on at `listen` with one reviewer token (written to a root-only file)
-    /// and the webhook at `webhook_url`. Call after [`DaemonFiles::set_socket_access`]: it
+    /// Turns the HTTP API (and the review page) on at `listen` with one reviewer token (written
+    /// to a root-only file) and the webhook at `webhook_url`. Call after [`DaemonFiles::set_socket_access`]: it
     /// appends tables after `[socket]`.
     pub fn enable_http_and_webhook(
         &self,
@@ -84,7 +84,7 @@ impl DaemonFiles {
         let mut config = fs::read_to_string(&self.config).expect("read config");
         let _ = write!(
             config,
-            "\n[http]\nenabled = true\nlisten = \"{listen}\"\n\n[[http.token]]\nname = \"{reviewer}\"\ntoken_file = \"{}\"\n\n[webhook]\nurl = \"{webhook_url}\"\n",
+            "\n[http]\nenabled = true\nlisten = \"{listen}\"\nweb = true\n\n[[http.token]]\nname = \"{reviewer}\"\ntoken_file = \"{}\"\n\n[webhook]\nurl = \"{webhook_url}\"\n",
             token_file.display()
         );
         fs::write(&self.config, config).expect("write config");

@@ -90,6 +90,14 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode> {
     println!();
     print!("{}", demo.output);
     if demo.status.as_deref() == Some("0") && vm_run.problem.is_none() {
+        println!();
+        println!(
+            "Reviewers can answer the same holds in a browser too: the review page \
+             (`[http] web = true`, http://127.0.0.1:7070/ by default) shows each one as a card \
+             with approve once / approve for / deny / kill buttons and updates live; README \
+             \"The review page\", screenshot in docs/review-page.png. Slack buttons: README \
+             \"Slack approvals\"."
+        );
         return Ok(ExitCode::SUCCESS);
     }
     println!(

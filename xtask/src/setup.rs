@@ -160,6 +160,13 @@ pub fn run() -> Result<Installed> {
     cmd::step("setup", "qemu and busybox for the test VM (apt)", || {
         apt.ensure(&["qemu-system-x86", "busybox-static"])
     })?;
+    // The review page's browser tests (jit-agent/tests/review_page_browser.rs) drive headless
+    // Chromium through chromedriver; a font so its screenshots show text.
+    cmd::step(
+        "setup",
+        "Chromium and chromedriver for the browser tests (apt)",
+        || apt.ensure(&["chromium", "chromium-driver", "fonts-dejavu-core"]),
+    )?;
     cmd::step(
         "setup",
         "dpkg-dev and mmdebstrap for the package and its system test (apt)",

@@ -13,6 +13,10 @@
 //! reviewer, and the [`ApprovalService`] decides what that reviewer may do. Errors are JSON
 //! objects `{"error": "..."}`.
 //!
+//! The same listener can also serve, as [`ServeOptions`] say: the review page (`/` and `/ui/...`,
+//! session cookies instead of bearer tokens, [`super::web`]), Slack's interaction endpoint
+//! (`/slack/interactions`, Slack's signature, [`super::slack`]), and TLS ([`super::tls`]).
+//!
 //! The service's methods are synchronous and may block (locks, audit `fsync`), so they run on
 //! the blocking pool, never on the tasks that serve connections.
 
@@ -178,7 +182,7 @@ impl Tokens {
 
     /// The reviewer a presented token belongs to. Every entry is compared, in constant time, so
     /// the time taken says nothing about which one (or how much of one) matched.
-    fn reviewer(&self, presented: &[u8]) -> Option<&str> {
+    pub(super) fn reviewer(&self, presented: &[u8]) -> Option<&str> {
         let digest: [u8; 32] = Sha256::digest(presented).into();
         let mut found = None;
         for entry in self.entries.iter() {
@@ -234,11 +238,11 @@ fn read_token(token: &HttpToken) -> Result<String, TokenError> {
 }
 
 #[derive(Clone)]
-struct AppState {
-    service: Arc<dyn ApprovalService>,
+pub(super) struct AppState {
+    pub(super) service: Arc<dyn ApprovalService>,
     /// Becomes true at shutdown: ends the otherwise endless `/v1/stream` responses, which a
     /// graceful shutdown would wait for.
-    stopping: watch::Receiver<bool>,
+    pub(super) stopping: watch::Receiver<bool>,
 }
 
 /// Serves the API on `listener` until the process ends or the task is aborted.
@@ -264,25 +268,68 @@ pub async fn serve_until(
     service: Arc<dyn ApprovalService>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    serve_with(listener, tokens, service, ServeOptions::default(), shutdown).await
+}
+
+/// What the listener serves besides the JSON API, and how.
+#[derive(Clone, Debug, Default)]
+pub struct ServeOptions {
+    /// The review page ([`super::web`], `http.web`).
+    pub web: bool,
+    /// TLS (`http.tls_cert`, `http.tls_key`); `None`: plain HTTP.
+    pub tls: Option<super::tls::Tls>,
+    /// Slack's interaction endpoint ([`super::slack`], `[slack]`).
+    pub slack: Option<Arc<super::slack::SlackInteractions>>,
+}
+
+/// [`serve_until`] with the review page, TLS or Slack's endpoint as `options` say.
+///
+/// # Errors
+/// [`ServeError`] when accepting connections fails for good.
+pub async fn serve_with(
+    listener: TcpListener,
+    tokens: Tokens,
+    service: Arc<dyn ApprovalService>,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     let addr = listener
         .local_addr()
         .map_or_else(|_| "?".to_owned(), |a| a.to_string());
-    tracing::info!(%addr, reviewers = ?tokens, "HTTP approval API listening");
+    tracing::info!(
+        %addr, reviewers = ?tokens, web = options.web, tls = options.tls.is_some(),
+        slack = options.slack.is_some(), "HTTP approval API listening"
+    );
     let (stop, stopping) = watch::channel(false);
     let shutdown = async move {
         shutdown.await;
         stop.send_replace(true);
     };
-    axum::serve(
-        BackoffListener {
-            listener,
-            backoff: crate::robust::AcceptBackoff::new("HTTP API"),
-        },
-        router(tokens, service, stopping),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .map_err(|source| ServeError::Io { addr, source })
+    let app = router(tokens, service, stopping, &options);
+    let served = match &options.tls {
+        None => {
+            axum::serve(
+                BackoffListener {
+                    listener,
+                    backoff: crate::robust::AcceptBackoff::new("HTTP API"),
+                },
+                app,
+            )
+            .with_graceful_shutdown(shutdown)
+            .await
+        }
+        Some(tls) => {
+            let listener =
+                super::tls::TlsListener::spawn(listener, tls).map_err(|source| ServeError::Io {
+                    addr: addr.clone(),
+                    source,
+                })?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    };
+    served.map_err(|source| ServeError::Io { addr, source })
 }
 
 /// The TCP listener with the daemon's accept backoff: errors that are not about one connection
@@ -318,13 +365,17 @@ impl axum::serve::Listener for BackoffListener {
     }
 }
 
-/// The routes, with authentication on all of them and the body limit.
+/// The routes: the JSON API with bearer authentication on all of its routes and on unknown
+/// ones, and, as `options` say, the review page (session cookies, [`super::web`]) and Slack's
+/// endpoint (Slack's signature, [`super::slack`]).
 fn router(
     tokens: Tokens,
     service: Arc<dyn ApprovalService>,
     stopping: watch::Receiver<bool>,
+    options: &ServeOptions,
 ) -> Router {
-    Router::new()
+    let state = AppState { service, stopping };
+    let api = Router::new()
         .route("/v1/pending", get(list))
         .route("/v1/pending/{id}/approve", post(approve))
         .route("/v1/pending/{id}/deny", post(deny))
@@ -337,29 +388,41 @@ fn router(
                 "method not allowed on this route",
             )
         })
-        .with_state(AppState { service, stopping })
+        .with_state(state.clone())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // Outermost, so it also covers the fallback: unauthenticated clients learn nothing,
         // not even which routes exist.
-        .layer(middleware::from_fn_with_state(tokens, authenticate))
+        .layer(middleware::from_fn_with_state(tokens.clone(), authenticate));
+    let mut app = Router::new();
+    if options.web {
+        app = app.merge(super::web::router(
+            state.clone(),
+            tokens,
+            options.tls.is_some(),
+        ));
+    }
+    if let Some(slack) = &options.slack {
+        app = app.merge(super::slack::router(state, Arc::clone(slack)));
+    }
+    app.merge(api)
 }
 
 /// An error answer: `{"error": message}` with its status.
 #[derive(Debug)]
-struct ApiError {
+pub(super) struct ApiError {
     status: StatusCode,
     message: String,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl fmt::Display) -> Self {
+    pub(super) fn new(status: StatusCode, message: impl fmt::Display) -> Self {
         Self {
             status,
             message: message.to_string(),
         }
     }
 
-    fn bad_request(message: impl fmt::Display) -> Self {
+    pub(super) fn bad_request(message: impl fmt::Display) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
 }
@@ -430,7 +493,7 @@ fn unauthorized(message: &str, challenge: &'static str) -> Response {
 }
 
 /// Runs a blocking call of the service on the blocking pool.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| {
@@ -446,29 +509,29 @@ async fn list(State(state): State<AppState>) -> Result<Json<Vec<PendingView>>, A
 /// `POST .../approve`.
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ApproveBody {
-    once: Option<bool>,
+pub(super) struct ApproveBody {
+    pub(super) once: Option<bool>,
     #[serde(rename = "for")]
-    for_: Option<String>,
-    reason: Option<String>,
+    pub(super) for_: Option<String>,
+    pub(super) reason: Option<String>,
 }
 
 /// `POST .../deny` and `.../kill`.
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ReasonBody {
-    reason: Option<String>,
+pub(super) struct ReasonBody {
+    pub(super) reason: Option<String>,
 }
 
 /// The request id in the path.
-fn parse_id(raw: &str) -> Result<u64, ApiError> {
+pub(super) fn parse_id(raw: &str) -> Result<u64, ApiError> {
     raw.parse()
         .map_err(|_| ApiError::bad_request(format!("request id {raw:?} is not a number")))
 }
 
 /// A JSON body, where an empty body means "all defaults" (a bare `curl -X POST` approves with
 /// the agent's default scope).
-fn parse_body<T: Default + for<'de> Deserialize<'de>>(
+pub(super) fn parse_body<T: Default + for<'de> Deserialize<'de>>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, ApiError> {
     let body = body.map_err(|r| ApiError::new(r.status(), r.body_text()))?;
@@ -480,11 +543,11 @@ fn parse_body<T: Default + for<'de> Deserialize<'de>>(
 }
 
 /// Blank reasons are no reasons.
-fn reason(reason: Option<String>) -> Option<String> {
+pub(super) fn reason(reason: Option<String>) -> Option<String> {
     reason.filter(|r| !r.trim().is_empty())
 }
 
-fn approve_action(body: &ApproveBody) -> Result<ReviewAction, ApiError> {
+pub(super) fn approve_action(body: &ApproveBody) -> Result<ReviewAction, ApiError> {
     let once = body.once.unwrap_or(false);
     let for_secs = match &body.for_ {
         None => None,
@@ -544,7 +607,7 @@ async fn kill(
     decide(state, reviewer, id, ReviewAction::Kill, reason(body.reason)).await
 }
 
-async fn decide(
+pub(super) async fn decide(
     state: AppState,
     reviewer: Reviewer,
     id: u64,
@@ -578,7 +641,7 @@ async fn stream_records(State(state): State<AppState>) -> Response {
 
 /// The records as events; a slow client that fell behind the broadcast buffer is told how many
 /// it missed instead of being cut off.
-fn events(
+pub(super) fn events(
     receiver: broadcast::Receiver<String>,
     stopping: watch::Receiver<bool>,
 ) -> impl Stream<Item = Result<Event, std::convert::Infallible>> {

@@ -7,6 +7,9 @@
 use serde::{Deserialize, Serialize};
 
 pub mod http;
+pub mod slack;
+pub mod tls;
+pub mod web;
 pub mod webhook;
 
 /// A held action as reviewers see it.

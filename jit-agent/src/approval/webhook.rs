@@ -2,7 +2,10 @@
 //! the same JSON) about each new held action, so reviewers learn of it without watching
 //! `jitctl pending`.
 //!
-//! Each notification is one `POST` of `{"text": "<one-line summary>", "request": <PendingView>}`.
+//! Each notification is one `POST` of `{"text": "<one-line summary>", "request": <PendingView>}`;
+//! when the hold ends (by any channel, by its timeout, or because the process went away), one
+//! more: `{"text": "jit: request ID approved by alice (once)", "ended": {"request_id": ID,
+//! "how": "...", "record": <the audit record>}}`.
 //! Delivery runs in its own task fed by a bounded channel: [`WebhookHandle::notify`] never
 //! waits, a slow or failing endpoint delays only later notifications, and a full queue drops
 //! (and counts) rather than holding up the daemon. Failed attempts are retried with exponential
@@ -154,7 +157,7 @@ struct Counters {
 /// drains) when every handle is dropped.
 #[derive(Clone, Debug)]
 pub struct WebhookHandle {
-    sender: mpsc::Sender<PendingView>,
+    sender: mpsc::Sender<Message>,
     counters: Arc<Counters>,
 }
 
@@ -162,11 +165,42 @@ impl WebhookHandle {
     /// Queues a notification about a new held action. Never waits: with the queue full the
     /// notification is dropped, counted and logged.
     pub fn notify(&self, view: PendingView) {
-        if let Err(e) = self.sender.try_send(view) {
+        self.queue(Message::New(Box::new(view)));
+    }
+
+    /// Queues the message that says how hold `id` ended (`how`, from its audit `record`).
+    pub fn notify_ended(&self, id: u64, how: String, record: serde_json::Value) {
+        self.queue(Message::Ended { id, how, record });
+    }
+
+    /// Follows the audit stream and announces every hold's end ([`super::slack::ending`]),
+    /// until the stream closes.
+    pub async fn follow_endings(self, mut records: tokio::sync::broadcast::Receiver<String>) {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            let record = match records.recv().await {
+                Ok(record) => record,
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "webhook notifier missed audit records");
+                    continue;
+                }
+                Err(RecvError::Closed) => return,
+            };
+            let Ok(record) = serde_json::from_str::<serde_json::Value>(&record) else {
+                continue;
+            };
+            if let Some((id, how)) = super::slack::ending(&record) {
+                self.notify_ended(id, how, record);
+            }
+        }
+    }
+
+    fn queue(&self, message: Message) {
+        if let Err(e) = self.sender.try_send(message) {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
             let (reason, id) = match &e {
-                mpsc::error::TrySendError::Full(v) => ("the queue is full", v.id),
-                mpsc::error::TrySendError::Closed(v) => ("the delivery task has ended", v.id),
+                mpsc::error::TrySendError::Full(m) => ("the queue is full", m.id()),
+                mpsc::error::TrySendError::Closed(m) => ("the delivery task has ended", m.id()),
             };
             tracing::warn!(id, "webhook notification dropped: {reason}");
         }
@@ -179,6 +213,39 @@ impl WebhookHandle {
             delivered: self.counters.delivered.load(Ordering::Relaxed),
             failed: self.counters.failed.load(Ordering::Relaxed),
             dropped: self.counters.dropped.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What is queued for delivery.
+#[derive(Debug)]
+enum Message {
+    New(Box<PendingView>),
+    Ended {
+        id: u64,
+        how: String,
+        record: serde_json::Value,
+    },
+}
+
+impl Message {
+    fn id(&self) -> u64 {
+        match self {
+            Self::New(view) => view.id,
+            Self::Ended { id, .. } => *id,
+        }
+    }
+
+    fn body(&self) -> serde_json::Result<Vec<u8>> {
+        match self {
+            Self::New(view) => serde_json::to_vec(&Notification {
+                text: &summary(view),
+                request: view,
+            }),
+            Self::Ended { id, how, record } => serde_json::to_vec(&serde_json::json!({
+                "text": format!("jit: request {id} {how}."),
+                "ended": { "request_id": id, "how": how, "record": record },
+            })),
         }
     }
 }
@@ -216,13 +283,13 @@ struct Endpoint {
 async fn deliver_all(
     endpoint: Endpoint,
     options: WebhookOptions,
-    mut receiver: mpsc::Receiver<PendingView>,
+    mut receiver: mpsc::Receiver<Message>,
     counters: Arc<Counters>,
 ) {
     let endpoint = Arc::new(endpoint);
     tracing::info!(url = %endpoint.url, "webhook notifier started");
-    while let Some(view) = receiver.recv().await {
-        let counter = if deliver(&endpoint, &options, &view).await {
+    while let Some(message) = receiver.recv().await {
+        let counter = if deliver(&endpoint, &options, &message).await {
             &counters.delivered
         } else {
             &counters.failed
@@ -245,14 +312,12 @@ enum Attempt {
 }
 
 /// Delivers one notification, retrying as `options` allow. True when it was accepted.
-async fn deliver(endpoint: &Arc<Endpoint>, options: &WebhookOptions, view: &PendingView) -> bool {
-    let body = match serde_json::to_vec(&Notification {
-        text: &summary(view),
-        request: view,
-    }) {
+async fn deliver(endpoint: &Arc<Endpoint>, options: &WebhookOptions, message: &Message) -> bool {
+    let id = message.id();
+    let body = match message.body() {
         Ok(body) => body,
         Err(e) => {
-            tracing::error!(id = view.id, error = %e, "webhook notification cannot be encoded");
+            tracing::error!(id, error = %e, "webhook notification cannot be encoded");
             return false;
         }
     };
@@ -269,12 +334,12 @@ async fn deliver(endpoint: &Arc<Endpoint>, options: &WebhookOptions, view: &Pend
             });
         match outcome {
             Attempt::Delivered => {
-                tracing::debug!(id = view.id, attempt, "webhook notification delivered");
+                tracing::debug!(id, attempt, "webhook notification delivered");
                 return true;
             }
             Attempt::Refused(why) => {
                 tracing::error!(
-                    id = view.id, attempt, url = %endpoint.url,
+                    id, attempt, url = %endpoint.url,
                     "webhook refused the notification, not retrying: {why}"
                 );
                 return false;
@@ -283,14 +348,14 @@ async fn deliver(endpoint: &Arc<Endpoint>, options: &WebhookOptions, view: &Pend
                 let wait = retry_after
                     .map_or_else(|| options.backoff(attempt), |d| d.min(options.max_backoff));
                 tracing::warn!(
-                    id = view.id, attempt, of = attempts, url = %endpoint.url,
+                    id, attempt, of = attempts, url = %endpoint.url,
                     "webhook notification failed, retrying in {wait:?}: {why}"
                 );
                 tokio::time::sleep(wait).await;
             }
             Attempt::Retry { why, .. } => {
                 tracing::error!(
-                    id = view.id, attempts, url = %endpoint.url,
+                    id, attempts, url = %endpoint.url,
                     "webhook notification given up: {why}"
                 );
             }
@@ -403,12 +468,12 @@ pub fn summary(view: &PendingView) -> String {
 
 /// Makes control characters, escape sequences and invisible characters visible
 /// ([`crate::text::escape`]), then escapes Slack's three markup characters.
-fn slack_escape(text: &str) -> String {
+pub(super) fn slack_escape(text: &str) -> String {
     slack_markup(&crate::text::escape(text))
 }
 
 /// Escapes Slack's markup characters of text that is already [escaped](crate::text::escape).
-fn slack_markup(text: &str) -> String {
+pub(super) fn slack_markup(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

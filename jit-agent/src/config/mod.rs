@@ -29,7 +29,10 @@
 //! | `log.level` | `"info"` | `off`, `error`, `warn`, `info`, `debug`, `trace` |
 //! | `http.enabled` | `false` | |
 //! | `http.listen` | `127.0.0.1:7070` | |
+//! | `http.web` | `false` | the review page on the same listener (needs TLS beyond loopback) |
+//! | `http.tls_cert`, `http.tls_key` | none | PEM files: the listener speaks TLS (both or neither) |
 //! | `[[http.token]]` | none | `name`, `token_file` (absolute path) |
+//! | `[slack]` | none | `channel`, `bot_token_file`, `signing_secret_file`, `api_url`, `[slack.users]` (needs `http.enabled`) |
 //! | `webhook.url` | none | `https://` (or `http://`) URL notified of each new held action |
 
 use std::{
@@ -43,7 +46,7 @@ use tracing::level_filters::LevelFilter;
 
 /// Defined by the HTTP channel, which must not depend on the config (one-way: config →
 /// approval).
-pub use crate::approval::http::HttpToken;
+pub use crate::approval::{http::HttpToken, slack::SlackConfig};
 mod raw;
 mod values;
 
@@ -123,6 +126,8 @@ pub struct Config {
     pub log: LogConfig,
     pub http: HttpConfig,
     pub webhook: WebhookConfig,
+    /// `[slack]`: interactive approvals in Slack ([`crate::approval::slack`]).
+    pub slack: Option<SlackConfig>,
     pub bpffs: PathBuf,
     pub cgroup_root: PathBuf,
 }
@@ -181,6 +186,10 @@ pub struct LogConfig {
 pub struct HttpConfig {
     pub enabled: bool,
     pub listen: SocketAddr,
+    /// The review page ([`crate::approval::web`]).
+    pub web: bool,
+    /// Certificate chain and private key (PEM): TLS on the listener.
+    pub tls: Option<(PathBuf, PathBuf)>,
     pub tokens: Vec<HttpToken>,
 }
 
@@ -230,9 +239,12 @@ impl Default for Config {
             http: HttpConfig {
                 enabled: false,
                 listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+                web: false,
+                tls: None,
                 tokens: Vec::new(),
             },
             webhook: WebhookConfig::default(),
+            slack: None,
             bpffs: DEFAULT_BPFFS.into(),
             cgroup_root: DEFAULT_CGROUP_ROOT.into(),
         }

@@ -7,7 +7,7 @@ use toml::Spanned;
 
 use super::{
     AgentSocketConfig, AuditConfig, Config, HttpConfig, HttpToken, LogConfig, LogFormat,
-    SocketConfig, WebhookConfig,
+    SlackConfig, SocketConfig, WebhookConfig,
     values::{AbsPath, ByteSize, Fsync, Keep, Level, SocketMode, Url},
 };
 
@@ -21,6 +21,7 @@ pub(super) struct RawConfig {
     log: RawLog,
     http: RawHttp,
     webhook: RawWebhook,
+    slack: Option<Spanned<RawSlack>>,
     bpffs: AbsPath,
     cgroup_root: AbsPath,
 }
@@ -70,7 +71,10 @@ struct RawLog {
 #[serde(deny_unknown_fields, default)]
 struct RawHttp {
     enabled: Spanned<bool>,
-    listen: SocketAddr,
+    listen: Spanned<SocketAddr>,
+    web: Spanned<bool>,
+    tls_cert: Option<Spanned<AbsPath>>,
+    tls_key: Option<Spanned<AbsPath>>,
     #[serde(rename = "token")]
     tokens: Vec<RawToken>,
 }
@@ -79,6 +83,22 @@ struct RawHttp {
 #[serde(deny_unknown_fields, default)]
 struct RawWebhook {
     url: Option<Url>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSlack {
+    #[serde(default = "default_slack_api")]
+    api_url: String,
+    channel: String,
+    bot_token_file: AbsPath,
+    signing_secret_file: AbsPath,
+    #[serde(default)]
+    users: std::collections::BTreeMap<String, String>,
+}
+
+fn default_slack_api() -> String {
+    crate::approval::slack::DEFAULT_API_URL.to_owned()
 }
 
 #[derive(Deserialize)]
@@ -99,6 +119,7 @@ impl Default for RawConfig {
             log: RawLog::default(),
             http: RawHttp::default(),
             webhook: RawWebhook::default(),
+            slack: None,
             bpffs: AbsPath(d.bpffs),
             cgroup_root: AbsPath(d.cgroup_root),
         }
@@ -143,7 +164,10 @@ impl Default for RawHttp {
         let d = Config::default().http;
         Self {
             enabled: Spanned::new(0..0, d.enabled),
-            listen: d.listen,
+            listen: Spanned::new(0..0, d.listen),
+            web: Spanned::new(0..0, d.web),
+            tls_cert: None,
+            tls_key: None,
             tokens: Vec::new(),
         }
     }
@@ -197,6 +221,21 @@ impl RawConfig {
                     .to_owned(),
             ));
         }
+        let tls = tls_pair(self.http.tls_cert, self.http.tls_key)?;
+        if *self.http.web.get_ref()
+            && !self.http.listen.get_ref().ip().is_loopback()
+            && tls.is_none()
+        {
+            return Err((
+                self.http.listen.span(),
+                format!(
+                    "the review page (http.web) would be served without TLS on {}, beyond \
+                     loopback: set http.tls_cert and http.tls_key, or listen on 127.0.0.1",
+                    self.http.listen.get_ref()
+                ),
+            ));
+        }
+        let slack = slack(self.slack, *self.http.enabled.get_ref())?;
         Ok(Config {
             policy_dir: self.policy_dir.0,
             audit: AuditConfig {
@@ -220,16 +259,77 @@ impl RawConfig {
             },
             http: HttpConfig {
                 enabled: self.http.enabled.into_inner(),
-                listen: self.http.listen,
+                listen: self.http.listen.into_inner(),
+                web: self.http.web.into_inner(),
+                tls,
                 tokens,
             },
             webhook: WebhookConfig {
                 url: self.webhook.url.map(|u| u.0),
             },
+            slack,
             bpffs: self.bpffs.0,
             cgroup_root: self.cgroup_root.0,
         })
     }
+}
+
+/// Certificate and key files.
+type TlsFiles = (std::path::PathBuf, std::path::PathBuf);
+
+/// `http.tls_cert` and `http.tls_key`: both or neither.
+fn tls_pair(
+    cert: Option<Spanned<AbsPath>>,
+    key: Option<Spanned<AbsPath>>,
+) -> Result<Option<TlsFiles>, (Range<usize>, String)> {
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some((cert.into_inner().0, key.into_inner().0))),
+        (Some(one), None) | (None, Some(one)) => Err((
+            one.span(),
+            "http.tls_cert and http.tls_key go together: set both (TLS) or neither".to_owned(),
+        )),
+    }
+}
+
+/// `[slack]`, which needs the HTTP listener (the clicks arrive there).
+fn slack(
+    raw: Option<Spanned<RawSlack>>,
+    http_enabled: bool,
+) -> Result<Option<SlackConfig>, (Range<usize>, String)> {
+    let Some(raw) = raw else { return Ok(None) };
+    let span = raw.span();
+    let raw = raw.into_inner();
+    if !http_enabled {
+        return Err((
+            span,
+            "[slack] needs the HTTP listener (http.enabled = true): Slack's button clicks \
+             arrive there"
+                .to_owned(),
+        ));
+    }
+    if !(raw.api_url.starts_with("https://") || raw.api_url.starts_with("http://")) {
+        return Err((span, "slack.api_url must be an http(s) URL".to_owned()));
+    }
+    if raw.channel.trim().is_empty() {
+        return Err((span, "slack.channel must name a channel id".to_owned()));
+    }
+    if let Some(name) = raw.users.values().find(|n| !valid_token_name(n)) {
+        return Err((
+            span,
+            format!(
+                "slack.users: reviewer name {name:?} must be 1 to 64 characters of letters, \
+                 digits, `_`, `-` and `.`"
+            ),
+        ));
+    }
+    Ok(Some(SlackConfig {
+        api_url: raw.api_url,
+        channel: raw.channel,
+        bot_token_file: raw.bot_token_file.0,
+        signing_secret_file: raw.signing_secret_file.0,
+        users: raw.users.into_iter().collect(),
+    }))
 }
 
 fn valid_token_name(name: &str) -> bool {

@@ -65,6 +65,10 @@ pub enum DaemonError {
     Io(#[from] std::io::Error),
     #[error("HTTP API: {0}")]
     Tokens(#[from] crate::approval::http::TokenError),
+    #[error("HTTP API: {0}")]
+    Tls(#[from] crate::approval::tls::TlsError),
+    #[error("Slack: {0}")]
+    Slack(#[from] crate::approval::slack::SlackError),
     #[error("HTTP API: cannot listen on {listen}: {source}")]
     Http {
         listen: String,
@@ -137,16 +141,47 @@ fn open_kernel(
     Ok((enforcer, startup, next_ruleset))
 }
 
-/// The HTTP API's tokens and listener, when it is enabled.
+/// The HTTP API's tokens, options (review page, TLS, Slack) and listener, when it is enabled.
+/// Every file (tokens, certificate, key, Slack secrets) is read here: a bad one stops the
+/// daemon at start.
 async fn bind_http(
     config: &Config,
-) -> Result<Option<(crate::approval::http::Tokens, tokio::net::TcpListener)>, DaemonError> {
+) -> Result<
+    Option<(
+        crate::approval::http::Tokens,
+        crate::approval::http::ServeOptions,
+        tokio::net::TcpListener,
+    )>,
+    DaemonError,
+> {
     if !config.http.enabled {
         return Ok(None);
     }
-    let tokens = {
-        let tokens = config.http.tokens.clone();
-        tokio::task::spawn_blocking(move || crate::approval::http::Tokens::load(&tokens)).await??
+    let (tokens, options) = {
+        let http = config.http.clone();
+        let slack = config.slack.clone();
+        tokio::task::spawn_blocking(move || -> Result<_, DaemonError> {
+            let tokens = crate::approval::http::Tokens::load(&http.tokens)?;
+            let tls = match &http.tls {
+                Some((cert, key)) => Some(crate::approval::tls::Tls::load(cert, key)?),
+                None => None,
+            };
+            let slack = match &slack {
+                Some(slack) => Some(Arc::new(crate::approval::slack::SlackInteractions::load(
+                    slack,
+                )?)),
+                None => None,
+            };
+            Ok((
+                tokens,
+                crate::approval::http::ServeOptions {
+                    web: http.web,
+                    tls,
+                    slack,
+                },
+            ))
+        })
+        .await??
     };
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
@@ -154,7 +189,63 @@ async fn bind_http(
             listen: config.http.listen.to_string(),
             source,
         })?;
-    Ok(Some((tokens, listener)))
+    Ok(Some((tokens, options, listener)))
+}
+
+/// The Slack notifier (its bot token read now), when `[slack]` is configured.
+async fn load_slack_notifier(
+    config: &Config,
+) -> Result<Option<crate::approval::slack::SlackNotifier>, DaemonError> {
+    let Some(slack) = config.slack.clone() else {
+        return Ok(None);
+    };
+    Ok(Some(
+        tokio::task::spawn_blocking(move || crate::approval::slack::SlackNotifier::load(&slack))
+            .await??,
+    ))
+}
+
+/// Starts what reviewers reach over the network, once the holds service runs: the webhook's
+/// end-of-hold messages, the Slack notifier, and the HTTP listener (API, review page, Slack's
+/// endpoint).
+fn start_reviewer_channels(
+    config: &Config,
+    service: Arc<dyn crate::approval::ApprovalService>,
+    webhook: Option<crate::approval::webhook::WebhookHandle>,
+    slack: Option<crate::approval::slack::SlackNotifier>,
+    http: Option<(
+        crate::approval::http::Tokens,
+        crate::approval::http::ServeOptions,
+        tokio::net::TcpListener,
+    )>,
+) {
+    if let Some(webhook) = webhook {
+        // The generic webhook also hears how each hold ended.
+        tokio::spawn(webhook.follow_endings(service.subscribe()));
+    }
+    if let Some(slack) = slack {
+        info!("new holds are posted to Slack with buttons");
+        tokio::spawn(slack.run(Arc::clone(&service)));
+    }
+    if let Some((tokens, options, listener)) = http {
+        info!(
+            listen = %config.http.listen, web = options.web, tls = options.tls.is_some(),
+            "HTTP approval API ready"
+        );
+        tokio::spawn(async move {
+            let served = crate::approval::http::serve_with(
+                listener,
+                tokens,
+                service,
+                options,
+                std::future::pending(),
+            )
+            .await;
+            if let Err(err) = served {
+                error!(error = %err, "the HTTP approval API stopped");
+            }
+        });
+    }
 }
 
 /// Binds and serves the agent socket, when it is enabled.
@@ -205,6 +296,8 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Dae
     });
     // Token files are read before anything else starts: a bad one stops the daemon here.
     let http = bind_http(&config).await?;
+    let slack = load_slack_notifier(&config).await?;
+    let webhook_ends = webhook.clone();
     let ring = enforcer.take_events()?;
     let kernel = KernelHandle::spawn(enforcer)?;
     let audit = AuditSink::spawn(audit)?;
@@ -262,15 +355,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Dae
     };
     start_agent_socket(&context).await?;
     tokio::spawn(server::serve(context, listener));
-    if let Some((tokens, listener)) = http {
-        info!(listen = %config.http.listen, "HTTP approval API ready");
-        let service: Arc<dyn crate::approval::ApprovalService> = Arc::new(holds);
-        tokio::spawn(async move {
-            if let Err(err) = crate::approval::http::serve(listener, tokens, service).await {
-                error!(error = %err, "the HTTP approval API stopped");
-            }
-        });
-    }
+    start_reviewer_channels(&config, Arc::new(holds), webhook_ends, slack, http);
     tokio::spawn(events::poll_counters(kernel, audit.clone()));
     // systemd (`Type=notify`, see packaging/jit-agent.service): ready only now, with the
     // programs attached, a policy in the kernel and the sockets answering — so `systemctl start`

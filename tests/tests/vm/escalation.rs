@@ -600,6 +600,20 @@ fn escalation_reviewers_timeouts_and_restart() {
         receiver.bodies.lock().unwrap(),
         daemon.log()
     );
+    // ... and, once approved, how the hold ended.
+    let ended = format!("\"text\":\"jit: request {} approved by ", view.id);
+    assert!(
+        eventually(Duration::from_secs(20), || receiver.received(&ended)),
+        "the webhook receiver got no end message for request {}: {:?}",
+        view.id,
+        receiver.bodies.lock().unwrap()
+    );
+    // The real daemon serves the review page (http.web) from its binary, and only its session
+    // routes without a bearer token.
+    let (status, page) = http("GET", "/", None, None);
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("<script src=\"/ui/app.js\""), "{page}");
+    assert_eq!(http("GET", "/ui/pending", None, None).0, 401);
 
     step("deny by group approver");
     // Deny, by a reviewer who is an approver through the `sre` group.
