@@ -11,6 +11,7 @@ pub mod cgroup;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod metrics;
 pub mod policy;
 pub mod prereq;
 pub mod robust;

@@ -31,6 +31,7 @@
 //! | `http.listen` | `127.0.0.1:7070` | |
 //! | `[[http.token]]` | none | `name`, `token_file` (absolute path) |
 //! | `webhook.url` | none | `https://` (or `http://`) URL notified of each new held action |
+//! | `metrics.listen` | none (off) | address of the Prometheus listener (`/metrics`, `/healthz`), e.g. `127.0.0.1:9464` |
 
 use std::{
     net::SocketAddr,
@@ -121,6 +122,7 @@ pub struct Config {
     pub log: LogConfig,
     pub http: HttpConfig,
     pub webhook: WebhookConfig,
+    pub metrics: MetricsConfig,
     pub bpffs: PathBuf,
     pub cgroup_root: PathBuf,
 }
@@ -189,6 +191,13 @@ pub struct WebhookConfig {
     pub url: Option<WebhookUrl>,
 }
 
+/// `[metrics]`: the Prometheus listener ([`crate::metrics`]), served only when `listen` is set.
+/// It has no authentication: bind it to loopback or a management network.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MetricsConfig {
+    pub listen: Option<SocketAddr>,
+}
+
 /// Command-line flags that override the file. `None` = not given.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Overrides {
@@ -231,6 +240,7 @@ impl Default for Config {
                 tokens: Vec::new(),
             },
             webhook: WebhookConfig::default(),
+            metrics: MetricsConfig::default(),
             bpffs: DEFAULT_BPFFS.into(),
             cgroup_root: DEFAULT_CGROUP_ROOT.into(),
         }

@@ -7,7 +7,7 @@ use toml::Spanned;
 
 use super::{
     AgentSocketConfig, AuditConfig, Config, HttpConfig, HttpToken, LogConfig, LogFormat,
-    SocketConfig, WebhookConfig,
+    MetricsConfig, SocketConfig, WebhookConfig,
     values::{AbsPath, ByteSize, Fsync, Keep, Level, SocketMode, Url},
 };
 
@@ -21,6 +21,7 @@ pub(super) struct RawConfig {
     log: RawLog,
     http: RawHttp,
     webhook: RawWebhook,
+    metrics: RawMetrics,
     bpffs: AbsPath,
     cgroup_root: AbsPath,
 }
@@ -81,6 +82,12 @@ struct RawWebhook {
     url: Option<Url>,
 }
 
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawMetrics {
+    listen: Option<SocketAddr>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawToken {
@@ -99,6 +106,7 @@ impl Default for RawConfig {
             log: RawLog::default(),
             http: RawHttp::default(),
             webhook: RawWebhook::default(),
+            metrics: RawMetrics::default(),
             bpffs: AbsPath(d.bpffs),
             cgroup_root: AbsPath(d.cgroup_root),
         }
@@ -225,6 +233,9 @@ impl RawConfig {
             },
             webhook: WebhookConfig {
                 url: self.webhook.url.map(|u| u.0),
+            },
+            metrics: MetricsConfig {
+                listen: self.metrics.listen,
             },
             bpffs: self.bpffs.0,
             cgroup_root: self.cgroup_root.0,

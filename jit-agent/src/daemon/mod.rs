@@ -8,6 +8,8 @@
 //! - [`policy_store`]: loads, installs and publishes policy snapshots, keeps the last good one;
 //! - [`holds`]: the hold manager (queue, decisions, quorum, timeouts, reconciliation);
 //! - [`history`]: each agent's recent denials and holds, for the agent socket;
+//! - [`metrics_http`]: the Prometheus listener, a reader of [`crate::metrics::Metrics`] (which
+//!   the components above record into) and of the components' state at scrape time;
 //! - the channels, clients of the above: the control socket ([`server`]), the agent socket
 //!   ([`agent_socket`]), the HTTP API and the webhook notifier ([`crate::approval`]).
 mod agent_socket;
@@ -18,6 +20,7 @@ mod history;
 mod holds;
 mod kernel;
 mod last_good;
+mod metrics_http;
 pub mod peer;
 mod policy_store;
 mod server;
@@ -67,6 +70,12 @@ pub enum DaemonError {
     Tokens(#[from] crate::approval::http::TokenError),
     #[error("HTTP API: cannot listen on {listen}: {source}")]
     Http {
+        listen: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("metrics: cannot listen on {listen}: {source}")]
+    Metrics {
         listen: String,
         #[source]
         source: std::io::Error,
@@ -172,6 +181,10 @@ async fn start_agent_socket(context: &Context) -> Result<(), DaemonError> {
 /// # Errors
 /// When the kernel state, the audit log or the socket cannot be set up, or there is no policy
 /// to enforce.
+#[expect(
+    clippy::too_many_lines,
+    reason = "the start-up sequence in its order: each step needs the handles of the ones before"
+)]
 pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), DaemonError> {
     let config = Arc::new(config);
     // Start-up I/O (the audit log's tail and fsync, program loading) on blocking threads too.
@@ -183,6 +196,8 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Dae
         let config = Arc::clone(&config);
         tokio::task::spawn_blocking(move || open_kernel(&config, config_file.as_deref())).await??
     };
+    let metrics = crate::metrics::Metrics::new();
+    let metrics_listener = metrics_http::bind(&config).await?;
     let webhook = config.webhook.url.clone().map(|url| {
         info!(url = %url, "new holds are announced to the webhook");
         crate::approval::webhook::spawn(url, crate::approval::webhook::WebhookOptions::default())
@@ -191,7 +206,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Dae
     let http = bind_http(&config).await?;
     let ring = enforcer.take_events()?;
     let kernel = KernelHandle::spawn(enforcer)?;
-    let audit = AuditSink::spawn(audit)?;
+    let audit = AuditSink::spawn(audit, metrics.clone())?;
     audit.record(RecordBody::DaemonStarted(DaemonStarted {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         pid: std::process::id(),
@@ -201,14 +216,16 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Dae
         kernel.clone(),
         audit.clone(),
         next_ruleset,
+        metrics.clone(),
     );
     let (mut hold_manager, holds) = HoldManager::new(
         kernel.clone(),
         audit.clone(),
         policy.clone(),
-        webhook,
+        webhook.clone(),
         config.audit.path.clone(),
         holds::monotonic_ns(),
+        metrics.clone(),
     );
     let history = history::History::spawn();
     // Events first: whatever the kernel queued while no daemon ran is audited before anything
@@ -219,6 +236,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Dae
         audit.clone(),
         holds.clone(),
         history.clone(),
+        metrics.clone(),
     )?);
 
     if let Err(errors) = policy_owner.start(startup == Startup::Adopted).await {
@@ -231,6 +249,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Dae
     hold_manager.reconcile().await;
     tokio::spawn(hold_manager.run());
 
+    let context_policy = policy.clone();
     let context = Context {
         config: Arc::clone(&config),
         startup,
@@ -254,6 +273,17 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Dae
                 error!(error = %err, "the HTTP approval API stopped");
             }
         });
+    }
+    if let Some(listener) = metrics_listener {
+        let (kernel, bpffs) = (kernel.clone(), config.bpffs.clone());
+        let sources = metrics_http::Sources {
+            metrics,
+            kernel,
+            policy: context_policy,
+            webhook,
+            bpffs,
+        };
+        tokio::spawn(metrics_http::serve(listener, sources));
     }
     tokio::spawn(events::poll_counters(kernel, audit.clone()));
 

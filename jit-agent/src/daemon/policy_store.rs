@@ -191,6 +191,7 @@ pub struct PolicyOwner {
     saved: Option<Vec<(String, String)>>,
     publish: watch::Sender<Arc<PolicySnapshot>>,
     requests: mpsc::UnboundedReceiver<ReloadRequest>,
+    metrics: crate::metrics::Metrics,
 }
 
 impl PolicyOwner {
@@ -201,6 +202,7 @@ impl PolicyOwner {
         kernel: KernelHandle,
         audit: AuditSink,
         next_ruleset: u32,
+        metrics: crate::metrics::Metrics,
     ) -> (Self, PolicyStore) {
         let (publish, snapshot) = watch::channel(Arc::new(PolicySnapshot::empty()));
         let (reloads, requests) = mpsc::unbounded_channel();
@@ -213,6 +215,7 @@ impl PolicyOwner {
             saved: None,
             publish,
             requests,
+            metrics,
         };
         (owner, PolicyStore { snapshot, reloads })
     }
@@ -380,6 +383,7 @@ impl PolicyOwner {
             generation,
             files: files.clone(),
         }));
+        self.metrics.policy_reload(true);
         self.save_last_good(sources).await;
         self.collect_old_rulesets();
         Ok((generation, files))
@@ -387,6 +391,7 @@ impl PolicyOwner {
 
     fn reject(&mut self, trigger: &str, messages: Vec<String>, fingerprint: Fingerprint) -> String {
         let text = messages.join("\n");
+        self.metrics.policy_reload(false);
         self.fingerprint = fingerprint;
         let current = self.current();
         let keeping = current.generation;

@@ -56,6 +56,9 @@ pub struct Held {
     pub justification: Option<Justification>,
     /// Whether reviewers may see it: its audit record is durable (I5).
     pub(super) visible: bool,
+    /// The monotonic clock when it became visible (0 before): the start of the time to
+    /// decision (`crate::metrics`).
+    pub(super) shown_ns: u64,
 }
 
 impl Held {
@@ -84,6 +87,7 @@ impl Held {
             approvals: Vec::new(),
             justification: None,
             visible: false,
+            shown_ns: 0,
         }
     }
 }
