@@ -107,6 +107,14 @@ struct Inner {
     policy_reload_time: Gauge<f64, AtomicU64>,
     programs_attached: Family<ProgramLabels, Gauge>,
     programs_expected: Gauge,
+    export_sent: Family<TargetLabels, Counter>,
+    export_errors: Family<TargetLabels, Counter>,
+    export_dropped: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabels {
+    target: String,
 }
 
 /// The registry handle the components record into; clones share it.
@@ -288,6 +296,25 @@ impl Metrics {
                 "BPF LSM programs this kernel should have attached",
                 Gauge::default(),
             ),
+            export_sent: reg(
+                &mut r,
+                "export_sent",
+                "Audit records sent to the system log, by target (journald, syslog)",
+                Family::default(),
+            ),
+            export_errors: reg(
+                &mut r,
+                "export_errors",
+                "Audit records that could not be sent to the system log, by target (the audit log \
+                 has them)",
+                Family::default(),
+            ),
+            export_dropped: reg(
+                &mut r,
+                "export_dropped",
+                "Audit records the exporter fell behind on and skipped (the audit log has them)",
+                Counter::default(),
+            ),
             registry: r,
         };
         // Both results and all outcomes appear from the start, at zero.
@@ -463,6 +490,31 @@ impl Metrics {
         self.0
             .policy_generation
             .set(i64::try_from(generation).unwrap_or(i64::MAX));
+    }
+
+    /// A record sent to the system log `target`.
+    pub fn export_sent(&self, target: &str) {
+        self.0
+            .export_sent
+            .get_or_create(&TargetLabels {
+                target: target.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A record that could not be sent to `target`.
+    pub fn export_failed(&self, target: &str) {
+        self.0
+            .export_errors
+            .get_or_create(&TargetLabels {
+                target: target.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Records the exporter skipped.
+    pub fn export_dropped(&self, count: u64) {
+        self.0.export_dropped.inc_by(count);
     }
 
     /// Which of the programs this kernel should have are attached, read at scrape time.

@@ -31,6 +31,8 @@
 //! | `http.listen` | `127.0.0.1:7070` | |
 //! | `[[http.token]]` | none | `name`, `token_file` (absolute path) |
 //! | `webhook.url` | none | `https://` (or `http://`) URL notified of each new held action |
+//! | `export.journald` | none (off) | journald's native socket, `/run/systemd/journal/socket`: every audit record also goes to the journal (docs/log-export.md) |
+//! | `export.syslog` | none (off) | `unix:/dev/log` or `udp:IP:PORT`: every audit record also goes to syslog, RFC 5424 |
 //! | `metrics.listen` | none (off) | address of the Prometheus listener (`/metrics`, `/healthz`), e.g. `127.0.0.1:9464` |
 
 use std::{
@@ -123,6 +125,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub webhook: WebhookConfig,
     pub metrics: MetricsConfig,
+    pub export: ExportConfig,
     pub bpffs: PathBuf,
     pub cgroup_root: PathBuf,
 }
@@ -198,6 +201,15 @@ pub struct MetricsConfig {
     pub listen: Option<SocketAddr>,
 }
 
+/// `[export]`: where audit records also go (docs/log-export.md); best effort, the audit log
+/// stays the record of truth.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExportConfig {
+    /// journald's native socket.
+    pub journald: Option<PathBuf>,
+    pub syslog: Option<crate::audit::export::SyslogTarget>,
+}
+
 /// Command-line flags that override the file. `None` = not given.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Overrides {
@@ -241,6 +253,7 @@ impl Default for Config {
             },
             webhook: WebhookConfig::default(),
             metrics: MetricsConfig::default(),
+            export: ExportConfig::default(),
             bpffs: DEFAULT_BPFFS.into(),
             cgroup_root: DEFAULT_CGROUP_ROOT.into(),
         }

@@ -6,8 +6,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    AgentSocketConfig, AuditConfig, Config, HttpConfig, HttpToken, LogConfig, LogFormat,
-    MetricsConfig, SocketConfig, WebhookConfig,
+    AgentSocketConfig, AuditConfig, Config, ExportConfig, HttpConfig, HttpToken, LogConfig,
+    LogFormat, MetricsConfig, SocketConfig, WebhookConfig,
     values::{AbsPath, ByteSize, Fsync, Keep, Level, SocketMode, Url},
 };
 
@@ -22,6 +22,7 @@ pub(super) struct RawConfig {
     http: RawHttp,
     webhook: RawWebhook,
     metrics: RawMetrics,
+    export: RawExport,
     bpffs: AbsPath,
     cgroup_root: AbsPath,
 }
@@ -88,6 +89,23 @@ struct RawMetrics {
     listen: Option<SocketAddr>,
 }
 
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawExport {
+    journald: Option<AbsPath>,
+    syslog: Option<Syslog>,
+}
+
+/// `unix:/ABSOLUTE/PATH` or `udp:IP:PORT`.
+struct Syslog(crate::audit::export::SyslogTarget);
+
+impl<'de> Deserialize<'de> for Syslog {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map(Self).map_err(serde::de::Error::custom)
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawToken {
@@ -107,6 +125,7 @@ impl Default for RawConfig {
             http: RawHttp::default(),
             webhook: RawWebhook::default(),
             metrics: RawMetrics::default(),
+            export: RawExport::default(),
             bpffs: AbsPath(d.bpffs),
             cgroup_root: AbsPath(d.cgroup_root),
         }
@@ -236,6 +255,10 @@ impl RawConfig {
             },
             metrics: MetricsConfig {
                 listen: self.metrics.listen,
+            },
+            export: ExportConfig {
+                journald: self.export.journald.map(|p| p.0),
+                syslog: self.export.syslog.map(|s| s.0),
             },
             bpffs: self.bpffs.0,
             cgroup_root: self.cgroup_root.0,

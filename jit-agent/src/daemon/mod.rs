@@ -16,6 +16,7 @@ mod agent_socket;
 pub mod apply;
 mod audit_sink;
 mod events;
+pub mod export;
 mod history;
 mod holds;
 mod kernel;
@@ -207,6 +208,13 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Dae
     let ring = enforcer.take_events()?;
     let kernel = KernelHandle::spawn(enforcer)?;
     let audit = AuditSink::spawn(audit, metrics.clone())?;
+    let targets = export::ExportTargets {
+        journald: config.export.journald.clone(),
+        syslog: config.export.syslog.clone(),
+    };
+    if !targets.is_empty() {
+        export::spawn(&targets, audit.subscribe(), metrics.clone())?;
+    }
     audit.record(RecordBody::DaemonStarted(DaemonStarted {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         pid: std::process::id(),

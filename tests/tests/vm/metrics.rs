@@ -97,6 +97,9 @@ name = "metrics-agent"
 cgroups = ["{CGROUP}"]
 default = "allow"
 
+[escalation]
+approvers = {{ users = ["root"] }}
+
 [[rule]]
 name = "denied tool"
 op = "exec"
