@@ -12,6 +12,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod gendocs;
+pub mod metrics;
 pub mod policy;
 pub mod prereq;
 pub mod robust;

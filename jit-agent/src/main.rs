@@ -75,9 +75,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// The log: `[log] level`, or `RUST_LOG`'s filter when it is set and valid (README,
+/// "Configuration").
 fn init_logging(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| EnvFilter::default().add_directive(config.log.level.into()));
     let builder = tracing_subscriber::fmt()
-        .with_max_level(config.log.level)
+        .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Json => builder.json().init(),

@@ -62,12 +62,11 @@ pub fn check(cgroup_root: &Path, bpffs: &Path) -> Result<(), PrereqError> {
 }
 
 fn privileges() -> Result<(), PrereqError> {
-    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let effective = status
-        .lines()
-        .find_map(|line| line.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        .unwrap_or(0);
+    // Unreadable: no capabilities assumed, so the check fails with a message rather than the
+    // load failing later without one.
+    let effective = procfs::process::Process::myself()
+        .and_then(|p| p.status())
+        .map_or(0, |s| s.capeff);
     let missing: Vec<&str> = [(CAP_BPF, "CAP_BPF"), (CAP_MAC_ADMIN, "CAP_MAC_ADMIN")]
         .into_iter()
         .filter(|(bit, _)| effective & (1 << bit) == 0)

@@ -188,6 +188,22 @@ pub fn from_hex(hex: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// A duration for people: the two largest units of days, hours, minutes and seconds, without
+/// spaces, as `deny in 1m59s` reads (`45s`, `1m59s`, `2h0m`, `3d4h`).
+#[must_use]
+pub fn human_duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if d > 0 {
+        format!("{d}d{h}h")
+    } else if h > 0 {
+        format!("{h}h{m}m")
+    } else if m > 0 {
+        format!("{m}m{s}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;

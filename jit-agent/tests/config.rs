@@ -64,8 +64,28 @@ fn example_file_parses_to_the_defaults_plus_its_examples() {
     });
     assert_eq!(c, expected);
 
-    // The commented webhook example is valid too.
+    // The commented webhook, metrics and export examples are valid too.
     let text = std::fs::read_to_string(&path).unwrap();
+    let c = Config::parse(
+        &path,
+        &text
+            .replace(
+                "\n# listen = \"127.0.0.1:9464\"",
+                "\nlisten = \"127.0.0.1:9464\"",
+            )
+            .replace("\n# journald = ", "\njournald = ")
+            .replace("\n# syslog = ", "\nsyslog = "),
+    )
+    .unwrap();
+    assert_eq!(c.metrics.listen, Some("127.0.0.1:9464".parse().unwrap()));
+    assert_eq!(
+        c.export.journald.as_deref(),
+        Some(Path::new("/run/systemd/journal/socket"))
+    );
+    assert_eq!(
+        c.export.syslog.map(|s| s.to_string()).as_deref(),
+        Some("unix:/dev/log")
+    );
     assert!(
         text.contains("\n# url = \"https://"),
         "the example lost its webhook url"
@@ -248,7 +268,8 @@ const ERROR_CASES: &[(&str, &str)] = &[
     (
         "policy_dirs = \"/x\"",
         "jit.toml:1:1: unknown field `policy_dirs`, expected one of `policy_dir`, `audit`, \
-             `socket`, `agent_socket`, `log`, `http`, `webhook`, `slack`, `bpffs`, `cgroup_root`",
+             `socket`, `agent_socket`, `log`, `http`, `webhook`, `slack`, `metrics`, `export`, \
+             `bpffs`, `cgroup_root`",
     ),
     (
         "[socket]\npath = \"/run/jit/jit.sock\"\n[agent_socket]\npath = \"/run/jit/jit.sock\"",
@@ -461,4 +482,20 @@ U0ALICE = "alice"
     // Slack without the listener its clicks arrive at.
     let e = err("[slack]\nchannel = \"C1\"\nbot_token_file = \"/b\"\nsigning_secret_file = \"/s\"");
     assert!(e.contains("[slack] needs the HTTP listener"), "{e}");
+}
+
+#[test]
+fn a_bad_syslog_target_is_named_with_its_position() {
+    let path = Path::new("/etc/jit/jit-agent.toml");
+    let err = Config::parse(path, "[export]\nsyslog = \"tcp:1.2.3.4:514\"\n").unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("jit-agent.toml:2:"), "{text}");
+    assert!(
+        text.contains("expected unix:/dev/log or udp:IP:PORT"),
+        "{text}"
+    );
+    let err = Config::parse(path, "[export]\nsyslog = \"unix:dev/log\"\n").unwrap_err();
+    assert!(err.to_string().contains("must be absolute"), "{err}");
+    let c = Config::parse(path, "[export]\nsyslog = \"udp:[::1]:514\"\n").unwrap();
+    assert_eq!(c.export.syslog.unwrap().to_string(), "udp:[::1]:514");
 }

@@ -90,6 +90,14 @@ impl DaemonFiles {
         fs::write(&self.config, config).expect("write config");
     }
 
+    /// Turns the metrics listener on at `listen`. Appends a table: call after the helpers that
+    /// append to `[socket]`.
+    pub fn enable_metrics(&self, listen: &str) {
+        let mut config = fs::read_to_string(&self.config).expect("read config");
+        let _ = write!(config, "\n[metrics]\nlisten = \"{listen}\"\n");
+        fs::write(&self.config, config).expect("write config");
+    }
+
     /// Writes (or replaces) policy file `name` atomically, as an editor saving it would.
     pub fn write_policy(&self, name: &str, text: &str) {
         let tmp = self.dir.join(format!(".{name}.tmp"));

@@ -114,7 +114,7 @@ pub fn review_card(r: &PendingView) -> String {
             .map_or_else(|| "?".to_owned(), |s| escape(s).into_owned())
     };
     let mut card = format!(
-        "{}  {} {} {}{}  (agent {}, pid {}, user {}, held {}s, {} in {}s)",
+        "{}  {} {} {}{}  (agent {}, pid {}, user {}, held {}, {} in {})",
         r.id,
         escape(&r.op),
         r.shown_path(),
@@ -128,9 +128,9 @@ pub fn review_card(r: &PendingView) -> String {
         escape(&r.agent),
         r.pid,
         opt(&r.user),
-        r.age_secs,
+        crate::text::human_duration(r.age_secs),
         escape(&r.on_timeout),
-        r.timeout_in_secs
+        crate::text::human_duration(r.timeout_in_secs)
     );
     if let Some(argv) = &r.exec_argv {
         let _ = write!(card, "\n    runs: {}", argv_line(argv));

@@ -1,7 +1,8 @@
 //! `jitctl`: run a command as an agent, inspect the daemon, check and reload policies, read and
 //! verify the audit trail. See the README, "jitctl".
 use std::{
-    io::{BufRead as _, BufReader, Seek as _, SeekFrom},
+    collections::HashMap,
+    io::{IsTerminal as _, Write as _},
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Command, ExitCode},
@@ -10,10 +11,11 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use clap::{CommandFactory as _, Parser, Subcommand};
+use jiff::Timestamp;
 use jit_agent::{
     approval::ReviewAction,
     audit::{
-        self,
+        self, AuditFilter, AuditReader, Record, RecordBody,
         checkpoint::{checkpoint_path, read_checkpoint},
         table, verify, verify_with_checkpoint,
     },
@@ -37,8 +39,18 @@ struct Cli {
     /// The daemon's control socket (default: from the config, else /run/jit/jit.sock).
     #[arg(long, global = true, value_name = "PATH")]
     socket: Option<PathBuf>,
+    /// Colour: `auto` (on a terminal, unless `NO_COLOR` is set), `always` or `never`.
+    #[arg(long, global = true, value_name = "WHEN", default_value = "auto")]
+    color: ColorWhen,
     #[command(subcommand)]
     command: Cmd,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ColorWhen {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Subcommand)]
@@ -48,6 +60,9 @@ enum Cmd {
     Run {
         #[arg(long, value_name = "NAME")]
         agent: String,
+        /// Say why it failed as JSON (`{"error": ...}`); on success CMD runs as usual.
+        #[arg(long)]
+        json: bool,
         /// The command and its arguments.
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<String>,
@@ -71,18 +86,27 @@ enum Cmd {
         /// Why (recorded in the audit log).
         #[arg(long)]
         reason: Option<String>,
+        /// Print the outcome as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Deny held action ID: it fails with EPERM and the process continues.
     Deny {
         id: u64,
         #[arg(long)]
         reason: Option<String>,
+        /// Print the outcome as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Kill the process of held action ID.
     Kill {
         id: u64,
         #[arg(long)]
         reason: Option<String>,
+        /// Print the outcome as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// The daemon's state: programs, agents, policy generation, counters.
     Status {
@@ -104,11 +128,12 @@ enum Cmd {
         #[command(subcommand)]
         command: AgentCmd,
     },
-    /// Print the audit log (a table by default), or verify its hash chain.
+    /// Print the audit log, its rotated files first (a table by default), or verify its hash
+    /// chain.
     Audit {
         #[command(subcommand)]
         verify: Option<AuditCmd>,
-        /// Keep printing new records as they are written.
+        /// Keep printing new records as they are written, across rotations.
         #[arg(long)]
         follow: bool,
         /// Print the records as they are stored (JSON Lines).
@@ -117,7 +142,60 @@ enum Cmd {
         /// The log to read (default: from the config, else /var/log/jit/audit.jsonl).
         #[arg(long, value_name = "FILE")]
         file: Option<PathBuf>,
+        #[command(flatten)]
+        filter: FilterArgs,
     },
+}
+
+/// `jitctl audit`'s filters; each given must match (records without the field do not).
+#[derive(clap::Args)]
+struct FilterArgs {
+    /// Records about agent NAME.
+    #[arg(long, value_name = "NAME")]
+    agent: Option<String>,
+    /// Records about operation OP (exec, write, ...).
+    #[arg(long, value_name = "OP")]
+    op: Option<String>,
+    /// Kernel records whose policy decision or enforcement is DECISION (allow, audit, hold,
+    /// deny), and reviewers' answers that are DECISION (approve, deny, kill).
+    #[arg(long, value_name = "DECISION")]
+    decision: Option<String>,
+    /// Records written at or after TIME: RFC 3339 (`2026-12-01T05:00:00Z`) or a duration ago
+    /// (`15m`, `2h`).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    since: Option<Timestamp>,
+    /// Records written before TIME (as for --since).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    until: Option<Timestamp>,
+    /// Records of held action (request) ID.
+    #[arg(long, value_name = "ID")]
+    request: Option<u64>,
+}
+
+impl From<FilterArgs> for AuditFilter {
+    fn from(f: FilterArgs) -> Self {
+        Self {
+            agent: f.agent,
+            op: f.op,
+            decision: f.decision,
+            since: f.since,
+            until: f.until,
+            request: f.request,
+        }
+    }
+}
+
+fn parse_time(s: &str) -> Result<Timestamp, String> {
+    if let Ok(t) = s.parse::<Timestamp>() {
+        return Ok(t);
+    }
+    let ago = humantime::parse_duration(s).map_err(|_| {
+        format!("{s:?}: expected an RFC 3339 time (2026-12-01T05:00:00Z) or a duration ago (15m)")
+    })?;
+    let ago = jiff::SignedDuration::try_from(ago).map_err(|e| format!("{s:?}: {e}"))?;
+    Timestamp::now()
+        .checked_sub(ago)
+        .map_err(|e| format!("{s:?}: {e}"))
 }
 
 #[derive(Subcommand)]
@@ -138,7 +216,12 @@ enum AgentCmd {
     },
     /// Tell the reviewers why held action ID is needed (shown to them marked as
     /// agent-provided, and audited). At most 500 bytes; a few per minute.
-    Justify { id: u64, text: String },
+    Justify {
+        id: u64,
+        text: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -146,7 +229,11 @@ enum PolicyCmd {
     #[command(flatten)]
     Tool(PolicyTool),
     /// Make the daemon re-read its policy directory now.
-    Reload,
+    Reload {
+        /// Print the generation and files as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -162,7 +249,54 @@ enum AuditCmd {
         /// Check the chain only: a cut-off end cannot be detected then.
         #[arg(long)]
         no_checkpoint: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
     },
+}
+
+impl Cmd {
+    /// Whether the command was asked for JSON: then errors are JSON too.
+    fn json(&self) -> bool {
+        match self {
+            Self::Run { json, .. }
+            | Self::Pending { json }
+            | Self::Approve { json, .. }
+            | Self::Deny { json, .. }
+            | Self::Kill { json, .. }
+            | Self::Status { json }
+            | Self::Audit {
+                verify: None, json, ..
+            }
+            | Self::Audit {
+                verify: Some(AuditCmd::Verify { json, .. }),
+                ..
+            }
+            | Self::Policy {
+                command: PolicyCmd::Reload { json },
+            } => *json,
+            Self::Agent { command, .. } => match command {
+                AgentCmd::Why { json, .. }
+                | AgentCmd::Pending { json }
+                | AgentCmd::Justify { json, .. } => *json,
+            },
+            Self::Policy {
+                command: PolicyCmd::Tool(tool),
+            } => tool.json(),
+        }
+    }
+}
+
+/// Whether to colour: `--color`, else a terminal without `NO_COLOR` (no-color.org).
+fn colour(when: ColorWhen) -> bool {
+    match when {
+        ColorWhen::Always => true,
+        ColorWhen::Never => false,
+        ColorWhen::Auto => {
+            std::io::stdout().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -170,8 +304,22 @@ fn main() -> ExitCode {
         return code;
     }
     let cli = Cli::parse();
+    // Diagnostics on stderr, as RUST_LOG says (default: warnings only).
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let json = cli.command.json();
     match run(cli) {
         Ok(code) => code,
+        Err(err) if json => {
+            println!("{}", serde_json::json!({ "error": format!("{err:#}") }));
+            ExitCode::FAILURE
+        }
         Err(err) => {
             eprintln!("jitctl: {err:#}");
             ExitCode::FAILURE
@@ -182,9 +330,11 @@ fn main() -> ExitCode {
 fn run(mut cli: Cli) -> Result<ExitCode> {
     cli.config = Config::file_to_read(cli.config.as_deref());
     let config = Config::resolve(cli.config.as_deref(), Overrides::default())?;
+    tracing::debug!(config = ?cli.config, socket = %config.socket.path.display(), "config resolved");
+    let colour = colour(cli.color);
     let socket = cli.socket.unwrap_or_else(|| config.socket.path.clone());
     match cli.command {
-        Cmd::Run { agent, command } => run_as(&socket, &config, &agent, &command),
+        Cmd::Run { agent, command, .. } => run_as(&socket, &config, &agent, &command),
         Cmd::Agent {
             agent_socket,
             command,
@@ -198,13 +348,14 @@ fn run(mut cli: Cli) -> Result<ExitCode> {
                 .unwrap_or_else(|| config.agent_socket.path.clone());
             agent(&path, &command)
         }
-        Cmd::Status { json } => status(&socket, json),
+        Cmd::Status { json } => status(&socket, json, colour),
         Cmd::Pending { json } => pending(&socket, json),
         Cmd::Approve {
             id,
             once,
             for_,
             reason,
+            json,
         } => decide(
             &socket,
             id,
@@ -213,9 +364,10 @@ fn run(mut cli: Cli) -> Result<ExitCode> {
                 for_secs: for_.map(|d| d.as_secs().max(1)),
             },
             reason,
+            json,
         ),
-        Cmd::Deny { id, reason } => decide(&socket, id, ReviewAction::Deny, reason),
-        Cmd::Kill { id, reason } => decide(&socket, id, ReviewAction::Kill, reason),
+        Cmd::Deny { id, reason, json } => decide(&socket, id, ReviewAction::Deny, reason, json),
+        Cmd::Kill { id, reason, json } => decide(&socket, id, ReviewAction::Kill, reason, json),
         Cmd::Policy {
             command: PolicyCmd::Tool(tool),
         } => cli::run(
@@ -226,8 +378,15 @@ fn run(mut cli: Cli) -> Result<ExitCode> {
             },
         ),
         Cmd::Policy {
-            command: PolicyCmd::Reload,
+            command: PolicyCmd::Reload { json },
         } => match call(&socket, &Request::Reload)? {
+            Response::Reloaded { generation, files } if json => {
+                println!(
+                    "{}",
+                    serde_json::json!({ "generation": generation, "files": files })
+                );
+                Ok(ExitCode::SUCCESS)
+            }
             Response::Reloaded { generation, files } => {
                 println!(
                     "policy generation {generation} loaded from {}",
@@ -243,6 +402,7 @@ fn run(mut cli: Cli) -> Result<ExitCode> {
                     files,
                     checkpoint,
                     no_checkpoint,
+                    json,
                 }),
             ..
         } => Ok(verify_audit(
@@ -250,13 +410,23 @@ fn run(mut cli: Cli) -> Result<ExitCode> {
             files,
             checkpoint.as_deref(),
             no_checkpoint,
+            json,
         )),
         Cmd::Audit {
             verify: None,
             follow,
             json,
             file,
-        } => audit(&file.unwrap_or(config.audit.path), follow, json),
+            filter,
+        } => {
+            let output = AuditOutput { json, colour };
+            audit(
+                &file.unwrap_or(config.audit.path),
+                follow,
+                &filter.into(),
+                output,
+            )
+        }
     }
 }
 
@@ -266,7 +436,66 @@ fn verify_audit(
     files: Vec<PathBuf>,
     checkpoint: Option<&Path>,
     no_checkpoint: bool,
+    json: bool,
 ) -> ExitCode {
+    let mut report = VerifyReport::default();
+    let ok = verify_report(config, files, checkpoint, no_checkpoint, &mut report);
+    if json {
+        report.ok = ok;
+        match serde_json::to_string_pretty(&report) {
+            Ok(text) => println!("{text}"),
+            Err(err) => eprintln!("jitctl: {err}"),
+        }
+    } else {
+        for line in &report.messages {
+            println!("{line}");
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// What `jitctl audit verify` found: the text lines it prints, and for `--json` the facts.
+#[derive(Default, serde::Serialize)]
+struct VerifyReport {
+    ok: bool,
+    files: Vec<PathBuf>,
+    records: u64,
+    head_seq: Option<u64>,
+    head_hash: Option<String>,
+    anchored: Option<bool>,
+    checkpoint: Option<PathBuf>,
+    /// Records written after the checkpoint.
+    ahead: Option<u64>,
+    rotated_through: Option<u64>,
+    /// Why it is broken.
+    error: Option<String>,
+    messages: Vec<String>,
+}
+
+impl VerifyReport {
+    fn say(&mut self, text: String) {
+        self.messages.push(text);
+    }
+
+    fn broken(&mut self, text: String) -> bool {
+        self.messages.push(format!("BROKEN: {text}"));
+        self.error = Some(text);
+        false
+    }
+}
+
+/// Verifies and fills `report`; true when the chain is intact.
+fn verify_report(
+    config: &Config,
+    files: Vec<PathBuf>,
+    checkpoint: Option<&Path>,
+    no_checkpoint: bool,
+    report: &mut VerifyReport,
+) -> bool {
     let defaulted = files.is_empty();
     let files = if defaulted {
         audit::chain_files(&config.audit.path, config.audit.keep)
@@ -274,11 +503,10 @@ fn verify_audit(
         files
     };
     let Some(last) = files.last() else {
-        println!(
-            "BROKEN: no audit log at {} (nor rotated files)",
+        return report.broken(format!(
+            "no audit log at {} (nor rotated files)",
             config.audit.path.display()
-        );
-        return ExitCode::FAILURE;
+        ));
     };
     // The daemon's own log must have its checkpoint; for other files it is used when present.
     let own_log = defaulted || *last == config.audit.path;
@@ -294,31 +522,35 @@ fn verify_audit(
             Ok(Some(c)) => Some(c),
             Ok(None) if checkpoint.is_none() && !own_log => None,
             Ok(None) => {
-                println!(
-                    "BROKEN: the checkpoint {} does not exist: whether the end of the log was cut \
-                     off cannot be told (--no-checkpoint checks the chain alone)",
+                return report.broken(format!(
+                    "the checkpoint {} does not exist: whether the end of the log was cut off \
+                     cannot be told (--no-checkpoint checks the chain alone)",
                     path.display()
-                );
-                return ExitCode::FAILURE;
+                ));
             }
-            Err(err) => {
-                println!("BROKEN: reading the checkpoint: {err}");
-                return ExitCode::FAILURE;
-            }
+            Err(err) => return report.broken(format!("reading the checkpoint: {err}")),
         },
     };
+    report.files.clone_from(&files);
+    report.checkpoint.clone_from(&checkpoint_file);
     let result = match &checkpoint {
         Some(c) => verify_with_checkpoint(&files, c).map(|(s, ahead)| (s, Some(ahead))),
         None => verify(&files).map(|s| (s, None)),
     };
     match result {
         Ok((summary, ahead)) => {
-            println!(
+            report.records = summary.records;
+            report.head_seq = Some(summary.head.seq);
+            report.head_hash = Some(summary.head.hash.clone());
+            report.anchored = Some(summary.anchored);
+            report.ahead = ahead;
+            report.rotated_through = checkpoint.as_ref().map(|c| c.rotated_through);
+            report.say(format!(
                 "ok: {} records in {} files, chain intact; last record seq {} hash {}",
                 summary.records, summary.files, summary.head.seq, summary.head.hash
-            );
+            ));
             match (ahead, &checkpoint_file) {
-                (Some(ahead), Some(path)) => println!(
+                (Some(ahead), Some(path)) => report.say(format!(
                     "checkpoint {}: the log reaches it{}",
                     path.display(),
                     if ahead > 0 {
@@ -326,29 +558,28 @@ fn verify_audit(
                     } else {
                         String::new()
                     }
-                ),
-                _ => println!(
+                )),
+                _ => report.say(
                     "note: no checkpoint compared: records cut off the end of the log would not \
                      show"
+                        .to_owned(),
                 ),
             }
             if let Some(c) = checkpoint.as_ref().filter(|c| c.rotated_through > 0) {
-                println!(
+                report.say(format!(
                     "note: records up to seq {} were rotated away by the writer (audit.keep)",
                     c.rotated_through
-                );
+                ));
             } else if !summary.anchored {
-                println!(
+                report.say(
                     "note: the chain does not start at its first record (older files not \
                      given or rotated away): the first record's link was not checked"
+                        .to_owned(),
                 );
             }
-            ExitCode::SUCCESS
+            true
         }
-        Err(err) => {
-            println!("BROKEN: {err}");
-            ExitCode::FAILURE
-        }
+        Err(err) => report.broken(err.to_string()),
     }
 }
 
@@ -400,12 +631,12 @@ fn agent(socket: &Path, command: &AgentCmd) -> Result<ExitCode> {
     let (request, json) = match command {
         AgentCmd::Why { last, json } => (AgentRequest::Why { last: Some(*last) }, *json),
         AgentCmd::Pending { json } => (AgentRequest::Pending, *json),
-        AgentCmd::Justify { id, text } => (
+        AgentCmd::Justify { id, text, json } => (
             AgentRequest::Justify {
                 id: *id,
                 text: text.clone(),
             },
-            false,
+            *json,
         ),
     };
     let response = agent_api::call(socket, &request, Duration::from_secs(30))?;
@@ -453,15 +684,15 @@ fn agent(socket: &Path, command: &AgentCmd) -> Result<ExitCode> {
             }
             for h in holds {
                 println!(
-                    "{}  {} {} {}  (pid {}, held {}s, {} in {}s)",
+                    "{}  {} {} {}  (pid {}, held {}, {} in {})",
                     h.id,
                     escape(&h.op),
                     escaped(&h.path),
                     rule(&h.rule),
                     h.pid,
-                    h.age_secs,
+                    human_duration(h.age_secs),
                     escape(&h.on_timeout),
-                    h.timeout_in_secs
+                    human_duration(h.timeout_in_secs)
                 );
                 if let Some(hint) = &h.hint {
                     println!("    hint: {}", escape(hint));
@@ -487,8 +718,13 @@ fn decide(
     id: u64,
     action: ReviewAction,
     reason: Option<String>,
+    json: bool,
 ) -> Result<ExitCode> {
     match call(socket, &Request::Decide { id, action, reason })? {
+        Response::Decided(d) if json => {
+            println!("{}", serde_json::to_string(&d)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Response::Decided(d) if d.approvals_missing > 0 => {
             println!(
                 "{}: approval recorded; {} more approval(s) needed",
@@ -523,7 +759,7 @@ fn pending(socket: &Path, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn status(socket: &Path, json: bool) -> Result<ExitCode> {
+fn status(socket: &Path, json: bool, colour: bool) -> Result<ExitCode> {
     let s = match call(socket, &Request::Status)? {
         Response::Status(s) => s,
         other => return fail(other),
@@ -551,7 +787,8 @@ fn status(socket: &Path, json: bool) -> Result<ExitCode> {
     }
     if let Some(err) = &s.policy_error {
         println!(
-            "last reload REJECTED (the policy above stays in force):\n  {}",
+            "{} (the policy above stays in force):\n  {}",
+            paint(colour, RED, "last reload REJECTED"),
             err.replace('\n', "\n  ")
         );
     }
@@ -575,30 +812,103 @@ fn status(socket: &Path, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn audit(path: &Path, follow: bool, json: bool) -> Result<ExitCode> {
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut reader = BufReader::new(file);
-    if !json {
-        println!("{}", table::table_header());
+/// How `jitctl audit` prints.
+#[derive(Clone, Copy)]
+struct AuditOutput {
+    json: bool,
+    colour: bool,
+}
+
+const RED: &str = "\x1b[31m";
+const YELLOW: &str = "\x1b[33m";
+const GREEN: &str = "\x1b[32m";
+
+fn paint(colour: bool, code: &str, text: &str) -> String {
+    if colour {
+        format!("{code}{text}\x1b[0m")
+    } else {
+        text.to_owned()
     }
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        let n = reader.read_until(b'\n', &mut line)?;
-        if n == 0 || line.last() != Some(&b'\n') {
-            if !follow {
-                return Ok(ExitCode::SUCCESS);
-            }
-            // A partial line is re-read once complete.
-            reader.seek(SeekFrom::Current(-i64::try_from(n)?))?;
-            std::thread::sleep(Duration::from_millis(200));
+}
+
+/// The colour of a record's row: denials and kills red, holds yellow, approvals green.
+fn row_colour(record: &Record) -> Option<&'static str> {
+    match &record.body {
+        RecordBody::Kernel(k) if k.enforced == "deny" || k.decision == "deny" => Some(RED),
+        RecordBody::Kernel(k) if k.kind == "hold" => Some(YELLOW),
+        RecordBody::Approval(a) => Some(match a.decision.name() {
+            "approve" => GREEN,
+            _ => RED,
+        }),
+        RecordBody::PolicyRejected(_)
+        | RecordBody::EventsDropped(_)
+        | RecordBody::AuditRefused(_)
+        | RecordBody::AuditCut(_) => Some(RED),
+        _ => None,
+    }
+}
+
+/// `1m59s`: the two largest units, as `deny in 1m59s` reads.
+fn human_duration(secs: u64) -> String {
+    jit_agent::text::human_duration(secs)
+}
+
+/// `jitctl audit`: the log's files in chain order, filtered; with `follow`, forever.
+fn audit(path: &Path, follow: bool, filter: &AuditFilter, output: AuditOutput) -> Result<ExitCode> {
+    let mut reader = AuditReader::open(path, follow, Duration::from_millis(200))
+        .with_context(|| format!("reading {}", path.display()))?;
+    let mut out = std::io::stdout().lock();
+    if !output.json {
+        writeln!(out, "{}", table::table_header())?;
+    }
+    // When each hold was recorded: its answer's row says how long the reviewers took.
+    let mut held_at: HashMap<u64, Timestamp> = HashMap::new();
+    while let Some(line) = reader.next_line()? {
+        let record = Record::from_line(&line).ok();
+        if let Some(RecordBody::Kernel(k)) = record.as_ref().map(|r| &r.body)
+            && k.kind == "hold"
+            && let Some(id) = k.request_id
+        {
+            held_at.insert(id, record.as_ref().map_or_else(Timestamp::now, |r| r.time));
+        }
+        let shown = match &record {
+            Some(r) => filter.matches(r),
+            // A line that is not a record is shown only when nothing is filtered.
+            None => filter.is_empty(),
+        };
+        if !shown {
             continue;
         }
-        let record = &line[..line.len() - 1];
-        if json {
-            println!("{}", String::from_utf8_lossy(record));
+        if output.json {
+            out.write_all(&line)?;
+            out.write_all(b"\n")?;
         } else {
-            println!("{}", table::format_line(record));
+            let Some(record) = record else {
+                writeln!(out, "{}", table::format_line(&line))?;
+                continue;
+            };
+            let mut row = table::format_row(&record);
+            let answered = match &record.body {
+                RecordBody::Approval(a) if a.approvals_missing == 0 => {
+                    Some((a.request_id, a.decision.name()))
+                }
+                RecordBody::HoldEnded(h) => Some((h.request_id, "ended")),
+                _ => None,
+            };
+            if let Some((id, what)) = answered
+                && let Some(at) = held_at.remove(&id)
+            {
+                let secs = u64::try_from(record.time.duration_since(at).as_secs()).unwrap_or(0);
+                row = format!("{}  ({what} in {})", row.trim_end(), human_duration(secs));
+            }
+            match row_colour(&record) {
+                Some(code) if output.colour => writeln!(out, "{}", paint(true, code, &row))?,
+                _ => writeln!(out, "{row}")?,
+            }
+        }
+        if follow {
+            out.flush()?;
         }
     }
+    Ok(ExitCode::SUCCESS)
 }

@@ -34,6 +34,9 @@
 //! | `[[http.token]]` | none | `name`, `token_file` (absolute path) |
 //! | `[slack]` | none | `channel`, `bot_token_file`, `signing_secret_file`, `api_url`, `[slack.users]` (needs `http.enabled`) |
 //! | `webhook.url` | none | `https://` (or `http://`) URL notified of each new held action |
+//! | `export.journald` | none (off) | journald's native socket, `/run/systemd/journal/socket`: every audit record also goes to the journal (docs/log-export.md) |
+//! | `export.syslog` | none (off) | `unix:/dev/log` or `udp:IP:PORT`: every audit record also goes to syslog, RFC 5424 |
+//! | `metrics.listen` | none (off) | address of the Prometheus listener (`/metrics`, `/healthz`), e.g. `127.0.0.1:9464` |
 
 use std::{
     net::SocketAddr,
@@ -128,6 +131,8 @@ pub struct Config {
     pub webhook: WebhookConfig,
     /// `[slack]`: interactive approvals in Slack ([`crate::approval::slack`]).
     pub slack: Option<SlackConfig>,
+    pub metrics: MetricsConfig,
+    pub export: ExportConfig,
     pub bpffs: PathBuf,
     pub cgroup_root: PathBuf,
 }
@@ -200,6 +205,22 @@ pub struct WebhookConfig {
     pub url: Option<WebhookUrl>,
 }
 
+/// `[metrics]`: the Prometheus listener ([`crate::metrics`]), served only when `listen` is set.
+/// It has no authentication: bind it to loopback or a management network.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MetricsConfig {
+    pub listen: Option<SocketAddr>,
+}
+
+/// `[export]`: where audit records also go (docs/log-export.md); best effort, the audit log
+/// stays the record of truth.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExportConfig {
+    /// journald's native socket.
+    pub journald: Option<PathBuf>,
+    pub syslog: Option<crate::audit::export::SyslogTarget>,
+}
+
 /// Command-line flags that override the file. `None` = not given.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Overrides {
@@ -245,6 +266,8 @@ impl Default for Config {
             },
             webhook: WebhookConfig::default(),
             slack: None,
+            metrics: MetricsConfig::default(),
+            export: ExportConfig::default(),
             bpffs: DEFAULT_BPFFS.into(),
             cgroup_root: DEFAULT_CGROUP_ROOT.into(),
         }

@@ -6,8 +6,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    AgentSocketConfig, AuditConfig, Config, HttpConfig, HttpToken, LogConfig, LogFormat,
-    SlackConfig, SocketConfig, WebhookConfig,
+    AgentSocketConfig, AuditConfig, Config, ExportConfig, HttpConfig, HttpToken, LogConfig,
+    LogFormat, MetricsConfig, SlackConfig, SocketConfig, WebhookConfig,
     values::{AbsPath, ByteSize, Fsync, Keep, Level, SocketMode, Url},
 };
 
@@ -22,6 +22,8 @@ pub(super) struct RawConfig {
     http: RawHttp,
     webhook: RawWebhook,
     slack: Option<Spanned<RawSlack>>,
+    metrics: RawMetrics,
+    export: RawExport,
     bpffs: AbsPath,
     cgroup_root: AbsPath,
 }
@@ -85,6 +87,29 @@ struct RawWebhook {
     url: Option<Url>,
 }
 
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawMetrics {
+    listen: Option<SocketAddr>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawExport {
+    journald: Option<AbsPath>,
+    syslog: Option<Syslog>,
+}
+
+/// `unix:/ABSOLUTE/PATH` or `udp:IP:PORT`.
+struct Syslog(crate::audit::export::SyslogTarget);
+
+impl<'de> Deserialize<'de> for Syslog {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map(Self).map_err(serde::de::Error::custom)
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSlack {
@@ -120,6 +145,8 @@ impl Default for RawConfig {
             http: RawHttp::default(),
             webhook: RawWebhook::default(),
             slack: None,
+            metrics: RawMetrics::default(),
+            export: RawExport::default(),
             bpffs: AbsPath(d.bpffs),
             cgroup_root: AbsPath(d.cgroup_root),
         }
@@ -175,6 +202,10 @@ impl Default for RawHttp {
 
 impl RawConfig {
     /// Checks what involves several keys; single values were checked while parsing.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one section after the other, each short; the whole config in one place"
+    )]
     pub(super) fn validate(self) -> Result<Config, (Range<usize>, String)> {
         if let Some(group) = &self.socket.group
             && group.get_ref().is_empty()
@@ -268,6 +299,13 @@ impl RawConfig {
                 url: self.webhook.url.map(|u| u.0),
             },
             slack,
+            metrics: MetricsConfig {
+                listen: self.metrics.listen,
+            },
+            export: ExportConfig {
+                journald: self.export.journald.map(|p| p.0),
+                syslog: self.export.syslog.map(|s| s.0),
+            },
             bpffs: self.bpffs.0,
             cgroup_root: self.cgroup_root.0,
         })

@@ -16,7 +16,10 @@ use jiff::Timestamp;
 use tokio::sync::{broadcast, oneshot};
 use tracing::error;
 
-use crate::audit::{AuditWriter, FsyncPolicy, RecordBody};
+use crate::{
+    audit::{AuditWriter, FsyncPolicy, RecordBody},
+    metrics::Metrics,
+};
 
 /// Most records written before one commit: bounds how long the first record of a flood waits.
 const MAX_BATCH: usize = 4096;
@@ -48,13 +51,13 @@ impl AuditSink {
     ///
     /// # Errors
     /// When the thread cannot be started.
-    pub fn spawn(writer: AuditWriter) -> std::io::Result<Self> {
+    pub fn spawn(writer: AuditWriter, metrics: Metrics) -> std::io::Result<Self> {
         let (queue, receiver) = mpsc::channel();
         let lines = broadcast::channel(1024).0;
         let followers = lines.clone();
         thread::Builder::new()
             .name("jit-audit".to_owned())
-            .spawn(move || run(writer, &receiver, &followers))?;
+            .spawn(move || run(writer, &receiver, &followers, &metrics))?;
         Ok(Self { queue, lines })
     }
 
@@ -107,6 +110,7 @@ fn run(
     mut writer: AuditWriter,
     receiver: &mpsc::Receiver<Message>,
     followers: &broadcast::Sender<String>,
+    metrics: &Metrics,
 ) {
     let interval = match writer.options().fsync {
         FsyncPolicy::Interval(every) => Some(every),
@@ -119,6 +123,7 @@ fn run(
                 Ok(message) => message,
                 Err(RecvTimeoutError::Timeout) => {
                     if let Err(err) = writer.sync_if_due() {
+                        metrics.audit_sync_failed();
                         error!(error = %err, "syncing the audit log failed");
                     }
                     continue;
@@ -137,7 +142,10 @@ fn run(
                 Err(_) => break,
             }
         }
+        let started = std::time::Instant::now();
         let mut written = Vec::new();
+        let mut write_errors = 0u64;
+        let mut commit_failed = false;
         let mut waiting = Vec::new();
         for message in batch.drain(..) {
             match message {
@@ -148,12 +156,16 @@ fn run(
                 } => {
                     match writer.append_unsynced(body, time) {
                         Ok(appended) => written.push(appended.line),
-                        Err(err) => error!(error = %err, "writing the audit log failed"),
+                        Err(err) => {
+                            write_errors += 1;
+                            error!(error = %err, "writing the audit log failed");
+                        }
                     }
                     waiting.extend(durable);
                 }
                 Message::Flush(done) => {
                     if let Err(err) = writer.sync() {
+                        commit_failed = true;
                         error!(error = %err, "syncing the audit log failed");
                     }
                     waiting.push(done);
@@ -161,8 +173,15 @@ fn run(
             }
         }
         if let Err(err) = writer.commit() {
+            commit_failed = true;
             error!(error = %err, "syncing the audit log failed");
         }
+        metrics.audit_batch(
+            written.len() as u64,
+            write_errors,
+            commit_failed,
+            started.elapsed(),
+        );
         for done in waiting {
             let _ = done.send(());
         }
@@ -172,6 +191,42 @@ fn run(
         }
     }
     if let Err(err) = writer.sync() {
+        metrics.audit_sync_failed();
         error!(error = %err, "syncing the audit log at exit failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        audit::{AuditOptions, record::DaemonStopped},
+        metrics::{Metrics, tests::sample},
+    };
+
+    /// The real sink, the real writer, a real file: the metrics count what was committed.
+    #[tokio::test(flavor = "current_thread")]
+    async fn metrics_count_committed_records_and_time_the_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = AuditWriter::open(AuditOptions::new(dir.path().join("audit.jsonl"))).unwrap();
+        let metrics = Metrics::new();
+        let sink = AuditSink::spawn(writer, metrics.clone()).unwrap();
+        for _ in 0..5 {
+            sink.record_durable(RecordBody::DaemonStopped(DaemonStopped {
+                reason: "test".to_owned(),
+            }))
+            .await;
+        }
+        let text = metrics.encode();
+        assert_eq!(sample(&text, "jit_audit_records_total", &[]), Some(5.0));
+        assert_eq!(
+            sample(&text, "jit_audit_fsync_errors_total", &[]),
+            Some(0.0)
+        );
+        let commits = sample(&text, "jit_audit_write_seconds_count", &[]).unwrap();
+        assert!((1.0..=5.0).contains(&commits), "{commits} commits");
+        assert!(sample(&text, "jit_audit_write_seconds_sum", &[]).unwrap() > 0.0);
+        let lines = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+        assert_eq!(lines.lines().count(), 5);
     }
 }

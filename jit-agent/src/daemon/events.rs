@@ -39,6 +39,7 @@ pub fn read_events(
     audit: AuditSink,
     holds: Holds,
     history: super::history::History,
+    metrics: crate::metrics::Metrics,
 ) -> std::io::Result<impl Future<Output = ()>> {
     // SAFETY: the ring buffer owns its map fd, which stays open and the same for as long as the
     // RingBuf lives, and the AsyncFd owns the RingBuf.
@@ -89,6 +90,7 @@ pub fn read_events(
             let hints = policy.current();
             for (pid, record, announced) in records {
                 history.observe(&record, hints.rule_hint(record.rule_id));
+                metrics.kernel_record(&record);
                 info!(
                     kind = %record.kind,
                     op = %record.op,

@@ -8,16 +8,20 @@
 //! - [`policy_store`]: loads, installs and publishes policy snapshots, keeps the last good one;
 //! - [`holds`]: the hold manager (queue, decisions, quorum, timeouts, reconciliation);
 //! - [`history`]: each agent's recent denials and holds, for the agent socket;
+//! - [`metrics_http`]: the Prometheus listener, a reader of [`crate::metrics::Metrics`] (which
+//!   the components above record into) and of the components' state at scrape time;
 //! - the channels, clients of the above: the control socket ([`server`]), the agent socket
 //!   ([`agent_socket`]), the HTTP API and the webhook notifier ([`crate::approval`]).
 mod agent_socket;
 pub mod apply;
 mod audit_sink;
 mod events;
+pub mod export;
 mod history;
 mod holds;
 mod kernel;
 mod last_good;
+mod metrics_http;
 pub mod peer;
 mod policy_store;
 mod server;
@@ -71,6 +75,12 @@ pub enum DaemonError {
     Slack(#[from] crate::approval::slack::SlackError),
     #[error("HTTP API: cannot listen on {listen}: {source}")]
     Http {
+        listen: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("metrics: cannot listen on {listen}: {source}")]
+    Metrics {
         listen: String,
         #[source]
         source: std::io::Error,
@@ -279,6 +289,10 @@ fn notify_ready(startup: Startup) {
 /// # Errors
 /// When the kernel state, the audit log or the socket cannot be set up, or there is no policy
 /// to enforce.
+#[expect(
+    clippy::too_many_lines,
+    reason = "the start-up sequence in its order: each step needs the handles of the ones before"
+)]
 pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), DaemonError> {
     let config = Arc::new(config);
     // Start-up I/O (the audit log's tail and fsync, program loading) on blocking threads too.
@@ -290,6 +304,8 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Dae
         let config = Arc::clone(&config);
         tokio::task::spawn_blocking(move || open_kernel(&config, config_file.as_deref())).await??
     };
+    let metrics = crate::metrics::Metrics::new();
+    let metrics_listener = metrics_http::bind(&config).await?;
     let webhook = config.webhook.url.clone().map(|url| {
         info!(url = %url, "new holds are announced to the webhook");
         crate::approval::webhook::spawn(url, crate::approval::webhook::WebhookOptions::default())
@@ -300,7 +316,14 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Dae
     let webhook_ends = webhook.clone();
     let ring = enforcer.take_events()?;
     let kernel = KernelHandle::spawn(enforcer)?;
-    let audit = AuditSink::spawn(audit)?;
+    let audit = AuditSink::spawn(audit, metrics.clone())?;
+    let targets = export::ExportTargets {
+        journald: config.export.journald.clone(),
+        syslog: config.export.syslog.clone(),
+    };
+    if !targets.is_empty() {
+        export::spawn(&targets, audit.subscribe(), metrics.clone())?;
+    }
     audit.record(RecordBody::DaemonStarted(DaemonStarted {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         pid: std::process::id(),
@@ -310,14 +333,16 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Dae
         kernel.clone(),
         audit.clone(),
         next_ruleset,
+        metrics.clone(),
     );
     let (mut hold_manager, holds) = HoldManager::new(
         kernel.clone(),
         audit.clone(),
         policy.clone(),
-        webhook,
+        webhook.clone(),
         config.audit.path.clone(),
         holds::monotonic_ns(),
+        metrics.clone(),
     );
     let history = history::History::spawn();
     // Events first: whatever the kernel queued while no daemon ran is audited before anything
@@ -328,6 +353,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Dae
         audit.clone(),
         holds.clone(),
         history.clone(),
+        metrics.clone(),
     )?);
 
     if let Err(errors) = policy_owner.start(startup == Startup::Adopted).await {
@@ -340,6 +366,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Dae
     hold_manager.reconcile().await;
     tokio::spawn(hold_manager.run());
 
+    let context_policy = policy.clone();
     let context = Context {
         config: Arc::clone(&config),
         startup,
@@ -356,6 +383,17 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Dae
     start_agent_socket(&context).await?;
     tokio::spawn(server::serve(context, listener));
     start_reviewer_channels(&config, Arc::new(holds), webhook_ends, slack, http);
+    if let Some(listener) = metrics_listener {
+        let (kernel, bpffs) = (kernel.clone(), config.bpffs.clone());
+        let sources = metrics_http::Sources {
+            metrics,
+            kernel,
+            policy: context_policy,
+            webhook,
+            bpffs,
+        };
+        tokio::spawn(metrics_http::serve(listener, sources));
+    }
     tokio::spawn(events::poll_counters(kernel, audit.clone()));
     // systemd (`Type=notify`, see packaging/jit-agent.service): ready only now, with the
     // programs attached, a policy in the kernel and the sockets answering — so `systemctl start`

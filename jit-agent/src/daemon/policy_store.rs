@@ -195,6 +195,7 @@ pub struct PolicyOwner {
     saved: Option<Vec<(String, String)>>,
     publish: watch::Sender<Arc<PolicySnapshot>>,
     requests: mpsc::UnboundedReceiver<ReloadRequest>,
+    metrics: crate::metrics::Metrics,
 }
 
 impl PolicyOwner {
@@ -205,6 +206,7 @@ impl PolicyOwner {
         kernel: KernelHandle,
         audit: AuditSink,
         next_ruleset: u32,
+        metrics: crate::metrics::Metrics,
     ) -> (Self, PolicyStore) {
         let (publish, snapshot) = watch::channel(Arc::new(PolicySnapshot::empty()));
         let (reloads, requests) = mpsc::unbounded_channel();
@@ -217,6 +219,7 @@ impl PolicyOwner {
             saved: None,
             publish,
             requests,
+            metrics,
         };
         (owner, PolicyStore { snapshot, reloads })
     }
@@ -386,6 +389,7 @@ impl PolicyOwner {
             generation,
             files: files.clone(),
         }));
+        self.metrics.policy_reload(true);
         self.save_last_good(sources).await;
         self.collect_old_rulesets();
         Ok((generation, files))
@@ -393,6 +397,7 @@ impl PolicyOwner {
 
     fn reject(&mut self, trigger: &str, messages: Vec<String>, fingerprint: Fingerprint) -> String {
         let text = messages.join("\n");
+        self.metrics.policy_reload(false);
         self.fingerprint = fingerprint;
         let current = self.current();
         let keeping = current.generation;

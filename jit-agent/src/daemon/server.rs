@@ -293,17 +293,13 @@ fn reviewer_of(peer: &Peer) -> Reviewer {
     }
 }
 
-/// The supplementary groups of process `pid` (`Groups:` of `/proc/PID/status`).
+/// The supplementary groups of process `pid` (`Groups:` of `/proc/PID/status`, read with
+/// `procfs`). An error when they cannot be read: callers refuse then.
 fn supplementary_groups(pid: u32) -> Result<Vec<u32>, String> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status"))
+    let status = procfs::process::Process::new(pid.cast_signed())
+        .and_then(|p| p.status())
         .map_err(|e| format!("reading /proc/{pid}/status: {e}"))?;
-    let line = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Groups:"))
-        .ok_or_else(|| format!("/proc/{pid}/status has no Groups line"))?;
-    line.split_whitespace()
-        .map(|g| g.parse().map_err(|e| format!("group {g:?}: {e}")))
-        .collect()
+    Ok(status.groups)
 }
 
 /// The agent cgroup (as a path below the cgroup2 mount) that process `pid` is in, if any, and
@@ -315,13 +311,16 @@ pub(super) fn agent_cgroup_of(
     registered: &[(u64, u32)],
     pid: u32,
 ) -> Result<Option<(String, u32)>, String> {
-    let text = fs::read_to_string(format!("/proc/{pid}/cgroup"))
+    let cgroups = procfs::process::Process::new(pid.cast_signed())
+        .and_then(|p| p.cgroups())
         .map_err(|e| format!("reading /proc/{pid}/cgroup: {e}"))?;
-    let path = text
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .ok_or_else(|| format!("/proc/{pid}/cgroup names no cgroup2 cgroup"))?
-        .trim();
+    // The cgroup2 line is `0::PATH`: hierarchy 0, no controllers.
+    let path = cgroups
+        .into_iter()
+        .find(|c| c.hierarchy == 0 && c.controllers.is_empty())
+        .map(|c| c.pathname)
+        .ok_or_else(|| format!("/proc/{pid}/cgroup names no cgroup2 cgroup"))?;
+    let path = path.trim();
     let mut current = Some(Path::new(path));
     while let Some(dir) = current {
         let rel = dir.strip_prefix("/").unwrap_or(dir);

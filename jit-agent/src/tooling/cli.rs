@@ -187,6 +187,20 @@ pub enum PolicyTool {
     },
 }
 
+impl PolicyTool {
+    /// Whether the tool was asked for JSON.
+    #[must_use]
+    pub const fn json(&self) -> bool {
+        match self {
+            Self::Check { json, .. }
+            | Self::Explain { json, .. }
+            | Self::Test { json, .. }
+            | Self::Replay { json, .. }
+            | Self::Suggest { json, .. } => *json,
+        }
+    }
+}
+
 fn parse_op(name: &str) -> Result<Op, String> {
     Op::from_name(name).ok_or_else(|| {
         format!(

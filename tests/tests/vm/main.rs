@@ -15,6 +15,7 @@ mod exec_policy;
 mod file_ops;
 mod io_uring;
 mod last_good;
+mod metrics;
 mod op_groups;
 mod policy_tooling;
 mod rule_escalation;

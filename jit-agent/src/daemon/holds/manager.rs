@@ -35,6 +35,7 @@ use crate::{
         kernel::KernelHandle,
         policy_store::{PolicySnapshot, PolicyStore},
     },
+    metrics::Metrics,
     policy::{Grant, OnTimeout},
 };
 
@@ -109,6 +110,7 @@ pub struct HoldManager {
     started_ns: u64,
     adopt_all: bool,
     commands: mpsc::UnboundedReceiver<Command>,
+    metrics: Metrics,
 }
 
 impl HoldManager {
@@ -121,6 +123,7 @@ impl HoldManager {
         webhook: Option<WebhookHandle>,
         audit_path: PathBuf,
         started_ns: u64,
+        metrics: Metrics,
     ) -> (Self, Holds) {
         let (commands, receiver) = mpsc::unbounded_channel();
         let starters_path = starters_path(&audit_path);
@@ -145,6 +148,7 @@ impl HoldManager {
             started_ns,
             adopt_all: true,
             commands: receiver,
+            metrics,
         };
         (manager, Holds { commands, audit })
     }
@@ -160,6 +164,8 @@ impl HoldManager {
                 },
                 _ = tick.tick() => self.reconcile().await,
             }
+            self.metrics
+                .holds_pending(self.held.values().filter(|h| h.visible).count());
         }
     }
 
@@ -167,10 +173,17 @@ impl HoldManager {
         match command {
             Command::Announce(held) => {
                 // An adopted hold keeps the approvals it collected and stays visible.
-                let (approvals, visible, justification) =
+                let (approvals, visible, justification, shown_ns) =
                     self.held.get(&held.request_id).map_or_else(
-                        || (Vec::new(), false, None),
-                        |h| (h.approvals.clone(), h.visible, h.justification.clone()),
+                        || (Vec::new(), false, None, 0),
+                        |h| {
+                            (
+                                h.approvals.clone(),
+                                h.visible,
+                                h.justification.clone(),
+                                h.shown_ns,
+                            )
+                        },
                     );
                 let id = held.request_id;
                 self.held.insert(
@@ -179,6 +192,7 @@ impl HoldManager {
                         approvals,
                         justification,
                         visible,
+                        shown_ns,
                         ..*held
                     },
                 );
@@ -194,6 +208,7 @@ impl HoldManager {
                         self.auto_answer(held).await;
                     } else {
                         held.visible = true;
+                        held.shown_ns = monotonic_ns();
                         let held = held.clone();
                         self.notify(held).await;
                     }
@@ -453,7 +468,7 @@ impl HoldManager {
             }
             Err(err) => return Err(DecideError::Failed(err.to_string())),
         }
-        self.held.remove(&id);
+        self.finish(&held, decision.name(), Some(&reviewer.channel));
         self.audit_decision(&held, &agent.name, &reviewer.name, decision, scope, reason)
             .await;
         let outcome = match decision {
@@ -569,6 +584,17 @@ impl HoldManager {
         .await
         // Cannot tell: refuse, as a starter would be.
         .unwrap_or(true)
+    }
+
+    /// Drops a hold that ended from the queue and counts it: its held time, and its time to
+    /// decision on `channel`.
+    fn finish(&mut self, held: &Held, outcome: &str, channel: Option<&str>) {
+        self.held.remove(&held.request_id);
+        let now = monotonic_ns();
+        let since = |ns: u64| Duration::from_nanos(now.saturating_sub(ns));
+        let shown = (held.shown_ns > 0).then(|| since(held.shown_ns));
+        self.metrics
+            .hold_ended(outcome, since(held.request_id), channel.zip(shown));
     }
 
     /// Writes the decision into the kernel and resumes (or kills) the task.
@@ -717,6 +743,9 @@ impl HoldManager {
                 pid = request.tgid,
                 "held process exited before a decision"
             );
+            if let Some(held) = &held {
+                self.finish(held, "exited", None);
+            }
             self.audit.record(RecordBody::HoldEnded(HoldEnded {
                 request_id: request.request_id,
                 reason: "the held process exited before a decision".to_owned(),
@@ -765,6 +794,7 @@ impl HoldManager {
                             visible: true,
                             auto: None,
                             assessed: None,
+                            shown_ns: monotonic_ns(),
                         }
                     })
                     .collect::<Vec<_>>()
@@ -802,7 +832,7 @@ impl HoldManager {
             };
             match self.apply(&h, decision, Grant::Once).await {
                 Ok(()) => {
-                    self.held.remove(&h.request_id);
+                    self.finish(&h, decision.name(), Some(crate::metrics::channel::TIMEOUT));
                     let deadline_ns = h
                         .request_id
                         .saturating_add(u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX));

@@ -65,6 +65,9 @@ pub struct Held {
     pub(super) auto: Option<bool>,
     /// Why the conditions decided as they did (the audit record's reason).
     pub(super) assessed: Option<String>,
+    /// The monotonic clock when it became visible (0 before): the start of the time to
+    /// decision (`crate::metrics`).
+    pub(super) shown_ns: u64,
 }
 
 impl Held {
@@ -95,6 +98,7 @@ impl Held {
             visible: false,
             auto: None,
             assessed: None,
+            shown_ns: 0,
         }
     }
 }
