@@ -78,7 +78,7 @@ fn review_card_shows_agent_strings_escaped() {
     assert_eq!(
         lines[0],
         "7  exec /tmp/\\xffevil [rule: deploys need a reviewer]  (agent coding-agent, pid 4242, \
-         user dev, held 3s, deny in 297s)"
+         user dev, held 3s, deny in 4m57s)"
     );
     assert_eq!(
         lines[1],
@@ -126,7 +126,7 @@ fn plain_cards_are_unchanged() {
     assert_eq!(
         review_card(&view),
         "7  exec /srv/demo/bin/deploy [rule: deploys need a reviewer]  (agent coding-agent, pid \
-         4242, user dev, held 3s, deny in 297s)\n    runs: /srv/demo/bin/deploy --version\n    \
+         4242, user dev, held 3s, deny in 4m57s)\n    runs: /srv/demo/bin/deploy --version\n    \
          env: HOME=/root LANG=C.UTF-8\n    called by: /bin/sh /srv/demo/agent.sh\n    exe: /bin/sh  cwd: /srv/demo"
     );
 }
