@@ -80,7 +80,8 @@ const USER_MAPS: [(&str, usize, usize); 13] = [
     (map_names::BIND_KEY, size_of::<u32>(), size_of::<[u64; 2]>()),
     (
         map_names::EXEC_BIND,
-        size_of::<u32>(),
+        // Keyed by task (`task_struct` address), see jit-ebpf's `maps::bind_key`.
+        size_of::<u64>(),
         size_of::<ExecBinding>(),
     ),
     (
