@@ -118,6 +118,17 @@ impl PolicySnapshot {
             .and_then(|r| r.hint.clone())
     }
 
+    /// Whether rule `rule_id` of agent `agent_id` has daemon-side conditions (policies/README.md,
+    /// "Conditions"): only such holds are assessed by the daemon.
+    #[must_use]
+    pub fn rule_is_conditional(&self, agent_id: u32, rule_id: u32) -> bool {
+        self.agent_policy(agent_id).is_some_and(|a| {
+            a.rules
+                .iter()
+                .any(|r| r.id == rule_id && r.is_conditional())
+        })
+    }
+
     /// The policy of agent `id`.
     #[must_use]
     pub fn agent_policy(&self, id: u32) -> Option<&AgentPolicy> {

@@ -19,7 +19,7 @@ use super::Held;
 use crate::{
     daemon::policy_store::PolicySnapshot,
     policy::{
-        AgentPolicy, Rule, compile_agent,
+        AgentPolicy, compile_agent,
         conditions::{Facts, Target},
     },
     tooling::model::{AgentMaps, decide_by_conditions, facts_of, is_active},
@@ -118,8 +118,7 @@ pub fn assess(snapshot: &PolicySnapshot, held: &Held) -> Assessment {
     let Some(at) = snapshot.compiled.as_ref().map(|c| c.at) else {
         return Assessment::Review;
     };
-    let kernel_rule = agent.rules.iter().find(|r| r.id == held.rule_id);
-    if !kernel_rule.is_some_and(Rule::is_conditional) {
+    if !snapshot.rule_is_conditional(held.agent_id, held.rule_id) {
         return Assessment::Review;
     }
     let maps = snapshot.conditions.get(held.agent_id, agent, at);

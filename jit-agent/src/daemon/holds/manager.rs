@@ -265,10 +265,16 @@ impl HoldManager {
     /// (see [`assess`]): an automatic answer is kept for when its record is durable; an
     /// escalation moves the hold to the rule that decided (its approvers, quorum, timeout).
     async fn assess(&mut self, id: u64) {
-        let Some(held) = self.held.get(&id).cloned() else {
+        let snapshot = self.policy.current();
+        // Most holds are by rules without conditions: no blocking hop, no clone for them.
+        let Some(held) = self
+            .held
+            .get(&id)
+            .filter(|h| snapshot.rule_is_conditional(h.agent_id, h.rule_id))
+            .cloned()
+        else {
             return;
         };
-        let snapshot = self.policy.current();
         let Some(outcome) = blocking(move || assess(&snapshot, &held)).await else {
             return;
         };
