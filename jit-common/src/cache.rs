@@ -18,6 +18,8 @@
 //!
 //! - the opened object: the dentry and the mount (`file->f_path`), and the task's root
 //!   (`current->fs->root`), which `bpf_d_path` resolves against;
+//! - the task's effective uid and gid ([`CacheKey::ids`]), which select the agent's rule set
+//!   when its rules have `user` or `group` conditions;
 //! - the agent, and the policy generation ([`CacheKey::policy_gen`]), which the daemon changes
 //!   after every change to rules, agent configurations, scope or protected paths (0 turns the
 //!   cache off);
@@ -95,6 +97,10 @@ pub struct CacheKey {
     pub chroots: u32,
     /// 1 when the dentry is hashed (not deleted); entries are made and hit only then.
     pub hashed: u32,
+    /// The task's effective uid (low half) and gid (high half): with `user`/`group`
+    /// conditions they select the rule set, so an allow decided for one identity is not one
+    /// for another.
+    pub ids: u64,
 }
 
 impl CacheKey {
@@ -218,6 +224,7 @@ mod tests {
             dentry_gen: 5,
             chroots: 0,
             hashed: 1,
+            ids: 1000 | (1000 << 32),
         }
     }
 
@@ -228,7 +235,8 @@ mod tests {
 
     #[test]
     fn any_changed_field_misses() {
-        let changes: [fn(&mut CacheKey); 11] = [
+        let changes: [fn(&mut CacheKey); 12] = [
+            |k| k.ids ^= 1 << 32,
             |k| k.dentry += 64,
             |k| k.mnt += 64,
             |k| k.root_dentry += 64,

@@ -129,6 +129,10 @@ pub struct KernelLayout {
     /// `struct linux_binprm`, member `exec`: where the copied file name starts, just above the
     /// environment strings.
     pub binprm_exec: u32,
+    /// `struct cred`, member `euid`: the effective uid, which `user` conditions decide by.
+    pub cred_euid: u32,
+    /// `struct cred`, member `egid`: the effective gid, which `group` conditions decide by.
+    pub cred_egid: u32,
 }
 
 impl KernelLayout {
@@ -187,6 +191,8 @@ impl KernelLayout {
         task_start_time: 0,
         binprm_p: 0,
         binprm_exec: 0,
+        cred_euid: 0,
+        cred_egid: 0,
     };
 
     /// The offset of an optional member this kernel does not have.
@@ -198,7 +204,7 @@ impl KernelLayout {
         [("task_struct", "io_uring"), ("mount", "mnt_instance")];
 
     /// `(struct, member)` for every field, in field order: what userspace looks up in BTF.
-    pub const MEMBERS: [(&'static str, &'static str); 53] = [
+    pub const MEMBERS: [(&'static str, &'static str); 55] = [
         ("linux_binprm", "file"),
         ("file", "f_path"),
         ("file", "f_inode"),
@@ -252,11 +258,13 @@ impl KernelLayout {
         ("task_struct", "start_time"),
         ("linux_binprm", "p"),
         ("linux_binprm", "exec"),
+        ("cred", "euid"),
+        ("cred", "egid"),
     ];
 
     /// Builds the layout from offsets given in [`Self::MEMBERS`] order.
     #[must_use]
-    pub const fn from_offsets(o: [u32; 53]) -> Self {
+    pub const fn from_offsets(o: [u32; 55]) -> Self {
         Self {
             binprm_file: o[0],
             file_f_path: o[1],
@@ -311,6 +319,8 @@ impl KernelLayout {
             task_start_time: o[50],
             binprm_p: o[51],
             binprm_exec: o[52],
+            cred_euid: o[53],
+            cred_egid: o[54],
         }
     }
 }

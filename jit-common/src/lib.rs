@@ -55,6 +55,9 @@ pub mod map_names {
     /// `HashMap<u32 thread id, ExecBinding>`: approved `execve`s whose copied arguments are
     /// still to be compared with what was approved.
     pub const EXEC_BIND: &str = "EXEC_BIND";
+    /// `HashMap<IdentityKey, u32>`: the rule set offsets of the uids and gids that agents'
+    /// `user` and `group` conditions name (see `policy::IdentityKey`).
+    pub const IDENTITY: &str = "IDENTITY";
 }
 
 /// Names of the programs in `jit-ebpf`.

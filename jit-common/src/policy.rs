@@ -683,8 +683,13 @@ pub struct AgentConfig {
     pub default_decision: u8,
     /// A [`Mode`].
     pub mode: u8,
-    /// Explicit padding: keeps the layout free of implicit holes.
-    pub pad: [u8; 2],
+    /// [`IDENTITY_BY_USER`] and [`IDENTITY_BY_GROUP`] bits: some rule of the agent names users
+    /// or groups, so the rule set depends on the effective uid or gid of the process (see
+    /// [`IdentityKey`]). 0 for most agents: then nothing about the process is read.
+    pub identity: u8,
+    /// How many rule sets follow [`AgentConfig::ruleset`] for identity classes: the agent's
+    /// rules live in `ruleset ..= ruleset + extra_rulesets`.
+    pub extra_rulesets: u8,
     /// Bit `i` set: some rule of the agent has `*` as component `i`, so the kernel must look up
     /// the path with component `i` replaced by `*`. Extra bits only cost lookups.
     pub wildcard_components: u32,
@@ -703,7 +708,8 @@ impl AgentConfig {
         Self {
             default_decision: default_decision as u8,
             mode: mode as u8,
-            pad: [0; 2],
+            identity: 0,
+            extra_rulesets: 0,
             wildcard_components,
             ruleset: 0,
         }
@@ -715,6 +721,71 @@ impl AgentConfig {
         self.ruleset = ruleset;
         self
     }
+}
+
+/// [`AgentConfig::identity`] bit: the agent's rules name users (`user = ...`).
+pub const IDENTITY_BY_USER: u8 = 1;
+/// [`AgentConfig::identity`] bit: the agent's rules name groups (`group = ...`).
+pub const IDENTITY_BY_GROUP: u8 = 2;
+/// [`IdentityKey::kind`] of a uid.
+pub const IDENTITY_UID: u32 = 0;
+/// [`IdentityKey::kind`] of a gid.
+pub const IDENTITY_GID: u32 = 1;
+/// Most rule sets an agent may have (one per combination of the users and groups its rules
+/// name, and "anyone else"): each is a whole copy of the agent's rules in the kernel.
+pub const MAX_IDENTITY_RULESETS: usize = 64;
+
+/// Key of the identity map: which rule set of an agent a uid or gid selects.
+///
+/// Rules with `user`/`group` conditions are decided in the kernel by rule sets per *identity
+/// class*: each uid that some rule of the agent names is a class, every other uid is the class
+/// "anyone else", and likewise for gids. The agent's rule sets are `ruleset + u * (G + 1) + g`
+/// for uid class `u` and gid class `g` (0 = anyone else, `G` gids named); the map holds the
+/// offset `u * (G + 1)` under the uid and `g` under the gid, and an id that is not in the map
+/// is class 0. Keys carry the agent's base rule set rather than the agent: a new policy writes
+/// its entries under its new rule set before the agent switches to it, like the rules.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct IdentityKey {
+    /// [`AgentConfig::ruleset`] of the agent.
+    pub ruleset: u32,
+    /// [`IDENTITY_UID`] or [`IDENTITY_GID`].
+    pub kind: u32,
+    /// The uid or gid (as the initial user namespace sees it).
+    pub id: u32,
+}
+
+/// The rule set that decides for a process with effective ids `uid` and `gid` under `cfg`,
+/// given the identity map's answers (`offset(kind, id)`, `None` when absent). An offset that
+/// would leave the agent's rule sets (a corrupt map) is taken as the largest one's.
+#[inline(always)]
+pub fn identity_ruleset(
+    cfg: &AgentConfig,
+    uid: u32,
+    gid: u32,
+    offset: impl Fn(&IdentityKey) -> Option<u32>,
+) -> u32 {
+    let mut extra = 0u32;
+    if cfg.identity & IDENTITY_BY_USER != 0 {
+        extra = offset(&IdentityKey {
+            ruleset: cfg.ruleset,
+            kind: IDENTITY_UID,
+            id: uid,
+        })
+        .unwrap_or(0);
+    }
+    if cfg.identity & IDENTITY_BY_GROUP != 0 {
+        extra = extra.wrapping_add(
+            offset(&IdentityKey {
+                ruleset: cfg.ruleset,
+                kind: IDENTITY_GID,
+                id: gid,
+            })
+            .unwrap_or(0),
+        );
+    }
+    let last = u32::from(cfg.extra_rulesets);
+    cfg.ruleset.wrapping_add(if extra > last { last } else { extra })
 }
 
 /// The outcome for one operation.
@@ -1027,6 +1098,8 @@ mod pod {
     unsafe impl aya::Pod for super::PolicyValue {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::AgentConfig {}
+    // SAFETY: `repr(C)`, three u32, no padding.
+    unsafe impl aya::Pod for super::IdentityKey {}
 }
 
 #[cfg(test)]

@@ -108,7 +108,8 @@ fn compile(rules: &[Rule], settings: &HashMap<u32, Settings>) -> Compiled {
             let cfg = AgentConfig {
                 default_decision: s.default,
                 mode: s.mode,
-                pad: [0; 2],
+                identity: 0,
+                extra_rulesets: 0,
                 wildcard_components: masks.get(&agent).copied().unwrap_or(0) | s.extra_wildcards,
                 ruleset: agent,
             };

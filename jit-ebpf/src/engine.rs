@@ -21,7 +21,7 @@ use jit_common::{
     pending::{FileId, GrantKey, held_slot},
     policy::{
         Decision, KEY_DATA_LEN, Op, PATH_CAPACITY, PolicyKey, PolicyValue, Verdict, evaluate_with,
-        first_of_pair_decides,
+        first_of_pair_decides, identity_ruleset,
     },
     protect::{PROTECTED_OP, PROTECTED_RULESET, SELF_PROTECTION_VERDICT, is_protected_fs},
 };
@@ -32,10 +32,12 @@ use crate::{
     cache,
     holds::{answer_pending, current_cannot_stop, hold},
     kernel::{
-        current_task, dentry_inode, file_id, offset, opaque_eperm, path_dentry, path_mnt,
-        read_kernel,
+        current_task, dentry_inode, effective_ids, file_id, offset, opaque_eperm, path_dentry,
+        path_mnt, read_kernel,
     },
-    maps::{AGENT_CONFIG, GRANTS, HELD, POLICY, PROTECTED, SCRATCH, Scratch, count, read_u32},
+    maps::{
+        AGENT_CONFIG, GRANTS, HELD, IDENTITY, POLICY, PROTECTED, SCRATCH, Scratch, count, read_u32,
+    },
     report::{above_reserve, emit, fill_event, keep_peer, output},
     resolve::{fs_magic, resolve_path, whole_mount_of},
 };
@@ -532,9 +534,20 @@ fn evaluate_path(action: &Action, s: &mut Scratch) -> Verdict {
         return Verdict::fail_closed();
     };
     // The key holds the path (see `load_key_path`); finish_lookup terminates it.
-    // The agent's current rule set, read once: a policy reload switches it atomically.
+    // The agent's current rule set, read once: a policy reload switches it atomically. With
+    // `user`/`group` conditions, the one of the task's identity class (policies/README.md,
+    // "Users and groups").
+    let ruleset = if cfg.identity == 0 {
+        cfg.ruleset
+    } else {
+        let ids = effective_ids();
+        // SAFETY: the value is copied out of the map at once.
+        identity_ruleset(cfg, ids as u32, (ids >> 32) as u32, |key| unsafe {
+            IDENTITY.get(key).copied()
+        })
+    };
     s.key
-        .finish_lookup(cfg.ruleset, action.op, s.event.path_len as usize);
+        .finish_lookup(ruleset, action.op, s.event.path_len as usize);
     let lookup = |key: &PolicyKey| {
         // SAFETY: PolicyKey has the layout of aya's Key<[u8; KEY_DATA_LEN]> (repr(C) u32 + bytes).
         let key = unsafe { &*(core::ptr::from_ref(key).cast::<Key<[u8; KEY_DATA_LEN]>>()) };

@@ -6,7 +6,9 @@
     reason = "lengths are bounded by PATH_MAX and the helpers pack two u32 into one u64"
 )]
 
-use aya_ebpf::helpers::generated::{bpf_get_current_task, bpf_probe_read_kernel};
+use aya_ebpf::helpers::generated::{
+    bpf_get_current_task, bpf_get_current_task_btf, bpf_probe_read_kernel,
+};
 use jit_common::{layout::KernelLayout, pending::FileId};
 
 use crate::EPERM;
@@ -115,6 +117,24 @@ pub fn path_dentry(path: *const u8) -> *const u8 {
 #[inline(always)]
 pub fn path_mnt(path: *const u8) -> *const u8 {
     read_kernel::<u64>(path, offset(|l| &l.path_mnt)) as *const u8
+}
+
+/// The effective uid (low half) and gid (high half) of the current task, from its own
+/// credentials (`real_cred`: not the ones the kernel may borrow while it acts for the task, such
+/// as `access(2)`'s real ids or overlayfs's mounter's). What `user` and `group` conditions decide
+/// by (policies/README.md, "Users and groups"), what events report, and part of the
+/// write-decision cache's key.
+#[inline(always)]
+pub fn effective_ids() -> u64 {
+    // SAFETY: the task from the helper is BTF-typed; `real_cred` is a pointer member, `euid`
+    // and `egid` are `u32` members of `struct cred` (kuid_t and kgid_t wrap one).
+    unsafe {
+        let task = bpf_get_current_task_btf() as *const u8;
+        let cred = load_ptr(task, offset(|l| &l.task_real_cred));
+        let uid: u32 = load_btf(cred, offset(|l| &l.cred_euid));
+        let gid: u32 = load_btf(cred, offset(|l| &l.cred_egid));
+        u64::from(uid) | (u64::from(gid) << 32)
+    }
 }
 
 /// The current task (a kernel `struct task_struct *`, read with [`read_kernel`]).

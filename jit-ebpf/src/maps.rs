@@ -10,7 +10,7 @@ use jit_common::{
     cache::CacheKey,
     event::{EVENTS_BYTES, Event, counter},
     pending::{ExecBinding, FileId, GrantKey, GrantValue, HELD_SLOTS, PendingRequest},
-    policy::{AgentConfig, KEY_DATA_LEN, PathLayout, PolicyKey, PolicyValue},
+    policy::{AgentConfig, IdentityKey, KEY_DATA_LEN, PathLayout, PolicyKey, PolicyValue},
     protect::ProtectConfig,
 };
 
@@ -31,6 +31,11 @@ pub static SCOPE_CONFIG: Array<ScopeConfig> = Array::with_max_entries(1, 0);
 /// whole (a preallocated element can be recycled for another update while still being read).
 #[map(name = "AGENT_CONFIG")]
 pub static AGENT_CONFIG: HashMap<u32, AgentConfig> = HashMap::with_max_entries(1024, 1);
+
+/// The rule set offsets of the uids and gids that agents' `user` and `group` conditions name
+/// (see `jit_common::policy::IdentityKey`); read only for agents whose config says so.
+#[map(name = "IDENTITY")]
+pub static IDENTITY: HashMap<IdentityKey, u32> = HashMap::with_max_entries(8192, 0);
 
 /// Compiled rules: longest-prefix match over (agent, op, path). `BPF_F_NO_PREALLOC` is
 /// mandatory for LPM tries.

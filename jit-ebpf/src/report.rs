@@ -6,7 +6,7 @@
     reason = "lengths are bounded by PATH_MAX and the helpers pack two u32 into one u64"
 )]
 use aya_ebpf::helpers::{
-    bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+    bpf_get_current_pid_tgid,
     generated::{bpf_get_current_cgroup_id, bpf_ktime_get_ns, bpf_probe_read_kernel},
 };
 use jit_common::{
@@ -17,7 +17,7 @@ use jit_common::{
 
 use crate::{
     action::Action,
-    kernel::parent_tgid,
+    kernel::{effective_ids, parent_tgid},
     maps::{EVENTS, SCRATCH, Scratch, count},
     resolve::resolve_path,
 };
@@ -88,7 +88,8 @@ pub fn fill_record(
     request_id: u64,
 ) {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let uid_gid = bpf_get_current_uid_gid();
+    // The effective ids: the ones `user`/`group` conditions decided by.
+    let uid_gid = effective_ids();
     // SAFETY: helpers without pointer arguments.
     unsafe {
         e.ts_ns = bpf_ktime_get_ns();

@@ -469,7 +469,8 @@ impl AgentSetup {
         let config = AgentConfig {
             default_decision: self.default as u8,
             mode: self.mode as u8,
-            pad: [0; 2],
+            identity: 0,
+            extra_rulesets: 0,
             wildcard_components: self.wildcards,
             // The tests key each agent's rules by its agent id.
             ruleset: self.agent,

@@ -16,7 +16,7 @@ use jit_common::{
     layout::LAYOUT_GLOBAL,
     map_names,
     pending::{ExecBinding, GrantKey, GrantValue, PendingRequest},
-    policy::{AgentConfig, PolicyKey, PolicyValue},
+    policy::{AgentConfig, IdentityKey, PolicyKey, PolicyValue},
     program_names,
     protect::ProtectConfig,
 };
@@ -44,7 +44,7 @@ pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/jit";
 
 /// The maps userspace drives, with the key and value sizes this version expects of them
 /// (compared with pinned maps before adopting them; a ring buffer has neither).
-const USER_MAPS: [(&str, usize, usize); 13] = [
+const USER_MAPS: [(&str, usize, usize); 14] = [
     (
         map_names::AGENT_CGROUPS,
         size_of::<u64>(),
@@ -95,6 +95,11 @@ const USER_MAPS: [(&str, usize, usize); 13] = [
         size_of::<u32>(),
     ),
     (map_names::POLICY_GEN, size_of::<u32>(), size_of::<u64>()),
+    (
+        map_names::IDENTITY,
+        size_of::<IdentityKey>(),
+        size_of::<u32>(),
+    ),
 ];
 
 /// How [`Enforcer::load_pinned`] found the kernel.

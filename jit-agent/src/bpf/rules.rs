@@ -5,7 +5,7 @@ use aya::maps::{
 };
 use jit_common::{
     map_names,
-    policy::{AgentConfig, KEY_DATA_LEN, PolicyKey, PolicyValue},
+    policy::{AgentConfig, IdentityKey, KEY_DATA_LEN, PolicyKey, PolicyValue},
 };
 
 use super::{BpfError, Enforcer, map_err};
@@ -68,6 +68,22 @@ impl Enforcer {
         inserted
     }
 
+    /// Adds or replaces identity map entries (see `jit_common::policy::IdentityKey`).
+    ///
+    /// # Errors
+    /// When a map update fails (for example when the map is full).
+    pub fn insert_identities(
+        &mut self,
+        entries: impl IntoIterator<Item = (IdentityKey, u32)>,
+    ) -> Result<(), BpfError> {
+        let mut map: HashMap<_, IdentityKey, u32> = self.open(map_names::IDENTITY)?;
+        for (key, offset) in entries {
+            map.insert(key, offset, 0)
+                .map_err(map_err(map_names::IDENTITY, "insert"))?;
+        }
+        Ok(())
+    }
+
     /// Every agent's configuration: `(agent id, config)`.
     ///
     /// # Errors
@@ -80,7 +96,8 @@ impl Enforcer {
             .map_err(map_err(map_names::AGENT_CONFIG, "read"))
     }
 
-    /// Removes every rule whose rule set is not in `keep`; returns how many were removed.
+    /// Removes every rule (and identity map entry) whose rule set is not in `keep`; returns
+    /// how many rules were removed.
     ///
     /// # Errors
     /// When the map cannot be read or an entry cannot be removed.
@@ -100,6 +117,20 @@ impl Enforcer {
             match trie.remove(key) {
                 Ok(()) | Err(MapError::KeyNotFound) => {}
                 Err(source) => return Err(map_err(map_names::POLICY, "remove")(source)),
+            }
+        }
+        let mut identities: HashMap<_, IdentityKey, u32> = self.open(map_names::IDENTITY)?;
+        let stale_ids = identities
+            .keys()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_err(map_names::IDENTITY, "read"))?
+            .into_iter()
+            .filter(|key| !keep.contains(&key.ruleset))
+            .collect::<Vec<_>>();
+        for key in &stale_ids {
+            match identities.remove(key) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(source) => return Err(map_err(map_names::IDENTITY, "remove")(source)),
             }
         }
         self.policy_changed()?;

@@ -114,9 +114,23 @@ pub fn install(
     let live = live_rulesets(enforcer)?;
     let mut rulesets = Vec::with_capacity(compiled.agents.len());
     for agent in &compiled.agents {
+        // An agent with `user`/`group` conditions takes a block of consecutive rule sets, one
+        // per identity class; a block never wraps past the largest id.
+        let count = agent.rulesets();
+        if next_ruleset.checked_add(count).is_none() {
+            *next_ruleset = 1;
+        }
         let ruleset = *next_ruleset;
-        *next_ruleset = next_ruleset.wrapping_add(1).max(1);
-        if let Err(err) = enforcer.insert_rules(agent.keys(ruleset)) {
+        *next_ruleset = ruleset.wrapping_add(count).max(1);
+        let identities = agent
+            .classes
+            .as_ref()
+            .map(|c| c.keys(ruleset))
+            .unwrap_or_default();
+        let written = enforcer
+            .insert_rules(agent.keys(ruleset))
+            .and_then(|()| enforcer.insert_identities(identities));
+        if let Err(err) = written {
             // Undo: the half-written rule sets are not referenced by anything.
             let _ = enforcer.retain_rulesets(&live);
             return Err(err.into());
@@ -140,7 +154,7 @@ pub fn install(
                 id,
                 ruleset: *ruleset,
                 cgroups,
-                rules: agent.entries.len(),
+                rules: agent.entry_count(),
             },
         );
     }
@@ -164,7 +178,7 @@ pub fn install(
     Ok(installed)
 }
 
-/// The rule sets agents currently use.
+/// The rule sets agents currently use (every one of an agent's identity classes).
 ///
 /// # Errors
 /// When the agent configurations cannot be read.
@@ -172,7 +186,9 @@ pub fn live_rulesets(enforcer: &mut Enforcer) -> Result<Vec<u32>, BpfError> {
     Ok(enforcer
         .agent_configs()?
         .into_iter()
-        .map(|(_, config)| config.ruleset)
+        .flat_map(|(_, config)| {
+            (0..=u32::from(config.extra_rulesets)).map(move |i| config.ruleset.wrapping_add(i))
+        })
         .collect())
 }
 

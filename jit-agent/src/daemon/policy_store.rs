@@ -282,7 +282,7 @@ impl PolicyOwner {
                             id,
                             ruleset,
                             cgroups,
-                            rules: agent.entries.len(),
+                            rules: agent.entry_count(),
                         };
                         (agent.name.clone(), installed)
                     })

@@ -7,10 +7,11 @@ use std::{
 
 use jiff::Timestamp;
 use jit_common::policy::{
-    AgentConfig, Decision, Mode, Op, PolicyKey, PolicyValue, RuleShape, evaluate, merge,
+    AgentConfig, Decision, IDENTITY_BY_GROUP, IDENTITY_BY_USER, IDENTITY_GID, IDENTITY_UID,
+    IdentityKey, Mode, Op, PolicyKey, PolicyValue, RuleShape, evaluate, merge,
 };
 
-use super::{AgentPolicy, PolicySet, Rule};
+use super::{Account, AgentPolicy, PolicySet, Rule};
 
 /// Where a rule id comes from, for audit records and `jitctl`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,8 +41,51 @@ pub struct CompiledAgent {
     pub cgroups: Vec<String>,
     /// Value for the agent config map.
     pub config: AgentConfig,
-    /// Sorted by op, then pattern; one entry per (op, pattern).
+    /// Sorted by op, then pattern; one entry per (op, pattern). With `user`/`group`
+    /// conditions, the entries of the class "anyone else" (rule set offset 0).
     pub entries: Vec<Entry>,
+    /// With `user`/`group` conditions: the uids and gids the agent's rules name and the entries
+    /// of every other identity class (see [`jit_common::policy::IdentityKey`]).
+    pub classes: Option<IdentityClasses>,
+}
+
+/// The identity classes of an agent whose rules name users or groups (policies/README.md,
+/// "Users and groups"): rule set offset `u * (gids.len() + 1) + g` holds the rules that apply to
+/// uid class `u` and gid class `g`, where class 0 is "anyone else" and class `i + 1` is
+/// `uids[i]` (`gids[i]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentityClasses {
+    /// Sorted, each once.
+    pub uids: Vec<u32>,
+    /// Sorted, each once.
+    pub gids: Vec<u32>,
+    /// Entries of rule set offset `i + 1` (offset 0 is [`CompiledAgent::entries`]).
+    pub sets: Vec<Vec<Entry>>,
+}
+
+impl IdentityClasses {
+    /// The identity map entries of an agent whose first rule set is `ruleset`.
+    #[must_use]
+    pub fn keys(&self, ruleset: u32) -> Vec<(IdentityKey, u32)> {
+        let stride = u32::try_from(self.gids.len() + 1).unwrap_or(u32::MAX);
+        let users = (1..).zip(&self.uids).map(|(class, &id)| {
+            let key = IdentityKey {
+                ruleset,
+                kind: IDENTITY_UID,
+                id,
+            };
+            (key, class * stride)
+        });
+        let groups = (1..).zip(&self.gids).map(|(class, &id)| {
+            let key = IdentityKey {
+                ruleset,
+                kind: IDENTITY_GID,
+                id,
+            };
+            (key, class)
+        });
+        users.chain(groups).collect()
+    }
 }
 
 impl CompiledAgent {
@@ -56,14 +100,37 @@ impl CompiledAgent {
     /// `PolicyKey::for_rule` makes.
     #[must_use]
     pub fn keys(&self, ruleset: u32) -> Vec<(PolicyKey, PolicyValue)> {
-        self.entries
-            .iter()
-            .map(|e| {
-                let (key, _) = PolicyKey::for_rule(ruleset, e.op, e.pattern.as_bytes())
-                    .expect("patterns are validated when the policy is loaded");
-                (key, e.value)
+        let sets = self.classes.iter().flat_map(|c| &c.sets);
+        (0u32..)
+            .zip(std::iter::once(&self.entries).chain(sets))
+            .flat_map(|(offset, entries)| {
+                entries.iter().map(move |e| {
+                    let (key, _) =
+                        PolicyKey::for_rule(ruleset.wrapping_add(offset), e.op, e.pattern.as_bytes())
+                            .expect("patterns are validated when the policy is loaded");
+                    (key, e.value)
+                })
             })
             .collect()
+    }
+
+    /// How many rule sets the agent uses: 1, or one per identity class.
+    #[must_use]
+    pub fn rulesets(&self) -> u32 {
+        1 + self
+            .classes
+            .as_ref()
+            .map_or(0, |c| u32::try_from(c.sets.len()).unwrap_or(u32::MAX))
+    }
+
+    /// Map entries over every rule set (what `jitctl status` counts as the agent's rules).
+    #[must_use]
+    pub fn entry_count(&self) -> usize {
+        self.entries.len()
+            + self
+                .classes
+                .as_ref()
+                .map_or(0, |c| c.sets.iter().map(Vec::len).sum())
     }
 }
 
@@ -110,7 +177,7 @@ pub fn compile(set: &PolicySet, at: Timestamp) -> Compiled {
                 },
             );
         }
-        agents.push(compile_agent(agent, |rule| {
+        agents.push(compile_classes(agent, |rule| {
             rule.when.as_ref().is_none_or(|w| w.is_active(at))
         }));
     }
@@ -128,6 +195,52 @@ pub fn compile(set: &PolicySet, at: Timestamp) -> Compiled {
 #[must_use]
 pub fn compile_agent(agent: &AgentPolicy, active: impl Fn(&Rule) -> bool) -> CompiledAgent {
     compile_with_guards(agent, active).0
+}
+
+/// [`compile_agent`] with one rule set per identity class when the agent's rules name users or
+/// groups (what the daemon installs): the class "anyone else" in [`CompiledAgent::entries`],
+/// the others in [`CompiledAgent::classes`], and the agent config flagged to select among them.
+#[must_use]
+pub fn compile_classes(agent: &AgentPolicy, active: impl Fn(&Rule) -> bool) -> CompiledAgent {
+    let ids = |pick: fn(&Rule) -> &Vec<Account>| {
+        let mut ids: Vec<u32> = agent
+            .rules
+            .iter()
+            .flat_map(|r| pick(r).iter().map(|a| a.id))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    };
+    let uids = ids(|r| &r.who.users);
+    let gids = ids(|r| &r.who.groups);
+    let class = |u: usize, g: usize| {
+        let (uid, gid) = (u.checked_sub(1), g.checked_sub(1));
+        let uid = uid.map(|i| uids[i]);
+        let gid = gid.map(|i| gids[i]);
+        compile_agent(agent, |r| active(r) && r.who.admits(uid, gid))
+    };
+    let mut compiled = class(0, 0);
+    if uids.is_empty() && gids.is_empty() {
+        return compiled;
+    }
+    let mut sets = Vec::new();
+    for u in 0..=uids.len() {
+        for g in 0..=gids.len() {
+            if (u, g) != (0, 0) {
+                sets.push(class(u, g).entries);
+            }
+        }
+    }
+    // Every class's own rules decide its wildcard lookups: the config takes them all.
+    let all = compile_agent(agent, &active);
+    compiled.config.wildcard_components |= all.config.wildcard_components;
+    compiled.config.identity = (if uids.is_empty() { 0 } else { IDENTITY_BY_USER })
+        | (if gids.is_empty() { 0 } else { IDENTITY_BY_GROUP });
+    // Parsing bounds the classes by MAX_IDENTITY_RULESETS (64).
+    compiled.config.extra_rulesets = u8::try_from(sets.len()).unwrap_or(u8::MAX);
+    compiled.classes = Some(IdentityClasses { uids, gids, sets });
+    compiled
 }
 
 /// The `rename` entries [`compile_agent`] adds for the directories above the paths of the
@@ -203,6 +316,7 @@ fn compile_with_guards(
         name: agent.name.clone(),
         cgroups: agent.cgroups.clone(),
         config,
+        classes: None,
         entries: entries
             .into_iter()
             .map(|((_, pattern), (op, value))| Entry {

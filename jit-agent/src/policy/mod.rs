@@ -32,14 +32,14 @@ use jiff::Timestamp;
 use self::parse::{FileOutcome, parse_file};
 pub use self::{
     compile::{
-        Compiled, CompiledAgent, Entry, RuleInfo, ancestor_guards, compile, compile_agent,
-        pattern_matches,
+        Compiled, CompiledAgent, Entry, IdentityClasses, RuleInfo, ancestor_guards, compile,
+        compile_agent, compile_classes, pattern_matches,
     },
     error::{PolicyError, PolicyErrors, Position},
     escalation::DEFAULT_TIMEOUT,
     model::{
         Account, AgentPolicy, Approvers, Escalation, Grant, Level, MAX_HINT, OnTimeout, OpGroup,
-        Review, Risk, Rule, RulePath,
+        Review, Risk, Rule, RulePath, Subject, Who,
     },
     window::{Activity, TimeWindow, When, WindowError},
 };

@@ -182,6 +182,59 @@ impl Approvers {
     }
 }
 
+/// Who a rule is about: its `user` and `group` conditions, decided in the kernel by the
+/// effective uid and gid of the process (policies/README.md, "Users and groups"). Empty lists:
+/// any process.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Who {
+    pub users: Vec<Account>,
+    pub groups: Vec<Account>,
+}
+
+impl Who {
+    /// Whether the rule applies to every process of its agent.
+    #[must_use]
+    pub fn is_anyone(&self) -> bool {
+        self.users.is_empty() && self.groups.is_empty()
+    }
+
+    /// Whether the rule applies to a process with effective ids `uid` and `gid`; `None` is an
+    /// id none of the agent's rules name (the kernel's class "anyone else").
+    #[must_use]
+    pub fn admits(&self, uid: Option<u32>, gid: Option<u32>) -> bool {
+        let names = |accounts: &[Account], id: Option<u32>| {
+            accounts.is_empty() || id.is_some_and(|id| accounts.iter().any(|a| a.id == id))
+        };
+        names(&self.users, uid) && names(&self.groups, gid)
+    }
+
+    /// [`Who::admits`] for a process known by name or by id (`jitctl policy`, where a policy
+    /// loaded `--offline` has names only): an account matches by id when both are known, else
+    /// by name.
+    #[must_use]
+    pub fn admits_subject(&self, subject: &Subject) -> bool {
+        let matches = |accounts: &[Account], name: Option<&str>, id: Option<u32>| {
+            accounts.is_empty()
+                || accounts.iter().any(|a| {
+                    (a.id != super::UNRESOLVED_ID && id.is_some_and(|id| id == a.id))
+                        || name.is_some_and(|n| n == a.name)
+                })
+        };
+        matches(&self.users, subject.user.as_deref(), subject.uid)
+            && matches(&self.groups, subject.group.as_deref(), subject.gid)
+    }
+}
+
+/// A process's effective user and group as `jitctl policy` is told them: by name, by id, or
+/// both. Nothing known: the process matches rules without `user`/`group` only.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Subject {
+    pub user: Option<String>,
+    pub uid: Option<u32>,
+    pub group: Option<String>,
+    pub gid: Option<u32>,
+}
+
 /// A user or a group: its name as written and the id it resolved to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Account {
@@ -272,6 +325,8 @@ pub struct Rule {
     /// Daemon-side conditions: when any is set, the kernel holds the rule's actions and the
     /// daemon decides them (policies/README.md, "Conditions").
     pub conditions: Conditions,
+    /// Kernel-side conditions on the process's effective uid and gid.
+    pub who: Who,
 }
 
 impl Rule {

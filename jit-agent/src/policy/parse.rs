@@ -3,7 +3,7 @@
 //! so a structural error (an unknown field, a wrong type) hides nothing in other sections.
 use std::{collections::HashMap, ops::Range, path::Path};
 
-use jit_common::policy::{Decision, Mode, Op, RuleShape};
+use jit_common::policy::{Decision, MAX_IDENTITY_RULESETS, Mode, Op, RuleShape};
 use serde::de::DeserializeOwned;
 use toml::{
     Spanned,
@@ -17,7 +17,7 @@ use super::{
     error::{FileErrors, PolicyError, Position},
     escalation::{approvers, escalation_of, required_approvals},
     identity::{Identity, identity},
-    model::{AgentPolicy, Approvers, Escalation, OpGroup, Risk, Rule, RulePath},
+    model::{Account, AgentPolicy, Approvers, Escalation, OpGroup, Risk, Rule, RulePath, Who},
     raw::{RawAgent, RawEscalation, RawRule, RawSize, RawTarget, RawWhen, StringOrList},
     values::{decision, duration, named, on_timeout},
     window::{Activity, TimeWindow, When},
@@ -105,6 +105,7 @@ pub(super) fn parse_file(
     if let (Some(esc), Some(a)) = (&escalation, &agent) {
         check_releasable(&mut errs, a, &raw_rules, esc);
     }
+    check_identity_classes(&mut errs, &rules);
 
     let clean = errs.errors.len() == before;
     let agent = match (clean, identity.as_ref(), mode, default, escalation) {
@@ -270,6 +271,7 @@ fn rule(
     let (approvers, required_approvals) =
         rule_approvers(errs, raw, risk, escalation, options, is_hold);
     let conditions = conditions(errs, raw, &ops);
+    let who = who(errs, raw, options);
     (errs.errors.len() == before).then(|| Rule {
         id: 0,
         name: name.clone(),
@@ -286,7 +288,109 @@ fn rule(
         approvers,
         required_approvals,
         conditions,
+        who,
     })
+}
+
+/// A rule's `user` and `group` conditions, resolved through NSS like approvers (ids compare in
+/// the kernel; `--offline` keeps names only).
+fn who(errs: &mut FileErrors<'_>, raw: &RawRule, options: LoadOptions) -> Who {
+    let mut who = Who::default();
+    if let Some(users) = &raw.user {
+        who.users = list(errs, users, "user", |errs, name, span| {
+            account(errs, name, span, "user", options, |n| {
+                nix::unistd::User::from_name(n).map(|u| u.map(|u| u.uid.as_raw()))
+            })
+        });
+        duplicates(errs, users, "user");
+    }
+    if let Some(groups) = &raw.group {
+        who.groups = list(errs, groups, "group", |errs, name, span| {
+            account(errs, name, span, "group", options, |n| {
+                nix::unistd::Group::from_name(n).map(|g| g.map(|g| g.gid.as_raw()))
+            })
+        });
+        duplicates(errs, groups, "group");
+    }
+    who
+}
+
+/// One name of a `user` or `group` list, resolved unless loading offline.
+fn account(
+    errs: &mut FileErrors<'_>,
+    name: &str,
+    span: &Range<usize>,
+    kind: &str,
+    options: LoadOptions,
+    resolve: impl Fn(&str) -> nix::Result<Option<u32>>,
+) -> Option<Account> {
+    if !options.resolve_accounts {
+        return Some(Account {
+            name: name.to_owned(),
+            id: super::UNRESOLVED_ID,
+        });
+    }
+    match resolve(name) {
+        Ok(Some(id)) => Some(Account {
+            name: name.to_owned(),
+            id,
+        }),
+        Ok(None) => {
+            errs.at(span, format!("unknown {kind} `{name}`"));
+            None
+        }
+        Err(e) => {
+            errs.at(span, format!("cannot look up {kind} `{name}`: {e}"));
+            None
+        }
+    }
+}
+
+/// Reports a name listed twice in `value`.
+fn duplicates(errs: &mut FileErrors<'_>, value: &Spanned<StringOrList>, key: &str) {
+    let mut seen: Vec<&str> = Vec::new();
+    for (name, span) in StringOrList::items(value) {
+        if seen.contains(&name) {
+            errs.at(&span, format!("{key} `{name}` is listed twice"));
+        } else {
+            seen.push(name);
+        }
+    }
+}
+
+/// The kernel keeps a copy of an agent's rules per combination of the users and groups its
+/// rules name (and "anyone else"): refuse an agent whose combinations exceed
+/// [`MAX_IDENTITY_RULESETS`], at the first rule that goes past it.
+fn check_identity_classes(errs: &mut FileErrors<'_>, rules: &[Rule]) {
+    let key = |a: &Account| {
+        if a.id == super::UNRESOLVED_ID {
+            Err(a.name.clone())
+        } else {
+            Ok(a.id)
+        }
+    };
+    let mut users = std::collections::BTreeSet::new();
+    let mut groups = std::collections::BTreeSet::new();
+    for rule in rules {
+        users.extend(rule.who.users.iter().map(key));
+        groups.extend(rule.who.groups.iter().map(key));
+        let sets = (users.len() + 1) * (groups.len() + 1);
+        if sets > MAX_IDENTITY_RULESETS {
+            errs.at_position(
+                rule.at,
+                format!(
+                    "this rule brings the users and groups named in `user` and `group` to {} \
+                     and {}: the kernel would need {sets} copies of the agent's rules (one per \
+                     combination, and one for anyone else), at most {MAX_IDENTITY_RULESETS} \
+                     are allowed; name fewer users or groups, or give them an agent of their \
+                     own",
+                    users.len(),
+                    groups.len()
+                ),
+            );
+            return;
+        }
+    }
 }
 
 /// A rule's daemon-side conditions (policies/README.md, "Conditions").

@@ -14,7 +14,9 @@
 //!
 //! Fields of a case: `agent`, `op`, `path`, `target` (the other end of a `rename` or `link`),
 //! `at`, `expect` (the policy's decision), `enforced` (what the kernel applies, for shadow
-//! mode), `rule` (the rule that must decide) or `by_default = true` (no rule may decide).
+//! mode), `rule` (the rule that must decide) or `by_default = true` (no rule may decide),
+//! `user` and `group` (the process's effective user and group, by name or id, for rules with
+//! `user`/`group`), and the facts of rules with conditions (`args`, `cwd`, ...).
 //! Every mistake in the file is reported as `FILE:LINE:COL: message`; a case whose `at` is
 //! missing everywhere is decided at the current time.
 use std::{ops::Range, path::Path};
@@ -29,7 +31,7 @@ use toml::{
 
 use super::{
     diagnostics::Diagnostic,
-    model::{Action, Decider},
+    model::{Action, Decider, subject_of},
     parse_instant, rfc3339,
 };
 use crate::{
@@ -61,6 +63,9 @@ struct RawCase {
     env: Option<std::collections::BTreeMap<String, String>>,
     target_size: Option<u64>,
     target_exists: Option<bool>,
+    /// The process's effective user and group (name or numeric id), for `user`/`group` rules.
+    user: Option<String>,
+    group: Option<String>,
 }
 
 /// Which rule must decide.
@@ -263,6 +268,7 @@ fn case_of(
                 target: c.target.map(|t| t.into_inner().into_bytes()),
                 at,
                 facts,
+                subject: subject_of(c.user.as_deref(), c.group.as_deref()),
             },
             expect,
             enforced: enforced.flatten(),

@@ -15,12 +15,12 @@ use super::{
     cases,
     diagnostics::{self, Diagnostic},
     explain, lint,
-    model::{Action, Decider, Protected},
+    model::{Action, Decider, Protected, subject_of},
     parse_instant, replay, suggest,
 };
 use crate::{
     config::Config,
-    policy::{LoadOptions, PolicySet, conditions::Facts, load_dir_with},
+    policy::{LoadOptions, PolicySet, Subject, conditions::Facts, load_dir_with},
 };
 
 /// Exit status of `policy check --strict` when the policy loads but has warnings.
@@ -67,9 +67,21 @@ pub struct FactArgs {
     /// The target does not exist.
     #[arg(long)]
     target_missing: bool,
+    /// The process's effective user, by name or uid, for rules with `user` (the kernel
+    /// decides those). Not given: only rules without `user` apply.
+    #[arg(long, value_name = "USER")]
+    user: Option<String>,
+    /// The process's effective group, by name or gid, for rules with `group`.
+    #[arg(long, value_name = "GROUP")]
+    group: Option<String>,
 }
 
 impl FactArgs {
+    /// The process's user and group, as given.
+    fn subject(&self) -> Subject {
+        subject_of(self.user.as_deref(), self.group.as_deref())
+    }
+
     /// The facts given, or `None` when none is.
     fn into_facts(self) -> Result<Option<Facts>, String> {
         use crate::policy::conditions::Target;
@@ -295,6 +307,7 @@ pub fn run(command: PolicyTool, ctx: &Context) -> Result<ExitCode> {
                 path: path.into_bytes(),
                 target: target.map(String::into_bytes),
                 at: at.unwrap_or_else(Timestamp::now),
+                subject: facts.subject(),
                 facts: facts.into_facts().map_err(anyhow::Error::msg)?,
             };
             let e = explain::explain(&decider, &action)?;

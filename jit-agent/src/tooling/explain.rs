@@ -143,6 +143,7 @@ pub fn explain(decider: &Decider<'_>, action: &Action) -> Result<Explanation, De
             action.op,
             path,
             action.at,
+            &action.subject,
             action.facts.as_ref(),
         )?;
         paths.push(report_path(agent, action, end, path, verdict));
@@ -234,14 +235,16 @@ fn report_path(
                     r,
                     p.clone(),
                     p.shape.value(r.decision, r.id),
-                    is_active(r, action.at),
+                    is_active(r, action.at) && r.who.admits_subject(&action.subject),
                 )
             })
             .collect();
     // The renames of the directories above a group rule's paths, which the compiler guards
     // with entries of their own (policies/README.md, Op groups).
     if action.op == Op::Rename {
-        let guards = ancestor_guards(agent, |r| is_active(r, action.at));
+        let guards = ancestor_guards(agent, |r| {
+            is_active(r, action.at) && r.who.admits_subject(&action.subject)
+        });
         for (id, pattern) in guards {
             let (Some(rule), Ok(shape)) = (
                 agent.rules.iter().find(|r| r.id == id),
@@ -335,6 +338,31 @@ fn report_path(
 }
 
 fn inactive_reason(rule: &Rule, action: &Action) -> String {
+    if !rule.who.admits_subject(&action.subject) {
+        let names = |kind: &str, accounts: &[crate::policy::Account]| {
+            (!accounts.is_empty()).then(|| {
+                let list: Vec<&str> = accounts.iter().map(|a| a.name.as_str()).collect();
+                format!("{kind} {}", list.join(", "))
+            })
+        };
+        let who: Vec<String> = [
+            names("user", &rule.who.users),
+            names("group", &rule.who.groups),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let given = match (&action.subject.user, action.subject.uid) {
+            (None, None) if action.subject.group.is_none() && action.subject.gid.is_none() => {
+                " (no --user or --group given)".to_owned()
+            }
+            _ => String::new(),
+        };
+        return format!(
+            "applies only to processes running as {}{given}",
+            who.join(" and ")
+        );
+    }
     let Some(when) = &rule.when else {
         return "inactive".to_owned();
     };

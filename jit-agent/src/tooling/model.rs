@@ -19,7 +19,7 @@ use jit_common::{
 
 pub use crate::policy::pattern_matches;
 use crate::policy::{
-    AgentPolicy, CompiledAgent, PolicySet, Rule, compile_agent,
+    AgentPolicy, CompiledAgent, PolicySet, Rule, Subject, compile_agent,
     conditions::{Facts, Truth},
 };
 
@@ -163,6 +163,9 @@ pub struct Action {
     /// rules (policies/README.md, "Conditions"). `None`: not given; an action that a rule with
     /// conditions holds is then reported as the kernel decides it (a hold the daemon decides).
     pub facts: Option<Facts>,
+    /// The process's effective user and group, for rules with `user`/`group` conditions
+    /// (policies/README.md, "Users and groups"). Nothing known: only rules without them apply.
+    pub subject: Subject,
 }
 
 /// Decides actions under a policy set, as the daemon would have compiled it at each instant.
@@ -179,8 +182,38 @@ pub struct Decider<'a> {
 struct Generation {
     from: Timestamp,
     until: Option<Timestamp>,
-    /// Each agent's maps, and for an agent with conditional rules its maps without them.
-    agents: HashMap<String, (AgentMaps, Option<AgentMaps>)>,
+    /// Each agent's maps for each subject asked about (the rule set of its identity class), and
+    /// for an agent with conditional rules its maps without them; filled as asked.
+    agents: HashMap<(String, Subject), (AgentMaps, Option<AgentMaps>)>,
+}
+
+/// The process `jitctl policy` is told about, for rules with `user`/`group` conditions: each of
+/// `user` and `group` is a name or a numeric id; a name is also looked up in the host's
+/// databases (NSS) for its id, and an id for its name, so that a policy loaded `--offline`
+/// (names only) and one loaded with ids both match.
+#[must_use]
+pub fn subject_of(user: Option<&str>, group: Option<&str>) -> Subject {
+    use nix::unistd::{Gid, Group, Uid, User};
+    let mut subject = Subject::default();
+    if let Some(user) = user {
+        if let Ok(uid) = user.parse::<u32>() {
+            subject.uid = Some(uid);
+            subject.user = User::from_uid(Uid::from_raw(uid)).ok().flatten().map(|u| u.name);
+        } else {
+            subject.user = Some(user.to_owned());
+            subject.uid = User::from_name(user).ok().flatten().map(|u| u.uid.as_raw());
+        }
+    }
+    if let Some(group) = group {
+        if let Ok(gid) = group.parse::<u32>() {
+            subject.gid = Some(gid);
+            subject.group = Group::from_gid(Gid::from_raw(gid)).ok().flatten().map(|g| g.name);
+        } else {
+            subject.group = Some(group.to_owned());
+            subject.gid = Group::from_name(group).ok().flatten().map(|g| g.gid.as_raw());
+        }
+    }
+    subject
 }
 
 /// Why an action cannot be decided.
@@ -220,11 +253,13 @@ impl<'a> Decider<'a> {
         &self.protected
     }
 
-    /// The agent's maps as the daemon compiles them for instant `at`.
+    /// The agent's maps as the daemon compiles them for instant `at`, in the rule set of
+    /// `subject`'s identity class.
     fn with_maps<T>(
         &self,
         agent: &str,
         at: Timestamp,
+        subject: &Subject,
         f: impl FnOnce(&AgentMaps, Option<&AgentMaps>) -> T,
     ) -> Result<T, DecideError> {
         let mut cache = self.cache.borrow_mut();
@@ -235,26 +270,26 @@ impl<'a> Decider<'a> {
             *cache = Some(Generation {
                 from: at,
                 until: self.set.next_transition(at),
-                agents: self
-                    .set
-                    .agents()
-                    .iter()
-                    .map(|a| {
-                        let plain = a.rules.iter().any(Rule::is_conditional).then(|| {
-                            AgentMaps::new(&compile_agent(a, |r| {
-                                is_active(r, at) && !r.is_conditional()
-                            }))
-                        });
-                        (a.name.clone(), (AgentMaps::new(&compile_at(a, at)), plain))
-                    })
-                    .collect(),
+                agents: HashMap::new(),
             });
         }
-        let generation = cache.as_ref().expect("filled above");
+        let generation = cache.as_mut().expect("filled above");
+        let policy = self
+            .set
+            .agent(agent)
+            .ok_or_else(|| DecideError::UnknownAgent(agent.to_owned()))?;
         let (maps, plain) = generation
             .agents
-            .get(agent)
-            .ok_or_else(|| DecideError::UnknownAgent(agent.to_owned()))?;
+            .entry((agent.to_owned(), subject.clone()))
+            .or_insert_with(|| {
+                let applies = |r: &Rule| is_active(r, at) && r.who.admits_subject(subject);
+                let plain = policy.rules.iter().any(Rule::is_conditional).then(|| {
+                    AgentMaps::new(&compile_agent(policy, |r| {
+                        applies(r) && !r.is_conditional()
+                    }))
+                });
+                (AgentMaps::new(&compile_agent(policy, applies)), plain)
+            });
         Ok(f(maps, plain.as_ref()))
     }
 
@@ -269,7 +304,7 @@ impl<'a> Decider<'a> {
         path: &[u8],
         at: Timestamp,
     ) -> Result<Verdict, DecideError> {
-        self.decide_path_with(agent, op, path, at, None)
+        self.decide_path_with(agent, op, path, at, &Subject::default(), None)
             .map(|(v, _)| v)
     }
 
@@ -284,6 +319,7 @@ impl<'a> Decider<'a> {
         op: Op,
         path: &[u8],
         at: Timestamp,
+        subject: &Subject,
         facts: Option<&Facts>,
     ) -> Result<(Verdict, Option<String>), DecideError> {
         if op != Op::Exec
@@ -291,15 +327,20 @@ impl<'a> Decider<'a> {
         {
             // Checked before any rule, whatever the mode (jit-ebpf's engine.rs, `evaluate_single`, and
             // the two-path programs of `protect_pair`).
-            self.with_maps(agent, at, |_, _| ())?;
+            self.with_maps(agent, at, subject, |_, _| ())?;
             return Ok((SELF_PROTECTION_VERDICT, None));
         }
         let policy = self.set.agent(agent);
-        self.with_maps(agent, at, |maps, plain| match (policy, plain, facts) {
-            (Some(policy), Some(plain), Some(facts)) => {
-                decide_by_conditions(policy, maps, plain, op, path, at, || facts.clone())
+        let applies = |r: &Rule| is_active(r, at) && r.who.admits_subject(subject);
+        self.with_maps(agent, at, subject, |maps, plain| {
+            match (policy, plain, facts) {
+                (Some(policy), Some(plain), Some(facts)) => {
+                    decide_by_conditions(policy, maps, plain, op, path, &applies, || {
+                        facts.clone()
+                    })
+                }
+                _ => (maps.decide(op, path), None),
             }
-            _ => (maps.decide(op, path), None),
         })
     }
 
@@ -309,8 +350,9 @@ impl<'a> Decider<'a> {
     /// When the agent is not in the policy.
     pub fn decide(&self, action: &Action) -> Result<Outcome, DecideError> {
         let facts = action.facts.as_ref();
+        let who = &action.subject;
         let (first, _) =
-            self.decide_path_with(&action.agent, action.op, &action.path, action.at, facts)?;
+            self.decide_path_with(&action.agent, action.op, &action.path, action.at, who, facts)?;
         let Some(target) = &action.target else {
             return Ok(Outcome {
                 verdict: first,
@@ -318,7 +360,7 @@ impl<'a> Decider<'a> {
             });
         };
         let (second, _) =
-            self.decide_path_with(&action.agent, action.op, target, action.at, facts)?;
+            self.decide_path_with(&action.agent, action.op, target, action.at, who, facts)?;
         // Self-protection of either end refuses the pair before the engine decides.
         for (verdict, end) in [(first, End::Source), (second, End::Target)] {
             if verdict.rule_id == SELF_PROTECTION_RULE_ID {
@@ -409,7 +451,8 @@ pub fn facts_of(p: &crate::audit::ProcessContext) -> Facts {
 /// no conditions; else the first conditional rule, most specific first and then in file order,
 /// down to the specificity of the rule that decides without them, whose conditions hold (a fact
 /// that cannot be read counts as met for `deny` and `hold` rules, as not met for `allow` and
-/// `audit`); else the verdict without the conditional rules. With the verdict, why the
+/// `audit`); else the verdict without the conditional rules. Only rules for which `applies`
+/// holds are tried: those in force, for the process's identity class. With the verdict, why the
 /// conditions decided as they did (`None` when no condition was involved). `facts` is called
 /// only when conditions are tried.
 #[must_use]
@@ -419,7 +462,7 @@ pub fn decide_by_conditions(
     plain: &AgentMaps,
     op: Op,
     path: &[u8],
-    at: Timestamp,
+    applies: &dyn Fn(&Rule) -> bool,
     facts: impl FnOnce() -> Facts,
 ) -> (Verdict, Option<String>) {
     let kernel = full.decide(op, path);
@@ -436,7 +479,7 @@ pub fn decide_by_conditions(
     let mut candidates: Vec<(&Rule, (u16, u16))> = agent
         .rules
         .iter()
-        .filter(|r| r.is_conditional() && r.ops.contains(&op) && is_active(r, at))
+        .filter(|r| r.is_conditional() && r.ops.contains(&op) && applies(r))
         .filter_map(|r| rank(r, op, path).map(|k| (r, k)))
         .filter(|(_, k)| *k >= floor)
         .collect();

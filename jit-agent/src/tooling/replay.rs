@@ -22,6 +22,7 @@ use super::{
 };
 use crate::{
     audit::{KernelRecord, Record, RecordBody},
+    policy::Subject,
     text::{escape, escape_bytes, from_hex, unescape},
 };
 
@@ -208,6 +209,12 @@ pub fn replay(decider: &Decider<'_>, trail: &Trail) -> Replay {
             target,
             at: rec.time,
             facts: r.process.as_ref().map(super::model::facts_of),
+            // The kernel's records carry the effective ids `user`/`group` rules decided by.
+            subject: Subject {
+                uid: Some(r.uid),
+                gid: Some(r.gid),
+                ..Subject::default()
+            },
         };
         let outcome = match decider.decide(&action) {
             Ok(o) => o,

@@ -23,7 +23,7 @@ use super::{
 };
 use crate::{
     audit::{ApprovalDecision, RecordBody},
-    policy::{AgentPolicy, LoadOptions, Position, Rule, RulePath, load_str_with},
+    policy::{AgentPolicy, LoadOptions, Position, Rule, RulePath, Subject, load_str_with},
     text::{argv_line, escape},
 };
 
@@ -223,6 +223,7 @@ pub fn suggest(
                     target: None,
                     at: now,
                     facts: None,
+                    subject: Subject::default(),
                 })
                 .ok()
                 .map(|o| o.verdict.decision.name());
@@ -286,6 +287,7 @@ fn tie_note(agent: &AgentPolicy, s: &Suggestion, now: Timestamp) -> Option<Strin
         approvers: None,
         required_approvals: None,
         conditions: crate::policy::conditions::Conditions::default(),
+        who: crate::policy::Who::default(),
     });
     let maps = AgentMaps::new(&compile_at(&with, now));
     let sample = s.paths.first()?;

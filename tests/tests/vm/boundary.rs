@@ -1884,7 +1884,8 @@ fn register_agent(setup: &mut AgentSetup, cgroup: &Path, id: u32) -> u64 {
     let config = AgentConfig {
         default_decision: Decision::Allow as u8,
         mode: Mode::Enforce as u8,
-        pad: [0; 2],
+        identity: 0,
+        extra_rulesets: 0,
         wildcard_components: 0,
         ruleset: id,
     };

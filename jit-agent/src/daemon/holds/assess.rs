@@ -19,7 +19,7 @@ use super::Held;
 use crate::{
     daemon::policy_store::PolicySnapshot,
     policy::{
-        AgentPolicy, compile_agent,
+        AgentPolicy, Rule, compile_agent,
         conditions::{Facts, Target},
     },
     tooling::model::{AgentMaps, decide_by_conditions, facts_of, is_active},
@@ -48,28 +48,49 @@ pub struct ConditionMaps {
     plain: AgentMaps,
 }
 
-/// The per-snapshot cache of [`ConditionMaps`], by agent id.
+/// The per-snapshot cache of [`ConditionMaps`], by agent id and the held thread's effective
+/// uid and gid (the rule set of its identity class, policies/README.md "Users and groups").
 #[derive(Debug, Default)]
-pub struct ConditionCache(std::sync::Mutex<HashMap<u32, Arc<ConditionMaps>>>);
+pub struct ConditionCache(std::sync::Mutex<HashMap<(u32, Option<(u32, u32)>), Arc<ConditionMaps>>>);
 
 impl ConditionCache {
-    fn get(&self, agent_id: u32, agent: &AgentPolicy, at: jiff::Timestamp) -> Arc<ConditionMaps> {
+    fn get(
+        &self,
+        agent_id: u32,
+        ids: Option<(u32, u32)>,
+        agent: &AgentPolicy,
+        at: jiff::Timestamp,
+    ) -> Arc<ConditionMaps> {
         let mut cache = self
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         cache
-            .entry(agent_id)
+            .entry((agent_id, ids))
             .or_insert_with(|| {
+                let applies = |r: &Rule| applies(r, at, ids);
                 Arc::new(ConditionMaps {
-                    full: AgentMaps::new(&compile_agent(agent, |r| is_active(r, at))),
+                    full: AgentMaps::new(&compile_agent(agent, applies)),
                     plain: AgentMaps::new(&compile_agent(agent, |r| {
-                        is_active(r, at) && !r.is_conditional()
+                        applies(r) && !r.is_conditional()
                     })),
                 })
             })
             .clone()
     }
+}
+
+/// Whether `rule` takes part in deciding a hold at `at` of a thread with effective ids `ids`:
+/// it is in force, and its `user`/`group` conditions admit the thread. Ids that could not be
+/// read count as admitted by `deny` and `hold` rules only (as an unreadable fact, I11).
+fn applies(rule: &Rule, at: jiff::Timestamp, ids: Option<(u32, u32)>) -> bool {
+    is_active(rule, at)
+        && match ids {
+            Some((uid, gid)) => rule.who.admits(Some(uid), Some(gid)),
+            None => {
+                rule.who.is_anyone() || matches!(rule.decision, Decision::Deny | Decision::Hold)
+            }
+        }
 }
 
 /// The facts of `held`, as read when its event was handled; the target is read now.
@@ -105,7 +126,8 @@ fn decide_path(
     at: jiff::Timestamp,
 ) -> (Verdict, Option<String>) {
     let facts = || facts(held, path);
-    decide_by_conditions(agent, &maps.full, &maps.plain, held.op, path, at, facts)
+    let applies = |r: &Rule| applies(r, at, held.ids);
+    decide_by_conditions(agent, &maps.full, &maps.plain, held.op, path, &applies, facts)
 }
 
 /// What to do with `held` under `snapshot`'s policy. Reads the target's metadata: call it on a
@@ -121,7 +143,7 @@ pub fn assess(snapshot: &PolicySnapshot, held: &Held) -> Assessment {
     if !snapshot.rule_is_conditional(held.agent_id, held.rule_id) {
         return Assessment::Review;
     }
-    let maps = snapshot.conditions.get(held.agent_id, agent, at);
+    let maps = snapshot.conditions.get(held.agent_id, held.ids, agent, at);
     let mut paths: Vec<Vec<u8>> = Vec::new();
     match (&held.ends, &held.path_hex) {
         (Some((from, to)), _) => {

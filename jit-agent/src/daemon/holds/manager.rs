@@ -793,6 +793,7 @@ impl HoldManager {
                             path,
                             path_hex,
                             process: ProcessContext::read_held(request.tgid, tid, op == Op::Exec),
+                            ids: crate::audit::effective_ids(request.tgid, tid),
                             ends,
                             approvals: Vec::new(),
                             justification: None,

@@ -52,6 +52,10 @@ pub struct Held {
     /// The path's exact bytes in hex when it is not UTF-8 (as in the hold's audit record).
     pub path_hex: Option<String>,
     pub process: ProcessContext,
+    /// The held thread's effective uid and gid, which its `user`/`group` rules were selected
+    /// by: from the hold event, or read from procfs for a hold adopted after a restart (the
+    /// thread is stopped, its credentials cannot change). `None`: unreadable.
+    pub ids: Option<(u32, u32)>,
     /// Of a rename or link: (source, destination), escaped, as in the hold's audit record.
     pub ends: Option<(String, String)>,
     /// Distinct reviewers who approved, when more than one approval is required.
@@ -92,6 +96,7 @@ impl Held {
                 .then(|| crate::audit::to_hex(event.path_bytes())),
             path,
             process,
+            ids: Some((event.uid, event.gid)),
             ends,
             approvals: Vec::new(),
             justification: None,

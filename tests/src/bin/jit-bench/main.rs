@@ -367,7 +367,8 @@ fn load(agent: &BenchCgroup) -> Result<Enforcer> {
     let config = AgentConfig {
         default_decision: Decision::Deny as u8,
         mode: Mode::Enforce as u8,
-        pad: [0; 2],
+        identity: 0,
+        extra_rulesets: 0,
         wildcard_components: 0,
         ruleset: AGENT,
     };
