@@ -34,6 +34,8 @@ pub mod channel {
     pub const HTTP: &str = "http";
     /// The agent's `on_timeout` applied by the daemon.
     pub const TIMEOUT: &str = "timeout";
+    /// The daemon, by the conditions of a rule (policies/README.md, "Conditions").
+    pub const POLICY: &str = "policy";
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -178,7 +180,7 @@ impl Metrics {
                 &mut r,
                 "hold_time_to_decision_seconds",
                 "From a hold being shown to reviewers to its final decision, by channel (socket, \
-                 http, timeout) and outcome",
+                 http, timeout, policy) and outcome",
                 Family::new_with_constructor(review_buckets as fn() -> Histogram),
             ),
             kernel_decisions: reg(

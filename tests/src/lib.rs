@@ -133,7 +133,7 @@ fn run_in(cgroup: &Path, program: &str, args: &[&str]) -> io::Result<ExitStatus>
 }
 
 /// The `cgroup.procs` file of the cgroup directory `cgroup`, as a C string.
-fn procs_of(cgroup: &Path) -> CString {
+pub fn procs_of(cgroup: &Path) -> CString {
     CString::new(
         cgroup
             .join("cgroup.procs")

@@ -21,4 +21,5 @@ mod policy_tooling;
 mod rule_escalation;
 mod self_protect;
 mod separation;
+mod users;
 mod write_cache;

@@ -204,6 +204,8 @@ impl HoldManager {
                 {
                     if held.auto.is_some() {
                         // The hold's record is durable: the daemon's answer may follow (I5).
+                        // Its time to decision counts from here, as a reviewer's would.
+                        held.shown_ns = monotonic_ns();
                         let held = held.clone();
                         self.auto_answer(held).await;
                     } else {
@@ -316,7 +318,7 @@ impl HoldManager {
             .unwrap_or_else(|| format!("agent {:#010x}", held.agent_id));
         match self.apply(&held, decision, Grant::Once).await {
             Ok(()) => {
-                self.held.remove(&id);
+                self.finish(&held, decision.name(), Some(crate::metrics::channel::POLICY));
                 info!(id, agent = %agent, path = %held.path, decision = decision.name(), "decided by the policy's conditions");
                 self.audit_decision(
                     &held,

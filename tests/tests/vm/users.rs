@@ -1,0 +1,272 @@
+//! `user` and `group` conditions through the real daemon (policies/README.md, "Users and
+//! groups"): the kernel decides by the effective uid and gid of the process, in the rule set of
+//! its identity class, without a round trip to the daemon; a rule with `user` and daemon-side
+//! conditions is held and decided by the daemon for that user only. Credentials that change
+//! inside a running process change the decision at once (the write-decision cache is keyed by
+//! them), and a reload that names other users moves the decisions with it.
+use std::{
+    ffi::CString,
+    fs,
+    io,
+    os::unix::{fs::PermissionsExt as _, process::CommandExt as _},
+    path::Path,
+    process::{Command, ExitStatus},
+    time::Duration,
+};
+
+use jit_tests::{
+    CGROUP2_ROOT, ForkedChild, TestDir, c_path,
+    daemon::{DaemonFiles, describe, eventually, jitctl},
+    join_cgroup, procs_of, require_vm,
+};
+
+const CGROUP: &str = "jit-test-users/agent";
+/// The guest's accounts (see xtask's initramfs): `reviewer` is uid 1000 (group 1000), `sre` is
+/// gid 1001, `nobody` uid 65534, `nogroup` gid 65534.
+const REVIEWER: u32 = 1000;
+const SRE: u32 = 1001;
+const NOBODY: u32 = 65534;
+
+/// Runs `program args...` in the agent cgroup as `uid`/`gid` (real, effective and saved; no
+/// supplementary groups): the child joins the cgroup as root, then drops to the ids.
+fn run_as(uid: u32, gid: u32, program: &str, args: &[&str]) -> io::Result<ExitStatus> {
+    let procs = procs_of(&Path::new(CGROUP2_ROOT).join(CGROUP));
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    // SAFETY: async-signal-safe calls only (open, write, close, setgroups, setres[ug]id) on
+    // memory prepared before fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            join_cgroup(&procs)?;
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setresgid(gid, gid, gid) != 0
+                || libc::setresuid(uid, uid, uid) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.status()
+}
+
+/// Opens `path` for writing (creating it) in a child in the agent cgroup; 0 or the errno.
+fn write_open(path: &CString) -> i32 {
+    // SAFETY: a raw syscall on a prepared C string.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CREAT, 0o666) };
+    if fd < 0 {
+        return io::Error::last_os_error().raw_os_error().unwrap_or(255);
+    }
+    // SAFETY: our own descriptor.
+    unsafe { libc::close(fd) };
+    0
+}
+
+/// The audit records of decisions by the policy's conditions.
+fn policy_decisions(files: &DaemonFiles) -> Vec<serde_json::Value> {
+    records(files)
+        .into_iter()
+        .filter(|r| r["type"] == "approval" && r["reviewer"] == "policy")
+        .collect()
+}
+
+fn records(files: &DaemonFiles) -> Vec<serde_json::Value> {
+    fs::read_to_string(&files.audit)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .collect()
+}
+
+fn policy(work: &Path, tool: &str, data_user: &str) -> String {
+    format!(
+        r#"[agent]
+name = "users"
+cgroups = ["{CGROUP}"]
+default = "allow"
+
+[[rule]]
+name = "data is read-only for {data_user}"
+op = "modify"
+path = "{data}/"
+user = "{data_user}"
+decision = "deny"
+
+[[rule]]
+name = "group sre does not run the tool"
+op = "exec"
+path = "{tool}"
+group = "sre"
+decision = "deny"
+
+[[rule]]
+name = "reviewer runs tool status"
+op = "exec"
+path = "{tool}"
+user = "reviewer"
+args = ["status"]
+decision = "allow"
+
+[[rule]]
+name = "reviewer runs nothing else of the tool"
+op = "exec"
+path = "{tool}"
+user = "reviewer"
+decision = "deny"
+"#,
+        data = work.join("data").display()
+    )
+}
+
+#[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one daemon start (tens of seconds under emulation) for every identity case"
+)]
+fn rules_decide_by_the_effective_user_and_group_in_the_kernel() {
+    require_vm();
+    let work = TestDir::new("users");
+    fs::set_permissions(work.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let tool = work.install_true("tool");
+    let data = work.path().join("data");
+    fs::create_dir_all(&data).unwrap();
+    fs::set_permissions(&data, fs::Permissions::from_mode(0o777)).unwrap();
+    // Owned by nobody and writable by all: whatever refuses nobody below is jit, not the
+    // file's permissions (unlink, truncate, chmod all pass the kernel's own checks).
+    let owned = data.join("f");
+    fs::write(&owned, "data").unwrap();
+    std::os::unix::fs::chown(&owned, Some(NOBODY), Some(NOBODY)).unwrap();
+    fs::set_permissions(&owned, fs::Permissions::from_mode(0o666)).unwrap();
+    let mut files = DaemonFiles::new("users");
+    files
+        .cgroups
+        .extend([CGROUP.to_owned(), "jit-test-users".to_owned()]);
+    files.write_policy("users.toml", &policy(work.path(), &tool, "nobody"));
+    let daemon = files.start();
+    let procs = procs_of(&Path::new(CGROUP2_ROOT).join(CGROUP));
+
+    // Writes: nobody is refused, root and the reviewer are not (no daemon round trip: the
+    // kernel decides in the rule set of the process's class).
+    let file = c_path(&data.join("f"));
+    let as_ids = |uid: u32, gid: u32| {
+        let file = file.clone();
+        ForkedChild::start(&procs, move || {
+            // SAFETY: plain syscalls.
+            if unsafe { libc::setresgid(gid, gid, gid) } != 0
+                || unsafe { libc::setresuid(uid, uid, uid) } != 0
+            {
+                return 201;
+            }
+            write_open(&file)
+        })
+        .result()
+    };
+    assert_eq!(as_ids(NOBODY, NOBODY), libc::EPERM, "nobody writes data");
+    assert_eq!(as_ids(0, 0), 0, "root writes data");
+    assert_eq!(as_ids(REVIEWER, REVIEWER), 0, "reviewer writes data");
+
+    // The effective uid decides, not the real one: a root process acting as nobody is refused,
+    // one that only keeps nobody as its real uid is not.
+    let mixed = |ruid: u32, euid: u32| {
+        let file = file.clone();
+        ForkedChild::start(&procs, move || {
+            // SAFETY: a plain syscall.
+            if unsafe { libc::setresuid(ruid, euid, 0) } != 0 {
+                return 201;
+            }
+            write_open(&file)
+        })
+        .result()
+    };
+    assert_eq!(mixed(0, NOBODY), libc::EPERM, "real root, effective nobody");
+    assert_eq!(mixed(NOBODY, 0), 0, "real nobody, effective root");
+
+    // One process, one file: allowed (and cached) as root, refused once it becomes nobody.
+    let file_once = file.clone();
+    let code = ForkedChild::start(&procs, move || {
+        for _ in 0..3 {
+            if write_open(&file_once) != 0 {
+                return 202;
+            }
+        }
+        // SAFETY: plain syscalls.
+        if unsafe { libc::setresgid(NOBODY, NOBODY, NOBODY) } != 0
+            || unsafe { libc::setresuid(NOBODY, NOBODY, NOBODY) } != 0
+        {
+            return 201;
+        }
+        write_open(&file_once)
+    })
+    .result();
+    assert_eq!(
+        code,
+        libc::EPERM,
+        "a write allowed (and cached) as root is refused after setuid(nobody)"
+    );
+
+    // Every write-like op of the `modify` rule, for nobody only.
+    let target = c_path(&data.join("f"));
+    let code = ForkedChild::start(&procs, move || {
+        // SAFETY: plain syscalls on prepared C strings.
+        unsafe {
+            if libc::setresuid(NOBODY, NOBODY, NOBODY) != 0 {
+                return 201;
+            }
+            let refused = |r: libc::c_int| r != 0 && *libc::__errno_location() == libc::EPERM;
+            if !refused(libc::unlink(target.as_ptr())) {
+                return 10;
+            }
+            if !refused(libc::truncate(target.as_ptr(), 0)) {
+                return 11;
+            }
+            if !refused(libc::chmod(target.as_ptr(), 0o600)) {
+                return 12;
+            }
+        }
+        0
+    })
+    .result();
+    assert_eq!(code, 0, "nobody's unlink/truncate/chmod (10/11/12 = that one passed)");
+
+    // Exec by group: nobody with group sre is refused by the kernel; the reviewer with its
+    // own group is held and decided by the daemon by the arguments (its conditional rules).
+    jit_tests::assert_eperm(&run_as(NOBODY, SRE, &tool, &["status"]), "group sre");
+    jit_tests::assert_ran(
+        &run_as(REVIEWER, REVIEWER, &tool, &["status"]),
+        "reviewer: tool status",
+    );
+    jit_tests::assert_eperm(
+        &run_as(REVIEWER, REVIEWER, &tool, &["push"]),
+        "reviewer: tool push",
+    );
+    // Root and nobody: no rule names them for the tool, the default allows, no hold.
+    jit_tests::assert_ran(&run_as(0, 0, &tool, &["push"]), "root: tool push");
+    jit_tests::assert_ran(&run_as(NOBODY, NOBODY, &tool, &["push"]), "nobody: tool push");
+    let decisions = policy_decisions(&files);
+    assert_eq!(
+        decisions.len(),
+        2,
+        "only the reviewer's two execs went to the daemon: {decisions:#?}"
+    );
+
+    // Records carry the effective ids the kernel decided by.
+    let denial = records(&files).into_iter().find(|r| {
+        r["type"] == "kernel"
+            && r["decision"] == "deny"
+            && r["op"] == "write"
+            && r["uid"] == NOBODY
+    });
+    assert!(denial.is_some(), "the refused write is audited with uid 65534");
+
+    // A reload that names root instead of nobody moves the refusal.
+    files.write_policy("users.toml", &policy(work.path(), &tool, "root"));
+    let out = jitctl(&files, &["policy", "reload"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        eventually(Duration::from_secs(30), || as_ids(0, 0) == libc::EPERM),
+        "root is refused after the reload"
+    );
+    assert_eq!(as_ids(NOBODY, NOBODY), 0, "nobody writes data after the reload");
+    assert_eq!(as_ids(REVIEWER, REVIEWER), 0, "reviewer still writes data");
+    drop(daemon);
+}
