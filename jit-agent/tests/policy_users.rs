@@ -72,8 +72,14 @@ fn rules_apply_to_the_users_and_groups_they_name() {
          [[rule]]\nname = \"everyone reads configs\"\nop = \"write\"\npath = \"/srv/cfg\"\n\
          decision = \"audit\"\n"
     ));
-    let classes = agent.classes.as_ref().expect("the rules name users and groups");
-    assert_eq!((classes.uids.as_slice(), classes.gids.as_slice()), (&[0][..], &[1][..]));
+    let classes = agent
+        .classes
+        .as_ref()
+        .expect("the rules name users and groups");
+    assert_eq!(
+        (classes.uids.as_slice(), classes.gids.as_slice()),
+        (&[0][..], &[1][..])
+    );
     assert_eq!(
         classes.sets.len(),
         3,
@@ -85,14 +91,26 @@ fn rules_apply_to_the_users_and_groups_they_name() {
 
     let k = Kernel::new(&agent);
     // root, group root: its own rule.
-    assert_eq!(k.decide(0, 0, Op::Write, "/srv/app/x"), (Decision::Allow, 1));
+    assert_eq!(
+        k.decide(0, 0, Op::Write, "/srv/app/x"),
+        (Decision::Allow, 1)
+    );
     // Someone else: the default.
-    assert_eq!(k.decide(1000, 1000, Op::Write, "/srv/app/x").0, Decision::Deny);
+    assert_eq!(
+        k.decide(1000, 1000, Op::Write, "/srv/app/x").0,
+        Decision::Deny
+    );
     assert_eq!(k.decide(1000, 1000, Op::Write, "/srv/app/x").1, 0);
     // root in group daemon: the group's deny is more specific.
-    assert_eq!(k.decide(0, 1, Op::Write, "/srv/secret/k"), (Decision::Deny, 2));
+    assert_eq!(
+        k.decide(0, 1, Op::Write, "/srv/secret/k"),
+        (Decision::Deny, 2)
+    );
     // root in group root: the allow of /srv/ decides there.
-    assert_eq!(k.decide(0, 0, Op::Write, "/srv/secret/k"), (Decision::Allow, 1));
+    assert_eq!(
+        k.decide(0, 0, Op::Write, "/srv/secret/k"),
+        (Decision::Allow, 1)
+    );
     // A rule without user/group applies to everyone, in every class.
     for (uid, gid) in [(0, 0), (0, 1), (1000, 1), (1000, 1000)] {
         assert_eq!(
@@ -147,14 +165,25 @@ fn a_corrupt_offset_stays_inside_the_agents_rule_sets() {
 #[test]
 fn mistakes_are_reported_where_they_are() {
     let rule = |body: &str| {
-        format!("{HEAD}[[rule]]\nname = \"r\"\nop = \"write\"\npath = \"/srv/\"\n{body}decision = \"allow\"\n")
+        format!(
+            "{HEAD}[[rule]]\nname = \"r\"\nop = \"write\"\npath = \"/srv/\"\n{body}decision = \"allow\"\n"
+        )
     };
     let e = errors(&rule("user = \"no-such-user-jit\"\n"));
-    assert!(e.contains("a.toml:10:8: unknown user `no-such-user-jit`"), "{e}");
+    assert!(
+        e.contains("a.toml:10:8: unknown user `no-such-user-jit`"),
+        "{e}"
+    );
     let e = errors(&rule("group = [\"root\", \"no-such-group-jit\"]\n"));
-    assert!(e.contains("a.toml:10:18: unknown group `no-such-group-jit`"), "{e}");
+    assert!(
+        e.contains("a.toml:10:18: unknown group `no-such-group-jit`"),
+        "{e}"
+    );
     let e = errors(&rule("user = [\"root\", \"root\"]\n"));
-    assert!(e.contains("a.toml:10:17: user `root` is listed twice"), "{e}");
+    assert!(
+        e.contains("a.toml:10:17: user `root` is listed twice"),
+        "{e}"
+    );
     let e = errors(&rule("group = []\n"));
     assert!(e.contains("a.toml:10:9: `group` is empty"), "{e}");
     let e = errors(&rule("user = 0\n"));

@@ -18,7 +18,7 @@
 //!
 //! - the opened object: the dentry and the mount (`file->f_path`), and the task's root
 //!   (`current->fs->root`), which `bpf_d_path` resolves against;
-//! - the task's effective uid and gid ([`CacheKey::ids`]), which select the agent's rule set
+//! - the uid and gid the task acts as on files ([`CacheKey::ids`]), which select the agent's rule set
 //!   when its rules have `user` or `group` conditions;
 //! - the agent, and the policy generation ([`CacheKey::policy_gen`]), which the daemon changes
 //!   after every change to rules, agent configurations, scope or protected paths (0 turns the
@@ -97,7 +97,7 @@ pub struct CacheKey {
     pub chroots: u32,
     /// 1 when the dentry is hashed (not deleted); entries are made and hit only then.
     pub hashed: u32,
-    /// The task's effective uid (low half) and gid (high half): with `user`/`group`
+    /// The uid (low half) and gid (high half) the task acts as on files: with `user`/`group`
     /// conditions they select the rule set, so an allow decided for one identity is not one
     /// for another.
     pub ids: u64,

@@ -129,10 +129,12 @@ pub struct KernelLayout {
     /// `struct linux_binprm`, member `exec`: where the copied file name starts, just above the
     /// environment strings.
     pub binprm_exec: u32,
-    /// `struct cred`, member `euid`: the effective uid, which `user` conditions decide by.
-    pub cred_euid: u32,
-    /// `struct cred`, member `egid`: the effective gid, which `group` conditions decide by.
-    pub cred_egid: u32,
+    /// `struct cred`, member `fsuid`: the uid file access is checked as, which `user`
+    /// conditions decide by.
+    pub cred_fsuid: u32,
+    /// `struct cred`, member `fsgid`: the gid file access is checked as, which `group`
+    /// conditions decide by.
+    pub cred_fsgid: u32,
 }
 
 impl KernelLayout {
@@ -191,8 +193,8 @@ impl KernelLayout {
         task_start_time: 0,
         binprm_p: 0,
         binprm_exec: 0,
-        cred_euid: 0,
-        cred_egid: 0,
+        cred_fsuid: 0,
+        cred_fsgid: 0,
     };
 
     /// The offset of an optional member this kernel does not have.
@@ -258,8 +260,8 @@ impl KernelLayout {
         ("task_struct", "start_time"),
         ("linux_binprm", "p"),
         ("linux_binprm", "exec"),
-        ("cred", "euid"),
-        ("cred", "egid"),
+        ("cred", "fsuid"),
+        ("cred", "fsgid"),
     ];
 
     /// Builds the layout from offsets given in [`Self::MEMBERS`] order.
@@ -319,8 +321,8 @@ impl KernelLayout {
             task_start_time: o[50],
             binprm_p: o[51],
             binprm_exec: o[52],
-            cred_euid: o[53],
-            cred_egid: o[54],
+            cred_fsuid: o[53],
+            cred_fsgid: o[54],
         }
     }
 }

@@ -684,7 +684,7 @@ pub struct AgentConfig {
     /// A [`Mode`].
     pub mode: u8,
     /// [`IDENTITY_BY_USER`] and [`IDENTITY_BY_GROUP`] bits: some rule of the agent names users
-    /// or groups, so the rule set depends on the effective uid or gid of the process (see
+    /// or groups, so the rule set depends on the uid or gid the process acts as on files (its `fsuid`, `fsgid`) (see
     /// [`IdentityKey`]). 0 for most agents: then nothing about the process is read.
     pub identity: u8,
     /// How many rule sets follow [`AgentConfig::ruleset`] for identity classes: the agent's
@@ -755,7 +755,7 @@ pub struct IdentityKey {
     pub id: u32,
 }
 
-/// The rule set that decides for a process with effective ids `uid` and `gid` under `cfg`,
+/// The rule set that decides for a process acting as `uid` and `gid` on files under `cfg`,
 /// given the identity map's answers (`offset(kind, id)`, `None` when absent). An offset that
 /// would leave the agent's rule sets (a corrupt map) is taken as the largest one's.
 #[inline(always)]
@@ -785,7 +785,8 @@ pub fn identity_ruleset(
         );
     }
     let last = u32::from(cfg.extra_rulesets);
-    cfg.ruleset.wrapping_add(if extra > last { last } else { extra })
+    cfg.ruleset
+        .wrapping_add(if extra > last { last } else { extra })
 }
 
 /// The outcome for one operation.

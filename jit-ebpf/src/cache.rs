@@ -26,7 +26,7 @@ use jit_common::cache::{
 };
 
 use crate::{
-    kernel::{effective_ids, load_btf, load_ptr, offset, read_kernel},
+    kernel::{acting_ids, load_btf, load_ptr, offset, read_kernel},
     maps::{atomic_add, read_u32},
 };
 
@@ -129,7 +129,7 @@ pub fn capture(path: *const u8, agent_id: u32, key: &mut CacheKey) {
     }
     key.dentry_gen = counter(slot(key));
     key.chroots = counter(CHROOT_COUNTER);
-    key.ids = effective_ids();
+    key.ids = acting_ids();
 }
 
 /// The table slot of the dentry in `key`. Read back from map memory (the key lives in the

@@ -32,7 +32,7 @@ use crate::{
     cache,
     holds::{answer_pending, current_cannot_stop, hold},
     kernel::{
-        current_task, dentry_inode, effective_ids, file_id, offset, opaque_eperm, path_dentry,
+        acting_ids, current_task, dentry_inode, file_id, offset, opaque_eperm, path_dentry,
         path_mnt, read_kernel,
     },
     maps::{
@@ -540,7 +540,7 @@ fn evaluate_path(action: &Action, s: &mut Scratch) -> Verdict {
     let ruleset = if cfg.identity == 0 {
         cfg.ruleset
     } else {
-        let ids = effective_ids();
+        let ids = acting_ids();
         // SAFETY: the value is copied out of the map at once.
         identity_ruleset(cfg, ids as u32, (ids >> 32) as u32, |key| unsafe {
             IDENTITY.get(key).copied()

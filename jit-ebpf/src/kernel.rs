@@ -119,20 +119,23 @@ pub fn path_mnt(path: *const u8) -> *const u8 {
     read_kernel::<u64>(path, offset(|l| &l.path_mnt)) as *const u8
 }
 
-/// The effective uid (low half) and gid (high half) of the current task, from its own
-/// credentials (`real_cred`: not the ones the kernel may borrow while it acts for the task, such
-/// as `access(2)`'s real ids or overlayfs's mounter's). What `user` and `group` conditions decide
-/// by (policies/README.md, "Users and groups"), what events report, and part of the
-/// write-decision cache's key.
+/// The uid (low half) and gid (high half) the current task acts as on files: the filesystem ids
+/// (`fsuid`, `fsgid`: what every file access is checked as; they follow the effective ids
+/// unless changed with `setfsuid`/`setfsgid`) of the credentials it acts with (`task->cred`,
+/// the subjective credentials). For an io_uring request those are the submitter's at
+/// submission or its registered personality's, also in an io-wq worker, whose own `real_cred`
+/// is a copy made when the worker started and may be another identity by now. What `user` and
+/// `group` conditions decide by (policies/README.md, "Users and groups"), what events report,
+/// and part of the write-decision cache's key.
 #[inline(always)]
-pub fn effective_ids() -> u64 {
-    // SAFETY: the task from the helper is BTF-typed; `real_cred` is a pointer member, `euid`
-    // and `egid` are `u32` members of `struct cred` (kuid_t and kgid_t wrap one).
+pub fn acting_ids() -> u64 {
+    // SAFETY: the task from the helper is BTF-typed; `cred` is a pointer member, `fsuid` and
+    // `fsgid` are `u32` members of `struct cred` (kuid_t and kgid_t wrap one).
     unsafe {
         let task = bpf_get_current_task_btf() as *const u8;
-        let cred = load_ptr(task, offset(|l| &l.task_real_cred));
-        let uid: u32 = load_btf(cred, offset(|l| &l.cred_euid));
-        let gid: u32 = load_btf(cred, offset(|l| &l.cred_egid));
+        let cred = load_ptr(task, offset(|l| &l.task_cred));
+        let uid: u32 = load_btf(cred, offset(|l| &l.cred_fsuid));
+        let gid: u32 = load_btf(cred, offset(|l| &l.cred_fsgid));
         u64::from(uid) | (u64::from(gid) << 32)
     }
 }

@@ -17,7 +17,7 @@ use jit_common::{
 
 use crate::{
     action::Action,
-    kernel::{effective_ids, parent_tgid},
+    kernel::{acting_ids, parent_tgid},
     maps::{EVENTS, SCRATCH, Scratch, count},
     resolve::resolve_path,
 };
@@ -88,8 +88,8 @@ pub fn fill_record(
     request_id: u64,
 ) {
     let pid_tgid = bpf_get_current_pid_tgid();
-    // The effective ids: the ones `user`/`group` conditions decided by.
-    let uid_gid = effective_ids();
+    // The ids the task acts as on files: the ones `user`/`group` conditions decide by.
+    let uid_gid = acting_ids();
     // SAFETY: helpers without pointer arguments.
     unsafe {
         e.ts_ns = bpf_ktime_get_ns();

@@ -93,16 +93,17 @@ fn bounded_argv(args: Vec<String>) -> (Vec<String>, bool) {
     (out, false)
 }
 
-/// The effective uid and gid of thread `tid` of process `tgid` (`/proc/TGID/task/TID/status`,
-/// the second fields of `Uid:` and `Gid:`); `None` when they cannot be read.
+/// The filesystem uid and gid of thread `tid` of process `tgid` (`/proc/TGID/task/TID/status`,
+/// the last fields of `Uid:` and `Gid:`): the ids `user`/`group` rules decide by. `None` when
+/// they cannot be read.
 #[must_use]
-pub fn effective_ids(tgid: u32, tid: u32) -> Option<(u32, u32)> {
+pub fn acting_ids(tgid: u32, tid: u32) -> Option<(u32, u32)> {
     let task = procfs::process::Process::new(i32::try_from(tgid).ok()?)
         .ok()?
         .task_from_tid(i32::try_from(tid).ok()?)
         .ok()?;
     let status = task.status().ok()?;
-    Some((status.euid, status.egid))
+    Some((status.fuid, status.fgid))
 }
 
 impl ProcessContext {

@@ -105,9 +105,12 @@ impl CompiledAgent {
             .zip(std::iter::once(&self.entries).chain(sets))
             .flat_map(|(offset, entries)| {
                 entries.iter().map(move |e| {
-                    let (key, _) =
-                        PolicyKey::for_rule(ruleset.wrapping_add(offset), e.op, e.pattern.as_bytes())
-                            .expect("patterns are validated when the policy is loaded");
+                    let (key, _) = PolicyKey::for_rule(
+                        ruleset.wrapping_add(offset),
+                        e.op,
+                        e.pattern.as_bytes(),
+                    )
+                    .expect("patterns are validated when the policy is loaded");
                     (key, e.value)
                 })
             })
@@ -236,7 +239,11 @@ pub fn compile_classes(agent: &AgentPolicy, active: impl Fn(&Rule) -> bool) -> C
     let all = compile_agent(agent, &active);
     compiled.config.wildcard_components |= all.config.wildcard_components;
     compiled.config.identity = (if uids.is_empty() { 0 } else { IDENTITY_BY_USER })
-        | (if gids.is_empty() { 0 } else { IDENTITY_BY_GROUP });
+        | (if gids.is_empty() {
+            0
+        } else {
+            IDENTITY_BY_GROUP
+        });
     // Parsing bounds the classes by MAX_IDENTITY_RULESETS (64).
     compiled.config.extra_rulesets = u8::try_from(sets.len()).unwrap_or(u8::MAX);
     compiled.classes = Some(IdentityClasses { uids, gids, sets });

@@ -183,7 +183,7 @@ impl Approvers {
 }
 
 /// Who a rule is about: its `user` and `group` conditions, decided in the kernel by the
-/// effective uid and gid of the process (policies/README.md, "Users and groups"). Empty lists:
+/// filesystem uid and gid of the process, which follow its effective ids (policies/README.md, "Users and groups"). Empty lists:
 /// any process.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Who {
@@ -198,7 +198,7 @@ impl Who {
         self.users.is_empty() && self.groups.is_empty()
     }
 
-    /// Whether the rule applies to a process with effective ids `uid` and `gid`; `None` is an
+    /// Whether the rule applies to a process acting as `uid` and `gid` on files; `None` is an
     /// id none of the agent's rules name (the kernel's class "anyone else").
     #[must_use]
     pub fn admits(&self, uid: Option<u32>, gid: Option<u32>) -> bool {
@@ -225,7 +225,7 @@ impl Who {
     }
 }
 
-/// A process's effective user and group as `jitctl policy` is told them: by name, by id, or
+/// The user and group a process acts as on files, as `jitctl policy` is told them: by name, by id, or
 /// both. Nothing known: the process matches rules without `user`/`group` only.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Subject {
@@ -325,7 +325,7 @@ pub struct Rule {
     /// Daemon-side conditions: when any is set, the kernel holds the rule's actions and the
     /// daemon decides them (policies/README.md, "Conditions").
     pub conditions: Conditions,
-    /// Kernel-side conditions on the process's effective uid and gid.
+    /// Kernel-side conditions on the uid and gid the process acts as on files.
     pub who: Who,
 }
 

@@ -15,7 +15,7 @@
 //! Fields of a case: `agent`, `op`, `path`, `target` (the other end of a `rename` or `link`),
 //! `at`, `expect` (the policy's decision), `enforced` (what the kernel applies, for shadow
 //! mode), `rule` (the rule that must decide) or `by_default = true` (no rule may decide),
-//! `user` and `group` (the process's effective user and group, by name or id, for rules with
+//! `user` and `group` (the user and group the process acts as on files, by name or id, for rules with
 //! `user`/`group`), and the facts of rules with conditions (`args`, `cwd`, ...).
 //! Every mistake in the file is reported as `FILE:LINE:COL: message`; a case whose `at` is
 //! missing everywhere is decided at the current time.
@@ -63,7 +63,7 @@ struct RawCase {
     env: Option<std::collections::BTreeMap<String, String>>,
     target_size: Option<u64>,
     target_exists: Option<bool>,
-    /// The process's effective user and group (name or numeric id), for `user`/`group` rules.
+    /// The user and group the process acts as on files (name or numeric id), for `user`/`group` rules.
     user: Option<String>,
     group: Option<String>,
 }

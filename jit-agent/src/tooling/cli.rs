@@ -67,11 +67,11 @@ pub struct FactArgs {
     /// The target does not exist.
     #[arg(long)]
     target_missing: bool,
-    /// The process's effective user, by name or uid, for rules with `user` (the kernel
+    /// The user the process acts as (its effective, or filesystem, uid), by name or uid, for rules with `user` (the kernel
     /// decides those). Not given: only rules without `user` apply.
     #[arg(long, value_name = "USER")]
     user: Option<String>,
-    /// The process's effective group, by name or gid, for rules with `group`.
+    /// The group the process acts as, by name or gid, for rules with `group`.
     #[arg(long, value_name = "GROUP")]
     group: Option<String>,
 }

@@ -163,7 +163,7 @@ pub struct Action {
     /// rules (policies/README.md, "Conditions"). `None`: not given; an action that a rule with
     /// conditions holds is then reported as the kernel decides it (a hold the daemon decides).
     pub facts: Option<Facts>,
-    /// The process's effective user and group, for rules with `user`/`group` conditions
+    /// The user and group the process acts as on files, for rules with `user`/`group` conditions
     /// (policies/README.md, "Users and groups"). Nothing known: only rules without them apply.
     pub subject: Subject,
 }
@@ -198,7 +198,10 @@ pub fn subject_of(user: Option<&str>, group: Option<&str>) -> Subject {
     if let Some(user) = user {
         if let Ok(uid) = user.parse::<u32>() {
             subject.uid = Some(uid);
-            subject.user = User::from_uid(Uid::from_raw(uid)).ok().flatten().map(|u| u.name);
+            subject.user = User::from_uid(Uid::from_raw(uid))
+                .ok()
+                .flatten()
+                .map(|u| u.name);
         } else {
             subject.user = Some(user.to_owned());
             subject.uid = User::from_name(user).ok().flatten().map(|u| u.uid.as_raw());
@@ -207,10 +210,16 @@ pub fn subject_of(user: Option<&str>, group: Option<&str>) -> Subject {
     if let Some(group) = group {
         if let Ok(gid) = group.parse::<u32>() {
             subject.gid = Some(gid);
-            subject.group = Group::from_gid(Gid::from_raw(gid)).ok().flatten().map(|g| g.name);
+            subject.group = Group::from_gid(Gid::from_raw(gid))
+                .ok()
+                .flatten()
+                .map(|g| g.name);
         } else {
             subject.group = Some(group.to_owned());
-            subject.gid = Group::from_name(group).ok().flatten().map(|g| g.gid.as_raw());
+            subject.gid = Group::from_name(group)
+                .ok()
+                .flatten()
+                .map(|g| g.gid.as_raw());
         }
     }
     subject
@@ -335,9 +344,7 @@ impl<'a> Decider<'a> {
         self.with_maps(agent, at, subject, |maps, plain| {
             match (policy, plain, facts) {
                 (Some(policy), Some(plain), Some(facts)) => {
-                    decide_by_conditions(policy, maps, plain, op, path, &applies, || {
-                        facts.clone()
-                    })
+                    decide_by_conditions(policy, maps, plain, op, path, &applies, || facts.clone())
                 }
                 _ => (maps.decide(op, path), None),
             }
@@ -351,8 +358,14 @@ impl<'a> Decider<'a> {
     pub fn decide(&self, action: &Action) -> Result<Outcome, DecideError> {
         let facts = action.facts.as_ref();
         let who = &action.subject;
-        let (first, _) =
-            self.decide_path_with(&action.agent, action.op, &action.path, action.at, who, facts)?;
+        let (first, _) = self.decide_path_with(
+            &action.agent,
+            action.op,
+            &action.path,
+            action.at,
+            who,
+            facts,
+        )?;
         let Some(target) = &action.target else {
             return Ok(Outcome {
                 verdict: first,

@@ -209,7 +209,7 @@ pub fn replay(decider: &Decider<'_>, trail: &Trail) -> Replay {
             target,
             at: rec.time,
             facts: r.process.as_ref().map(super::model::facts_of),
-            // The kernel's records carry the effective ids `user`/`group` rules decided by.
+            // The kernel's records carry the ids `user`/`group` rules decided by.
             subject: Subject {
                 uid: Some(r.uid),
                 gid: Some(r.gid),

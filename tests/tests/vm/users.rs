@@ -6,8 +6,7 @@
 //! them), and a reload that names other users moves the decisions with it.
 use std::{
     ffi::CString,
-    fs,
-    io,
+    fs, io,
     os::unix::{fs::PermissionsExt as _, process::CommandExt as _},
     path::Path,
     process::{Command, ExitStatus},
@@ -123,7 +122,7 @@ decision = "deny"
     clippy::too_many_lines,
     reason = "one daemon start (tens of seconds under emulation) for every identity case"
 )]
-fn rules_decide_by_the_effective_user_and_group_in_the_kernel() {
+fn rules_decide_by_the_user_and_group_a_process_acts_as_in_the_kernel() {
     require_vm();
     let work = TestDir::new("users");
     fs::set_permissions(work.path(), fs::Permissions::from_mode(0o755)).unwrap();
@@ -165,21 +164,45 @@ fn rules_decide_by_the_effective_user_and_group_in_the_kernel() {
     assert_eq!(as_ids(0, 0), 0, "root writes data");
     assert_eq!(as_ids(REVIEWER, REVIEWER), 0, "reviewer writes data");
 
-    // The effective uid decides, not the real one: a root process acting as nobody is refused,
-    // one that only keeps nobody as its real uid is not.
-    let mixed = |ruid: u32, euid: u32| {
+    // The uid the process acts as on files decides, not the real one: a root process acting
+    // as nobody is refused, one that only keeps nobody as its real uid is not; and the
+    // filesystem uid (setfsuid) rather than the effective one, since file access is checked as
+    // that.
+    let mixed = |ruid: u32, euid: u32, fsuid: Option<u32>| {
         let file = file.clone();
         ForkedChild::start(&procs, move || {
-            // SAFETY: a plain syscall.
+            // SAFETY: plain syscalls.
             if unsafe { libc::setresuid(ruid, euid, 0) } != 0 {
                 return 201;
+            }
+            if let Some(fsuid) = fsuid {
+                // SAFETY: a plain syscall (it returns the previous fsuid).
+                unsafe { libc::setfsuid(fsuid) };
+                // SAFETY: as above; -1 only reads the current value.
+                if unsafe { libc::setfsuid(u32::MAX) } != fsuid.cast_signed() {
+                    return 203;
+                }
             }
             write_open(&file)
         })
         .result()
     };
-    assert_eq!(mixed(0, NOBODY), libc::EPERM, "real root, effective nobody");
-    assert_eq!(mixed(NOBODY, 0), 0, "real nobody, effective root");
+    assert_eq!(
+        mixed(0, NOBODY, None),
+        libc::EPERM,
+        "real root, effective nobody"
+    );
+    assert_eq!(mixed(NOBODY, 0, None), 0, "real nobody, effective root");
+    assert_eq!(
+        mixed(NOBODY, 0, Some(NOBODY)),
+        libc::EPERM,
+        "effective root acting on files as nobody (setfsuid)"
+    );
+    assert_eq!(
+        mixed(0, NOBODY, Some(0)),
+        0,
+        "effective nobody acting on files as root (setfsuid)"
+    );
 
     // One process, one file: allowed (and cached) as root, refused once it becomes nobody.
     let file_once = file.clone();
@@ -226,7 +249,10 @@ fn rules_decide_by_the_effective_user_and_group_in_the_kernel() {
         0
     })
     .result();
-    assert_eq!(code, 0, "nobody's unlink/truncate/chmod (10/11/12 = that one passed)");
+    assert_eq!(
+        code, 0,
+        "nobody's unlink/truncate/chmod (10/11/12 = that one passed)"
+    );
 
     // Exec by group: nobody with group sre is refused by the kernel; the reviewer with its
     // own group is held and decided by the daemon by the arguments (its conditional rules).
@@ -241,7 +267,10 @@ fn rules_decide_by_the_effective_user_and_group_in_the_kernel() {
     );
     // Root and nobody: no rule names them for the tool, the default allows, no hold.
     jit_tests::assert_ran(&run_as(0, 0, &tool, &["push"]), "root: tool push");
-    jit_tests::assert_ran(&run_as(NOBODY, NOBODY, &tool, &["push"]), "nobody: tool push");
+    jit_tests::assert_ran(
+        &run_as(NOBODY, NOBODY, &tool, &["push"]),
+        "nobody: tool push",
+    );
     let decisions = policy_decisions(&files);
     assert_eq!(
         decisions.len(),
@@ -251,12 +280,12 @@ fn rules_decide_by_the_effective_user_and_group_in_the_kernel() {
 
     // Records carry the effective ids the kernel decided by.
     let denial = records(&files).into_iter().find(|r| {
-        r["type"] == "kernel"
-            && r["decision"] == "deny"
-            && r["op"] == "write"
-            && r["uid"] == NOBODY
+        r["type"] == "kernel" && r["decision"] == "deny" && r["op"] == "write" && r["uid"] == NOBODY
     });
-    assert!(denial.is_some(), "the refused write is audited with uid 65534");
+    assert!(
+        denial.is_some(),
+        "the refused write is audited with uid 65534"
+    );
 
     // A reload that names root instead of nobody moves the refusal.
     files.write_policy("users.toml", &policy(work.path(), &tool, "root"));
@@ -266,7 +295,11 @@ fn rules_decide_by_the_effective_user_and_group_in_the_kernel() {
         eventually(Duration::from_secs(30), || as_ids(0, 0) == libc::EPERM),
         "root is refused after the reload"
     );
-    assert_eq!(as_ids(NOBODY, NOBODY), 0, "nobody writes data after the reload");
+    assert_eq!(
+        as_ids(NOBODY, NOBODY),
+        0,
+        "nobody writes data after the reload"
+    );
     assert_eq!(as_ids(REVIEWER, REVIEWER), 0, "reviewer still writes data");
     drop(daemon);
 }

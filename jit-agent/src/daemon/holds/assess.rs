@@ -48,8 +48,8 @@ pub struct ConditionMaps {
     plain: AgentMaps,
 }
 
-/// The per-snapshot cache of [`ConditionMaps`], by agent id and the held thread's effective
-/// uid and gid (the rule set of its identity class, policies/README.md "Users and groups").
+/// The per-snapshot cache of [`ConditionMaps`], by agent id and the uid and gid
+/// the held thread acts as on files (the rule set of its identity class, policies/README.md "Users and groups").
 #[derive(Debug, Default)]
 pub struct ConditionCache(std::sync::Mutex<HashMap<(u32, Option<(u32, u32)>), Arc<ConditionMaps>>>);
 
@@ -80,7 +80,7 @@ impl ConditionCache {
     }
 }
 
-/// Whether `rule` takes part in deciding a hold at `at` of a thread with effective ids `ids`:
+/// Whether `rule` takes part in deciding a hold at `at` of a thread acting as `ids` on files:
 /// it is in force, and its `user`/`group` conditions admit the thread. Ids that could not be
 /// read count as admitted by `deny` and `hold` rules only (as an unreadable fact, I11).
 fn applies(rule: &Rule, at: jiff::Timestamp, ids: Option<(u32, u32)>) -> bool {
@@ -127,7 +127,15 @@ fn decide_path(
 ) -> (Verdict, Option<String>) {
     let facts = || facts(held, path);
     let applies = |r: &Rule| applies(r, at, held.ids);
-    decide_by_conditions(agent, &maps.full, &maps.plain, held.op, path, &applies, facts)
+    decide_by_conditions(
+        agent,
+        &maps.full,
+        &maps.plain,
+        held.op,
+        path,
+        &applies,
+        facts,
+    )
 }
 
 /// What to do with `held` under `snapshot`'s policy. Reads the target's metadata: call it on a

@@ -318,7 +318,11 @@ impl HoldManager {
             .unwrap_or_else(|| format!("agent {:#010x}", held.agent_id));
         match self.apply(&held, decision, Grant::Once).await {
             Ok(()) => {
-                self.finish(&held, decision.name(), Some(crate::metrics::channel::POLICY));
+                self.finish(
+                    &held,
+                    decision.name(),
+                    Some(crate::metrics::channel::POLICY),
+                );
                 info!(id, agent = %agent, path = %held.path, decision = decision.name(), "decided by the policy's conditions");
                 self.audit_decision(
                     &held,
@@ -795,7 +799,7 @@ impl HoldManager {
                             path,
                             path_hex,
                             process: ProcessContext::read_held(request.tgid, tid, op == Op::Exec),
-                            ids: crate::audit::effective_ids(request.tgid, tid),
+                            ids: crate::audit::acting_ids(request.tgid, tid),
                             ends,
                             approvals: Vec::new(),
                             justification: None,

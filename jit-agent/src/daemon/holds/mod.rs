@@ -52,8 +52,8 @@ pub struct Held {
     /// The path's exact bytes in hex when it is not UTF-8 (as in the hold's audit record).
     pub path_hex: Option<String>,
     pub process: ProcessContext,
-    /// The held thread's effective uid and gid, which its `user`/`group` rules were selected
-    /// by: from the hold event, or read from procfs for a hold adopted after a restart (the
+    /// The uid and gid the held thread acts as on files, which its `user`/`group` rules were
+    /// selected by: from the hold event, or read from procfs for a hold adopted after a restart (the
     /// thread is stopped, its credentials cannot change). `None`: unreadable.
     pub ids: Option<(u32, u32)>,
     /// Of a rename or link: (source, destination), escaped, as in the hold's audit record.
