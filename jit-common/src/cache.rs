@@ -224,7 +224,7 @@ mod tests {
             dentry_gen: 5,
             chroots: 0,
             hashed: 1,
-            ids: 1000 | (1000 << 32),
+            ids: 0x03e8 | (0x03e8 << 32),
         }
     }
 

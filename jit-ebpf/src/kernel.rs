@@ -122,7 +122,7 @@ pub fn path_mnt(path: *const u8) -> *const u8 {
 /// The uid (low half) and gid (high half) the current task acts as on files: the filesystem ids
 /// (`fsuid`, `fsgid`: what every file access is checked as; they follow the effective ids
 /// unless changed with `setfsuid`/`setfsgid`) of the credentials it acts with (`task->cred`,
-/// the subjective credentials). For an io_uring request those are the submitter's at
+/// the subjective credentials). For an `io_uring` request those are the submitter's at
 /// submission or its registered personality's, also in an io-wq worker, whose own `real_cred`
 /// is a copy made when the worker started and may be another identity by now. What `user` and
 /// `group` conditions decide by (policies/README.md, "Users and groups"), what events report,

@@ -133,6 +133,7 @@ fn run_in(cgroup: &Path, program: &str, args: &[&str]) -> io::Result<ExitStatus>
 }
 
 /// The `cgroup.procs` file of the cgroup directory `cgroup`, as a C string.
+#[must_use]
 pub fn procs_of(cgroup: &Path) -> CString {
     CString::new(
         cgroup

@@ -97,10 +97,10 @@ fn bounded_argv(args: Vec<String>) -> (Vec<String>, bool) {
 /// the last fields of `Uid:` and `Gid:`): the ids `user`/`group` rules decide by. `None` when
 /// they cannot be read.
 #[must_use]
-pub fn acting_ids(tgid: u32, tid: u32) -> Option<(u32, u32)> {
+pub fn acting_ids(tgid: u32, thread: u32) -> Option<(u32, u32)> {
     let task = procfs::process::Process::new(i32::try_from(tgid).ok()?)
         .ok()?
-        .task_from_tid(i32::try_from(tid).ok()?)
+        .task_from_tid(i32::try_from(thread).ok()?)
         .ok()?;
     let status = task.status().ok()?;
     Some((status.fuid, status.fgid))

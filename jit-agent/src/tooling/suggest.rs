@@ -145,6 +145,20 @@ fn evidence(trail: &Trail) -> Vec<Evidence> {
     ended.into_values().collect()
 }
 
+/// One action a suggestion is about: its first path (or its pattern), as nobody in particular.
+fn sample_action(s: &Suggestion, op: Op, now: Timestamp) -> Action {
+    let sample = s.paths.first().map_or(s.pattern.clone(), Clone::clone);
+    Action {
+        agent: s.agent.clone(),
+        op,
+        path: sample.into_bytes(),
+        target: None,
+        at: now,
+        facts: None,
+        subject: Subject::default(),
+    }
+}
+
 /// The proposals from `trail`, `min` decisions at least each. With `decider`, proposals the
 /// policy already decides that way at `now` are left out, and each names its policy file.
 #[must_use]
@@ -214,17 +228,8 @@ pub fn suggest(
             let Some(op) = Op::from_name(&s.op) else {
                 return true;
             };
-            let sample = s.paths.first().map_or(s.pattern.clone(), Clone::clone);
             let now_decided = decider
-                .decide(&Action {
-                    agent: s.agent.clone(),
-                    op,
-                    path: sample.into_bytes(),
-                    target: None,
-                    at: now,
-                    facts: None,
-                    subject: Subject::default(),
-                })
+                .decide(&sample_action(s, op, now))
                 .ok()
                 .map(|o| o.verdict.decision.name());
             let keep = now_decided != Some(s.decision);

@@ -51,7 +51,10 @@ pub struct ConditionMaps {
 /// The per-snapshot cache of [`ConditionMaps`], by agent id and the uid and gid
 /// the held thread acts as on files (the rule set of its identity class, policies/README.md "Users and groups").
 #[derive(Debug, Default)]
-pub struct ConditionCache(std::sync::Mutex<HashMap<(u32, Option<(u32, u32)>), Arc<ConditionMaps>>>);
+pub struct ConditionCache(std::sync::Mutex<HashMap<ClassKey, Arc<ConditionMaps>>>);
+
+/// An agent id and the ids a held thread acts as (`None`: unreadable).
+type ClassKey = (u32, Option<(u32, u32)>);
 
 impl ConditionCache {
     fn get(
