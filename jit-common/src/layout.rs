@@ -130,11 +130,15 @@ pub struct KernelLayout {
     /// environment strings.
     pub binprm_exec: u32,
     /// `struct cred`, member `fsuid`: the uid file access is checked as, which `user`
-    /// conditions decide by.
+    /// conditions decide file ops by.
     pub cred_fsuid: u32,
-    /// `struct cred`, member `fsgid`: the gid file access is checked as, which `group`
-    /// conditions decide by.
+    /// `struct cred`, member `fsgid`: the gid file access is checked as.
     pub cred_fsgid: u32,
+    /// `struct cred`, member `euid`: the uid a program runs as, which `user` conditions decide
+    /// `exec` by.
+    pub cred_euid: u32,
+    /// `struct cred`, member `egid`.
+    pub cred_egid: u32,
 }
 
 impl KernelLayout {
@@ -195,6 +199,8 @@ impl KernelLayout {
         binprm_exec: 0,
         cred_fsuid: 0,
         cred_fsgid: 0,
+        cred_euid: 0,
+        cred_egid: 0,
     };
 
     /// The offset of an optional member this kernel does not have.
@@ -206,7 +212,7 @@ impl KernelLayout {
         [("task_struct", "io_uring"), ("mount", "mnt_instance")];
 
     /// `(struct, member)` for every field, in field order: what userspace looks up in BTF.
-    pub const MEMBERS: [(&'static str, &'static str); 55] = [
+    pub const MEMBERS: [(&'static str, &'static str); 57] = [
         ("linux_binprm", "file"),
         ("file", "f_path"),
         ("file", "f_inode"),
@@ -262,11 +268,13 @@ impl KernelLayout {
         ("linux_binprm", "exec"),
         ("cred", "fsuid"),
         ("cred", "fsgid"),
+        ("cred", "euid"),
+        ("cred", "egid"),
     ];
 
     /// Builds the layout from offsets given in [`Self::MEMBERS`] order.
     #[must_use]
-    pub const fn from_offsets(o: [u32; 55]) -> Self {
+    pub const fn from_offsets(o: [u32; 57]) -> Self {
         Self {
             binprm_file: o[0],
             file_f_path: o[1],
@@ -323,6 +331,8 @@ impl KernelLayout {
             binprm_exec: o[52],
             cred_fsuid: o[53],
             cred_fsgid: o[54],
+            cred_euid: o[55],
+            cred_egid: o[56],
         }
     }
 }

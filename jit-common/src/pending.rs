@@ -137,6 +137,10 @@ pub struct PendingRequest {
     pub state: u8,
     /// Explicit padding.
     pub pad: [u8; 2],
+    /// The uid (low half) and gid (high half) the held thread did the action as (the ids
+    /// `user`/`group` rules decided by): an approval applies only to the action done as them,
+    /// so a thread that changes its credentials while held gets a refusal.
+    pub ids: u64,
 }
 
 /// Key of the `GRANTS` map: an approval that covers every matching action of an agent until a
@@ -234,6 +238,7 @@ mod tests {
             op: 0,
             state,
             pad: [0; 2],
+            ids: 0,
         }
     }
 

@@ -20,9 +20,12 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray},
     programs::LsmContext,
 };
-use jit_common::cache::{
-    CACHE_SLOTS, CHROOT_COUNTER, CacheEntry, CacheKey, INVALIDATION_COUNTERS, SeqLocks, is_hit,
-    may_store, slot_of,
+use jit_common::{
+    cache::{
+        CACHE_SLOTS, CHROOT_COUNTER, CacheEntry, CacheKey, INVALIDATION_COUNTERS, SeqLocks, is_hit,
+        may_store, slot_of,
+    },
+    policy::Op,
 };
 
 use crate::{
@@ -129,7 +132,8 @@ pub fn capture(path: *const u8, agent_id: u32, key: &mut CacheKey) {
     }
     key.dentry_gen = counter(slot(key));
     key.chroots = counter(CHROOT_COUNTER);
-    key.ids = acting_ids();
+    // The cache holds write opens only: a file op.
+    key.ids = acting_ids(Op::Write);
 }
 
 /// The table slot of the dentry in `key`. Read back from map memory (the key lives in the

@@ -540,7 +540,7 @@ fn evaluate_path(action: &Action, s: &mut Scratch) -> Verdict {
     let ruleset = if cfg.identity == 0 {
         cfg.ruleset
     } else {
-        let ids = acting_ids();
+        let ids = acting_ids(action.op);
         // SAFETY: the value is copied out of the map at once.
         identity_ruleset(cfg, ids as u32, (ids >> 32) as u32, |key| unsafe {
             IDENTITY.get(key).copied()

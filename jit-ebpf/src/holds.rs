@@ -15,7 +15,7 @@ use jit_common::{
 use crate::{
     EPERM,
     action::Action,
-    kernel::{current_task, offset, opaque_eperm, read_kernel},
+    kernel::{acting_ids, current_task, offset, opaque_eperm, read_kernel},
     maps::{EXEC_BIND, HELD, PENDING, Scratch, atomic_add, bind_key, count},
     report::{emit, fill_event, output},
     resolve::resolve_path,
@@ -76,7 +76,10 @@ pub fn answer_pending(tid: u32, action: &Action, s: &mut Scratch) -> Option<Resu
     match pending.answer(action.op as u8, &action.file, &action.second_file) {
         PendingAnswer::StillPending => Some(stop(tid)),
         answer @ (PendingAnswer::Allow | PendingAnswer::Deny) => {
-            let allowed = answer == PendingAnswer::Allow && bind_exec(action, &pending);
+            // An approval is for the action as it was held: done as the same user and group.
+            let allowed = answer == PendingAnswer::Allow
+                && acting_ids(action.op) == pending.ids
+                && bind_exec(action, &pending);
             forget_pending(tid);
             resolve_path(&action.path, s);
             let verdict = Verdict {
@@ -157,6 +160,7 @@ pub fn hold(tid: u32, action: &Action, verdict: &Verdict, s: &mut Scratch) -> Re
         op: action.op as u8,
         state: STATE_PENDING,
         pad: [0; 2],
+        ids: acting_ids(action.op),
     };
     // Counted first: the count may exceed the entries, never fall short of them.
     atomic_add(&HELD, held_slot(tid), 1);

@@ -9,7 +9,7 @@
 use aya_ebpf::helpers::generated::{
     bpf_get_current_task, bpf_get_current_task_btf, bpf_probe_read_kernel,
 };
-use jit_common::{layout::KernelLayout, pending::FileId};
+use jit_common::{layout::KernelLayout, pending::FileId, policy::Op};
 
 use crate::EPERM;
 
@@ -119,23 +119,30 @@ pub fn path_mnt(path: *const u8) -> *const u8 {
     read_kernel::<u64>(path, offset(|l| &l.path_mnt)) as *const u8
 }
 
-/// The uid (low half) and gid (high half) the current task acts as on files: the filesystem ids
-/// (`fsuid`, `fsgid`: what every file access is checked as; they follow the effective ids
-/// unless changed with `setfsuid`/`setfsgid`) of the credentials it acts with (`task->cred`,
-/// the subjective credentials). For an `io_uring` request those are the submitter's at
+/// The uid (low half) and gid (high half) the current task does `op` as: for a file op the
+/// filesystem ids (`fsuid`, `fsgid`: what every file access is checked as; they follow the
+/// effective ids unless changed with `setfsuid`/`setfsgid`), for `exec` the effective ids (what
+/// the program will run as: `execve` sets the filesystem ids back to them; a set-user-ID bit is
+/// applied only after this decision), of the credentials it acts with (`task->cred`, the
+/// subjective credentials). For an `io_uring` request those are the submitter's at
 /// submission or its registered personality's, also in an io-wq worker, whose own `real_cred`
 /// is a copy made when the worker started and may be another identity by now. What `user` and
 /// `group` conditions decide by (policies/README.md, "Users and groups"), what events report,
 /// and part of the write-decision cache's key.
 #[inline(always)]
-pub fn acting_ids() -> u64 {
-    // SAFETY: the task from the helper is BTF-typed; `cred` is a pointer member, `fsuid` and
-    // `fsgid` are `u32` members of `struct cred` (kuid_t and kgid_t wrap one).
+pub fn acting_ids(op: Op) -> u64 {
+    let (uid_at, gid_at) = if op == Op::Exec {
+        (offset(|l| &l.cred_euid), offset(|l| &l.cred_egid))
+    } else {
+        (offset(|l| &l.cred_fsuid), offset(|l| &l.cred_fsgid))
+    };
+    // SAFETY: the task from the helper is BTF-typed; `cred` is a pointer member, the ids are
+    // `u32` members of `struct cred` (kuid_t and kgid_t wrap one).
     unsafe {
         let task = bpf_get_current_task_btf() as *const u8;
         let cred = load_ptr(task, offset(|l| &l.task_cred));
-        let uid: u32 = load_btf(cred, offset(|l| &l.cred_fsuid));
-        let gid: u32 = load_btf(cred, offset(|l| &l.cred_fsgid));
+        let uid: u32 = load_btf(cred, uid_at);
+        let gid: u32 = load_btf(cred, gid_at);
         u64::from(uid) | (u64::from(gid) << 32)
     }
 }

@@ -12,7 +12,7 @@ use aya_ebpf::helpers::{
 use jit_common::{
     event::{EVENT_PATH_MAX, EVENTS_BYTES, EVENTS_RESERVE, Event, EventKind, counter},
     pending::FileId,
-    policy::Verdict,
+    policy::{Op, Verdict},
 };
 
 use crate::{
@@ -89,7 +89,7 @@ pub fn fill_record(
 ) {
     let pid_tgid = bpf_get_current_pid_tgid();
     // The ids the task acts as on files: the ones `user`/`group` conditions decide by.
-    let uid_gid = acting_ids();
+    let uid_gid = acting_ids(Op::from_u8(op).unwrap_or(Op::Write));
     // SAFETY: helpers without pointer arguments.
     unsafe {
         e.ts_ns = bpf_ktime_get_ns();

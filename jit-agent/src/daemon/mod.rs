@@ -147,6 +147,17 @@ fn open_kernel(
     let protected: Vec<&std::path::Path> = protected.iter().map(PathBuf::as_path).collect();
     enforcer.set_protection(std::process::id(), &protected)?;
     info!(?protected, "self-protection in force for agent cgroups");
+    // Rule sets no agent uses are left over from an install that stopped half way (a crash
+    // between writing the new rule sets and switching to them): remove them before any id
+    // after the live ones is used again, so that a new rule set never starts with stale rules.
+    let live = apply::live_rulesets(&mut enforcer)?;
+    let stale = enforcer.retain_rulesets(&live)?;
+    if stale > 0 {
+        info!(
+            rules = stale,
+            "removed rules left over from an interrupted policy install"
+        );
+    }
     let next_ruleset = apply::first_free_ruleset(&mut enforcer)?;
     Ok((enforcer, startup, next_ruleset))
 }

@@ -61,6 +61,12 @@ fn write_open(path: &CString) -> i32 {
     0
 }
 
+fn pending(files: &DaemonFiles) -> Vec<jit_agent::approval::PendingView> {
+    let out = jitctl(files, &["pending", "--json"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    serde_json::from_slice(&out.stdout).expect("pending JSON")
+}
+
 /// The audit records of decisions by the policy's conditions.
 fn policy_decisions(files: &DaemonFiles) -> Vec<serde_json::Value> {
     records(files)
@@ -83,6 +89,23 @@ fn policy(work: &Path, tool: &str, data_user: &str) -> String {
 name = "users"
 cgroups = ["{CGROUP}"]
 default = "allow"
+
+[escalation]
+approvers = {{ users = ["root"] }}
+timeout = "1h"
+
+[[rule]]
+name = "root does not run tool2"
+op = "exec"
+path = "{tool2}"
+user = "root"
+decision = "deny"
+
+[[rule]]
+name = "writes of held wait for a reviewer"
+op = "write"
+path = "{held}"
+decision = "hold"
 
 [[rule]]
 name = "data is read-only for {data_user}"
@@ -113,8 +136,31 @@ path = "{tool}"
 user = "reviewer"
 decision = "deny"
 "#,
-        data = work.join("data").display()
+        data = work.join("data").display(),
+        tool2 = work.join("tool2/true").display(),
+        held = work.join("held").display(),
     )
+}
+
+/// [`run_as`] for root with the filesystem uid set to `fsuid` before the exec.
+fn run_with_fsuid(fsuid: u32, program: &str) -> io::Result<ExitStatus> {
+    let procs = procs_of(&Path::new(CGROUP2_ROOT).join(CGROUP));
+    let mut cmd = Command::new(program);
+    // SAFETY: async-signal-safe calls only, on memory prepared before fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            join_cgroup(&procs)?;
+            libc::setfsuid(fsuid);
+            Ok(())
+        });
+    }
+    cmd.status()
+}
+
+/// SIGUSR1 handler of the held child: becomes nobody (a raw, async-signal-safe syscall).
+extern "C" fn become_nobody(_: libc::c_int) {
+    // SAFETY: a plain syscall.
+    unsafe { libc::setresuid(NOBODY, NOBODY, NOBODY) };
 }
 
 #[test]
@@ -127,6 +173,10 @@ fn rules_decide_by_the_user_and_group_a_process_acts_as_in_the_kernel() {
     let work = TestDir::new("users");
     fs::set_permissions(work.path(), fs::Permissions::from_mode(0o755)).unwrap();
     let tool = work.install_true("tool");
+    let tool2 = work.install_true("tool2");
+    let held = work.path().join("held");
+    fs::write(&held, "held").unwrap();
+    fs::set_permissions(&held, fs::Permissions::from_mode(0o666)).unwrap();
     let data = work.path().join("data");
     fs::create_dir_all(&data).unwrap();
     fs::set_permissions(&data, fs::Permissions::from_mode(0o777)).unwrap();
@@ -271,6 +321,57 @@ fn rules_decide_by_the_user_and_group_a_process_acts_as_in_the_kernel() {
         &run_as(NOBODY, NOBODY, &tool, &["push"]),
         "nobody: tool push",
     );
+    // An exec is decided by the effective uid (what the program will run as; execve resets
+    // the filesystem uid to it): root with the filesystem uid of nobody is still root.
+    jit_tests::assert_eperm(&run_as(0, 0, &tool2, &[]), "root runs tool2");
+    jit_tests::assert_eperm(
+        &run_with_fsuid(NOBODY, &tool2),
+        "root with fsuid nobody runs tool2",
+    );
+    jit_tests::assert_ran(&run_as(NOBODY, NOBODY, &tool2, &[]), "nobody runs tool2");
+
+    // An approval is for the action as it was held: a held thread that becomes another user
+    // before the answer (a signal handler runs when it is continued, before the syscall
+    // restarts) gets a refusal.
+    let held_c = c_path(&held);
+    let child = ForkedChild::start(&procs, move || {
+        // SAFETY: installing an async-signal-safe handler.
+        unsafe { libc::signal(libc::SIGUSR1, become_nobody as libc::sighandler_t) };
+        write_open(&held_c)
+    });
+    let held_str = held.to_str().unwrap().to_owned();
+    let mut id = None;
+    assert!(
+        eventually(Duration::from_mins(1), || {
+            id = pending(&files)
+                .into_iter()
+                .find(|v| v.path == held_str)
+                .map(|v| v.id);
+            id.is_some()
+        }),
+        "the write of held was not held"
+    );
+    // SAFETY: signals to our own child.
+    unsafe {
+        libc::kill(child.0, libc::SIGUSR1);
+        libc::kill(child.0, libc::SIGCONT);
+    }
+    // It runs the handler, comes back to the pending hold and stops again.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            jit_tests::process_state(child.0.cast_unsigned()) == 'T'
+        }),
+        "the held child did not stop again after its handler"
+    );
+    let out = jitctl(&files, &["approve", &id.unwrap().to_string()]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        child.result(),
+        libc::EPERM,
+        "the approval of root's write does not let nobody's through"
+    );
+
     let decisions = policy_decisions(&files);
     assert_eq!(
         decisions.len(),

@@ -68,6 +68,22 @@ impl ConditionCache {
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // By class, not by id: a process that can take many ids (a user namespace with a
+        // range of subordinate ids) must not make one entry per id.
+        let class = |id: u32, named: &dyn Fn(&Rule) -> &Vec<crate::policy::Account>| {
+            agent
+                .rules
+                .iter()
+                .any(|r| named(r).iter().any(|a| a.id == id))
+                .then_some(id)
+                .unwrap_or(u32::MAX)
+        };
+        let ids = ids.map(|(uid, gid)| {
+            (
+                class(uid, &|r: &Rule| &r.who.users),
+                class(gid, &|r: &Rule| &r.who.groups),
+            )
+        });
         cache
             .entry((agent_id, ids))
             .or_insert_with(|| {

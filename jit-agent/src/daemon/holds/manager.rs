@@ -799,7 +799,7 @@ impl HoldManager {
                             path,
                             path_hex,
                             process: ProcessContext::read_held(request.tgid, tid, op == Op::Exec),
-                            ids: crate::audit::acting_ids(request.tgid, tid),
+                            ids: crate::audit::acting_ids(request.tgid, tid, op == Op::Exec),
                             ends,
                             approvals: Vec::new(),
                             justification: None,
