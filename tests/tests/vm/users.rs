@@ -336,7 +336,12 @@ fn rules_decide_by_the_user_and_group_a_process_acts_as_in_the_kernel() {
     let held_c = c_path(&held);
     let child = ForkedChild::start(&procs, move || {
         // SAFETY: installing an async-signal-safe handler.
-        unsafe { libc::signal(libc::SIGUSR1, become_nobody as libc::sighandler_t) };
+        unsafe {
+            libc::signal(
+                libc::SIGUSR1,
+                become_nobody as *const () as libc::sighandler_t,
+            )
+        };
         write_open(&held_c)
     });
     let held_str = held.to_str().unwrap().to_owned();

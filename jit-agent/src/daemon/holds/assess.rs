@@ -71,12 +71,15 @@ impl ConditionCache {
         // By class, not by id: a process that can take many ids (a user namespace with a
         // range of subordinate ids) must not make one entry per id.
         let class = |id: u32, named: &dyn Fn(&Rule) -> &Vec<crate::policy::Account>| {
-            agent
+            if agent
                 .rules
                 .iter()
                 .any(|r| named(r).iter().any(|a| a.id == id))
-                .then_some(id)
-                .unwrap_or(u32::MAX)
+            {
+                id
+            } else {
+                u32::MAX
+            }
         };
         let ids = ids.map(|(uid, gid)| {
             (
