@@ -339,7 +339,7 @@ mod tests {
     fn layouts_have_no_hidden_padding() {
         assert_eq!(
             core::mem::size_of::<PendingRequest>(),
-            8 + 24 + 24 + 24 + 12 + 4
+            8 + 24 + 24 + 24 + 12 + 4 + 8
         );
         assert_eq!(core::mem::size_of::<ExecBinding>(), 16 + 24 + 8);
         assert_eq!(core::mem::size_of::<GrantKey>(), 24 + 8);
