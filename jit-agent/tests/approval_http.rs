@@ -118,6 +118,7 @@ fn view(id: u64, path: &str) -> PendingView {
         required_approvals: 1,
         hint: None,
         justification: None,
+        acting: None,
         risk: None,
         approvers: Vec::new(),
     }

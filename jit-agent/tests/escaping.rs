@@ -53,6 +53,7 @@ fn forged() -> PendingView {
         }),
         risk: None,
         approvers: Vec::new(),
+        acting: None,
     }
 }
 
@@ -197,4 +198,31 @@ fn risk_and_deciders_show_on_the_card_and_in_the_webhook_text() {
     view.approvers = vec!["<!channel>\n".into()];
     assert!(review_card(&view).contains("decided by: <!channel>\\n"));
     assert!(summary(&view).contains("Approvers: &lt;!channel&gt;\\n"));
+}
+
+/// The card names the identity a held action is done as (what `user`/`group` rules decided
+/// by and the approval is bound to) when it is not the process's real user.
+#[test]
+fn the_card_names_the_identity_the_action_is_done_as() {
+    use jit_agent::approval::Acting;
+    let mut view = forged();
+    view.acting = Some(Acting {
+        uid: 0,
+        gid: 4,
+        user: Some("root".into()),
+        group: Some("adm".into()),
+    });
+    let card = review_card(&view);
+    assert!(card.contains("user dev as root, group adm, held"), "{card}");
+    view.acting = Some(Acting {
+        uid: 1000,
+        gid: 1000,
+        user: Some("dev".into()),
+        group: Some("dev".into()),
+    });
+    let card = review_card(&view);
+    assert!(
+        card.contains("user dev, held"),
+        "the real user acts: {card}"
+    );
 }

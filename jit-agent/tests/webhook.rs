@@ -105,6 +105,7 @@ fn view(id: u64) -> PendingView {
         justification: None,
         risk: None,
         approvers: Vec::new(),
+        acting: None,
     }
 }
 

@@ -143,6 +143,20 @@ pub struct PendingRequest {
     pub ids: u64,
 }
 
+/// The uid and gid packed in [`PendingRequest::ids`] and [`GrantKey::ids`] (uid in the low
+/// half, as the kernel's programs pack them).
+#[must_use]
+#[expect(clippy::cast_possible_truncation, reason = "the two halves of a u64")]
+pub const fn split_ids(ids: u64) -> (u32, u32) {
+    (ids as u32, (ids >> 32) as u32)
+}
+
+/// [`split_ids`] reversed.
+#[must_use]
+pub const fn join_ids(uid: u32, gid: u32) -> u64 {
+    uid as u64 | ((gid as u64) << 32)
+}
+
 /// Key of the `GRANTS` map: an approval that covers every matching action of an agent until a
 /// deadline (`jitctl approve --for`).
 #[repr(C)]
@@ -154,6 +168,9 @@ pub struct GrantKey {
     pub op: u8,
     /// Explicit padding.
     pub pad: [u8; 3],
+    /// The uid (low half) and gid (high half) the approved action was done as (see
+    /// `PendingRequest::ids`): the grant covers the action done as them only.
+    pub ids: u64,
 }
 
 /// Value of the `GRANTS` map.
@@ -342,7 +359,7 @@ mod tests {
             8 + 24 + 24 + 24 + 12 + 4 + 8
         );
         assert_eq!(core::mem::size_of::<ExecBinding>(), 16 + 24 + 8);
-        assert_eq!(core::mem::size_of::<GrantKey>(), 24 + 8);
+        assert_eq!(core::mem::size_of::<GrantKey>(), 24 + 8 + 8);
         assert_eq!(core::mem::size_of::<GrantValue>(), 16);
     }
 }

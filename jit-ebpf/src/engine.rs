@@ -341,6 +341,7 @@ pub fn decide_with(
             agent_id: action.agent.agent_id,
             op: action.op as u8,
             pad: [0; 3],
+            ids: acting_ids(action.op),
         };
         // SAFETY: the value is copied out before any map update.
         if let Some(grant) = unsafe { GRANTS.get(grant) }.copied() {

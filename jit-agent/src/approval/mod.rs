@@ -71,6 +71,43 @@ pub struct PendingView {
     /// not a fact jit checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub justification: Option<Justification>,
+    /// The user and group the action is done as, which `user`/`group` rules decided by and an
+    /// approval is bound to (policies/README.md, "Users and groups"): the filesystem ids for a
+    /// file op, the effective ids for an exec. `uid`/`user` above are the process's real ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acting: Option<Acting>,
+}
+
+/// The identity a held action is done as.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acting {
+    pub uid: u32,
+    pub gid: u32,
+    /// Names from the host's databases, when they have them.
+    pub user: Option<String>,
+    pub group: Option<String>,
+}
+
+impl Acting {
+    /// `root`, or `uid 1234` without a name; with the group when `gid` is not the user's own
+    /// (`root, group adm`).
+    #[must_use]
+    pub fn describe(&self) -> String {
+        use crate::text::escape;
+        let user = self
+            .user
+            .as_deref()
+            .map_or_else(|| format!("uid {}", self.uid), |u| escape(u).into_owned());
+        let group = self
+            .group
+            .as_deref()
+            .map_or_else(|| format!("gid {}", self.gid), |g| escape(g).into_owned());
+        if self.group.is_some() && self.group == self.user {
+            user
+        } else {
+            format!("{user}, group {group}")
+        }
+    }
 }
 
 /// A justification an agent attached to its own hold through the agent socket
@@ -113,8 +150,14 @@ pub fn review_card(r: &PendingView) -> String {
         s.as_deref()
             .map_or_else(|| "?".to_owned(), |s| escape(s).into_owned())
     };
+    // The identity the action is done as, when it is not the process's real user.
+    let acting = r
+        .acting
+        .as_ref()
+        .filter(|a| a.uid != r.uid)
+        .map_or_else(String::new, |a| format!(" as {}", a.describe()));
     let mut card = format!(
-        "{}  {} {} {}{}  (agent {}, pid {}, user {}, held {}, {} in {})",
+        "{}  {} {} {}{}  (agent {}, pid {}, user {}{acting}, held {}, {} in {})",
         r.id,
         escape(&r.op),
         r.shown_path(),

@@ -417,9 +417,15 @@ impl From<&PendingView> for Card {
             argv: r.argv.as_deref().map(argv_line),
             exe: opt(&r.exe),
             cwd: opt(&r.cwd),
-            user: match &r.user {
-                Some(user) => format!("{} (uid {})", esc(user), r.uid),
-                None => format!("uid {}", r.uid),
+            user: {
+                let real = match &r.user {
+                    Some(user) => format!("{} (uid {})", esc(user), r.uid),
+                    None => format!("uid {}", r.uid),
+                };
+                match r.acting.as_ref().filter(|a| a.uid != r.uid) {
+                    Some(a) => format!("{real}, acting as {}", a.describe()),
+                    None => real,
+                }
             },
             pid: r.pid,
             parents: r.parents.iter().map(|p| esc(p)).collect(),

@@ -28,8 +28,7 @@ mod writer;
 pub use chain::{ChainHead, GENESIS_PREV, line_hash, to_hex};
 pub use filter::AuditFilter;
 pub use process::{
-    ExecArgs, MAX_ARGV_BYTES, MAX_PARENTS, ParentProcess, ProcessContext, acting_ids, exec_args,
-    shown_env,
+    ExecArgs, MAX_ARGV_BYTES, MAX_PARENTS, ParentProcess, ProcessContext, exec_args, shown_env,
 };
 pub use reader::AuditReader;
 pub use record::{

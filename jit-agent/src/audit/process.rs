@@ -93,24 +93,6 @@ fn bounded_argv(args: Vec<String>) -> (Vec<String>, bool) {
     (out, false)
 }
 
-/// The uid and gid thread `thread` of process `tgid` does an action as
-/// (`/proc/TGID/task/TID/status`): the effective ids for an `exec` (`exec` true), the
-/// filesystem ids for a file op — the ids `user`/`group` rules decide by. `None` when they
-/// cannot be read.
-#[must_use]
-pub fn acting_ids(tgid: u32, thread: u32, exec: bool) -> Option<(u32, u32)> {
-    let task = procfs::process::Process::new(i32::try_from(tgid).ok()?)
-        .ok()?
-        .task_from_tid(i32::try_from(thread).ok()?)
-        .ok()?;
-    let status = task.status().ok()?;
-    Some(if exec {
-        (status.euid, status.egid)
-    } else {
-        (status.fuid, status.fgid)
-    })
-}
-
 impl ProcessContext {
     /// Reads what procfs shows about `pid`. Never fails: what cannot be read is `None` (all of
     /// it, and no parents, when the process is gone).

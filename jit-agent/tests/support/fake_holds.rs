@@ -173,6 +173,7 @@ pub fn view(id: u64, path: &str) -> PendingView {
         required_approvals: 1,
         hint: Some("ask a reviewer before fetching scripts".into()),
         justification: None,
+        acting: None,
         risk: Some("high".into()),
         approvers: vec!["alice".into(), "group:oncall".into()],
     }

@@ -137,6 +137,7 @@ fn timed_grant_allows_until_its_deadline() {
         agent_id: setup.agent,
         op: Op::Exec as u8,
         pad: [0; 3],
+        ids: request.ids,
     };
     setup
         .enforcer()

@@ -627,6 +627,11 @@ impl HoldManager {
                             agent_id: held.agent_id,
                             op: held.op as u8,
                             pad: [0; 3],
+                            // Only as the identity the reviewer approved (none matches when
+                            // it is unknown).
+                            ids: held.ids.map_or(u64::MAX, |(uid, gid)| {
+                                jit_common::pending::join_ids(uid, gid)
+                            }),
                         };
                         enforcer.grant_for(key, duration, held.rule_id)?;
                     }
@@ -799,7 +804,8 @@ impl HoldManager {
                             path,
                             path_hex,
                             process: ProcessContext::read_held(request.tgid, tid, op == Op::Exec),
-                            ids: crate::audit::acting_ids(request.tgid, tid, op == Op::Exec),
+                            // The ids the kernel recorded with the hold.
+                            ids: Some(jit_common::pending::split_ids(request.ids)),
                             ends,
                             approvals: Vec::new(),
                             justification: None,

@@ -53,8 +53,8 @@ pub struct Held {
     pub path_hex: Option<String>,
     pub process: ProcessContext,
     /// The uid and gid the held thread acts as on files, which its `user`/`group` rules were
-    /// selected by: from the hold event, or read from procfs for a hold adopted after a restart (the
-    /// thread is stopped, its credentials cannot change). `None`: unreadable.
+    /// selected by: from the hold event, or from the kernel's pending entry for a hold adopted
+    /// after a restart. `None`: unknown.
     pub ids: Option<(u32, u32)>,
     /// Of a rename or link: (source, destination), escaped, as in the hold's audit record.
     pub ends: Option<(String, String)>,

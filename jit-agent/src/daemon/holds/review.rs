@@ -58,6 +58,18 @@ pub(super) fn view(snapshot: &PolicySnapshot, held: &Held, now_ns: u64) -> Pendi
         tid: held.tid,
         uid: held.process.uid.unwrap_or(u32::MAX),
         user: held.process.user.clone(),
+        acting: held.ids.map(|(uid, gid)| crate::approval::Acting {
+            uid,
+            gid,
+            user: nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                .ok()
+                .flatten()
+                .map(|u| u.name),
+            group: nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid))
+                .ok()
+                .flatten()
+                .map(|g| g.name),
+        }),
         exe: held.process.exe.clone(),
         argv: held.process.argv.clone(),
         exec_argv: held.process.exec_argv.clone(),
