@@ -224,3 +224,61 @@ fn errors_on_a_terminal_show_the_line_and_a_caret() {
     let (_, _, stderr) = jitctl(&["policy", "check", &dir]);
     assert!(!stderr.contains(" | "), "{stderr}");
 }
+
+#[test]
+fn strict_says_identity_rules_restrict_only_who_cannot_leave_them() {
+    let dir = policy_dir(&[(
+        "a.toml",
+        r#"[agent]
+name = "a"
+cgroups = ["a"]
+default = "allow"
+
+[[rule]]
+name = "root does not touch /srv"
+op = "modify"
+path = "/srv/"
+user = "root"
+decision = "deny"
+
+[[rule]]
+name = "deploy writes releases"
+op = "write"
+path = "/srv/releases/"
+user = "deploy"
+decision = "allow"
+
+[[rule]]
+name = "everyone else is refused /opt"
+op = "write"
+path = "/opt/"
+decision = "deny"
+
+[[rule]]
+name = "root may write /opt/app"
+op = "write"
+path = "/opt/app/"
+user = "root"
+decision = "allow"
+"#,
+    )]);
+    let (code, _, stderr) = jitctl(&["policy", "check", "--offline", "--strict", &s(&dir)]);
+    assert_eq!(code, 2, "{stderr}");
+    let f = dir.path().join("a.toml");
+    let f = f.display();
+    assert!(
+        stderr.contains(&format!(
+            "{f}:7:8: warning: rule \"root does not touch /srv\" (deny) binds only processes \
+             acting as user root"
+        )),
+        "{stderr}"
+    );
+    // A grant by identity is what `user` is for: no warning, and rules only some identities
+    // have do not compete with the others' rules ("never decides").
+    assert!(!stderr.contains("deploy writes releases"), "{stderr}");
+    assert!(!stderr.contains("never decides"), "{stderr}");
+    assert!(
+        stderr.contains("rule \"everyone else is refused /opt\" denies write on `/opt/`"),
+        "{stderr}"
+    );
+}

@@ -11,7 +11,12 @@
 //! - **cannot match on this host**: a pattern through a symlink (the kernel decides resolved
 //!   paths: `/bin/sh` is `/usr/bin/dash` on Debian 12), a directory pattern naming a file, an
 //!   exec pattern for a file that does not exist;
-//! - **allow-only agent**: `default = "allow"` without any `deny` or `hold` rule.
+//! - **allow-only agent**: `default = "allow"` without any `deny` or `hold` rule;
+//! - **restricts an identity**: a `deny` or `hold` rule with `user` or `group`, which binds only
+//!   processes that cannot change their ids (policies/README.md, "Users and groups").
+//!
+//! Rules with a `when`, `user` or `group` are not always in force for every process of the
+//! agent, so they are left out of the competition of the other rules.
 //!
 //! Probe paths put the name `jit-probe` for a `*` and for what lies below a directory
 //! pattern. Such a name matches only rules that match any name there, so a rule that loses at
@@ -117,18 +122,48 @@ fn lint_agent(agent: &AgentPolicy, protected: &Protected, out: &mut Vec<Diagnost
             ),
         );
     }
-    // The rules that are always in force.
-    let always = AgentMaps::new(&compile_agent(agent, |r| r.when.is_none()));
+    // The rules that are always in force, for every process of the agent.
+    let everywhere = |r: &Rule| r.when.is_none() && r.who.is_anyone();
+    let always = AgentMaps::new(&compile_agent(agent, everywhere));
     for rule in &agent.rules {
-        let with_rule = AgentMaps::new(&compile_agent(agent, |r| {
-            r.when.is_none() || r.id == rule.id
-        }));
+        let with_rule = AgentMaps::new(&compile_agent(agent, |r| everywhere(r) || r.id == rule.id));
+        restricts_an_identity(agent, rule, out);
         never_decides(agent, rule, &with_rule, out);
         if matches!(rule.decision, Decision::Deny | Decision::Hold) {
             sidesteps(agent, rule, &with_rule, &always, protected, out);
         }
         host_paths(agent, rule, out);
     }
+}
+
+/// A `deny` or `hold` rule that names users or groups restricts only processes that cannot
+/// leave them: root, set-user-ID helpers and user namespaces choose their ids, and with them
+/// whose rules apply.
+fn restricts_an_identity(agent: &AgentPolicy, rule: &Rule, out: &mut Vec<Diagnostic>) {
+    if rule.who.is_anyone() || !matches!(rule.decision, Decision::Deny | Decision::Hold) {
+        return;
+    }
+    let named: Vec<String> = rule
+        .who
+        .users
+        .iter()
+        .map(|a| format!("user {}", a.name))
+        .chain(rule.who.groups.iter().map(|a| format!("group {}", a.name)))
+        .collect();
+    warn(
+        out,
+        agent,
+        Some(rule),
+        format!(
+            "rule \"{}\" ({}) binds only processes acting as {}: a process that can change its ids \
+             (root, a set-user-ID helper, a user namespace) chooses whose rules apply; write \
+             restrictions meant for the whole agent without `user`/`group`, and use them to \
+             grant (policies/README.md, \"Users and groups\")",
+            rule.name,
+            rule.decision.name(),
+            named.join(" or ")
+        ),
+    );
 }
 
 fn never_decides(agent: &AgentPolicy, rule: &Rule, maps: &AgentMaps, out: &mut Vec<Diagnostic>) {
@@ -162,7 +197,7 @@ fn never_decides(agent: &AgentPolicy, rule: &Rule, maps: &AgentMaps, out: &mut V
             Some(rule),
             format!(
                 "rule \"{}\" never decides: on every path it matches another rule wins (e.g. \
-                 {winner}); rules with a `when` aside",
+                 {winner}); rules with a `when`, `user` or `group` aside",
                 rule.name
             ),
         );
@@ -221,10 +256,14 @@ fn sidesteps(
                 agent,
                 Some(rule),
                 format!(
-                    "rule \"{}\" {}s {} on `{}`, but {} {} allowed there (by {}): {}; add \
+                    "rule \"{}\" {} {} on `{}`, but {} {} allowed there (by {}): {}; add \
                      them to the rule",
                     rule.name,
-                    rule.decision.name(),
+                    if rule.decision == Decision::Deny {
+                        "denies"
+                    } else {
+                        "holds"
+                    },
                     names(&guarded),
                     path.pattern,
                     names(&open),
