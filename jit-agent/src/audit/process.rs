@@ -280,16 +280,21 @@ pub fn exec_args(pid: u32, tid: u32) -> Option<ExecArgs> {
 }
 
 /// [`exec_args`] once the held thread has stopped: the kernel reports a hold just before it
-/// stops the thread, and until then `/proc/PID/task/TID/syscall` says `running`. Waits at most
-/// a second.
+/// stops the thread, and until then `/proc/PID/task/TID/syscall` says `running`. The gap is
+/// the return from the hook to the signal's delivery, usually over before the daemon looks:
+/// the checks start 50 us apart and back off to 10 ms, so a hold the daemon decides (a rule's
+/// conditions) is not delayed by a whole polling period. Waits at most a second.
 fn exec_args_once_stopped(pid: u32, tid: u32) -> Option<ExecArgs> {
-    for _ in 0..100 {
-        let running = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall"))
-            .is_ok_and(|s| s.starts_with("running"));
-        if !running {
+    let path = format!("/proc/{pid}/task/{tid}/syscall");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    let mut pause = std::time::Duration::from_micros(50);
+    loop {
+        let running = std::fs::read_to_string(&path).is_ok_and(|s| s.starts_with("running"));
+        if !running || std::time::Instant::now() >= deadline {
             break;
         }
-        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(10));
     }
     exec_args(pid, tid)
 }
