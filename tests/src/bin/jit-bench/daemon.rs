@@ -225,12 +225,23 @@ fn exec_hold_auto(files: &DaemonFiles) -> Result<()> {
     let mut auto = exec_times(AUTO)?;
     let (plain50, plain99) = (percentile(&mut plain, 50), percentile(&mut plain, 99));
     let (auto50, auto99) = (percentile(&mut auto, 50), percentile(&mut auto, 99));
-    // Every one of them was decided by the daemon, not by a reviewer or a timeout.
-    let log = fs::read_to_string(&files.audit)?;
-    let decided = log
-        .lines()
-        .filter(|l| l.contains("\"type\":\"approval\"") && l.contains("\"reviewer\":\"policy\""))
-        .count();
+    // Every one of them was decided by the daemon, not by a reviewer or a timeout. The daemon
+    // answers the kernel first and then audits its answer: the last record may still be on
+    // its way when the last exec returns.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let decided = loop {
+        let log = fs::read_to_string(&files.audit)?;
+        let decided = log
+            .lines()
+            .filter(|l| {
+                l.contains("\"type\":\"approval\"") && l.contains("\"reviewer\":\"policy\"")
+            })
+            .count();
+        if decided >= EXEC_ROUNDS || Instant::now() >= deadline {
+            break decided;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
     ensure!(
         decided >= EXEC_ROUNDS,
         "{decided} execs decided by the policy's conditions, not {EXEC_ROUNDS}"
