@@ -95,6 +95,7 @@ struct Inner {
     events_emitted: Counter,
     events_dropped: Counter,
     audit_refused: Counter,
+    denials_summarized: Counter,
     hook_errors: Counter,
     grants_used: Counter,
     cache_hits: Counter,
@@ -208,6 +209,13 @@ impl Metrics {
                 "kernel_audit_refused",
                 "Actions an audit rule allowed but refused with EPERM because their record had no \
                  room (audited as audit_refused)",
+                Counter::default(),
+            ),
+            denials_summarized: reg(
+                &mut r,
+                "kernel_denials_summarized",
+                "Denials enforced while the ring buffer had no room for their records: counted per \
+                 agent, rule and op instead (audited as denials_summarized)",
                 Counter::default(),
             ),
             hook_errors: reg(
@@ -427,6 +435,10 @@ impl Metrics {
         follow(&self.0.events_emitted, at(counter::EVENTS_EMITTED));
         follow(&self.0.events_dropped, at(counter::EVENTS_DROPPED));
         follow(&self.0.audit_refused, at(counter::AUDIT_REFUSED));
+        follow(
+            &self.0.denials_summarized,
+            at(counter::DENIALS_SUMMARIZED) + at(counter::DENIALS_UNKEYED),
+        );
         follow(&self.0.hook_errors, at(counter::ERRORS));
         follow(&self.0.grants_used, at(counter::GRANTS_USED));
         follow(&self.0.cache_hits, at(counter::CACHE_HITS));

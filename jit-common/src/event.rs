@@ -61,6 +61,12 @@ pub const EVENT_HEADER_LEN: usize = core::mem::offset_of!(Event, path);
 /// while more than this is free, else the action is refused (see `counter::AUDIT_REFUSED`).
 pub const EVENTS_RESERVE: u64 = 1024 * 1024;
 
+/// Bytes of the ring buffer kept for holds and reviewers' answers: a denial's record is written
+/// only while more than this is free, else the denial is counted in the `DENIALS` map (see
+/// [`DenialKey`]) instead, so that a flood of denials can take neither the room of a hold's
+/// record nor its own count.
+pub const EVENTS_HOLD_RESERVE: u64 = 256 * 1024;
+
 /// Size of the `EVENTS` ring buffer.
 pub const EVENTS_BYTES: u32 = 4 * 1024 * 1024;
 
@@ -152,6 +158,42 @@ impl Event {
     }
 }
 
+/// Key of the `DENIALS` map: the denials the kernel enforced while the ring buffer had no room
+/// for their records (less than [`EVENTS_HOLD_RESERVE`] free), counted per agent, rule and op.
+/// The daemon turns every increase into a `denials_summarized` audit record, so a denial is
+/// always either a record of its own or counted in one of these (docs/ARCHITECTURE.md, I4).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DenialKey {
+    pub agent_id: u32,
+    /// The rule that denied (`Event::rule_id`): 0 for the agent's default,
+    /// `protect::SELF_PROTECTION_RULE_ID` for self-protection.
+    pub rule_id: u32,
+    /// `Event::op`.
+    pub op: u8,
+    /// `Event::kind`: a `Decision`, or a `GrantDenied` (a reviewer's denial enforced).
+    pub kind: u8,
+    pub pad: [u8; 2],
+}
+
+/// Value of the `DENIALS` map: how many denials of its key had no record, and the last one.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DenialCount {
+    /// Denials since the programs were loaded: only ever increased (atomically).
+    pub count: u64,
+    /// `bpf_ktime_get_ns()` of the first and of the latest.
+    pub first_ns: u64,
+    pub last_ns: u64,
+    /// Thread group id and acting uid of the latest.
+    pub last_tgid: u32,
+    pub last_uid: u32,
+}
+
+/// Capacity of the `DENIALS` map. Its entries stay until the programs are unloaded; a denial
+/// whose key finds no room is counted in `counter::DENIALS_UNKEYED`.
+pub const DENIALS_ENTRIES: u32 = 8192;
+
 /// Indices of the per-CPU `COUNTERS` array.
 pub mod counter {
     /// Enforced decisions, indexed by the `Decision` value (allow, audit, hold, deny).
@@ -171,14 +213,27 @@ pub mod counter {
     /// (above `EVENTS_RESERVE`): refused with `EPERM` rather than done unrecorded. Not counted
     /// in the decisions.
     pub const AUDIT_REFUSED: u32 = 9;
+    /// Denials enforced without a record of their own, counted in the `DENIALS` map (see
+    /// `DenialKey`). Counted in the decisions too.
+    pub const DENIALS_SUMMARIZED: u32 = 10;
+    /// Denials enforced with neither a record nor room in the `DENIALS` map: counted here only.
+    pub const DENIALS_UNKEYED: u32 = 11;
     /// Size of the array.
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 12;
 }
 
 #[cfg(feature = "user")]
 // SAFETY: `repr(C)` with every field an integer or byte array and no implicit padding
 // (checked by `event_layout_has_no_padding`).
 unsafe impl aya::Pod for Event {}
+
+#[cfg(feature = "user")]
+// SAFETY: `repr(C)`, integers only, no implicit padding (checked by `denial_layouts`).
+unsafe impl aya::Pod for DenialKey {}
+
+#[cfg(feature = "user")]
+// SAFETY: as `DenialKey`.
+unsafe impl aya::Pod for DenialCount {}
 
 #[cfg(test)]
 mod tests {
@@ -192,5 +247,11 @@ mod tests {
             48 + 32 + 4 + 4 + EVENT_PATH_MAX
         );
         assert_eq!(core::mem::size_of::<Event>() % 8, 0);
+    }
+
+    #[test]
+    fn denial_layouts() {
+        assert_eq!(core::mem::size_of::<DenialKey>(), 4 + 4 + 1 + 1 + 2);
+        assert_eq!(core::mem::size_of::<DenialCount>(), 3 * 8 + 2 * 4);
     }
 }

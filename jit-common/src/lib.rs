@@ -58,6 +58,9 @@ pub mod map_names {
     /// `HashMap<IdentityKey, u32>`: the rule set offsets of the uids and gids that agents'
     /// `user` and `group` conditions name (see `policy::IdentityKey`).
     pub const IDENTITY: &str = "IDENTITY";
+    /// `HashMap<DenialKey, DenialCount>`: denials enforced while the ring buffer had no room
+    /// for their records (see `event::DenialKey`).
+    pub const DENIALS: &str = "DENIALS";
 }
 
 /// Names of the programs in `jit-ebpf`.

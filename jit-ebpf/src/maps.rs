@@ -8,7 +8,7 @@ use aya_ebpf::{
 use jit_common::{
     AgentCgroup, ScopeConfig,
     cache::CacheKey,
-    event::{EVENTS_BYTES, Event, counter},
+    event::{DENIALS_ENTRIES, DenialCount, DenialKey, EVENTS_BYTES, Event, counter},
     pending::{ExecBinding, FileId, GrantKey, GrantValue, HELD_SLOTS, PendingRequest},
     policy::{AgentConfig, IdentityKey, KEY_DATA_LEN, PathLayout, PolicyKey, PolicyValue},
     protect::ProtectConfig,
@@ -91,6 +91,13 @@ pub fn bind_key() -> u64 {
 /// Decision events for userspace.
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+/// Denials enforced while the ring buffer had no room for their records, counted per agent,
+/// rule and op (see `jit_common::event::DenialKey`). Not least-recently-used: a count must never
+/// be dropped to make room; a denial that finds no room here is counted in
+/// `counter::DENIALS_UNKEYED`.
+#[map(name = "DENIALS")]
+pub static DENIALS: HashMap<DenialKey, DenialCount> = HashMap::with_max_entries(DENIALS_ENTRIES, 0);
 
 /// Decision, event and error counters (see `jit_common::event::counter`).
 #[map(name = "COUNTERS")]

@@ -5,22 +5,30 @@
     clippy::cast_possible_truncation,
     reason = "lengths are bounded by PATH_MAX and the helpers pack two u32 into one u64"
 )]
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
 use aya_ebpf::helpers::{
     bpf_get_current_pid_tgid,
     generated::{bpf_get_current_cgroup_id, bpf_ktime_get_ns, bpf_probe_read_kernel},
 };
 use jit_common::{
-    event::{EVENT_PATH_MAX, EVENTS_BYTES, EVENTS_RESERVE, Event, EventKind, counter},
+    event::{
+        DenialCount, DenialKey, EVENT_PATH_MAX, EVENTS_BYTES, EVENTS_HOLD_RESERVE, EVENTS_RESERVE,
+        Event, EventKind, counter,
+    },
     pending::FileId,
-    policy::{Op, Verdict},
+    policy::{Decision, Op, Verdict},
 };
 
 use crate::{
     action::Action,
     kernel::{acting_ids, parent_tgid},
-    maps::{EVENTS, SCRATCH, Scratch, count},
+    maps::{DENIALS, EVENTS, SCRATCH, Scratch, count},
     resolve::resolve_path,
 };
+
+/// `bpf_map_update_elem` flag: only when the key is not there yet.
+const BPF_NOEXIST: u64 = 1;
 
 /// `bpf_ringbuf_query` flag: bytes written and not yet consumed.
 const BPF_RB_AVAIL_DATA: u64 = 0;
@@ -29,7 +37,13 @@ const BPF_RB_AVAIL_DATA: u64 = 0;
 /// allowed, audited action may take (the reserve is for records that must not be lost).
 #[inline(always)]
 pub fn above_reserve() -> bool {
-    EVENTS.query(BPF_RB_AVAIL_DATA) <= u64::from(EVENTS_BYTES) - EVENTS_RESERVE
+    room_above(EVENTS_RESERVE)
+}
+
+/// Whether more than `reserve` bytes of the ring are free.
+#[inline(always)]
+fn room_above(reserve: u64) -> bool {
+    EVENTS.query(BPF_RB_AVAIL_DATA) <= u64::from(EVENTS_BYTES) - reserve
 }
 
 /// Reports `action` with `verdict` outside a decision (resolving its path first), counted as
@@ -112,17 +126,77 @@ pub fn fill_record(
 
 /// Sends `e` to userspace (its header and the path bytes in use), counting it as emitted or
 /// dropped; whether it was sent.
+///
+/// The ring's last `EVENTS_HOLD_RESERVE` bytes are for holds and answers: an enforced denial's
+/// record is written only while more is free. A denial that gets no record is counted per
+/// agent, rule and op in `DENIALS` instead (docs/ARCHITECTURE.md, I4), so a flood of denials
+/// (one agent's or many) neither takes a hold's room nor disappears.
 #[inline(always)]
 pub fn output(e: &Event) -> bool {
-    // SAFETY: the first `wire_len` (at most `size_of::<Event>()`) bytes of `e`.
-    let bytes = unsafe { core::slice::from_raw_parts((&raw const *e).cast::<u8>(), e.wire_len()) };
-    if EVENTS.output::<[u8]>(bytes, 0).is_ok() {
-        count(counter::EVENTS_EMITTED);
-        true
-    } else {
-        count(counter::EVENTS_DROPPED);
-        false
+    let denial = e.enforced == Decision::Deny as u8
+        && (e.kind == EventKind::Decision as u8 || e.kind == EventKind::GrantDenied as u8);
+    if !denial || room_above(EVENTS_HOLD_RESERVE) {
+        // SAFETY: the first `wire_len` (at most `size_of::<Event>()`) bytes of `e`.
+        let bytes =
+            unsafe { core::slice::from_raw_parts((&raw const *e).cast::<u8>(), e.wire_len()) };
+        if EVENTS.output::<[u8]>(bytes, 0).is_ok() {
+            count(counter::EVENTS_EMITTED);
+            return true;
+        }
+        if !denial {
+            count(counter::EVENTS_DROPPED);
+            return false;
+        }
     }
+    count_denial(e);
+    false
+}
+
+/// Counts the denial `e` in `DENIALS` (its first under its key inserts the entry), or in
+/// `counter::DENIALS_UNKEYED` when the map has no room for its key.
+#[inline(always)]
+fn count_denial(e: &Event) {
+    let key = DenialKey {
+        agent_id: e.agent_id,
+        rule_id: e.rule_id,
+        op: e.op,
+        kind: e.kind,
+        pad: [0; 2],
+    };
+    if bump_denial(&key, e) {
+        return;
+    }
+    let first = DenialCount {
+        count: 1,
+        first_ns: e.ts_ns,
+        last_ns: e.ts_ns,
+        last_tgid: e.tgid,
+        last_uid: e.uid,
+    };
+    // Another CPU may insert the same key first: then count on its entry.
+    if DENIALS.insert(key, first, BPF_NOEXIST).is_ok() {
+        count(counter::DENIALS_SUMMARIZED);
+    } else if !bump_denial(&key, e) {
+        count(counter::DENIALS_UNKEYED);
+    }
+}
+
+/// Adds the denial `e` to the entry of `key` when there is one; whether there was.
+#[inline(always)]
+fn bump_denial(key: &DenialKey, e: &Event) -> bool {
+    let Some(entry) = DENIALS.get_ptr_mut(key) else {
+        return false;
+    };
+    // SAFETY: a value in map memory, which stays valid while the program runs; the count is
+    // added atomically, the latest-denial fields are last-writer-wins.
+    unsafe {
+        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*entry).count, 1);
+        (*entry).last_ns = e.ts_ns;
+        (*entry).last_tgid = e.tgid;
+        (*entry).last_uid = e.uid;
+    }
+    count(counter::DENIALS_SUMMARIZED);
+    true
 }
 
 /// Copies the path just resolved into `s.peer`, with `role` (`EVENT_FLAG_PEER_IS_SOURCE` or 0)

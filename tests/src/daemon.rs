@@ -197,6 +197,12 @@ impl Daemon {
         })
     }
 
+    /// The daemon's process id.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
+    }
+
     /// Kills the daemon with SIGKILL (no chance to clean up) and reaps it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -87,6 +87,7 @@ fn type_name(body: &RecordBody) -> &'static str {
         RecordBody::DaemonStopped(_) => "daemon_stopped",
         RecordBody::EventsDropped(_) => "events_dropped",
         RecordBody::AuditRefused(_) => "audit_refused",
+        RecordBody::DenialsSummarized(_) => "denials_summarized",
         RecordBody::Approval(_) => "approval",
         RecordBody::HoldEnded(_) => "hold_ended",
         RecordBody::Justification(_) => "justification",
@@ -109,6 +110,7 @@ pub fn severity(record: &Record) -> u8 {
         RecordBody::PolicyRejected(_)
         | RecordBody::EventsDropped(_)
         | RecordBody::AuditRefused(_)
+        | RecordBody::DenialsSummarized(_)
         | RecordBody::AuditCut(_)
         | RecordBody::AuditRecovered(_) => severity::WARNING,
         _ => severity::INFO,

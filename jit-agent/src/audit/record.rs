@@ -86,6 +86,9 @@ pub enum RecordBody {
     /// Actions an `audit` rule allowed were refused because the kernel's ring buffer had no
     /// room for their records (docs/ARCHITECTURE.md, I4).
     AuditRefused(AuditRefused),
+    /// Denials the kernel enforced while its ring buffer had no room for their records,
+    /// counted per agent, rule and op (docs/ARCHITECTURE.md, I4).
+    DenialsSummarized(DenialsSummarized),
     /// A reviewer answered a hold.
     Approval(Approval),
     /// The writer found a torn tail (a crash mid-write) when it opened the log and cut it off.
@@ -113,6 +116,7 @@ impl RecordBody {
             Self::DaemonStopped(_) => "daemon_stopped",
             Self::EventsDropped(_) => "events_dropped",
             Self::AuditRefused(_) => "audit_refused",
+            Self::DenialsSummarized(_) => "denials_summarized",
             Self::Approval(_) => "approval",
             Self::AuditRecovered(_) => "audit_recovered",
             Self::HoldEnded(_) => "hold_ended",
@@ -383,6 +387,82 @@ pub struct AuditRefused {
     pub count: u64,
     /// Refused since the programs were loaded (the kernel counter).
     pub total: u64,
+}
+
+/// Denials enforced without records of their own: the ring buffer had less than its hold
+/// reserve free (a flood of denials, or a daemon that did not read). Each is counted under its
+/// agent, rule and op; a record says how many more there were since the previous one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DenialsSummarized {
+    /// Agent, rule and op of the denials; all `null` for denials for whose key the kernel's
+    /// count map had no room either (counted, not keyed).
+    pub agent_id: Option<u32>,
+    pub agent: Option<String>,
+    pub rule_id: Option<u32>,
+    pub rule: Option<String>,
+    pub op: Option<String>,
+    /// `decision` (a rule, the default or self-protection denied) or `grant_denied` (a
+    /// reviewer's denial enforced).
+    pub kind: Option<String>,
+    /// New since the previous record of this key.
+    pub count: u64,
+    /// Since the programs were loaded (the kernel's count).
+    pub total: u64,
+    /// Kernel monotonic clock of the first and latest of them; the latest's process and uid.
+    pub first_ktime_ns: Option<u64>,
+    pub last_ktime_ns: Option<u64>,
+    pub last_tgid: Option<u32>,
+    pub last_uid: Option<u32>,
+}
+
+impl DenialsSummarized {
+    /// The record of `count` new denials counted under `key` (`total` since load).
+    #[must_use]
+    pub fn keyed(
+        key: &jit_common::event::DenialKey,
+        value: &jit_common::event::DenialCount,
+        count: u64,
+        agent: Option<String>,
+        rule: Option<String>,
+    ) -> Self {
+        Self {
+            agent_id: Some(key.agent_id),
+            agent,
+            rule_id: Some(key.rule_id),
+            rule: if key.rule_id == SELF_PROTECTION_RULE_ID {
+                Some(SELF_PROTECTION_RULE.to_owned())
+            } else {
+                rule
+            },
+            op: Some(op_name(key.op)),
+            kind: Some(kind_name(key.kind)),
+            count,
+            total: value.count,
+            first_ktime_ns: Some(value.first_ns),
+            last_ktime_ns: Some(value.last_ns),
+            last_tgid: Some(value.last_tgid),
+            last_uid: Some(value.last_uid),
+        }
+    }
+
+    /// The record of `count` new denials the kernel could count only in total.
+    #[must_use]
+    pub const fn unkeyed(count: u64, total: u64) -> Self {
+        Self {
+            agent_id: None,
+            agent: None,
+            rule_id: None,
+            rule: None,
+            op: None,
+            kind: None,
+            count,
+            total,
+            first_ktime_ns: None,
+            last_ktime_ns: None,
+            last_tgid: None,
+            last_uid: None,
+        }
+    }
 }
 
 /// What a reviewer answered.

@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use super::record::{HeldAction, KernelRecord, Record, RecordBody};
+use super::record::{DenialsSummarized, HeldAction, KernelRecord, Record, RecordBody};
 
 const TIME_W: usize = 20;
 const TYPE_W: usize = 15;
@@ -127,6 +127,33 @@ fn justification_row(time: &str, j: &super::record::JustificationRecord) -> Stri
     row(time, "justification", &agent, &op, "-", &pid, &detail)
 }
 
+/// The row of a `denials_summarized` record: denials the kernel counted instead of reporting.
+fn denials_row(time: &str, d: &DenialsSummarized) -> String {
+    let dash = "-";
+    let by = match (&d.rule, d.rule_id) {
+        (Some(rule), _) => format!("rule {}", clean(rule)),
+        (None, Some(0)) => "the default".to_owned(),
+        (None, Some(id)) => format!("rule #{id}"),
+        (None, None) => "any rule".to_owned(),
+    };
+    let detail = format!(
+        "{} denial(s) by {by} without records of their own (the ring buffer was full), \
+         {} in total",
+        d.count, d.total
+    );
+    let agent = d.agent.as_deref().map(clean);
+    let pid = d.last_tgid.map(|p| p.to_string());
+    row(
+        time,
+        "denials_summarized",
+        agent.as_deref().unwrap_or(dash),
+        d.op.as_deref().unwrap_or(dash),
+        "deny",
+        pid.as_deref().unwrap_or(dash),
+        &detail,
+    )
+}
+
 /// One table line for `record`: time (UTC, seconds), type (for kernel events their kind),
 /// agent, op, decision (`policy->enforced` when shadow mode made them differ), pid, and the
 /// path or a summary.
@@ -179,6 +206,7 @@ pub fn format_row(record: &Record) -> String {
             );
             row(&time, "audit_refused", dash, dash, dash, dash, &detail)
         }
+        RecordBody::DenialsSummarized(d) => denials_row(&time, d),
         RecordBody::Approval(a) => {
             let (agent, op, pid, what) = action_columns(a.action.as_ref());
             let mut detail = format!(

@@ -843,6 +843,7 @@ fn row_colour(record: &Record) -> Option<&'static str> {
         RecordBody::PolicyRejected(_)
         | RecordBody::EventsDropped(_)
         | RecordBody::AuditRefused(_)
+        | RecordBody::DenialsSummarized(_)
         | RecordBody::AuditCut(_) => Some(RED),
         _ => None,
     }

@@ -1,7 +1,10 @@
 //! The kernel's counters, its event ring buffer, and the policy generation that keeps the
 //! write-decision cache honest.
-use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
-use jit_common::{event::counter, map_names};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
+use jit_common::{
+    event::{DenialCount, DenialKey, counter},
+    map_names,
+};
 
 use super::{BpfError, Enforcer, map_err};
 
@@ -34,6 +37,18 @@ impl Enforcer {
             *sum = per_cpu.iter().sum();
         }
         Ok(sums)
+    }
+
+    /// Every entry of the `DENIALS` map: the denials the kernel enforced without a record of
+    /// their own, counted since the programs were loaded (see `jit_common::event::DenialKey`).
+    ///
+    /// # Errors
+    /// When the map cannot be read.
+    pub fn denials(&mut self) -> Result<Vec<(DenialKey, DenialCount)>, BpfError> {
+        let map: HashMap<_, DenialKey, DenialCount> = self.open(map_names::DENIALS)?;
+        map.iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_err(map_names::DENIALS, "read"))
     }
 
     /// Turns the write-decision cache (see `jit_common::cache`) on, the default, or off: off,

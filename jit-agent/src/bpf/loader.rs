@@ -13,6 +13,7 @@ use aya::{
 use jit_common::{
     AgentCgroup, ScopeConfig,
     cache::{SEQLOCKS_GLOBAL, SeqLocks},
+    event::{DenialCount, DenialKey},
     layout::LAYOUT_GLOBAL,
     map_names,
     pending::{ExecBinding, GrantKey, GrantValue, PendingRequest},
@@ -44,7 +45,7 @@ pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/jit";
 
 /// The maps userspace drives, with the key and value sizes this version expects of them
 /// (compared with pinned maps before adopting them; a ring buffer has neither).
-const USER_MAPS: [(&str, usize, usize); 14] = [
+const USER_MAPS: [(&str, usize, usize); 15] = [
     (
         map_names::AGENT_CGROUPS,
         size_of::<u64>(),
@@ -99,6 +100,11 @@ const USER_MAPS: [(&str, usize, usize); 14] = [
         map_names::IDENTITY,
         size_of::<IdentityKey>(),
         size_of::<u32>(),
+    ),
+    (
+        map_names::DENIALS,
+        size_of::<DenialKey>(),
+        size_of::<DenialCount>(),
     ),
 ];
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use aya::maps::{MapData, RingBuf};
 use jit_common::{
-    event::{Event, EventKind, counter},
+    event::{DenialKey, Event, EventKind, counter},
     policy::Op,
 };
 use tokio::io::{Interest, unix::AsyncFd};
@@ -23,7 +23,7 @@ use super::{
 };
 use crate::audit::{
     ProcessContext,
-    record::{AuditRefused, EventsDropped, KernelRecord, RecordBody},
+    record::{AuditRefused, DenialsSummarized, EventsDropped, KernelRecord, RecordBody},
 };
 
 /// How often the kernel counters are polled for dropped events.
@@ -170,51 +170,106 @@ fn records_of(
         .collect()
 }
 
-/// Polls the kernel counters; every increase of the dropped-events counter and of the
-/// refused-audit counter becomes an audit record and a warning (docs/ARCHITECTURE.md, I4).
-pub async fn poll_counters(kernel: KernelHandle, audit: AuditSink) {
-    let mut reported: Option<(u64, u64)> = None;
+/// Polls the kernel counters; every increase of the dropped-events counter, of the
+/// refused-audit counter and of the denials counted without records (the `DENIALS` map and
+/// `DENIALS_UNKEYED`) becomes an audit record and a warning (docs/ARCHITECTURE.md, I4).
+///
+/// The kernel's counts run from the moment the programs were loaded; at start, counts from
+/// before this daemon are reported once (a record's `total` says which part is new).
+pub async fn poll_counters(kernel: KernelHandle, audit: AuditSink, policy: PolicyStore) {
+    let mut reported: Option<Reported> = None;
     let mut tick = tokio::time::interval(COUNTER_POLL);
     loop {
         tick.tick().await;
-        let (dropped, refused) = match kernel.call(crate::bpf::Enforcer::counters).await {
-            Ok(Ok(counters)) => (
-                counters[counter::EVENTS_DROPPED as usize],
-                counters[counter::AUDIT_REFUSED as usize],
-            ),
+        let read = kernel
+            .call(|enforcer| {
+                Ok::<_, crate::bpf::BpfError>((enforcer.counters()?, enforcer.denials()?))
+            })
+            .await;
+        let (counters, denials) = match read {
+            Ok(Ok(read)) => read,
             Ok(Err(err)) => {
                 warn!(error = %err, "reading the kernel counters failed");
                 continue;
             }
             Err(_) => return,
         };
-        // At start, counts from before this daemon (since the programs were loaded) are
-        // reported once.
-        let (dropped_before, refused_before) = reported.unwrap_or((0, 0));
-        if dropped > dropped_before {
+        let first = reported.is_none();
+        let before = reported.get_or_insert_with(Reported::default);
+        let dropped = counters[counter::EVENTS_DROPPED as usize];
+        let refused = counters[counter::AUDIT_REFUSED as usize];
+        let unkeyed = counters[counter::DENIALS_UNKEYED as usize];
+        if dropped > before.dropped {
             warn!(
-                dropped = dropped - dropped_before,
+                dropped = dropped - before.dropped,
                 total = dropped,
                 "the kernel dropped events: its ring buffer was full"
             );
             audit.record(RecordBody::EventsDropped(EventsDropped {
-                count: dropped - dropped_before,
+                count: dropped - before.dropped,
                 total: dropped,
             }));
-        } else if reported.is_none() {
+        } else if first {
             info!("no kernel events dropped");
         }
-        if refused > refused_before {
+        if refused > before.refused {
             warn!(
-                refused = refused - refused_before,
+                refused = refused - before.refused,
                 total = refused,
                 "the kernel refused audited actions: its ring buffer had no room for their records"
             );
             audit.record(RecordBody::AuditRefused(AuditRefused {
-                count: refused - refused_before,
+                count: refused - before.refused,
                 total: refused,
             }));
         }
-        reported = Some((dropped, refused));
+        if !denials.is_empty() || unkeyed > before.unkeyed {
+            let snapshot = policy.current();
+            for (key, value) in &denials {
+                let seen = before.denials.get(key).copied().unwrap_or(0);
+                if value.count <= seen {
+                    continue;
+                }
+                let record = DenialsSummarized::keyed(
+                    key,
+                    value,
+                    value.count - seen,
+                    snapshot.agent_name(key.agent_id),
+                    snapshot.rule_name(key.rule_id),
+                );
+                warn!(
+                    agent = record.agent.as_deref().unwrap_or("?"),
+                    op = record.op.as_deref().unwrap_or("?"),
+                    rule_id = key.rule_id,
+                    count = record.count,
+                    "denials without records of their own: the kernel's ring buffer was full"
+                );
+                audit.record(RecordBody::DenialsSummarized(record));
+                before.denials.insert(*key, value.count);
+            }
+            if unkeyed > before.unkeyed {
+                warn!(
+                    count = unkeyed - before.unkeyed,
+                    total = unkeyed,
+                    "denials counted only in total: the kernel's denial map was full"
+                );
+                audit.record(RecordBody::DenialsSummarized(DenialsSummarized::unkeyed(
+                    unkeyed - before.unkeyed,
+                    unkeyed,
+                )));
+            }
+        }
+        before.dropped = dropped;
+        before.refused = refused;
+        before.unkeyed = unkeyed;
     }
+}
+
+/// What [`poll_counters`] has reported so far: the kernel's totals at the last poll.
+#[derive(Default)]
+struct Reported {
+    dropped: u64,
+    refused: u64,
+    unkeyed: u64,
+    denials: std::collections::HashMap<DenialKey, u64>,
 }

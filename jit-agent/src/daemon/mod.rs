@@ -378,6 +378,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Dae
     tokio::spawn(hold_manager.run());
 
     let context_policy = policy.clone();
+    let counters_policy = policy.clone();
     let context = Context {
         config: Arc::clone(&config),
         startup,
@@ -405,7 +406,11 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Dae
         };
         tokio::spawn(metrics_http::serve(listener, sources));
     }
-    tokio::spawn(events::poll_counters(kernel, audit.clone()));
+    tokio::spawn(events::poll_counters(
+        kernel,
+        audit.clone(),
+        counters_policy,
+    ));
     // systemd (`Type=notify`, see packaging/jit-agent.service): ready only now, with the
     // programs attached, a policy in the kernel and the sockets answering — so `systemctl start`
     // returns when jit enforces and `jitctl` works. Without NOTIFY_SOCKET this does nothing.

@@ -447,6 +447,8 @@ async fn status(context: &Context) -> Status {
         "grants_used",
         "write_cache_hits",
         "audit_refused",
+        "denials_summarized",
+        "denials_unkeyed",
     ];
     let counters = counters.unwrap_or_default();
     let state = context.policy.current();
