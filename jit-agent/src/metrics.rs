@@ -96,6 +96,7 @@ struct Inner {
     events_dropped: Counter,
     audit_refused: Counter,
     denials_summarized: Counter,
+    marks_full: Counter,
     hook_errors: Counter,
     grants_used: Counter,
     cache_hits: Counter,
@@ -216,6 +217,12 @@ impl Metrics {
                 "kernel_denials_summarized",
                 "Denials enforced while the ring buffer had no room for their records: counted per \
                  agent, rule and op instead (audited as denials_summarized)",
+                Counter::default(),
+            ),
+            marks_full: reg(
+                &mut r,
+                "kernel_marks_full",
+                "Write opens by agents refused because the kernel's provenance map was full",
                 Counter::default(),
             ),
             hook_errors: reg(
@@ -439,6 +446,7 @@ impl Metrics {
             &self.0.denials_summarized,
             at(counter::DENIALS_SUMMARIZED) + at(counter::DENIALS_UNKEYED),
         );
+        follow(&self.0.marks_full, at(counter::MARKS_FULL));
         follow(&self.0.hook_errors, at(counter::ERRORS));
         follow(&self.0.grants_used, at(counter::GRANTS_USED));
         follow(&self.0.cache_hits, at(counter::CACHE_HITS));

@@ -47,7 +47,7 @@ impl Kernel {
         let ruleset = if self.config.identity == 0 {
             self.config.ruleset
         } else {
-            identity_ruleset(&self.config, uid, gid, |k| self.identity.get(k).copied())
+            identity_ruleset(&self.config, uid, gid, 0, |k| self.identity.get(k).copied())
         };
         let key = PolicyKey::for_lookup(ruleset, op, path.as_bytes());
         let mut scratch = PolicyKey::EMPTY;
@@ -158,8 +158,8 @@ fn a_corrupt_offset_stays_inside_the_agents_rule_sets() {
         extra_rulesets: 2,
         ..AgentConfig::new(Decision::Deny, jit_common::policy::Mode::Enforce, 0).with_ruleset(50)
     };
-    assert_eq!(identity_ruleset(&config, 5, 5, |_| Some(99)), 52);
-    assert_eq!(identity_ruleset(&config, 5, 5, |_| None), 50);
+    assert_eq!(identity_ruleset(&config, 5, 5, 0, |_| Some(99)), 52);
+    assert_eq!(identity_ruleset(&config, 5, 5, 0, |_| None), 50);
 }
 
 #[test]

@@ -51,6 +51,11 @@ pub const EVENT_FLAG_ARGS_CHANGED: u32 = 8;
 /// `Event::flags` of a `HoldPeer` event: its path is the source of the rename or link (the
 /// destination decided the hold); without it, the destination.
 pub const EVENT_FLAG_PEER_IS_SOURCE: u32 = 16;
+/// `Event::flags` of an `exec`: an agent wrote the file (it has a mark; see `provenance`).
+pub const EVENT_FLAG_WRITTEN_BY_AGENT: u32 = 32;
+/// `Event::flags` of an `exec`, with [`EVENT_FLAG_WRITTEN_BY_AGENT`]: the agent that wrote
+/// the file last is the one executing it.
+pub const EVENT_FLAG_WRITTEN_BY_THIS_AGENT: u32 = 64;
 
 /// Bytes of an [`Event`] before its path: a record on the ring buffer is these and the
 /// `path_len` bytes of the path in use (see [`Event::wire_len`]).
@@ -218,8 +223,11 @@ pub mod counter {
     pub const DENIALS_SUMMARIZED: u32 = 10;
     /// Denials enforced with neither a record nor room in the `DENIALS` map: counted here only.
     pub const DENIALS_UNKEYED: u32 = 11;
+    /// Write opens of unmarked files by agents refused because the `MARKS` map was full (see
+    /// `provenance::MARKS_ENTRIES`).
+    pub const MARKS_FULL: u32 = 12;
     /// Size of the array.
-    pub const COUNT: u32 = 12;
+    pub const COUNT: u32 = 13;
 }
 
 #[cfg(feature = "user")]

@@ -139,6 +139,14 @@ pub struct KernelLayout {
     pub cred_euid: u32,
     /// `struct cred`, member `egid`.
     pub cred_egid: u32,
+    /// `struct inode`, member `i_generation` (a file's generation number: a new inode that
+    /// reuses an inode number gets another one), kept in provenance marks.
+    pub inode_i_generation: u32,
+    /// `struct inode`, member `i_nlink` (in an anonymous union with `__i_nlink`): 0 once the
+    /// file's last link is gone.
+    pub inode_i_nlink: u32,
+    /// `struct inode`, member `i_mode` (`umode_t`, a u16: type and permission bits).
+    pub inode_i_mode: u32,
 }
 
 impl KernelLayout {
@@ -201,6 +209,9 @@ impl KernelLayout {
         cred_fsgid: 0,
         cred_euid: 0,
         cred_egid: 0,
+        inode_i_generation: 0,
+        inode_i_nlink: 0,
+        inode_i_mode: 0,
     };
 
     /// The offset of an optional member this kernel does not have.
@@ -212,7 +223,7 @@ impl KernelLayout {
         [("task_struct", "io_uring"), ("mount", "mnt_instance")];
 
     /// `(struct, member)` for every field, in field order: what userspace looks up in BTF.
-    pub const MEMBERS: [(&'static str, &'static str); 57] = [
+    pub const MEMBERS: [(&'static str, &'static str); 60] = [
         ("linux_binprm", "file"),
         ("file", "f_path"),
         ("file", "f_inode"),
@@ -270,11 +281,14 @@ impl KernelLayout {
         ("cred", "fsgid"),
         ("cred", "euid"),
         ("cred", "egid"),
+        ("inode", "i_generation"),
+        ("inode", "i_nlink"),
+        ("inode", "i_mode"),
     ];
 
     /// Builds the layout from offsets given in [`Self::MEMBERS`] order.
     #[must_use]
-    pub const fn from_offsets(o: [u32; 57]) -> Self {
+    pub const fn from_offsets(o: [u32; 60]) -> Self {
         Self {
             binprm_file: o[0],
             file_f_path: o[1],
@@ -333,6 +347,9 @@ impl KernelLayout {
             cred_fsgid: o[54],
             cred_euid: o[55],
             cred_egid: o[56],
+            inode_i_generation: o[57],
+            inode_i_nlink: o[58],
+            inode_i_mode: o[59],
         }
     }
 }

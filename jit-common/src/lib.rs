@@ -15,6 +15,7 @@ pub mod layout;
 pub mod pending;
 pub mod policy;
 pub mod protect;
+pub mod provenance;
 pub mod scope;
 pub mod siphash;
 
@@ -61,6 +62,8 @@ pub mod map_names {
     /// `HashMap<DenialKey, DenialCount>`: denials enforced while the ring buffer had no room
     /// for their records (see `event::DenialKey`).
     pub const DENIALS: &str = "DENIALS";
+    /// `HashMap<MarkKey, Mark>`: the files agents wrote (see `provenance`).
+    pub const MARKS: &str = "MARKS";
 }
 
 /// Names of the programs in `jit-ebpf`.
@@ -86,7 +89,7 @@ pub mod program_names {
         [("jit_inode_setattr", 3), ("jit_inode_setattr_noidmap", 2)];
 
     /// Every program with the LSM hook it attaches to.
-    pub const ALL: [(&str, &str); 45] = [
+    pub const ALL: [(&str, &str); 46] = [
         (EXEC, "bprm_check_security"),
         // An approved execve runs only with the arguments the reviewer saw (see `exec_bind`).
         ("jit_exec_committed", "bprm_committed_creds"),
@@ -144,12 +147,15 @@ pub mod program_names {
         // Keeps the write-decision cache from trusting a recycled dentry (see `cache`); runs
         // for every process and only bumps a counter.
         ("jit_d_instantiate", "d_instantiate"),
+        // Forgets the provenance marks of deleted files (see `provenance`); runs for every
+        // inode that leaves memory and only reads its link count unless it was deleted.
+        ("jit_inode_free_security", "inode_free_security"),
     ];
 
     /// The floor (`jit-ebpf/src/floor.rs`): one program per hook of [`ALL`], each returning 0
     /// at once. For `jit-bench` only, which attaches them alone to time what any BPF LSM program
     /// on these hooks costs; the daemon never attaches them.
-    pub const FLOOR: [(&str, &str); 42] = [
+    pub const FLOOR: [(&str, &str); 43] = [
         ("jit_floor_bprm_check_security", "bprm_check_security"),
         ("jit_floor_bprm_committed_creds", "bprm_committed_creds"),
         ("jit_floor_file_open", "file_open"),
@@ -192,6 +198,7 @@ pub mod program_names {
         ("jit_floor_sb_pivotroot", "sb_pivotroot"),
         ("jit_floor_path_chroot", "path_chroot"),
         ("jit_floor_d_instantiate", "d_instantiate"),
+        ("jit_floor_inode_free_security", "inode_free_security"),
     ];
 
     #[cfg(test)]

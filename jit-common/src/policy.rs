@@ -727,10 +727,14 @@ impl AgentConfig {
 pub const IDENTITY_BY_USER: u8 = 1;
 /// [`AgentConfig::identity`] bit: the agent's rules name groups (`group = ...`).
 pub const IDENTITY_BY_GROUP: u8 = 2;
+/// [`AgentConfig::identity`] bit: the agent's rules name writers (`written_by = ...`).
+pub const IDENTITY_BY_WRITER: u8 = 4;
 /// [`IdentityKey::kind`] of a uid.
 pub const IDENTITY_UID: u32 = 0;
 /// [`IdentityKey::kind`] of a gid.
 pub const IDENTITY_GID: u32 = 1;
+/// [`IdentityKey::kind`] of a writer class (`provenance::WRITER_*`, never `WRITER_NONE`).
+pub const IDENTITY_WRITER: u32 = 2;
 /// Most rule sets an agent may have (one per combination of the users and groups its rules
 /// name, and "anyone else"): each is a whole copy of the agent's rules in the kernel.
 pub const MAX_IDENTITY_RULESETS: usize = 64;
@@ -763,16 +767,27 @@ pub fn identity_ruleset(
     cfg: &AgentConfig,
     uid: u32,
     gid: u32,
+    writer: u32,
     offset: impl Fn(&IdentityKey) -> Option<u32>,
 ) -> u32 {
     let mut extra = 0u32;
-    if cfg.identity & IDENTITY_BY_USER != 0 {
+    if cfg.identity & IDENTITY_BY_WRITER != 0 && writer != 0 {
         extra = offset(&IdentityKey {
             ruleset: cfg.ruleset,
-            kind: IDENTITY_UID,
-            id: uid,
+            kind: IDENTITY_WRITER,
+            id: writer,
         })
         .unwrap_or(0);
+    }
+    if cfg.identity & IDENTITY_BY_USER != 0 {
+        extra = extra.wrapping_add(
+            offset(&IdentityKey {
+                ruleset: cfg.ruleset,
+                kind: IDENTITY_UID,
+                id: uid,
+            })
+            .unwrap_or(0),
+        );
     }
     if cfg.identity & IDENTITY_BY_GROUP != 0 {
         extra = extra.wrapping_add(

@@ -24,6 +24,7 @@ use jit_common::{
         first_of_pair_decides, identity_ruleset,
     },
     protect::{PROTECTED_OP, PROTECTED_RULESET, SELF_PROTECTION_VERDICT, is_protected_fs},
+    provenance::writer_of_flags,
 };
 
 use crate::{
@@ -538,12 +539,15 @@ fn evaluate_path(action: &Action, s: &mut Scratch) -> Verdict {
     // The agent's current rule set, read once: a policy reload switches it atomically. With
     // `user`/`group` conditions, the one of the task's identity class (policies/README.md,
     // "Users and groups").
+    // With `written_by` conditions, also the class of who wrote the executed file
+    // (policies/README.md, "Provenance").
     let ruleset = if cfg.identity == 0 {
         cfg.ruleset
     } else {
         let ids = acting_ids(action.op);
+        let writer = writer_of_flags(action.flags);
         // SAFETY: the value is copied out of the map at once.
-        identity_ruleset(cfg, ids as u32, (ids >> 32) as u32, |key| unsafe {
+        identity_ruleset(cfg, ids as u32, (ids >> 32) as u32, writer, |key| unsafe {
             IDENTITY.get(key).copied()
         })
     };

@@ -29,6 +29,7 @@ use crate::{
     engine::decide,
     kernel::{file_id_btf, load_ptr, offset},
     maps::{EXEC_BIND, EXEC_IMAGE, bind_key},
+    provenance::exec_flags,
     scope::current_agent,
 };
 
@@ -52,7 +53,7 @@ fn try_exec(ctx: &LsmContext) -> Result<i32, i32> {
     };
     let bprm: *const u8 = ctx.arg(0);
     // SAFETY: `bprm` is the hook's BTF-typed argument; offsets come from the kernel's BTF.
-    let (path, inode, interpreter_pass) = unsafe {
+    let (path, inode, interpreter_pass, written_by) = unsafe {
         let file = load_ptr(bprm, offset(|l| &l.binprm_file));
         let filename = load_ptr(bprm, offset(|l| &l.binprm_filename));
         let interp = load_ptr(bprm, offset(|l| &l.binprm_interp));
@@ -60,6 +61,7 @@ fn try_exec(ctx: &LsmContext) -> Result<i32, i32> {
             file.add(offset(|l| &l.file_f_path)),
             load_ptr(file, offset(|l| &l.file_f_inode)),
             interp != filename,
+            exec_flags(file, agent.agent_id),
         )
     };
     // SAFETY: `inode` was loaded from the BTF-typed `file`.
@@ -81,7 +83,8 @@ fn try_exec(ctx: &LsmContext) -> Result<i32, i32> {
         second_file: FileId::ZERO,
         file,
         no_hold: interpreter_pass,
-        flags: 0,
+        // Who wrote the file: `written_by` rules decide by it (see `provenance`).
+        flags: written_by,
     });
     if verdict == Ok(0) {
         // An approval spent here recorded its argument binding: tie it to this `execve`.

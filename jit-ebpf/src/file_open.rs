@@ -22,8 +22,9 @@ use jit_common::{
 use crate::{
     action::{Action, Where},
     engine::decide_with,
-    kernel::{file_id_btf, load_btf, load_ptr, offset, read_kernel, task_tgid},
+    kernel::{file_id_btf, load_btf, load_ptr, offset, opaque_eperm, read_kernel, task_tgid},
     protect::deny,
+    provenance::mark_written,
     resolve::{MountNs, mount_ns},
     scope::{current_agent, task_agent},
 };
@@ -114,7 +115,7 @@ fn try_file_open(ctx: &LsmContext) -> Result<i32, i32> {
         foreign_proc_entry(agent.agent_id, inode)
             .map(|tgid| Err(deny(event_op::RESOURCE, agent, tgid, resource::PROC)))
     };
-    decide_with(
+    let verdict = decide_with(
         &Action {
             op: Op::Write,
             agent,
@@ -127,5 +128,12 @@ fn try_file_open(ctx: &LsmContext) -> Result<i32, i32> {
             flags: 0,
         },
         checks,
-    )
+    );
+    // The open is allowed: the file is now written by this agent (see `provenance`). Without
+    // room for its mark it would pass for a file the host installed: refused.
+    // SAFETY: `inode` was loaded from the BTF-typed `file`.
+    if verdict == Ok(0) && !unsafe { mark_written(inode, agent.agent_id) } {
+        return Err(opaque_eperm());
+    }
+    verdict
 }

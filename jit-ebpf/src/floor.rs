@@ -67,4 +67,5 @@ floor_programs! {
     jit_floor_sb_pivotroot = "sb_pivotroot",
     jit_floor_path_chroot = "path_chroot",
     jit_floor_d_instantiate = "d_instantiate",
+    jit_floor_inode_free_security = "inode_free_security",
 }

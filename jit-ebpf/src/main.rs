@@ -51,6 +51,7 @@ mod path_truncate;
 mod path_unlink;
 mod protect;
 mod protect_pair;
+mod provenance;
 mod ptrace_access_check;
 mod report;
 mod resolve;

@@ -12,6 +12,7 @@ use jit_common::{
     pending::{ExecBinding, FileId, GrantKey, GrantValue, HELD_SLOTS, PendingRequest},
     policy::{AgentConfig, IdentityKey, KEY_DATA_LEN, PathLayout, PolicyKey, PolicyValue},
     protect::ProtectConfig,
+    provenance::{MARKS_ENTRIES, Mark, MarkKey},
 };
 
 /// Registered agent cgroups, keyed by cgroup id. Written only by the daemon.
@@ -98,6 +99,13 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 /// `counter::DENIALS_UNKEYED`.
 #[map(name = "DENIALS")]
 pub static DENIALS: HashMap<DenialKey, DenialCount> = HashMap::with_max_entries(DENIALS_ENTRIES, 0);
+
+/// The files agents wrote (see `jit_common::provenance`), pinned by the daemon so marks outlive
+/// it. Not least-recently-used: a mark must never be dropped to make room (a full map refuses
+/// the write instead, see `provenance`). `BPF_F_NO_PREALLOC`: entries are allocated as files
+/// are written.
+#[map(name = "MARKS")]
+pub static MARKS: HashMap<MarkKey, Mark> = HashMap::with_max_entries(MARKS_ENTRIES, 1);
 
 /// Decision, event and error counters (see `jit_common::event::counter`).
 #[map(name = "COUNTERS")]

@@ -25,6 +25,7 @@ use crate::{
     engine::{decide_on_file, loading_new_program},
     kernel::{file_id, offset, read_kernel},
     maps::EXEC_IMAGE,
+    provenance::exec_flags,
     scope::current_agent,
 };
 
@@ -82,5 +83,6 @@ fn decide_mapping(agent: AgentCgroup, file: *const u8) -> Result<i32, i32> {
             return Ok(0);
         }
     }
-    decide_on_file(Op::Exec, agent, file, in_exec, EVENT_FLAG_MAPPING)
+    let flags = EVENT_FLAG_MAPPING | exec_flags(file, agent.agent_id);
+    decide_on_file(Op::Exec, agent, file, in_exec, flags)
 }

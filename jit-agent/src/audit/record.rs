@@ -9,6 +9,7 @@ use jit_common::{
     },
     policy::{Decision, Op},
     protect::{SELF_PROTECTION_RULE_ID, event_op},
+    provenance::{writer_name, writer_of_flags},
 };
 use serde::{Deserialize, Serialize};
 
@@ -185,6 +186,10 @@ pub struct KernelRecord {
     /// the approval). Written only when true.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub args_changed: bool,
+    /// Of an `exec` of a file an agent wrote (README, "Provenance"): `this-agent` when the
+    /// executing agent wrote it last, else `other-agent`. Absent for every other file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written_by: Option<String>,
     /// Of a held rename or link: both ends, as the kernel resolved them (one is `path`, the
     /// other came with the hold), [escaped](crate::text::escape_bytes) so invalid UTF-8 and
     /// control characters are visible. An approval binds to both. Absent otherwise.
@@ -280,6 +285,7 @@ impl KernelRecord {
             unresolved: event.flags & EVENT_FLAG_PATH_UNRESOLVED != 0,
             mapping: event.flags & EVENT_FLAG_MAPPING != 0,
             args_changed: event.flags & EVENT_FLAG_ARGS_CHANGED != 0,
+            written_by: writer_name(writer_of_flags(event.flags)).map(str::to_owned),
             source: None,
             destination: None,
             detail: (event.rule_id == SELF_PROTECTION_RULE_ID && Op::from_u8(event.op).is_none())

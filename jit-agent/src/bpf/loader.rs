@@ -45,7 +45,7 @@ pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/jit";
 
 /// The maps userspace drives, with the key and value sizes this version expects of them
 /// (compared with pinned maps before adopting them; a ring buffer has neither).
-const USER_MAPS: [(&str, usize, usize); 15] = [
+const USER_MAPS: [(&str, usize, usize); 16] = [
     (
         map_names::AGENT_CGROUPS,
         size_of::<u64>(),
@@ -105,6 +105,12 @@ const USER_MAPS: [(&str, usize, usize); 15] = [
         map_names::DENIALS,
         size_of::<DenialKey>(),
         size_of::<DenialCount>(),
+    ),
+    // Provenance marks outlive the daemon like holds do (see `jit_common::provenance`).
+    (
+        map_names::MARKS,
+        size_of::<jit_common::provenance::MarkKey>(),
+        size_of::<jit_common::provenance::Mark>(),
     ),
 ];
 

@@ -449,6 +449,7 @@ async fn status(context: &Context) -> Status {
         "audit_refused",
         "denials_summarized",
         "denials_unkeyed",
+        "marks_full",
     ];
     let counters = counters.unwrap_or_default();
     let state = context.policy.current();

@@ -6,9 +6,13 @@ use std::{
 };
 
 use jiff::Timestamp;
-use jit_common::policy::{
-    AgentConfig, Decision, IDENTITY_BY_GROUP, IDENTITY_BY_USER, IDENTITY_GID, IDENTITY_UID,
-    IdentityKey, Mode, Op, PolicyKey, PolicyValue, RuleShape, evaluate, merge,
+use jit_common::{
+    policy::{
+        AgentConfig, Decision, IDENTITY_BY_GROUP, IDENTITY_BY_USER, IDENTITY_BY_WRITER,
+        IDENTITY_GID, IDENTITY_UID, IDENTITY_WRITER, IdentityKey, Mode, Op, PolicyKey, PolicyValue,
+        RuleShape, evaluate, merge,
+    },
+    provenance::{WRITER_CLASSES, WRITER_NONE},
 };
 
 use super::{Account, AgentPolicy, PolicySet, Rule};
@@ -49,16 +53,20 @@ pub struct CompiledAgent {
     pub classes: Option<IdentityClasses>,
 }
 
-/// The identity classes of an agent whose rules name users or groups (policies/README.md,
-/// "Users and groups"): rule set offset `u * (gids.len() + 1) + g` holds the rules that apply to
-/// uid class `u` and gid class `g`, where class 0 is "anyone else" and class `i + 1` is
-/// `uids[i]` (`gids[i]`).
+/// The identity classes of an agent whose rules name users, groups or writers
+/// (policies/README.md, "Users and groups", "Provenance"): rule set offset
+/// `w * (uids.len() + 1) * (gids.len() + 1) + u * (gids.len() + 1) + g` holds the rules that
+/// apply to writer class `w`, uid class `u` and gid class `g`, where uid (gid) class 0 is
+/// "anyone else" and class `i + 1` is `uids[i]` (`gids[i]`), and writer classes are
+/// `jit_common::provenance::WRITER_*` (only class 0 without `written_by` rules).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdentityClasses {
     /// Sorted, each once.
     pub uids: Vec<u32>,
     /// Sorted, each once.
     pub gids: Vec<u32>,
+    /// Some rule has `written_by`: the writer classes have rule sets of their own.
+    pub writers: bool,
     /// Entries of rule set offset `i + 1` (offset 0 is [`CompiledAgent::entries`]).
     pub sets: Vec<Vec<Entry>>,
 }
@@ -84,7 +92,16 @@ impl IdentityClasses {
             };
             (key, class)
         });
-        users.chain(groups).collect()
+        let identities = stride * u32::try_from(self.uids.len() + 1).unwrap_or(u32::MAX);
+        let writers = (1..WRITER_CLASSES).filter(|_| self.writers).map(|class| {
+            let key = IdentityKey {
+                ruleset,
+                kind: IDENTITY_WRITER,
+                id: class,
+            };
+            (key, class * identities)
+        });
+        users.chain(groups).chain(writers).collect()
     }
 }
 
@@ -217,21 +234,27 @@ pub fn compile_classes(agent: &AgentPolicy, active: impl Fn(&Rule) -> bool) -> C
     };
     let uids = ids(|r| &r.who.users);
     let gids = ids(|r| &r.who.groups);
-    let class = |u: usize, g: usize| {
+    let writers = agent.rules.iter().any(|r| r.who.writers != 0);
+    let class = |w: u32, u: usize, g: usize| {
         let (uid, gid) = (u.checked_sub(1), g.checked_sub(1));
         let uid = uid.map(|i| uids[i]);
         let gid = gid.map(|i| gids[i]);
-        compile_agent(agent, |r| active(r) && r.who.admits(uid, gid))
+        compile_agent(agent, |r| {
+            active(r) && r.who.admits(uid, gid) && r.who.admits_writer(w)
+        })
     };
-    let mut compiled = class(0, 0);
-    if uids.is_empty() && gids.is_empty() {
+    let mut compiled = class(WRITER_NONE, 0, 0);
+    if uids.is_empty() && gids.is_empty() && !writers {
         return compiled;
     }
     let mut sets = Vec::new();
-    for u in 0..=uids.len() {
-        for g in 0..=gids.len() {
-            if (u, g) != (0, 0) {
-                sets.push(class(u, g).entries);
+    let writer_classes = if writers { WRITER_CLASSES } else { 1 };
+    for w in 0..writer_classes {
+        for u in 0..=uids.len() {
+            for g in 0..=gids.len() {
+                if (w, u, g) != (0, 0, 0) {
+                    sets.push(class(w, u, g).entries);
+                }
             }
         }
     }
@@ -243,10 +266,16 @@ pub fn compile_classes(agent: &AgentPolicy, active: impl Fn(&Rule) -> bool) -> C
             0
         } else {
             IDENTITY_BY_GROUP
-        });
+        })
+        | (if writers { IDENTITY_BY_WRITER } else { 0 });
     // Parsing bounds the classes by MAX_IDENTITY_RULESETS (64).
     compiled.config.extra_rulesets = u8::try_from(sets.len()).unwrap_or(u8::MAX);
-    compiled.classes = Some(IdentityClasses { uids, gids, sets });
+    compiled.classes = Some(IdentityClasses {
+        uids,
+        gids,
+        writers,
+        sets,
+    });
     compiled
 }
 

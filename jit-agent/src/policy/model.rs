@@ -189,13 +189,24 @@ impl Approvers {
 pub struct Who {
     pub users: Vec<Account>,
     pub groups: Vec<Account>,
+    /// `written_by`: bit `1 << class` for each writer class (`jit_common::provenance::WRITER_*`)
+    /// the rule applies to, decided in the kernel by who wrote the executed file
+    /// (policies/README.md, "Provenance"); 0: any file.
+    pub writers: u8,
 }
 
 impl Who {
-    /// Whether the rule applies to every process of its agent.
+    /// Whether the rule applies to every process of its agent, whatever it executes.
     #[must_use]
     pub fn is_anyone(&self) -> bool {
-        self.users.is_empty() && self.groups.is_empty()
+        self.users.is_empty() && self.groups.is_empty() && self.writers == 0
+    }
+
+    /// Whether the rule applies to a file of writer class `writer`
+    /// (`jit_common::provenance::WRITER_*`).
+    #[must_use]
+    pub fn admits_writer(&self, writer: u32) -> bool {
+        self.writers == 0 || (writer < 8 && self.writers & (1 << writer) != 0)
     }
 
     /// Whether the rule applies to a process acting as `uid` and `gid` on files; `None` is an
@@ -222,6 +233,7 @@ impl Who {
         };
         matches(&self.users, subject.user.as_deref(), subject.uid)
             && matches(&self.groups, subject.group.as_deref(), subject.gid)
+            && self.admits_writer(subject.writer)
     }
 }
 
@@ -233,6 +245,9 @@ pub struct Subject {
     pub uid: Option<u32>,
     pub group: Option<String>,
     pub gid: Option<u32>,
+    /// Who wrote the executed file (`jit_common::provenance::WRITER_*`): by default
+    /// `WRITER_NONE`, a file no agent wrote.
+    pub writer: u32,
 }
 
 /// A user or a group: its name as written and the id it resolved to.

@@ -271,7 +271,7 @@ fn rule(
     let (approvers, required_approvals) =
         rule_approvers(errs, raw, risk, escalation, options, is_hold);
     let conditions = conditions(errs, raw, &ops);
-    let who = who(errs, raw, options);
+    let who = who(errs, raw, &ops, options);
     (errs.errors.len() == before).then(|| Rule {
         id: 0,
         name: name.clone(),
@@ -294,8 +294,11 @@ fn rule(
 
 /// A rule's `user` and `group` conditions, resolved through NSS like approvers (ids compare in
 /// the kernel; `--offline` keeps names only).
-fn who(errs: &mut FileErrors<'_>, raw: &RawRule, options: LoadOptions) -> Who {
+fn who(errs: &mut FileErrors<'_>, raw: &RawRule, ops: &[Op], options: LoadOptions) -> Who {
     let mut who = Who::default();
+    if let Some(writers) = &raw.written_by {
+        who.writers = written_by(errs, writers, ops);
+    }
     if let Some(users) = &raw.user {
         who.users = list(errs, users, "user", |errs, name, span| {
             account(errs, name, span, "user", options, |n| {
@@ -313,6 +316,45 @@ fn who(errs: &mut FileErrors<'_>, raw: &RawRule, options: LoadOptions) -> Who {
         duplicates(errs, groups, "group");
     }
     who
+}
+
+/// The writer classes of a rule's `written_by` (bits `1 << WRITER_*`); 0 after an error.
+fn written_by(errs: &mut FileErrors<'_>, value: &Spanned<StringOrList>, ops: &[Op]) -> u8 {
+    use jit_common::provenance::{WRITER_OTHER_AGENT, WRITER_THIS_AGENT};
+    if !ops.is_empty() && ops != [Op::Exec] {
+        errs.at(
+            &value.span(),
+            "`written_by` is a condition on the file an exec runs: it needs op = \"exec\" (and no \
+             other op); write the other ops in a rule of their own",
+        );
+        return 0;
+    }
+    if StringOrList::items(value).next().is_none() {
+        errs.at(
+            &value.span(),
+            "`written_by` is empty: name \"this-agent\", \"other-agent\" or \"any-agent\", or \
+             leave it out for a rule about any file",
+        );
+        return 0;
+    }
+    let this = 1u8 << WRITER_THIS_AGENT;
+    let other = 1u8 << WRITER_OTHER_AGENT;
+    let mut bits = 0u8;
+    for (name, span) in StringOrList::items(value) {
+        match name {
+            "this-agent" => bits |= this,
+            "other-agent" => bits |= other,
+            "any-agent" | "agent" => bits |= this | other,
+            _ => errs.at(
+                &span,
+                format!(
+                    "unknown writer `{name}`: use \"this-agent\" (the agent running it wrote the \
+                     file last), \"other-agent\", or \"any-agent\" (also \"agent\")"
+                ),
+            ),
+        }
+    }
+    bits
 }
 
 /// One name of a `user` or `group` list, resolved unless loading offline.
@@ -371,19 +413,23 @@ fn check_identity_classes(errs: &mut FileErrors<'_>, rules: &[Rule]) {
     };
     let mut users = std::collections::BTreeSet::new();
     let mut groups = std::collections::BTreeSet::new();
+    let mut writers = 1;
     for rule in rules {
         users.extend(rule.who.users.iter().map(key));
         groups.extend(rule.who.groups.iter().map(key));
-        let sets = (users.len() + 1) * (groups.len() + 1);
+        if rule.who.writers != 0 {
+            writers = jit_common::provenance::WRITER_CLASSES as usize;
+        }
+        let sets = (users.len() + 1) * (groups.len() + 1) * writers;
         if sets > MAX_IDENTITY_RULESETS {
             errs.at_position(
                 rule.at,
                 format!(
                     "this rule brings the users and groups named in `user` and `group` to {} \
                      and {}: the kernel would need {sets} copies of the agent's rules (one per \
-                     combination, and one for anyone else), at most {MAX_IDENTITY_RULESETS} \
-                     are allowed; name fewer users or groups, or give them an agent of their \
-                     own",
+                     combination, and one for anyone else, times 3 with `written_by`), at most \
+                     {MAX_IDENTITY_RULESETS} are allowed; name fewer users or groups, or give \
+                     them an agent of their own",
                     users.len(),
                     groups.len()
                 ),

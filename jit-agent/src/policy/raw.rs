@@ -83,6 +83,8 @@ pub(super) struct RawRule {
     /// Kernel-side conditions (policies/README.md, "Users and groups").
     pub user: Option<Spanned<StringOrList>>,
     pub group: Option<Spanned<StringOrList>>,
+    /// Kernel-side condition on who wrote the executed file (policies/README.md, "Provenance").
+    pub written_by: Option<Spanned<StringOrList>>,
 }
 
 /// `target = { exists = BOOL, min_size = SIZE, max_size = SIZE }`.

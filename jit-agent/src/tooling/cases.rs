@@ -36,7 +36,7 @@ use super::{
 };
 use crate::{
     policy::{
-        PolicySet, Position,
+        PolicySet, Position, Subject,
         conditions::{Facts, Target},
     },
     text::escape_bytes,
@@ -66,6 +66,9 @@ struct RawCase {
     /// The user and group the process acts as on files (name or numeric id), for `user`/`group` rules.
     user: Option<String>,
     group: Option<String>,
+    /// Who wrote the executed file (`this-agent`, `other-agent`, `none`), for `written_by`
+    /// rules.
+    written_by: Option<Spanned<String>>,
 }
 
 /// Which rule must decide.
@@ -257,7 +260,10 @@ fn case_of(
         None => Some(defaults.at),
     };
     let facts = facts_of_case(&c);
-    if let (Some(agent), Some(op), Some(expect), Some(at)) = (agent, op, expect, at) {
+    let writer = writer_of_case(&c, report);
+    if let (Some(agent), Some(op), Some(expect), Some(at), Some(writer)) =
+        (agent, op, expect, at, writer)
+    {
         return Some(Case {
             line,
             name: c.name.map(Spanned::into_inner),
@@ -268,7 +274,10 @@ fn case_of(
                 target: c.target.map(|t| t.into_inner().into_bytes()),
                 at,
                 facts,
-                subject: subject_of(c.user.as_deref(), c.group.as_deref()),
+                subject: Subject {
+                    writer,
+                    ..subject_of(c.user.as_deref(), c.group.as_deref())
+                },
             },
             expect,
             enforced: enforced.flatten(),
@@ -276,6 +285,25 @@ fn case_of(
         });
     }
     None
+}
+
+/// The writer class a case gives for `written_by` rules (none given: no agent wrote the file);
+/// `None` after an error.
+fn writer_of_case(c: &RawCase, report: &mut dyn FnMut(&Range<usize>, String)) -> Option<u32> {
+    let Some(w) = &c.written_by else {
+        return Some(jit_common::provenance::WRITER_NONE);
+    };
+    let class = jit_common::provenance::writer_from_name(w.get_ref());
+    if class.is_none() {
+        report(
+            &w.span(),
+            format!(
+                "unknown writer `{}`: use this-agent, other-agent or none",
+                w.get_ref()
+            ),
+        );
+    }
+    class
 }
 
 /// The facts a case gives for rules with conditions; `None` when it gives none.

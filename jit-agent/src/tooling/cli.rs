@@ -74,12 +74,25 @@ pub struct FactArgs {
     /// The group the process acts as, by name or gid, for rules with `group`.
     #[arg(long, value_name = "GROUP")]
     group: Option<String>,
+    /// Who wrote the executed file, for rules with `written_by` (the kernel decides those):
+    /// `this-agent`, `other-agent` or `none` (the default: no agent wrote it).
+    #[arg(long, value_name = "WRITER", value_parser = parse_writer, default_value = "none")]
+    written_by: u32,
+}
+
+/// `--written-by`.
+fn parse_writer(name: &str) -> Result<u32, String> {
+    jit_common::provenance::writer_from_name(name)
+        .ok_or_else(|| format!("`{name}`: use this-agent, other-agent or none"))
 }
 
 impl FactArgs {
     /// The process's user and group, as given.
     fn subject(&self) -> Subject {
-        subject_of(self.user.as_deref(), self.group.as_deref())
+        Subject {
+            writer: self.written_by,
+            ..subject_of(self.user.as_deref(), self.group.as_deref())
+        }
     }
 
     /// The facts given, or `None` when none is.

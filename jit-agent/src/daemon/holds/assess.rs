@@ -53,14 +53,16 @@ pub struct ConditionMaps {
 #[derive(Debug, Default)]
 pub struct ConditionCache(std::sync::Mutex<HashMap<ClassKey, Arc<ConditionMaps>>>);
 
-/// An agent id and the ids a held thread acts as (`None`: unreadable).
-type ClassKey = (u32, Option<(u32, u32)>);
+/// An agent id, the ids a held thread acts as and the writer class of the file it executes
+/// (`None`: unreadable).
+type ClassKey = (u32, Option<(u32, u32)>, Option<u32>);
 
 impl ConditionCache {
     fn get(
         &self,
         agent_id: u32,
         ids: Option<(u32, u32)>,
+        writer: Option<u32>,
         agent: &AgentPolicy,
         at: jiff::Timestamp,
     ) -> Arc<ConditionMaps> {
@@ -88,9 +90,9 @@ impl ConditionCache {
             )
         });
         cache
-            .entry((agent_id, ids))
+            .entry((agent_id, ids, writer))
             .or_insert_with(|| {
-                let applies = |r: &Rule| applies(r, at, ids);
+                let applies = |r: &Rule| applies(r, at, ids, writer);
                 Arc::new(ConditionMaps {
                     full: AgentMaps::new(&compile_agent(agent, applies)),
                     plain: AgentMaps::new(&compile_agent(agent, |r| {
@@ -102,16 +104,20 @@ impl ConditionCache {
     }
 }
 
-/// Whether `rule` takes part in deciding a hold at `at` of a thread acting as `ids` on files:
-/// it is in force, and its `user`/`group` conditions admit the thread. Ids that could not be
+/// Whether `rule` takes part in deciding a hold at `at` of a thread acting as `ids` on files,
+/// executing a file of writer class `writer`: it is in force, and its `user`/`group` and
+/// `written_by` conditions admit the thread and the file. Ids or a writer that could not be
 /// read count as admitted by `deny` and `hold` rules only (as an unreadable fact, I11).
-fn applies(rule: &Rule, at: jiff::Timestamp, ids: Option<(u32, u32)>) -> bool {
+fn applies(rule: &Rule, at: jiff::Timestamp, ids: Option<(u32, u32)>, writer: Option<u32>) -> bool {
+    let severe = matches!(rule.decision, Decision::Deny | Decision::Hold);
     is_active(rule, at)
         && match ids {
             Some((uid, gid)) => rule.who.admits(Some(uid), Some(gid)),
-            None => {
-                rule.who.is_anyone() || matches!(rule.decision, Decision::Deny | Decision::Hold)
-            }
+            None => (rule.who.users.is_empty() && rule.who.groups.is_empty()) || severe,
+        }
+        && match writer {
+            Some(writer) => rule.who.admits_writer(writer),
+            None => rule.who.writers == 0 || severe,
         }
 }
 
@@ -148,7 +154,7 @@ fn decide_path(
     at: jiff::Timestamp,
 ) -> (Verdict, Option<String>) {
     let facts = || facts(held, path);
-    let applies = |r: &Rule| applies(r, at, held.ids);
+    let applies = |r: &Rule| applies(r, at, held.ids, held.writer);
     decide_by_conditions(
         agent,
         &maps.full,
@@ -173,7 +179,9 @@ pub fn assess(snapshot: &PolicySnapshot, held: &Held) -> Assessment {
     if !snapshot.rule_is_conditional(held.agent_id, held.rule_id) {
         return Assessment::Review;
     }
-    let maps = snapshot.conditions.get(held.agent_id, held.ids, agent, at);
+    let maps = snapshot
+        .conditions
+        .get(held.agent_id, held.ids, held.writer, agent, at);
     let mut paths: Vec<Vec<u8>> = Vec::new();
     match (&held.ends, &held.path_hex) {
         (Some((from, to)), _) => {

@@ -806,6 +806,9 @@ impl HoldManager {
                             process: ProcessContext::read_held(request.tgid, tid, op == Op::Exec),
                             // The ids the kernel recorded with the hold.
                             ids: Some(jit_common::pending::split_ids(request.ids)),
+                            // Not in the pending entry: `written_by` rules decide as for
+                            // unreadable facts.
+                            writer: None,
                             ends,
                             approvals: Vec::new(),
                             justification: None,

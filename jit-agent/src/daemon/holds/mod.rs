@@ -56,6 +56,10 @@ pub struct Held {
     /// selected by: from the hold event, or from the kernel's pending entry for a hold adopted
     /// after a restart. `None`: unknown.
     pub ids: Option<(u32, u32)>,
+    /// Of an exec: who wrote the file (`jit_common::provenance::WRITER_*`), which its
+    /// `written_by` rules were selected by: from the hold event. `None`: unknown (a hold adopted
+    /// after a restart).
+    pub writer: Option<u32>,
     /// Of a rename or link: (source, destination), escaped, as in the hold's audit record.
     pub ends: Option<(String, String)>,
     /// Distinct reviewers who approved, when more than one approval is required.
@@ -97,6 +101,7 @@ impl Held {
             path,
             process,
             ids: Some((event.uid, event.gid)),
+            writer: Some(jit_common::provenance::writer_of_flags(event.flags)),
             ends,
             approvals: Vec::new(),
             justification: None,
