@@ -119,6 +119,7 @@ fn view(id: u64, path: &str) -> PendingView {
         hint: None,
         justification: None,
         acting: None,
+        written_by: None,
         risk: None,
         approvers: Vec::new(),
     }

@@ -54,6 +54,7 @@ fn forged() -> PendingView {
         risk: None,
         approvers: Vec::new(),
         acting: None,
+        written_by: None,
     }
 }
 

@@ -106,6 +106,7 @@ fn view(id: u64) -> PendingView {
         risk: None,
         approvers: Vec::new(),
         acting: None,
+        written_by: None,
     }
 }
 

@@ -76,6 +76,10 @@ pub struct PendingView {
     /// file op, the effective ids for an exec. `uid`/`user` above are the process's real ids.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acting: Option<Acting>,
+    /// For a held exec of a file an agent wrote (README, "Provenance"): `this-agent` when the
+    /// agent running it wrote it last, else `other-agent`. Absent for a file no agent wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written_by: Option<String>,
 }
 
 /// The identity a held action is done as.
@@ -180,6 +184,14 @@ pub fn review_card(r: &PendingView) -> String {
     }
     if let Some(env) = &r.exec_env {
         let _ = write!(card, "\n    env: {}", argv_line(env));
+    }
+    if let Some(writer) = &r.written_by {
+        let who = match writer.as_str() {
+            "this-agent" => "this agent".to_owned(),
+            "other-agent" => "another agent".to_owned(),
+            other => escape(other).into_owned(),
+        };
+        let _ = write!(card, "\n    written by: {who} (not installed by the host)");
     }
     if let Some((from, to)) = &r.ends {
         // Escaped already, by the daemon (see `PendingView::ends`).

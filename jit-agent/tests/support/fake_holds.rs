@@ -174,6 +174,7 @@ pub fn view(id: u64, path: &str) -> PendingView {
         hint: Some("ask a reviewer before fetching scripts".into()),
         justification: None,
         acting: None,
+        written_by: None,
         risk: Some("high".into()),
         approvers: vec!["alice".into(), "group:oncall".into()],
     }

@@ -18,6 +18,7 @@ mod last_good;
 mod metrics;
 mod op_groups;
 mod policy_tooling;
+mod provenance;
 mod rule_escalation;
 mod self_protect;
 mod separation;

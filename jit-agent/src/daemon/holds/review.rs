@@ -70,6 +70,10 @@ pub(super) fn view(snapshot: &PolicySnapshot, held: &Held, now_ns: u64) -> Pendi
                 .flatten()
                 .map(|g| g.name),
         }),
+        written_by: held
+            .writer
+            .and_then(jit_common::provenance::writer_name)
+            .map(str::to_owned),
         exe: held.process.exe.clone(),
         argv: held.process.argv.clone(),
         exec_argv: held.process.exec_argv.clone(),
