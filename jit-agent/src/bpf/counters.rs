@@ -4,6 +4,7 @@ use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
 use jit_common::{
     event::{DenialCount, DenialKey, counter},
     map_names,
+    provenance::{Mark, MarkKey},
 };
 
 use super::{BpfError, Enforcer, map_err};
@@ -49,6 +50,29 @@ impl Enforcer {
         map.iter()
             .collect::<Result<Vec<_>, _>>()
             .map_err(map_err(map_names::DENIALS, "read"))
+    }
+
+    /// The provenance mark of the file `dev`/`ino` (see `jit_common::provenance`), if the
+    /// kernel has one; the caller compares its generation with the file's.
+    ///
+    /// # Errors
+    /// When the map cannot be read.
+    pub fn mark(&mut self, dev: u64, ino: u64) -> Result<Option<Mark>, BpfError> {
+        let map: HashMap<_, MarkKey, Mark> = self.open(map_names::MARKS)?;
+        match map.get(&MarkKey { dev, ino }, 0) {
+            Ok(mark) => Ok(Some(mark)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(map_names::MARKS, "read")(e)),
+        }
+    }
+
+    /// How many files carry a provenance mark.
+    ///
+    /// # Errors
+    /// When the map cannot be read.
+    pub fn mark_count(&mut self) -> Result<usize, BpfError> {
+        let map: HashMap<_, MarkKey, Mark> = self.open(map_names::MARKS)?;
+        Ok(map.keys().count())
     }
 
     /// Turns the write-decision cache (see `jit_common::cache`) on, the default, or off: off,

@@ -151,10 +151,17 @@ fn what_an_agent_wrote_is_decided_by_who_wrote_it() {
     let built = path(&bin, "built");
     copy(Some(BUILDER), true_bin, &built);
     assert!(!runs(BUILDER, &built), "written by the agent: denied");
-    let denial = records(&files)
-        .into_iter()
-        .find(|r| r["type"] == "kernel" && r["path"] == built.as_str())
-        .expect("a kernel record of the denial");
+    let mut denial = None;
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            denial = records(&files)
+                .into_iter()
+                .find(|r| r["type"] == "kernel" && r["path"] == built.as_str());
+            denial.is_some()
+        }),
+        "a kernel record of the denial"
+    );
+    let denial = denial.unwrap();
     assert_eq!(denial["written_by"], "this-agent", "{denial}");
     assert_eq!(denial["rule"], "nothing agents wrote runs", "{denial}");
     assert!(runs(BUILDER, true_bin), "the original still runs");
@@ -294,5 +301,90 @@ fn what_an_agent_wrote_is_decided_by_who_wrote_it() {
     assert!(
         runs(BUILDER, &installed),
         "and the host's program still runs"
+    );
+}
+
+/// The kernel encoding of a `st_dev` (`MKDEV`: 12 bits of major, 20 of minor), which marks are
+/// keyed by.
+fn kernel_dev(st_dev: u64) -> u64 {
+    (u64::from(libc::major(st_dev)) << 20) | u64::from(libc::minor(st_dev))
+}
+
+/// Opens `path` for writing (creating it); whether it succeeded. Async-signal-safe.
+fn open_for_writing(path: &std::ffi::CStr) -> bool {
+    // SAFETY: a raw syscall on a prepared C string; the descriptor is ours.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CREAT, 0o644);
+        fd >= 0 && libc::close(fd) == 0
+    }
+}
+
+/// The marks themselves, in the kernel's map: made by an agent's write open only, kept by the
+/// inode through a rename and writes from outside, gone once the file is deleted.
+#[test]
+fn marks_belong_to_the_inode_and_go_with_it() {
+    use std::os::unix::fs::MetadataExt as _;
+
+    use jit_common::policy::{Decision, Mode};
+    use jit_tests::{AgentSetup, c_path, errno_of};
+
+    require_vm();
+    let dir = TestDir::new("marks");
+    let file = dir.path().join("f");
+    let mut setup = AgentSetup::new("marks", Decision::Allow, Mode::Enforce);
+    let agent = setup.agent;
+    let cgroup = setup.cgroup.path().to_owned();
+    let mut mark_of = |path: &Path| {
+        let meta = fs::metadata(path).unwrap();
+        setup
+            .enforcer()
+            .mark(kernel_dev(meta.dev()), meta.ino())
+            .expect("read MARKS")
+    };
+    fs::write(&file, "from outside").unwrap();
+    assert_eq!(mark_of(&file), None, "written from outside: no mark");
+    let read_only = c_path(&file);
+    // SAFETY: a raw syscall on a prepared C string.
+    let opened = errno_of(Some(&cgroup), || unsafe {
+        let fd = libc::open(read_only.as_ptr(), libc::O_RDONLY);
+        fd >= 0 && libc::close(fd) == 0
+    });
+    assert_eq!(opened, 0);
+    assert_eq!(mark_of(&file), None, "read by the agent: no mark");
+
+    let c_file = c_path(&file);
+    assert_eq!(errno_of(Some(&cgroup), || open_for_writing(&c_file)), 0);
+    let mark = mark_of(&file).expect("opened for writing by the agent: marked");
+    assert_eq!((mark.agent_id, mark.first_agent_id), (agent, agent));
+    assert!(mark.last_ns >= mark.first_ns && mark.first_ns > 0);
+
+    let renamed = dir.path().join("g");
+    fs::rename(&file, &renamed).unwrap();
+    fs::write(&renamed, "rewritten from outside").unwrap();
+    assert_eq!(
+        mark_of(&renamed),
+        Some(mark),
+        "the inode keeps its mark, unchanged"
+    );
+
+    // A new file created by the agent is marked as it is created.
+    let created = dir.path().join("new");
+    let c_created = c_path(&created);
+    assert_eq!(errno_of(Some(&cgroup), || open_for_writing(&c_created)), 0);
+    let meta = fs::metadata(&created).unwrap();
+    assert!(mark_of(&created).is_some(), "created by the agent: marked");
+
+    // Deleted: the inode is freed and its mark with it.
+    fs::remove_file(&created).unwrap();
+    let key = (kernel_dev(meta.dev()), meta.ino());
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            setup
+                .enforcer()
+                .mark(key.0, key.1)
+                .expect("read MARKS")
+                .is_none()
+        }),
+        "the mark of a deleted file is forgotten"
     );
 }
