@@ -7,7 +7,12 @@
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use jit_common::policy::Op;
 
-use crate::{engine::decide_on_path, scope::current_agent};
+use crate::{
+    engine::decide_on_path,
+    kernel::{load_ptr, offset, opaque_eperm},
+    provenance::mark_written,
+    scope::current_agent,
+};
 
 #[lsm(hook = "path_truncate")]
 pub fn jit_path_truncate(ctx: LsmContext) -> i32 {
@@ -26,5 +31,23 @@ fn try_path_truncate(ctx: &LsmContext) -> Result<i32, i32> {
     let Some(agent) = current_agent() else {
         return Ok(0);
     };
-    decide_on_path(Op::Truncate, agent, ctx.arg(0))
+    let path: *const u8 = ctx.arg(0);
+    let verdict = decide_on_path(Op::Truncate, agent, path.cast());
+    // A file the agent truncated has the agent's content now (a shortened script runs other
+    // code): marked like a write (see `provenance`).
+    if verdict == Ok(0) {
+        // SAFETY: `path` is the hook's BTF-typed argument; `dentry` and `d_inode` are pointer
+        // members, so the inode stays BTF-typed.
+        let marked = unsafe {
+            let dentry = load_ptr(path, offset(|l| &l.path_dentry));
+            mark_written(
+                load_ptr(dentry, offset(|l| &l.dentry_d_inode)),
+                agent.agent_id,
+            )
+        };
+        if !marked {
+            return Err(opaque_eperm());
+        }
+    }
+    verdict
 }

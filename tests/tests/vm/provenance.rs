@@ -367,6 +367,21 @@ fn marks_belong_to_the_inode_and_go_with_it() {
         "the inode keeps its mark, unchanged"
     );
 
+    // truncate(2) by path gives the file the agent's content too (a shortened script).
+    let cut = dir.path().join("cut");
+    fs::write(&cut, "from outside, long").unwrap();
+    let c_cut = c_path(&cut);
+    // SAFETY: a raw syscall on a prepared C string.
+    let truncated = errno_of(Some(&cgroup), || unsafe {
+        libc::truncate(c_cut.as_ptr(), 4) == 0
+    });
+    assert_eq!(truncated, 0);
+    assert_eq!(
+        mark_of(&cut).map(|m| m.agent_id),
+        Some(agent),
+        "truncated by the agent: marked"
+    );
+
     // A new file created by the agent is marked as it is created.
     let created = dir.path().join("new");
     let c_created = c_path(&created);
