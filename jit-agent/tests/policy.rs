@@ -470,7 +470,7 @@ const BAD: &[(&str, &[&str])] = &[
             "4:1: unknown field `defualt`, expected one of `name`, `cgroups`, `mode`, `default`",
             "9:1: unknown field `paths`, expected one of `name`, `op`, `path`, `decision`, \
              `when`, `timeout`, `on_timeout`, `hint`, `risk`, `approvers`, `required_approvals`, \
-             `args`, `cwd`, `caller`, `ancestor`, `env`, `target`, `user`, `group`, `written_by`",
+             `args`, `cwd`, `caller`, `ancestor`, `env`, `target`, `sha256`, `user`, `group`, `written_by`",
             "14:6: unknown op `exce`: expected one of exec, write, create, unlink, rename, \
              truncate, mkdir, rmdir, link, symlink, chmod, chown, device, metadata, or a \
              group: modify, any",

@@ -104,3 +104,55 @@ fn mistakes_are_reported_where_they_are() {
     ));
     assert!(e.contains("`caller` is empty"), "{e}");
 }
+
+/// `sha256`: the executed file's digest, read by the daemon on the hold; one digest of a list
+/// suffices, an unreadable digest is unknown (deny and hold rules count it as met), and a bad
+/// digest or a non-exec op is an error where it is written.
+#[test]
+fn sha256_conditions_decide_by_the_files_digest() {
+    // `printf '' | sha256sum` and `printf 'x' | sha256sum`.
+    const EMPTY: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    const X: &str = "2D711642B726B04401627CA9FBAC32F5C8530FB1903CC4DB02258717921A4881";
+    let text = rule(&format!(
+        "op = \"exec\"\npath = \"/\"\nsha256 = [\"{EMPTY}\", \"{X}\"]\ndecision = \"deny\"\n"
+    ));
+    let set = load_str("a.toml", &text).unwrap_or_else(|e| panic!("{e}"));
+    let rule = &set.agent("a").unwrap().rules[0];
+    assert!(rule.is_conditional(), "the kernel holds, the daemon hashes");
+    let digest = |hex: &str| jit_agent::policy::parse_sha256(hex).unwrap();
+    let with = |sha256| jit_agent::policy::conditions::Facts {
+        sha256,
+        ..Default::default()
+    };
+    assert_eq!(
+        rule.conditions.evaluate(&with(Some(digest(EMPTY)))),
+        Truth::Yes
+    );
+    assert_eq!(
+        rule.conditions
+            .evaluate(&with(Some(digest(&X.to_lowercase())))),
+        Truth::Yes,
+        "hex digits of either case"
+    );
+    assert_eq!(rule.conditions.evaluate(&with(Some([7; 32]))), Truth::No);
+    assert_eq!(rule.conditions.evaluate(&with(None)), Truth::Unknown);
+
+    let e = errors(&rule_text(
+        "op = \"write\"\npath = \"/srv/\"\nsha256 = \"00\"\n",
+    ));
+    assert!(
+        e.contains("a.toml:10:10: `sha256` is a condition on what an exec runs"),
+        "{e}"
+    );
+    let e = errors(&rule_text(&format!(
+        "op = \"exec\"\npath = \"/\"\nsha256 = [\"{EMPTY}\", \"{}\"]\n",
+        &EMPTY[1..]
+    )));
+    assert!(e.contains("a.toml:10:79: bad `sha256`"), "{e}");
+    let e = errors(&rule_text("op = \"exec\"\npath = \"/\"\nsha256 = []\n"));
+    assert!(e.contains("a.toml:10:10: `sha256` is empty"), "{e}");
+}
+
+fn rule_text(body: &str) -> String {
+    rule(&format!("{body}decision = \"deny\"\n"))
+}

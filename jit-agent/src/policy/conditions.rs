@@ -27,6 +27,8 @@ pub struct Conditions {
     pub env: Vec<(String, ArgsPattern)>,
     /// `target`: the file the action names exists or not, and its size.
     pub target: Option<TargetCondition>,
+    /// `sha256`: the SHA-256 of the executed (or mapped) file is one of these (op `exec` only).
+    pub sha256: Vec<[u8; 32]>,
 }
 
 /// `target = { exists = BOOL, min_size = SIZE, max_size = SIZE }`.
@@ -49,6 +51,9 @@ pub struct Facts {
     /// The environment a held exec passes, as `NAME=value` strings.
     pub env: Option<Vec<String>>,
     pub target: Option<Target>,
+    /// The SHA-256 of the file a held exec runs (or maps), read by the daemon from that very
+    /// file (its device and inode checked against the kernel's).
+    pub sha256: Option<[u8; 32]>,
 }
 
 /// The file an action names, as found.
@@ -164,6 +169,13 @@ impl Conditions {
                 });
                 Truth::of(value.is_some_and(|v| pattern.matches(&[v])))
             }));
+        }
+        if !self.sha256.is_empty() {
+            truth = truth.and(
+                facts
+                    .sha256
+                    .map_or(Truth::Unknown, |h| Truth::of(self.sha256.contains(&h))),
+            );
         }
         if let Some(target) = &self.target {
             truth = truth.and(facts.target.map_or(Truth::Unknown, |found| {

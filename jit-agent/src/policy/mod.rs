@@ -41,6 +41,7 @@ pub use self::{
         Account, AgentPolicy, Approvers, Escalation, Grant, Level, MAX_HINT, OnTimeout, OpGroup,
         Review, Risk, Rule, RulePath, Subject, Who,
     },
+    parse::parse_sha256,
     window::{Activity, TimeWindow, When, WindowError},
 };
 

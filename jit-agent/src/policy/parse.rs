@@ -517,6 +517,10 @@ fn conditions(errs: &mut FileErrors<'_>, raw: &RawRule, ops: &[Op]) -> Condition
         }
     }
     let target = raw.target.as_ref().and_then(|t| target(errs, t));
+    let sha256 = raw.sha256.as_ref().map_or_else(Vec::new, |v| {
+        exec_only(errs, v.span(), "sha256");
+        digests(errs, v)
+    });
     Conditions {
         args,
         cwd,
@@ -524,7 +528,40 @@ fn conditions(errs: &mut FileErrors<'_>, raw: &RawRule, ops: &[Op]) -> Condition
         ancestor,
         env,
         target,
+        sha256,
     }
+}
+
+/// The digests of a rule's `sha256`, each checked.
+fn digests(errs: &mut FileErrors<'_>, value: &Spanned<StringOrList>) -> Vec<[u8; 32]> {
+    list(errs, value, "sha256", |errs, text, span| {
+        let digest = parse_sha256(text);
+        if digest.is_none() {
+            errs.at(
+                span,
+                format!(
+                    "bad `sha256` `{text}`: expected 64 hexadecimal digits (what `sha256sum` \
+                     prints)"
+                ),
+            );
+        }
+        digest
+    })
+}
+
+/// A SHA-256 digest from its 64 hexadecimal digits (either case).
+#[must_use]
+pub fn parse_sha256(text: &str) -> Option<[u8; 32]> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut digest = [0u8; 32];
+    for (out, pair) in digest.iter_mut().zip(bytes.chunks_exact(2)) {
+        let pair = std::str::from_utf8(pair).ok()?;
+        *out = u8::from_str_radix(pair, 16).ok()?;
+    }
+    Some(digest)
 }
 
 fn target(errs: &mut FileErrors<'_>, raw: &Spanned<RawTarget>) -> Option<TargetCondition> {

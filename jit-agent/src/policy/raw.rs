@@ -80,6 +80,7 @@ pub(super) struct RawRule {
     pub ancestor: Option<Spanned<StringOrList>>,
     pub env: Option<Spanned<std::collections::BTreeMap<Spanned<String>, Spanned<String>>>>,
     pub target: Option<Spanned<RawTarget>>,
+    pub sha256: Option<Spanned<StringOrList>>,
     /// Kernel-side conditions (policies/README.md, "Users and groups").
     pub user: Option<Spanned<StringOrList>>,
     pub group: Option<Spanned<StringOrList>>,

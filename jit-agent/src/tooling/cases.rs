@@ -333,6 +333,7 @@ fn facts_of_case(c: &RawCase) -> Option<Facts> {
             .env
             .as_ref()
             .map(|e| e.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        sha256: None,
         target,
     })
 }

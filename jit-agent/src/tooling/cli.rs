@@ -67,6 +67,9 @@ pub struct FactArgs {
     /// The target does not exist.
     #[arg(long)]
     target_missing: bool,
+    /// The SHA-256 of the executed file (64 hexadecimal digits), for rules with `sha256`.
+    #[arg(long, value_name = "HEX", value_parser = parse_sha256_arg)]
+    sha256: Option<[u8; 32]>,
     /// The user the process acts as (its effective, or filesystem, uid), by name or uid, for rules with `user` (the kernel
     /// decides those). Not given: only rules without `user` apply.
     #[arg(long, value_name = "USER")]
@@ -78,6 +81,12 @@ pub struct FactArgs {
     /// `this-agent`, `other-agent` or `none` (the default: no agent wrote it).
     #[arg(long, value_name = "WRITER", value_parser = parse_writer, default_value = "none")]
     written_by: u32,
+}
+
+/// `--sha256`.
+fn parse_sha256_arg(text: &str) -> Result<[u8; 32], String> {
+    crate::policy::parse_sha256(text)
+        .ok_or_else(|| format!("`{text}`: expected 64 hexadecimal digits"))
 }
 
 /// `--written-by`.
@@ -108,7 +117,8 @@ impl FactArgs {
             || !self.ancestors.is_empty()
             || !self.env.is_empty()
             || self.target_size.is_some()
-            || self.target_missing;
+            || self.target_missing
+            || self.sha256.is_some();
         Ok(given.then(|| Facts {
             args: (self.no_args || !self.args.is_empty()).then_some(self.args),
             cwd: self.cwd,
@@ -121,6 +131,7 @@ impl FactArgs {
             } else {
                 self.target_size.map(Target::Size)
             },
+            sha256: self.sha256,
         }))
     }
 }

@@ -455,6 +455,7 @@ pub fn facts_of(p: &crate::audit::ProcessContext) -> Facts {
         ancestors: Some(chain),
         env,
         target: None,
+        sha256: None,
     }
 }
 

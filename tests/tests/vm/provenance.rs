@@ -403,3 +403,73 @@ fn marks_belong_to_the_inode_and_go_with_it() {
         "the mark of a deleted file is forgotten"
     );
 }
+
+/// Content rules through the real daemon: a program denied by its SHA-256 stays denied under
+/// any name and wherever it is copied (by an agent or from outside); another program runs.
+/// The kernel holds the agent's execs for the rule, and the daemon decides from the digest of
+/// the very file the kernel holds.
+#[test]
+fn a_program_denied_by_its_digest_is_denied_under_any_name() {
+    const CGROUP: &str = "jit-test-hash/agent";
+    require_vm();
+    let work = TestDir::new("hash");
+    let out = Command::new("sha256sum").arg(PROGRAM).output().unwrap();
+    assert!(out.status.success());
+    let digest = String::from_utf8(out.stdout).unwrap()[..64].to_owned();
+    let mut files = DaemonFiles::new("hash");
+    files
+        .cgroups
+        .extend([CGROUP.to_owned(), "jit-test-hash".to_owned()]);
+    files.write_policy(
+        "hash.toml",
+        &format!(
+            r#"[agent]
+name = "hashes"
+cgroups = ["{CGROUP}"]
+default = "allow"
+
+[[rule]]
+name = "not jitctl, by any name"
+op = "exec"
+path = "/"
+sha256 = ["{digest}"]
+decision = "deny"
+"#
+        ),
+    );
+    let _daemon = files.start();
+    let elsewhere = work.path().join("bin").join("innocent-name");
+    fs::create_dir_all(elsewhere.parent().unwrap()).unwrap();
+    fs::set_permissions(work.path().join("bin"), fs::Permissions::from_mode(0o777)).unwrap();
+    let elsewhere = elsewhere.to_str().unwrap().to_owned();
+    copy(None, PROGRAM, &elsewhere);
+    assert!(!runs(CGROUP, PROGRAM), "the program itself");
+    assert!(
+        !runs(CGROUP, &elsewhere),
+        "a copy made outside, under another name"
+    );
+    let inside = work.path().join("bin").join("agent-copy");
+    let inside = inside.to_str().unwrap().to_owned();
+    copy(Some(CGROUP), PROGRAM, &inside);
+    assert!(!runs(CGROUP, &inside), "a copy made by the agent");
+    assert!(
+        runs(CGROUP, jit_tests::daemon::JIT_AGENT),
+        "another program runs"
+    );
+    // Each was decided by the daemon, from the digest.
+    let decided = |decision: &str| {
+        records(&files)
+            .iter()
+            .filter(|r| {
+                r["type"] == "approval" && r["reviewer"] == "policy" && r["decision"] == decision
+            })
+            .count()
+    };
+    assert!(
+        eventually(Duration::from_secs(20), || decided("deny") >= 3
+            && decided("approve") >= 1),
+        "the daemon's decisions are audited: {} denials, {} approvals",
+        decided("deny"),
+        decided("approve")
+    );
+}

@@ -13,7 +13,7 @@
 //! reviewer `policy`, or a hold for humans under the rule that decided.
 use std::{collections::HashMap, sync::Arc};
 
-use jit_common::policy::{Decision, Verdict};
+use jit_common::policy::{Decision, Op, Verdict};
 
 use super::Held;
 use crate::{
@@ -145,6 +145,76 @@ fn target(held: &Held, path: &[u8]) -> Option<Target> {
     }
 }
 
+/// The kernel's encoding of a device number (`MKDEV`), as in `FileId::dev`.
+fn kernel_dev(st_dev: u64) -> u64 {
+    (u64::from(libc::major(st_dev)) << 20) | u64::from(libc::minor(st_dev))
+}
+
+/// Digests of executed files, by device, inode and the metadata a change of the content moves
+/// (modification and change times, size): a program run again is hashed once.
+type HashCache = HashMap<(u64, u64, i64, i64, i64, i64, u64), [u8; 32]>;
+
+/// Most digests kept; the cache starts over when it is full.
+const HASH_CACHE_ENTRIES: usize = 4096;
+
+/// The SHA-256 of the file a held exec runs (`path`), read from that very file: `None` when it
+/// cannot be read or is not the file the kernel held (its device and inode differ), which
+/// counts as an unreadable fact (I11). The kernel holds the exec with the file open and denied
+/// to writers (`ETXTBSY`), so the content cannot change while the daemon reads it.
+fn file_sha256(held: &Held, path: &[u8]) -> Option<[u8; 32]> {
+    use std::{
+        io::Read as _,
+        os::unix::{ffi::OsStrExt as _, fs::MetadataExt as _},
+        sync::{Mutex, OnceLock},
+    };
+
+    use sha2::Digest as _;
+    static CACHE: OnceLock<Mutex<HashCache>> = OnceLock::new();
+    let path = std::path::Path::new(std::ffi::OsStr::from_bytes(path));
+    let mut file = std::fs::File::open(path).ok()?;
+    let m = file.metadata().ok()?;
+    if kernel_dev(m.dev()) != held.file.dev || m.ino() != held.file.ino || !m.is_file() {
+        return None;
+    }
+    let key = (
+        held.file.dev,
+        held.file.ino,
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+        m.size(),
+    );
+    let cache = CACHE.get_or_init(Mutex::default);
+    let cached = cache
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&key)
+        .copied();
+    if cached.is_some() {
+        return cached;
+    }
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    let digest: [u8; 32] = hasher.finalize().into();
+    let mut cache = cache
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if cache.len() >= HASH_CACHE_ENTRIES {
+        cache.clear();
+    }
+    cache.insert(key, digest);
+    Some(digest)
+}
+
 /// The decision for one path of `held` (a rename or link has two).
 fn decide_path(
     agent: &AgentPolicy,
@@ -153,7 +223,16 @@ fn decide_path(
     path: &[u8],
     at: jiff::Timestamp,
 ) -> (Verdict, Option<String>) {
-    let facts = || facts(held, path);
+    let needs_hash =
+        held.op == Op::Exec && agent.rules.iter().any(|r| !r.conditions.sha256.is_empty());
+    let facts = || Facts {
+        sha256: if needs_hash {
+            file_sha256(held, path)
+        } else {
+            None
+        },
+        ..facts(held, path)
+    };
     let applies = |r: &Rule| applies(r, at, held.ids, held.writer);
     decide_by_conditions(
         agent,
