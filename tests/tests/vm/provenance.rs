@@ -428,13 +428,16 @@ name = "hashes"
 cgroups = ["{CGROUP}"]
 default = "allow"
 
+# Where programs are run from, not the loader's and libraries' directories: the kernel maps
+# the loader inside execve, where a hold cannot wait for the daemon (policies/README.md).
 [[rule]]
 name = "not jitctl, by any name"
 op = "exec"
-path = "/"
+path = ["/jit/", "{work}/"]
 sha256 = ["{digest}"]
 decision = "deny"
-"#
+"#,
+            work = work.path().display()
         ),
     );
     let _daemon = files.start();
