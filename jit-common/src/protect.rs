@@ -86,6 +86,10 @@ pub mod event_op {
     /// `kexec_file_load` (any `kernel_read_file`/`kernel_load_data` id). `Event::file.name`
     /// holds the kernel's id of what was loaded.
     pub const KERNEL: u8 = 107;
+    /// Setting the inode generation of a file an agent wrote (`FS_IOC_SETVERSION`,
+    /// `EXT4_IOC_SETVERSION`), which would detach the file from its provenance mark.
+    /// `Event::file.name` holds the ioctl command.
+    pub const PROVENANCE: u8 = 108;
 
     /// The name of an op code of this module.
     #[must_use]
@@ -99,6 +103,7 @@ pub mod event_op {
             CGROUP => Some("cgroup"),
             RESOURCE => Some("resource"),
             KERNEL => Some("kernel"),
+            PROVENANCE => Some("provenance"),
             _ => None,
         }
     }

@@ -39,6 +39,7 @@ use crate::{
     maps::{
         AGENT_CONFIG, GRANTS, HELD, IDENTITY, POLICY, PROTECTED, SCRATCH, Scratch, count, read_u32,
     },
+    provenance::write_stamp,
     report::{above_reserve, emit, fill_event, keep_peer, output},
     resolve::{fs_magic, resolve_path, whole_mount_of},
 };
@@ -84,6 +85,7 @@ pub fn decide_on_file(
 ) -> Result<i32, i32> {
     let path = file.wrapping_add(offset(|l| &l.file_f_path));
     let inode: u64 = read_kernel(file, offset(|l| &l.file_f_inode));
+    let id = file_id(inode as *const u8);
     decide(&Action {
         op,
         agent,
@@ -93,7 +95,16 @@ pub fn decide_on_file(
         },
         second: None,
         second_file: FileId::ZERO,
-        file: file_id(inode as *const u8),
+        // An executable mapping, as an `execve`: an answer binds to the file as an agent last
+        // wrote it.
+        file: FileId {
+            name: if op == Op::Exec {
+                write_stamp(inode as *const u8)
+            } else {
+                0
+            },
+            ..id
+        },
         no_hold,
         flags,
     })

@@ -29,7 +29,7 @@ use crate::{
     engine::decide,
     kernel::{file_id_btf, load_ptr, offset},
     maps::{EXEC_BIND, EXEC_IMAGE, bind_key},
-    provenance::exec_flags,
+    provenance::{exec_flags, write_stamp},
     scope::current_agent,
 };
 
@@ -81,7 +81,12 @@ fn try_exec(ctx: &LsmContext) -> Result<i32, i32> {
         path: Where::Path(path.cast()),
         second: None,
         second_file: FileId::ZERO,
-        file,
+        // An answer binds to the file as it was held: rewritten by an agent since, it is held
+        // again (see `provenance::write_stamp`).
+        file: FileId {
+            name: write_stamp(inode),
+            ..file
+        },
         no_hold: interpreter_pass,
         // Who wrote the file: `written_by` rules decide by it (see `provenance`).
         flags: written_by,

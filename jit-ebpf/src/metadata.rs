@@ -20,11 +20,13 @@
 //! and 6.12; `inode_setattr` gained a leading `idmap` in 6.3, so it has two programs, one per
 //! signature.
 use aya_ebpf::{macros::lsm, programs::LsmContext};
-use jit_common::{AgentCgroup, policy::Op};
+use jit_common::{AgentCgroup, policy::Op, protect::event_op};
 
 use crate::{
     engine::{decide_on_dentry, decide_on_file},
     kernel::{offset, read_kernel},
+    protect::deny,
+    provenance::write_stamp,
     scope::current_agent,
 };
 
@@ -36,6 +38,9 @@ const FS_IOC_FSSETXATTR: u32 = 0x401c_5820;
 /// `FS_IOC_SETVERSION` (`_IOW('v', 2, long)`) and `FS_IOC32_SETVERSION`: the inode generation.
 const FS_IOC_SETVERSION: u32 = 0x4008_7602;
 const FS_IOC32_SETVERSION: u32 = 0x4004_7602;
+/// `EXT4_IOC_SETVERSION` (`_IOW('f', 4, long)`) and its 32-bit form: the same, ext4's number.
+const EXT4_IOC_SETVERSION: u32 = 0x4008_6604;
+const EXT4_IOC32_SETVERSION: u32 = 0x4004_6604;
 /// `FS_IOC_ENABLE_VERITY` (`_IOW('f', 133, struct fsverity_enable_arg)`): makes the file
 /// read-only for good, with only read access needed.
 const FS_IOC_ENABLE_VERITY: u32 = 0x4080_6685;
@@ -136,22 +141,34 @@ pub fn jit_file_ioctl_compat(ctx: LsmContext) -> i32 {
 #[inline(always)]
 fn on_ioctl(ctx: &LsmContext) -> i32 {
     let cmd: u32 = ctx.arg(1);
-    if !matches!(
+    let sets_version = matches!(
         cmd,
-        FS_IOC_SETFLAGS
-            | FS_IOC32_SETFLAGS
-            | FS_IOC_FSSETXATTR
-            | FS_IOC_SETVERSION
-            | FS_IOC32_SETVERSION
-            | FS_IOC_ENABLE_VERITY
-            | FS_IOC_SET_ENCRYPTION_POLICY
-            | FAT_IOCTL_SET_ATTRIBUTES
-    ) {
+        FS_IOC_SETVERSION | FS_IOC32_SETVERSION | EXT4_IOC_SETVERSION | EXT4_IOC32_SETVERSION
+    );
+    if !sets_version
+        && !matches!(
+            cmd,
+            FS_IOC_SETFLAGS
+                | FS_IOC32_SETFLAGS
+                | FS_IOC_FSSETXATTR
+                | FS_IOC_ENABLE_VERITY
+                | FS_IOC_SET_ENCRYPTION_POLICY
+                | FAT_IOCTL_SET_ATTRIBUTES
+        )
+    {
         return 0;
     }
     let Some(agent) = current_agent() else {
         return 0;
     };
+    // A file an agent wrote keeps its generation: its provenance mark is checked against it.
+    if sets_version {
+        let file: *const u8 = ctx.arg(0);
+        let inode: u64 = read_kernel(file, offset(|l| &l.file_f_inode));
+        if write_stamp(inode as *const u8) != 0 {
+            return deny(event_op::PROVENANCE, agent, 0, u64::from(cmd));
+        }
+    }
     match decide_on_file(Op::Metadata, agent, ctx.arg(0), false, 0) {
         Ok(ret) | Err(ret) => ret,
     }

@@ -40,9 +40,19 @@ pub fn jit_inode_free_security(ctx: LsmContext) -> i32 {
     if mode & S_IFMT != S_IFREG {
         return 0;
     }
-    // SAFETY: as above.
-    let key = unsafe { mark_key_btf(inode) };
-    let _ = MARKS.remove(key);
+    // SAFETY: as above; `i_generation` is a u32.
+    let (key, generation) = unsafe {
+        (
+            mark_key_btf(inode),
+            load_btf::<u32>(inode, offset(|l| &l.inode_i_generation)),
+        )
+    };
+    // Only the mark of this very file: another one with the same number (an earlier file's,
+    // or one on another subvolume of the same filesystem) stays.
+    // SAFETY: the value is read at once.
+    if unsafe { MARKS.get(key) }.is_some_and(|m| m.generation == generation) {
+        let _ = MARKS.remove(key);
+    }
     0
 }
 
@@ -106,6 +116,30 @@ pub unsafe fn mark_written(inode: *const u8, agent_id: u32) -> bool {
     }
     count(counter::MARKS_FULL);
     false
+}
+
+/// The write stamp of the file of `inode` (a kernel `struct inode *`, read with probes): the
+/// time of the last write open by an agent (`Mark::last_ns`), 0 for a file no agent wrote. An
+/// answer to a held exec binds to it (in `FileId::name`), so a file an agent rewrites while
+/// its exec is held (after the daemon read or hashed it) is held again, not run.
+#[inline(always)]
+pub fn write_stamp(inode: *const u8) -> u64 {
+    let sb: u64 = read_kernel(inode, offset(|l| &l.inode_i_sb));
+    let dev: u32 = read_kernel(sb as *const u8, offset(|l| &l.super_block_s_dev));
+    let key = MarkKey {
+        dev: u64::from(dev),
+        ino: read_kernel(inode, offset(|l| &l.inode_i_ino)),
+    };
+    // SAFETY: the value is read at once.
+    let Some(mark) = (unsafe { MARKS.get(key) }) else {
+        return 0;
+    };
+    let generation: u32 = read_kernel(inode, offset(|l| &l.inode_i_generation));
+    if mark.generation == generation {
+        mark.last_ns
+    } else {
+        0
+    }
 }
 
 /// The `EVENT_FLAG_WRITTEN_BY_*` bits of the file of `inode` (a kernel `struct inode *`, read

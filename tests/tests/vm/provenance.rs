@@ -282,7 +282,25 @@ fn what_an_agent_wrote_is_decided_by_who_wrote_it() {
     let card = jitctl(&files, &["pending"]);
     let card = String::from_utf8_lossy(&card.stdout);
     assert!(card.contains("written by: this agent"), "{card}");
-    let out = jitctl(&files, &["deny", &view.id.to_string()]);
+    // Rewritten by the agent while held (after the reviewer saw it): the approval is for the
+    // file as it was, so the restarted exec is held again, not run.
+    copy(Some(BUILDER), &installed, &held);
+    let out = jitctl(&files, &["approve", &view.id.to_string()]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let mut again = None;
+    assert!(
+        eventually(Duration::from_mins(1), || {
+            let out = jitctl(&files, &["pending", "--json"]);
+            let views: Vec<jit_agent::approval::PendingView> =
+                serde_json::from_slice(&out.stdout).unwrap_or_default();
+            again = views
+                .into_iter()
+                .find(|v| v.path == held && v.id != view.id);
+            again.is_some()
+        }),
+        "a program rewritten while held was not held again"
+    );
+    let out = jitctl(&files, &["deny", &again.unwrap().id.to_string()]);
     assert!(out.status.success(), "{}", describe(&out));
     let result = runner.join().unwrap();
     assert_eq!(

@@ -137,7 +137,7 @@ fn target(held: &Held, path: &[u8]) -> Option<Target> {
     match std::fs::symlink_metadata(path) {
         Ok(m) => {
             // For an action that creates a name, the held identity is the parent directory's.
-            let creates = held.file.name != 0;
+            let creates = matches!(held.op, Op::Create | Op::Mkdir | Op::Symlink | Op::Device);
             (creates || m.ino() == held.file.ino).then_some(Target::Size(m.len()))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(Target::Missing),
@@ -150,35 +150,56 @@ fn kernel_dev(st_dev: u64) -> u64 {
     (u64::from(libc::major(st_dev)) << 20) | u64::from(libc::minor(st_dev))
 }
 
-/// Digests of executed files, by device, inode and the metadata a change of the content moves
-/// (modification and change times, size): a program run again is hashed once.
-type HashCache = HashMap<(u64, u64, i64, i64, i64, i64, u64), [u8; 32]>;
+/// Digests of executed files, by device, inode, the kernel's write stamp (the last write open
+/// by an agent, `FileId::name` of a held exec) and the metadata a change of the content moves
+/// (modification and change times, size): a program run again is hashed once, a file an agent
+/// rewrote is hashed again even within one clock tick.
+type HashCache = HashMap<(u64, u64, u64, i64, i64, i64, i64, u64), [u8; 32]>;
 
 /// Most digests kept; the cache starts over when it is full.
 const HASH_CACHE_ENTRIES: usize = 4096;
 
+/// Largest file the daemon hashes for a `sha256` condition (256 MiB): a larger one is an
+/// unreadable fact (I11), so an agent cannot keep the hold manager reading for long.
+const HASH_MAX_BYTES: u64 = 256 << 20;
+
 /// The SHA-256 of the file a held exec runs (`path`), read from that very file: `None` when it
-/// cannot be read or is not the file the kernel held (its device and inode differ), which
-/// counts as an unreadable fact (I11). The kernel holds the exec with the file open and denied
-/// to writers (`ETXTBSY`), so the content cannot change while the daemon reads it.
+/// cannot be read, is not a regular file, is larger than [`HASH_MAX_BYTES`], or is not the file
+/// the kernel held (its device and inode differ), which counts as an unreadable fact (I11).
+/// The path is first opened `O_PATH` (no side effects, whatever the agent put there: a FIFO, a
+/// device) and checked, then reopened for reading through that descriptor. The kernel binds
+/// its answer to the file as an agent last wrote it (`FileId::name`), so a rewrite by an agent
+/// after this read is held again.
 fn file_sha256(held: &Held, path: &[u8]) -> Option<[u8; 32]> {
     use std::{
         io::Read as _,
-        os::unix::{ffi::OsStrExt as _, fs::MetadataExt as _},
+        os::unix::{
+            ffi::OsStrExt as _,
+            fs::{MetadataExt as _, OpenOptionsExt as _},
+        },
         sync::{Mutex, OnceLock},
     };
 
     use sha2::Digest as _;
     static CACHE: OnceLock<Mutex<HashCache>> = OnceLock::new();
     let path = std::path::Path::new(std::ffi::OsStr::from_bytes(path));
-    let mut file = std::fs::File::open(path).ok()?;
-    let m = file.metadata().ok()?;
-    if kernel_dev(m.dev()) != held.file.dev || m.ino() != held.file.ino || !m.is_file() {
+    let handle = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .ok()?;
+    let m = handle.metadata().ok()?;
+    if kernel_dev(m.dev()) != held.file.dev
+        || m.ino() != held.file.ino
+        || !m.is_file()
+        || m.size() > HASH_MAX_BYTES
+    {
         return None;
     }
     let key = (
         held.file.dev,
         held.file.ino,
+        held.file.name,
         m.mtime(),
         m.mtime_nsec(),
         m.ctime(),
@@ -194,15 +215,33 @@ fn file_sha256(held: &Held, path: &[u8]) -> Option<[u8; 32]> {
     if cached.is_some() {
         return cached;
     }
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&handle);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(format!("/proc/self/fd/{fd}"))
+        .ok()?;
+    let again = file.metadata().ok()?;
+    if again.ino() != m.ino() || again.dev() != m.dev() {
+        return None;
+    }
     let mut hasher = sha2::Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
+    let mut reader = file.take(HASH_MAX_BYTES + 1);
+    let mut total = 0u64;
     loop {
-        match file.read(&mut buf) {
+        match reader.read(&mut buf) {
             Ok(0) => break,
-            Ok(n) => hasher.update(&buf[..n]),
+            Ok(n) => {
+                total += n as u64;
+                hasher.update(&buf[..n]);
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => return None,
         }
+    }
+    if total > HASH_MAX_BYTES {
+        return None;
     }
     let digest: [u8; 32] = hasher.finalize().into();
     let mut cache = cache
