@@ -140,7 +140,8 @@ fn lint_agent(agent: &AgentPolicy, protected: &Protected, out: &mut Vec<Diagnost
 /// leave them: root, set-user-ID helpers and user namespaces choose their ids, and with them
 /// whose rules apply.
 fn restricts_an_identity(agent: &AgentPolicy, rule: &Rule, out: &mut Vec<Diagnostic>) {
-    if rule.who.is_anyone() || !matches!(rule.decision, Decision::Deny | Decision::Hold) {
+    let names_accounts = !(rule.who.users.is_empty() && rule.who.groups.is_empty());
+    if !names_accounts || !matches!(rule.decision, Decision::Deny | Decision::Hold) {
         return;
     }
     let named: Vec<String> = rule
@@ -197,7 +198,7 @@ fn never_decides(agent: &AgentPolicy, rule: &Rule, maps: &AgentMaps, out: &mut V
             Some(rule),
             format!(
                 "rule \"{}\" never decides: on every path it matches another rule wins (e.g. \
-                 {winner}); rules with a `when`, `user` or `group` aside",
+                 {winner}); rules with a `when`, `user`, `group` or `written_by` aside",
                 rule.name
             ),
         );

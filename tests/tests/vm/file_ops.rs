@@ -373,36 +373,63 @@ fn write_through_a_symlink_to_a_denied_file_is_denied() {
 }
 
 /// A hold is made even when the event ring buffer is full: the pending entry, not the event,
-/// keeps the task held, and the dropped events are counted. The ring buffer (4 MiB) is filled
-/// with some 2,000 denial events nobody reads.
+/// keeps the task held, and the dropped events are counted. Denials cannot fill the ring (they
+/// leave the last 256 KiB to holds and are counted instead, see `audit_load`), so the ring is
+/// filled with the records of a timed grant in use: 40,000 opens of a file a grant covers, each
+/// reported, that nobody reads.
 #[test]
 fn hold_with_a_full_ring_buffer() {
-    use jit_common::event::counter;
+    use jit_common::{event::counter, pending::GrantKey};
     require_vm();
     let dir = TestDir::new("ringfull");
-    let denied = dir.path().join("denied");
+    let granted = dir.path().join("granted");
     let held = dir.path().join("held");
-    fs::write(&denied, b"").unwrap();
+    fs::write(&granted, b"").unwrap();
     fs::write(&held, b"before").unwrap();
     let mut setup = AgentSetup::new("ringfull", Decision::Allow, Mode::Enforce);
-    setup.rule(Op::Write, denied.to_str().unwrap(), Decision::Deny);
+    setup.rule(Op::Write, granted.to_str().unwrap(), Decision::Hold);
     setup.rule(Op::Write, held.to_str().unwrap(), Decision::Hold);
-    let dropped_before =
-        setup.enforcer().counters().expect("counters")[counter::EVENTS_DROPPED as usize];
     let procs = setup.cgroup.procs();
-    let (denied_c, held_c) = (
-        CString::new(denied.as_os_str().as_encoded_bytes()).unwrap(),
+    let (granted_c, held_c) = (
+        CString::new(granted.as_os_str().as_encoded_bytes()).unwrap(),
         CString::new(held.as_os_str().as_encoded_bytes()).unwrap(),
     );
-    // SAFETY (in the child): plain syscalls on C strings built before the fork.
+    // SAFETY (in the child): plain syscalls on a C string built before the fork.
+    let first = ForkedChild::start(&procs, || unsafe {
+        let fd = libc::open(granted_c.as_ptr(), libc::O_WRONLY);
+        if fd >= 0 {
+            0
+        } else {
+            *libc::__errno_location()
+        }
+    });
+    let (tid, request) = setup.wait_for_hold();
+    let key = GrantKey {
+        file: request.file,
+        agent_id: setup.agent,
+        op: Op::Write as u8,
+        pad: [0; 3],
+        ids: request.ids,
+    };
+    setup
+        .enforcer()
+        .grant_for(key, Duration::from_mins(10), request.rule_id)
+        .expect("grant");
+    setup.approve(tid, &request);
+    assert_eq!(first.result(), 0, "the first open, approved");
+    let _ = setup.drain_events();
+    let dropped_before =
+        setup.enforcer().counters().expect("counters")[counter::EVENTS_DROPPED as usize];
+    // SAFETY (in the child): as above.
     let child = ForkedChild::start(&procs, || unsafe {
-        // Records are cut after their path (about 150 bytes here): 40,000 denials are more
-        // than the 4 MiB ring holds.
+        // Records are cut after their path (about 150 bytes here): 40,000 are more than the
+        // 4 MiB ring holds.
         for _ in 0..40_000 {
-            let fd = libc::open(denied_c.as_ptr(), libc::O_WRONLY);
-            if fd >= 0 {
+            let fd = libc::open(granted_c.as_ptr(), libc::O_WRONLY);
+            if fd < 0 {
                 return 201;
             }
+            libc::close(fd);
         }
         let fd = libc::open(held_c.as_ptr(), libc::O_WRONLY);
         if fd >= 0 {
