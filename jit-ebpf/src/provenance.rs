@@ -118,46 +118,39 @@ pub unsafe fn mark_written(inode: *const u8, agent_id: u32) -> bool {
     false
 }
 
-/// The write stamp of the file of `inode` (a kernel `struct inode *`, read with probes): the
-/// time of the last write open by an agent (`Mark::last_ns`), 0 for a file no agent wrote. An
-/// answer to a held exec binds to it (in `FileId::name`), so a file an agent rewrites while
-/// its exec is held (after the daemon read or hashed it) is held again, not run.
+/// The mark of the file of `inode` (a kernel `struct inode *`, read with probes), when it has
+/// one of its own (the generation matches: not an earlier file's with the same number).
 #[inline(always)]
-pub fn write_stamp(inode: *const u8) -> u64 {
+fn current_mark(inode: *const u8) -> Option<Mark> {
     let sb: u64 = read_kernel(inode, offset(|l| &l.inode_i_sb));
     let dev: u32 = read_kernel(sb as *const u8, offset(|l| &l.super_block_s_dev));
     let key = MarkKey {
         dev: u64::from(dev),
         ino: read_kernel(inode, offset(|l| &l.inode_i_ino)),
     };
-    // SAFETY: the value is read at once.
-    let Some(mark) = (unsafe { MARKS.get(key) }) else {
-        return 0;
-    };
+    // SAFETY: the value is copied out at once.
+    let mark = *unsafe { MARKS.get(key) }?;
     let generation: u32 = read_kernel(inode, offset(|l| &l.inode_i_generation));
-    if mark.generation == generation {
-        mark.last_ns
-    } else {
-        0
-    }
+    (mark.generation == generation).then_some(mark)
 }
 
-/// The `EVENT_FLAG_WRITTEN_BY_*` bits of the file of `inode` (a kernel `struct inode *`, read
-/// with probes) for a process of agent `agent_id`.
+/// The write stamp of the file of `inode` (a kernel `struct inode *`): the time of the last
+/// write open by an agent (`Mark::last_ns`), 0 for a file no agent wrote. An answer to a held
+/// exec binds to it (in `FileId::name`), so a file an agent rewrites while its exec is held
+/// (after the daemon read or hashed it) is held again, not run.
+#[inline(always)]
+pub fn write_stamp(inode: *const u8) -> u64 {
+    current_mark(inode).map_or(0, |m| m.last_ns)
+}
+
+/// The `EVENT_FLAG_WRITTEN_BY_*` bits of the file of `inode` (a kernel `struct inode *`) for a
+/// process of agent `agent_id`.
 #[inline(always)]
 pub fn written_by_flags(inode: *const u8, agent_id: u32) -> u32 {
-    let sb: u64 = read_kernel(inode, offset(|l| &l.inode_i_sb));
-    let dev: u32 = read_kernel(sb as *const u8, offset(|l| &l.super_block_s_dev));
-    let key = MarkKey {
-        dev: u64::from(dev),
-        ino: read_kernel(inode, offset(|l| &l.inode_i_ino)),
-    };
-    // SAFETY: the value is read at once.
-    let Some(mark) = (unsafe { MARKS.get(key) }) else {
+    let Some(mark) = current_mark(inode) else {
         return 0;
     };
-    let generation: u32 = read_kernel(inode, offset(|l| &l.inode_i_generation));
-    match writer_class(Some(mark), generation, agent_id) {
+    match writer_class(Some(&mark), mark.generation, agent_id) {
         WRITER_NONE => 0,
         WRITER_THIS_AGENT => EVENT_FLAG_WRITTEN_BY_AGENT | EVENT_FLAG_WRITTEN_BY_THIS_AGENT,
         _ => EVENT_FLAG_WRITTEN_BY_AGENT,
