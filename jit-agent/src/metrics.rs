@@ -240,7 +240,7 @@ impl Metrics {
             cache_hits: reg(
                 &mut r,
                 "kernel_write_cache_hits",
-                "Write opens allowed by the write-decision cache",
+                "Actions allowed by the write-decision cache (write opens; opens and unlinks of files just created)",
                 Counter::default(),
             ),
             audit_records: reg(

@@ -38,6 +38,25 @@
 //! And the dentry must still be hashed: a deleted file reopened through `/proc/PID/fd` has the
 //! path `... (deleted)`, which the rules may judge otherwise.
 //!
+//! # Files an agent creates
+//!
+//! A file an agent creates is opened for writing at once and, for build outputs and temporary
+//! files, often unlinked soon after: three decisions on one path (`create` by `path_mknod`,
+//! `write` by `file_open`, `unlink` by `path_unlink`), and the first open of a new dentry always
+//! misses the table. So when `path_mknod` allows a create, it also evaluates `write` and
+//! `unlink` on the path it has just resolved, for the price of two rule lookups, and leaves a
+//! [`CreateSeed`] for the open that follows in the same syscall: the entry's key as captured
+//! before and after that resolution (the dentry's slot counter aside: `d_instantiate` bumps it
+//! when the file is created) and the ops allowed ([`SEEDED_OPS`]). The open then hits when
+//! [`seed_matches`]: the same thread, the same dentry, in the same directory (by inode and
+//! generation, see [`EntryName`]) under the same name, and nothing else of the key changed; it stores the entry with those ops, and the `unlink` of the
+//! same dentry hits it too, under the usual rules above. Entries hold, per op, an allow of
+//! that op ([`CacheEntry::ops`]); a write open stores only `write`.
+//!
+//! A seed is made only when the task's root is the root of its mount namespace: `path_mknod`
+//! and `path_unlink` resolve by walking to the top of the mount tree, `file_open` with
+//! `bpf_d_path`, relative to the task's root, and only then are the two the same path.
+//!
 //! # Torn entries
 //!
 //! The table is per CPU, so no two CPUs write one entry. A program can still be preempted by
@@ -50,6 +69,8 @@
     clippy::inline_always,
     reason = "the eBPF programs call these: inlined, they need no BPF-to-BPF call"
 )]
+
+use crate::policy::Op;
 
 /// Entries of the per-CPU table (a power of two).
 pub const CACHE_SLOTS: u32 = 4096;
@@ -127,9 +148,88 @@ impl CacheKey {
 pub struct CacheEntry {
     /// Odd while the entry is being written.
     pub seq: u32,
-    pub pad: u32,
+    /// The ops allowed under the key: bit `1 << op` per op (see [`op_bit`]).
+    pub ops: u32,
     /// What the cached allow was decided under; all zeros for an empty slot.
     pub key: CacheKey,
+}
+
+/// The bit of `op` in [`CacheEntry::ops`] and [`CreateSeed::ops`].
+#[must_use]
+#[inline(always)]
+pub const fn op_bit(op: Op) -> u32 {
+    1 << (op as u32 & 31)
+}
+
+/// The ops a create seeds (see "Files an agent creates" above), besides `create` itself.
+pub const SEEDED_OPS: [Op; 2] = [Op::Write, Op::Unlink];
+
+/// Where a dentry is: its directory (the parent dentry, and that directory's inode by number
+/// and generation) and its name (`d_name.hash_len`). A directory has one path on a
+/// filesystem (no hard links to directories) and keeps it while `rename_lock` does not move:
+/// the same directory inode under the same name is the same path on the same mount.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EntryName {
+    pub dir: u64,
+    pub dir_ino: u64,
+    pub dir_generation: u32,
+    pub pad: u32,
+    pub hash_len: u64,
+}
+
+/// What `path_mknod` leaves, per CPU, for the write open of the file it allowed to be created
+/// (see "Files an agent creates" above).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CreateSeed {
+    /// Odd while the seed is being written (a program on this CPU may be preempted by another
+    /// that reads or writes it).
+    pub seq: u32,
+    /// The thread that created the file; 0: no seed.
+    pub tid: u32,
+    /// The ops allowed on the new file's path ([`op_bit`] of [`SEEDED_OPS`]).
+    pub ops: u32,
+    pub pad: u32,
+    /// The new entry, where it was seeded.
+    pub name: EntryName,
+    /// The key captured for the new dentry on the directory's mount, before and after its
+    /// path was resolved (equal, but for `hashed`: a dentry not yet hashed is seeded too).
+    pub key: CacheKey,
+}
+
+/// Whether a key captured before and after a create's path was resolved (`before`, `after`)
+/// may seed (see [`CreateSeed`]): as [`may_store`], but the new dentry need not be hashed yet.
+#[must_use]
+#[inline(always)]
+pub fn may_seed(before: &CacheKey, after: &CacheKey) -> bool {
+    let hashed = CacheKey {
+        hashed: 1,
+        ..*before
+    };
+    hashed.usable() && *before == *after
+}
+
+/// Whether `seed` (see [`CreateSeed`]) allows the write open, by thread `tid`, of the dentry
+/// whose key is `probe` (captured by the open) and which is now `name`: the seed is this
+/// thread's, for this dentry under the same name in the same directory, and nothing its
+/// decisions depended on changed. The slot counter may differ (`d_instantiate` bumped it for
+/// this very dentry), and `hashed` is the probe's, which must be usable.
+#[must_use]
+#[inline(always)]
+pub fn seed_matches(seed: &CreateSeed, tid: u32, name: &EntryName, probe: &CacheKey) -> bool {
+    let seeded = CacheKey {
+        dentry_gen: probe.dentry_gen,
+        hashed: probe.hashed,
+        ..seed.key
+    };
+    seed.tid != 0
+        && seed.tid == tid
+        && seed.seq & 1 == 0
+        && seed.name == *name
+        && seed.ops != 0
+        && probe.usable()
+        && seeded == *probe
 }
 
 /// Whether an allow decided under `before` (captured before the path was resolved) may be
@@ -142,12 +242,23 @@ pub fn may_store(before: &CacheKey, after: &CacheKey) -> bool {
     before.usable() && *before == *after
 }
 
-/// Whether an entry read as `seq_before`, `stored`, `seq_after` holds a usable allow for an
-/// action under `probe`.
+/// Whether an entry read as `seq_before`, `stored` (allowing `ops`), `seq_after` holds a usable
+/// allow of `op` for an action under `probe`.
 #[must_use]
 #[inline(always)]
-pub fn is_hit(seq_before: u32, stored: &CacheKey, seq_after: u32, probe: &CacheKey) -> bool {
-    seq_before == seq_after && seq_before & 1 == 0 && probe.usable() && *stored == *probe
+pub fn is_hit(
+    seq_before: u32,
+    stored: &CacheKey,
+    ops: u32,
+    seq_after: u32,
+    probe: &CacheKey,
+    op: Op,
+) -> bool {
+    seq_before == seq_after
+        && seq_before & 1 == 0
+        && ops & op_bit(op) != 0
+        && probe.usable()
+        && *stored == *probe
 }
 
 /// Kernel addresses of the two sequence locks the cache watches, found in `/proc/kallsyms` by
@@ -211,6 +322,9 @@ unsafe impl aya::Pod for SeqLocks {}
 mod tests {
     use super::*;
 
+    /// An entry allowing write opens.
+    const W: u32 = op_bit(Op::Write);
+
     fn key() -> CacheKey {
         CacheKey {
             dentry: 0xffff_8880_0123_4540,
@@ -230,7 +344,7 @@ mod tests {
 
     #[test]
     fn an_unchanged_key_hits() {
-        assert!(is_hit(2, &key(), 2, &key()));
+        assert!(is_hit(2, &key(), W, 2, &key(), Op::Write));
     }
 
     #[test]
@@ -252,14 +366,23 @@ mod tests {
         for (i, change) in changes.iter().enumerate() {
             let mut probe = key();
             change(&mut probe);
-            assert!(!is_hit(2, &key(), 2, &probe), "change {i} still hit");
+            assert!(
+                !is_hit(2, &key(), W, 2, &probe, Op::Write),
+                "change {i} still hit"
+            );
         }
     }
 
     #[test]
     fn an_entry_being_written_or_rewritten_misses() {
-        assert!(!is_hit(3, &key(), 3, &key()), "odd: being written");
-        assert!(!is_hit(2, &key(), 4, &key()), "rewritten while read");
+        assert!(
+            !is_hit(3, &key(), W, 3, &key(), Op::Write),
+            "odd: being written"
+        );
+        assert!(
+            !is_hit(2, &key(), W, 4, &key(), Op::Write),
+            "rewritten while read"
+        );
     }
 
     #[test]
@@ -280,7 +403,7 @@ mod tests {
             change(&mut probe);
             assert!(!probe.usable(), "case {i} usable");
             // An entry stored under the same unusable key does not hit either.
-            assert!(!is_hit(2, &probe, 2, &probe), "case {i} hit");
+            assert!(!is_hit(2, &probe, W, 2, &probe, Op::Write), "case {i} hit");
         }
     }
 
@@ -305,8 +428,110 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_hits_only_for_the_ops_it_allows() {
+        assert!(!is_hit(2, &key(), W, 2, &key(), Op::Unlink));
+        let both = W | op_bit(Op::Unlink);
+        assert!(is_hit(2, &key(), both, 2, &key(), Op::Unlink));
+        assert!(is_hit(2, &key(), both, 2, &key(), Op::Write));
+        assert!(!is_hit(2, &key(), both, 2, &key(), Op::Rename));
+        assert!(!is_hit(2, &key(), 0, 2, &key(), Op::Write));
+    }
+
+    fn seed() -> CreateSeed {
+        CreateSeed {
+            seq: 2,
+            tid: 4242,
+            ops: W | op_bit(Op::Unlink),
+            pad: 0,
+            name: EntryName {
+                dir: 0xffff_8880_0999_0000,
+                dir_ino: 77,
+                dir_generation: 0x1234,
+                pad: 0,
+                hash_len: 0x0000_0005_1234_5678,
+            },
+            key: CacheKey { hashed: 0, ..key() },
+        }
+    }
+
+    #[test]
+    fn a_seed_serves_the_open_of_the_file_it_was_made_for() {
+        let mut probe = key();
+        // d_instantiate bumped the slot when the file was created.
+        probe.dentry_gen += 1;
+        let s = seed();
+        assert!(seed_matches(&s, 4242, &s.name, &probe));
+        assert!(may_seed(&s.key, &s.key), "an unhashed new dentry seeds");
+    }
+
+    #[test]
+    fn a_seed_serves_nothing_else() {
+        let s = seed();
+        let probe = key();
+        assert!(!seed_matches(&s, 4243, &s.name, &probe), "other thread");
+        let names: [fn(&mut EntryName); 4] = [
+            |n| n.dir += 64,
+            |n| n.dir_ino += 1,
+            |n| n.dir_generation += 1,
+            |n| n.hash_len += 1,
+        ];
+        for (i, change) in names.iter().enumerate() {
+            let mut name = s.name;
+            change(&mut name);
+            assert!(
+                !seed_matches(&s, 4242, &name, &probe),
+                "name change {i} matched"
+            );
+        }
+        let blank = CreateSeed::default();
+        assert!(!seed_matches(&blank, 0, &blank.name, &CacheKey::default()));
+        let none = CreateSeed { ops: 0, ..seed() };
+        assert!(
+            !seed_matches(&none, 4242, &s.name, &probe),
+            "nothing allowed"
+        );
+        let writing = CreateSeed { seq: 3, ..seed() };
+        assert!(
+            !seed_matches(&writing, 4242, &s.name, &probe),
+            "being written"
+        );
+        let changes: [fn(&mut CacheKey); 10] = [
+            |k| k.ids ^= 1,
+            |k| k.dentry += 64,
+            |k| k.mnt += 64,
+            |k| k.root_dentry += 64,
+            |k| k.root_mnt += 64,
+            |k| k.policy_gen += 1,
+            |k| k.agent_id += 1,
+            |k| k.rename_seq += 2,
+            |k| k.mount_seq += 2,
+            |k| k.chroots += 1,
+        ];
+        for (i, change) in changes.iter().enumerate() {
+            let mut probe = key();
+            change(&mut probe);
+            assert!(
+                !seed_matches(&s, 4242, &s.name, &probe),
+                "change {i} still matched"
+            );
+        }
+        let mut deleted = key();
+        deleted.hashed = 0;
+        assert!(!seed_matches(&s, 4242, &s.name, &deleted), "unhashed");
+        let mut renamed = s.key;
+        renamed.rename_seq += 2;
+        assert!(!may_seed(&s.key, &renamed), "a rename ran while seeding");
+        let mut changing = s.key;
+        changing.mount_seq += 1;
+        assert!(
+            !may_seed(&changing, &changing),
+            "a mount change in progress"
+        );
+    }
+
+    #[test]
     fn an_empty_slot_never_hits() {
-        assert!(!is_hit(0, &CacheKey::default(), 0, &key()));
+        assert!(!is_hit(0, &CacheKey::default(), 0, 0, &key(), Op::Write));
     }
 
     #[test]

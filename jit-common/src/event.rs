@@ -212,7 +212,9 @@ pub mod counter {
     pub const ERRORS: u32 = 6;
     /// Actions that proceeded on an approval (pending answer or timed grant).
     pub const GRANTS_USED: u32 = 7;
-    /// Write opens allowed by the write-decision cache (counted in the allow decisions too).
+    /// Actions allowed by the write-decision cache (counted in the allow decisions too): write
+    /// opens, and the opens and unlinks of files just created (see `cache`, "Files an agent
+    /// creates").
     pub const CACHE_HITS: u32 = 8;
     /// Actions a policy `audit` rule allowed but whose record the ring buffer had no room for
     /// (above `EVENTS_RESERVE`): refused with `EPERM` rather than done unrecorded. Not counted

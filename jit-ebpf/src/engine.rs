@@ -17,11 +17,12 @@ use aya_ebpf::{
 };
 use jit_common::{
     AgentCgroup,
+    cache::{CreateSeed, SEEDED_OPS, may_seed, op_bit, seed_matches},
     event::{EVENT_FLAG_PEER_IS_SOURCE, EventKind, counter},
     pending::{FileId, GrantKey, held_slot},
     policy::{
-        Decision, KEY_DATA_LEN, Op, PATH_CAPACITY, PolicyKey, PolicyValue, Verdict, evaluate_with,
-        first_of_pair_decides, identity_ruleset,
+        AgentConfig, Decision, KEY_DATA_LEN, Op, PATH_CAPACITY, PolicyKey, PolicyValue, Verdict,
+        evaluate_with, first_of_pair_decides, identity_ruleset, verdict_for,
     },
     protect::{PROTECTED_OP, PROTECTED_RULESET, SELF_PROTECTION_VERDICT, is_protected_fs},
     provenance::writer_of_flags,
@@ -280,7 +281,7 @@ pub fn protect_on_pair(op: Op, agent: AgentCgroup, pair: &Pair) -> Result<i32, i
 /// hold, stops the task and restarts the syscall when it is continued).
 #[inline(always)]
 pub fn decide(action: &Action) -> Result<i32, i32> {
-    decide_with(action, || None)
+    decide_with(action, |_| None)
 }
 
 /// [`decide`] with `checks` run once a write open missed the write-decision cache, before its
@@ -289,7 +290,7 @@ pub fn decide(action: &Action) -> Result<i32, i32> {
 #[inline(always)]
 pub fn decide_with(
     action: &Action,
-    checks: impl FnOnce() -> Option<Result<i32, i32>>,
+    checks: impl FnOnce(&mut Scratch) -> Option<Result<i32, i32>>,
 ) -> Result<i32, i32> {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         count(counter::ERRORS);
@@ -312,9 +313,17 @@ pub fn decide_with(
         if cache_allows(path, action, s) {
             return Ok(0);
         }
-        if let Some(verdict) = checks() {
+        if let Some(verdict) = checks(s) {
             return verdict;
         }
+    }
+    // A create may leave a seed, an unlink may be allowed by one (see `jit_common::cache`,
+    // "Files an agent creates"): both capture the entry's state first.
+    let entry = cache_entry(action);
+    if let Some((mnt, dentry)) = entry
+        && entry_allowed(mnt, dentry, action, s)
+    {
+        return Ok(0);
     }
 
     // Self-protection of single-path ops: is the object on a cgroup filesystem or bpffs? Kept
@@ -346,6 +355,11 @@ pub fn decide_with(
     }
     if let Some(path) = cached_path {
         remember_allow(path, &verdict, s);
+    }
+    if action.op == Op::Create
+        && let Some((_, dentry)) = entry
+    {
+        seed_create(dentry, action, &verdict, s);
     }
     if verdict.enforced == Decision::Hold {
         let grant = GrantKey {
@@ -414,17 +428,124 @@ fn cacheable(action: &Action) -> Option<*const u8> {
     }
 }
 
+/// The entry of a create or an unlink (its mount and dentry), which the cache serves too: a
+/// create seeds the open and the unlink that follow (see `jit_common::cache`, "Files an agent
+/// creates"). `None` for every other action; for every program but `path_mknod` and
+/// `path_unlink` at compile time.
+#[inline(always)]
+fn cache_entry(action: &Action) -> Option<(*const u8, *const u8)> {
+    match action.path {
+        Where::Walk { mnt, dentry }
+            if action.second.is_none() && matches!(action.op, Op::Create | Op::Unlink) =>
+        {
+            Some((mnt, dentry))
+        }
+        _ => None,
+    }
+}
+
+/// Captures the state of the entry `dentry` on `mnt` into `s.cache_key`; for an unlink, whether
+/// the cache allows it (counted as an allow and a cache hit).
+#[inline(always)]
+fn entry_allowed(mnt: *const u8, dentry: *const u8, action: &Action, s: &mut Scratch) -> bool {
+    cache::capture_entry(mnt, dentry, action.agent.agent_id, &mut s.cache_key);
+    if action.op == Op::Unlink && cache::lookup(&s.cache_key, Op::Unlink) {
+        count_cache_hit();
+        return true;
+    }
+    false
+}
+
+/// Counts an action the cache allowed: an allow, and a cache hit.
+#[inline(always)]
+pub fn count_cache_hit() {
+    count(counter::DECISION_BASE + Decision::Allow as u32);
+    count(counter::CACHE_HITS);
+}
+
 /// Whether the cache allows the write open of `path` again, with nothing it depended on
 /// changed since; counted as an allow (and a cache hit). Leaves the captured state in
 /// `s.cache_key` for [`remember_allow`].
 #[inline(always)]
 fn cache_allows(path: *const u8, action: &Action, s: &mut Scratch) -> bool {
     cache::capture(path, action.agent.agent_id, &mut s.cache_key);
-    if !cache::lookup(&s.cache_key) {
+    if !cache::lookup(&s.cache_key, Op::Write) {
         return false;
     }
-    count(counter::DECISION_BASE + Decision::Allow as u32);
-    count(counter::CACHE_HITS);
+    count_cache_hit();
+    true
+}
+
+/// After a create of the entry `dentry` was allowed (its state captured in `s.cache_key`), plainly (nothing reported, the
+/// path whole), evaluates the ops of `SEEDED_OPS` on the path just resolved and leaves what
+/// they allow as a seed for the write open that follows (see `jit_common::cache`, "Files an
+/// agent creates"). Only for a task whose root is the root of the mount tree the walk reached
+/// (there the walk's path is the one `bpf_d_path` gives the open), and only for agents without
+/// wildcard components: one rule lookup per op, nothing more.
+#[inline(always)]
+fn seed_create(dentry: *const u8, action: &Action, verdict: &Verdict, s: &mut Scratch) {
+    if s.cache_key.policy_gen == 0
+        || verdict.decision != Decision::Allow
+        || verdict.enforced != Decision::Allow
+        || s.event.flags != 0
+        || s.walk_top_mnt != s.cache_key.root_mnt
+        || s.walk_top_dentry != s.cache_key.root_dentry
+    {
+        return;
+    }
+    let Some(cfg) = (unsafe { AGENT_CONFIG.get(action.agent.agent_id) }) else {
+        return;
+    };
+    if cfg.wildcard_components != 0 {
+        return;
+    }
+    let ruleset = ruleset_of(action, cfg);
+    let mut ops = 0;
+    for op in SEEDED_OPS {
+        s.key.finish_lookup(ruleset, op, s.event.path_len as usize);
+        let seeded = verdict_for(policy_lookup(&s.key), cfg);
+        if seeded.decision == Decision::Allow && seeded.enforced == Decision::Allow {
+            ops |= op_bit(op);
+        }
+    }
+    if ops == 0 {
+        return;
+    }
+    // What can change while the path was resolved and the rules looked up: the sequence
+    // counts, the policy, a `chroot` (the rest of the key is the entry's and the thread's own).
+    s.cache_check = s.cache_key;
+    cache::recapture_changes(&mut s.cache_check);
+    if !may_seed(&s.cache_key, &s.cache_check) {
+        return;
+    }
+    s.seed = CreateSeed {
+        seq: 0,
+        tid: bpf_get_current_pid_tgid() as u32,
+        ops,
+        pad: 0,
+        name: cache::entry_name(dentry),
+        key: s.cache_key,
+    };
+    cache::leave_seed(&s.seed);
+}
+
+/// Whether the seed the create of the file just opened (`s.cache_key`, captured by
+/// [`cache_allows`]) left allows its write open; if so the entry is stored with every op the
+/// seed allows, and the open counts as a cache hit.
+#[inline(always)]
+pub fn seeded_open(path: *const u8, s: &mut Scratch) -> bool {
+    cache::read_seed(&mut s.seed);
+    let tid = bpf_get_current_pid_tgid() as u32;
+    if s.seed.tid != tid || s.seed.key.dentry != s.cache_key.dentry {
+        return false;
+    }
+    // SAFETY: `path` is the BTF-typed `f_path` of the hook's file.
+    let name = unsafe { cache::entry_name_btf(path) };
+    if !seed_matches(&s.seed, tid, &name, &s.cache_key) || s.seed.ops & op_bit(Op::Write) == 0 {
+        return false;
+    }
+    cache::store_ops(&s.cache_key, s.seed.ops);
+    count_cache_hit();
     true
 }
 
@@ -552,35 +673,46 @@ fn evaluate_path(action: &Action, s: &mut Scratch) -> Verdict {
     // "Users and groups").
     // With `written_by` conditions, also the class of who wrote the executed file
     // (policies/README.md, "Provenance").
-    let ruleset = if cfg.identity == 0 {
-        cfg.ruleset
-    } else {
-        let ids = acting_ids(action.op);
-        let writer = writer_of_flags(action.flags);
-        // SAFETY: the value is copied out of the map at once.
-        identity_ruleset(cfg, ids as u32, (ids >> 32) as u32, writer, |key| unsafe {
-            IDENTITY.get(key).copied()
-        })
-    };
+    let ruleset = ruleset_of(action, cfg);
     s.key
         .finish_lookup(ruleset, action.op, s.event.path_len as usize);
-    let lookup = |key: &PolicyKey| {
-        // SAFETY: PolicyKey has the layout of aya's Key<[u8; KEY_DATA_LEN]> (repr(C) u32 + bytes).
-        let key = unsafe { &*(core::ptr::from_ref(key).cast::<Key<[u8; KEY_DATA_LEN]>>()) };
-        match POLICY.get(key) {
-            Some(v) => *v,
-            // SAFETY: plain read of a global.
-            None => unsafe { core::ptr::read_volatile(&raw const JIT_NO_MATCH) },
-        }
-    };
     evaluate_with(
-        lookup,
+        policy_lookup,
         &s.key,
         cfg,
         &mut s.layout,
         &mut s.wildcard_key,
         copy_key_bytes,
     )
+}
+
+/// The agent's current rule set for `action`, read once: a policy reload switches it
+/// atomically. With `user`/`group` conditions, the one of the task's identity class
+/// (policies/README.md, "Users and groups"); with `written_by` conditions, also the class of
+/// who wrote the executed file (policies/README.md, "Provenance").
+#[inline(always)]
+fn ruleset_of(action: &Action, cfg: &AgentConfig) -> u32 {
+    if cfg.identity == 0 {
+        return cfg.ruleset;
+    }
+    let ids = acting_ids(action.op);
+    let writer = writer_of_flags(action.flags);
+    // SAFETY: the value is copied out of the map at once.
+    identity_ruleset(cfg, ids as u32, (ids >> 32) as u32, writer, |key| unsafe {
+        IDENTITY.get(key).copied()
+    })
+}
+
+/// The rule `POLICY` holds for `key`, or [`JIT_NO_MATCH`].
+#[inline(always)]
+fn policy_lookup(key: &PolicyKey) -> PolicyValue {
+    // SAFETY: PolicyKey has the layout of aya's Key<[u8; KEY_DATA_LEN]> (repr(C) u32 + bytes).
+    let key = unsafe { &*(core::ptr::from_ref(key).cast::<Key<[u8; KEY_DATA_LEN]>>()) };
+    match POLICY.get(key) {
+        Some(v) => *v,
+        // SAFETY: plain read of a global.
+        None => unsafe { core::ptr::read_volatile(&raw const JIT_NO_MATCH) },
+    }
 }
 
 /// The byte copy `evaluate_with` needs, with a helper instead of a loop. Offsets and length are

@@ -21,8 +21,9 @@ use jit_common::{
 
 use crate::{
     action::{Action, Where},
-    engine::decide_with,
+    engine::{decide_with, seeded_open},
     kernel::{file_id_btf, load_btf, load_ptr, offset, opaque_eperm, read_kernel, task_tgid},
+    maps::Scratch,
     protect::deny,
     provenance::mark_written,
     resolve::{MountNs, mount_ns},
@@ -75,8 +76,9 @@ fn foreign_proc_entry(agent_id: u32, inode: *const u8) -> Option<u32> {
     Some(task_tgid(task))
 }
 
-/// `fmode_t` bit of an open for writing.
+/// `fmode_t` bits of an open for writing, and of an open that created its file.
 const FMODE_WRITE: u32 = 0x2;
+const FMODE_CREATED: u32 = 0x10_0000;
 
 #[lsm(hook = "file_open")]
 pub fn jit_file_open(ctx: LsmContext) -> i32 {
@@ -108,12 +110,15 @@ fn try_file_open(ctx: &LsmContext) -> Result<i32, i32> {
             load_ptr(file, offset(|l| &l.file_f_inode)),
         )
     };
-    let checks = || {
+    let checks = |s: &mut Scratch| {
         if is_backing_file(path) {
             return Some(Ok(0));
         }
-        foreign_proc_entry(agent.agent_id, inode)
-            .map(|tgid| Err(deny(event_op::RESOURCE, agent, tgid, resource::PROC)))
+        if let Some(tgid) = foreign_proc_entry(agent.agent_id, inode) {
+            return Some(Err(deny(event_op::RESOURCE, agent, tgid, resource::PROC)));
+        }
+        // A file this open has just created: its create may have decided this open already.
+        (mode & FMODE_CREATED != 0 && seeded_open(path, s)).then_some(Ok(0))
     };
     let verdict = decide_with(
         &Action {

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use jit_common::{
     AgentCgroup, ScopeConfig,
-    cache::CacheKey,
+    cache::{CacheKey, CreateSeed},
     event::{DENIALS_ENTRIES, DenialCount, DenialKey, EVENTS_BYTES, Event, counter},
     pending::{ExecBinding, FileId, GrantKey, GrantValue, HELD_SLOTS, PendingRequest},
     policy::{AgentConfig, IdentityKey, KEY_DATA_LEN, PathLayout, PolicyKey, PolicyValue},
@@ -137,6 +137,12 @@ pub struct Scratch {
     /// Of a rename or link: the end that does not decide, resolved while both are evaluated,
     /// reported with a hold (see `EventKind::HoldPeer`).
     pub peer: Event,
+    /// The top of the mount tree the last dentry walk reached (a `struct vfsmount *` and its
+    /// root dentry); zeros when it did not reach it.
+    pub walk_top_mnt: u64,
+    pub walk_top_dentry: u64,
+    /// A create's seed, built here or copied here (see `crate::cache::leave_seed`).
+    pub seed: CreateSeed,
 }
 
 /// Capacity of the dentry-walk path buffer (`PATH_MAX`).

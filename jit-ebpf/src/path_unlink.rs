@@ -2,8 +2,10 @@
 //!
 //! Runs before a name is removed (`unlink`, `unlinkat`). Answers bind to the inode being unlinked.
 //!
-//! The path is the directory resolved with `bpf_d_path` plus the entry's name; nothing has
-//! been changed on disk when the hook runs, so a denial or hold has no side effect.
+//! The path is resolved by walking the entry's dentry and the mount tree; nothing has been
+//! changed on disk when the hook runs, so a denial or hold has no side effect. The unlink of a
+//! file the agent has just created may be allowed by the write-decision cache, from the seed
+//! its create left (see `jit_common::cache`, "Files an agent creates").
 //! Scope: agent cgroups only. Minimum kernel: 5.7 (BPF LSM, with `CONFIG_SECURITY_PATH`);
 //! jit supports 6.1 and newer.
 use aya_ebpf::{macros::lsm, programs::LsmContext};

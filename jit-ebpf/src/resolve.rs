@@ -273,7 +273,11 @@ pub fn walk_path(mnt: *const u8, dentry: *const u8, s: &mut Scratch) -> bool {
     let mut dentry = dentry as u64;
     let mut mount = (mnt as u64).wrapping_sub(offset(|l| &l.mount_mnt) as u64);
     // SAFETY (volatile accesses): plain integers in scratch memory.
-    unsafe { core::ptr::write_volatile(&raw mut s.walk_pos, WALK_LEN as u32) };
+    unsafe {
+        core::ptr::write_volatile(&raw mut s.walk_pos, WALK_LEN as u32);
+        core::ptr::write_volatile(&raw mut s.walk_top_mnt, 0);
+        core::ptr::write_volatile(&raw mut s.walk_top_dentry, 0);
+    }
     let mut complete = false;
     for _ in 0..WALK_DEPTH {
         let mnt = mount.wrapping_add(offset(|l| &l.mount_mnt) as u64) as *const u8;
@@ -324,6 +328,16 @@ pub fn walk_path(mnt: *const u8, dentry: *const u8, s: &mut Scratch) -> bool {
     }
     if !complete {
         return false;
+    }
+    // Where the walk ended: the root of the mount tree (see `jit_common::cache`, "Files an
+    // agent creates", for who needs it).
+    // SAFETY: as above.
+    unsafe {
+        core::ptr::write_volatile(
+            &raw mut s.walk_top_mnt,
+            mount.wrapping_add(offset(|l| &l.mount_mnt) as u64),
+        );
+        core::ptr::write_volatile(&raw mut s.walk_top_dentry, dentry);
     }
     // SAFETY: as above.
     let pos = unsafe { core::ptr::read_volatile(&raw const s.walk_pos) } as usize & MASK;

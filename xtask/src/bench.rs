@@ -27,7 +27,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub wall_clock: bool,
     /// Extra arguments for jit-bench in the VM: `--reps N`, `--exec-iters N`, `--write-iters N`,
-    /// `--create-iters N`, `--tree-iters N`, `--skip rounds|daemon|fapolicyd`.
+    /// `--create-iters N`, `--tree-iters N`, `--skip rounds|profile|daemon|fapolicyd`.
     #[arg(last = true)]
     pub passthrough: Vec<String>,
 }

@@ -24,6 +24,9 @@ const REQUEST: usize = 512;
 /// Request kinds.
 const KEEP: u8 = b'K';
 const WRITE: u8 = b'W';
+/// `open(O_WRONLY | O_CREAT | O_EXCL)` and close: a new file created and opened for writing.
+const CREATE: u8 = b'C';
+const UNLINK: u8 = b'U';
 
 /// A process in the agent cgroup, pinned to CPU 0 (the cache is per CPU), that opens what it is
 /// told: `keep` opens a file read-only and keeps the descriptor (read opens are not decided), `write`
@@ -37,7 +40,14 @@ struct Opener {
 
 impl Opener {
     fn start(setup: &AgentSetup) -> Self {
+        Self::start_in(setup, None)
+    }
+
+    /// [`Opener::start`], the child `chroot`ed into `root` first (agents may not `chroot`: a
+    /// launcher does it before the agent joins its cgroup).
+    fn start_in(setup: &AgentSetup, root: Option<&Path>) -> Self {
         let procs = setup.cgroup.procs();
+        let root = root.map(|r| CString::new(r.as_os_str().as_bytes()).unwrap());
         let (mut to_child, mut from_child) = ([0; 2], [0; 2]);
         // SAFETY: plain pipe creation into arrays of two descriptors.
         unsafe {
@@ -51,7 +61,7 @@ impl Opener {
                 // The parent's ends: held here, the request pipe would never reach end-of-file.
                 libc::close(to_child[1]);
                 libc::close(from_child[0]);
-                Self::serve(&procs, to_child[0], from_child[1])
+                Self::serve(&procs, root.as_deref(), to_child[0], from_child[1])
             },
             pid => {
                 // SAFETY: closing the child's ends in the parent.
@@ -69,10 +79,24 @@ impl Opener {
     }
 
     /// The child's loop: one reply (an i32) per request, until the request pipe closes.
-    unsafe fn serve(procs: &CString, requests: libc::c_int, replies: libc::c_int) -> ! {
+    unsafe fn serve(
+        procs: &CString,
+        root: Option<&std::ffi::CStr>,
+        requests: libc::c_int,
+        replies: libc::c_int,
+    ) -> ! {
         // SAFETY: async-signal-safe syscalls on buffers of this frame.
         unsafe {
-            if join_cgroup(procs).is_err() {
+            if let Some(root) = root {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                if fd < 0 || libc::chroot(root.as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
+                    libc::_exit(201);
+                }
+                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    libc::_exit(202);
+                }
+                libc::close(fd);
+            } else if join_cgroup(procs).is_err() {
                 libc::_exit(200);
             }
             let mut cpus: libc::cpu_set_t = std::mem::zeroed();
@@ -83,8 +107,20 @@ impl Opener {
                 == REQUEST.cast_signed()
             {
                 let path = request.as_ptr().add(1).cast::<libc::c_char>();
+                let errno = || *libc::__errno_location();
                 let reply: i32 = if request[0] == KEEP {
                     libc::open(path, libc::O_RDONLY)
+                } else if request[0] == UNLINK {
+                    if libc::unlink(path) == 0 { 0 } else { errno() }
+                } else if request[0] == CREATE {
+                    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
+                    let fd = libc::open(path, flags, 0o600);
+                    if fd >= 0 {
+                        libc::close(fd);
+                        0
+                    } else {
+                        errno()
+                    }
                 } else {
                     let fd = libc::open(path, libc::O_WRONLY);
                     if fd >= 0 {
@@ -128,6 +164,16 @@ impl Opener {
     /// Opens `path` for writing in the child: 0 or the errno.
     fn write(&self, path: &Path) -> i32 {
         self.ask(WRITE, path)
+    }
+
+    /// Creates `path` (which must not exist) and opens it for writing: 0 or the errno.
+    fn create(&self, path: &Path) -> i32 {
+        self.ask(CREATE, path)
+    }
+
+    /// Unlinks `path`: 0 or the errno.
+    fn unlink(&self, path: &Path) -> i32 {
+        self.ask(UNLINK, path)
     }
 }
 
@@ -290,4 +336,120 @@ fn write_decision_cache_sees_every_change() {
         "the file was deleted: its path changed and the cached allow must not apply"
     );
     drop(opener);
+}
+
+/// A create decides, besides itself, the write open and the unlink of the new file that follow
+/// (`jit_common::cache`, "Files an agent creates"): each from the cache when the rules allow
+/// it, never when they do not, and never once anything their decision depended on changed.
+#[test]
+fn a_create_decides_the_open_and_the_unlink_that_follow() {
+    require_vm();
+    let dir = TestDir::new("create-seed");
+    mount("jit-seed-test", dir.path(), Some("tmpfs"), 0);
+    mount("none", dir.path(), None, libc::MS_PRIVATE);
+    let _unmount = Unmount(dir.path().to_owned());
+    let [all, keep, readonly, moved] =
+        ["all", "keep", "readonly", "moved"].map(|d| dir.path().join(d));
+    for sub in [
+        all.join("sub"),
+        keep.clone(),
+        readonly.clone(),
+        moved.clone(),
+    ] {
+        fs::create_dir_all(sub).unwrap();
+    }
+    let mut setup = AgentSetup::new("create-seed", Decision::Deny, Mode::Enforce);
+    for (place, ops) in [
+        (&all, &[Op::Create, Op::Write, Op::Unlink][..]),
+        (&keep, &[Op::Create, Op::Write]),
+        (&readonly, &[Op::Create]),
+        (&moved, &[Op::Create, Op::Write]),
+    ] {
+        for &op in ops {
+            setup.rule(op, &format!("{}/", place.display()), Decision::Allow);
+        }
+    }
+    let opener = Opener::start(&setup);
+
+    // Allowed throughout: the open and the unlink of every new file come from the cache.
+    let before = cache_hits(&mut setup);
+    for i in 0..20 {
+        let file = all.join(format!("f{i}"));
+        assert_eq!(opener.create(&file), 0, "create {}", file.display());
+        assert_eq!(opener.unlink(&file), 0, "unlink {}", file.display());
+    }
+    let hits = cache_hits(&mut setup) - before;
+    assert!(
+        hits >= 38,
+        "20 creates and unlinks where every rule allows: {hits} decisions from the cache"
+    );
+
+    // The rules allow the create but not the write open: the open fails; nor the unlink.
+    let file = readonly.join("f");
+    let before = cache_hits(&mut setup);
+    assert_eq!(
+        opener.create(&file),
+        libc::EPERM,
+        "write open of a create-only file"
+    );
+    assert!(file.exists(), "the create itself was allowed");
+    assert_eq!(
+        opener.unlink(&file),
+        libc::EPERM,
+        "unlink where no rule allows it"
+    );
+    assert_eq!(
+        cache_hits(&mut setup),
+        before,
+        "nothing denied comes from the cache"
+    );
+
+    // Create and write allowed, unlink not: the open from the cache, the unlink denied.
+    let file = keep.join("f");
+    assert_eq!(opener.create(&file), 0);
+    assert_eq!(
+        opener.unlink(&file),
+        libc::EPERM,
+        "unlink where no rule allows it"
+    );
+
+    // A rule added between the create and the unlink: the unlink is decided afresh.
+    let file = all.join("denied-later");
+    assert_eq!(opener.create(&file), 0);
+    setup.rule(Op::Unlink, file.to_str().unwrap(), Decision::Deny);
+    assert_eq!(
+        opener.unlink(&file),
+        libc::EPERM,
+        "a rule added after the create"
+    );
+
+    // The directory renamed from outside: the new file's path is now where unlink is denied.
+    let file = all.join("sub/f");
+    assert_eq!(opener.create(&file), 0);
+    fs::rename(all.join("sub"), moved.join("sub")).unwrap();
+    assert_eq!(
+        opener.unlink(&moved.join("sub/f")),
+        libc::EPERM,
+        "the file's directory was moved where unlink is denied"
+    );
+    drop(opener);
+
+    // A task whose root is not the namespace's: its open is judged by the path it sees (`/f`,
+    // which no rule allows), not by the create's, whatever a seed would say.
+    let jailed = Opener::start_in(&setup, Some(&all));
+    let before = cache_hits(&mut setup);
+    assert_eq!(
+        jailed.create(Path::new("/jailed")),
+        libc::EPERM,
+        "the open of a chrooted agent is decided by the path it sees"
+    );
+    assert!(
+        all.join("jailed").exists(),
+        "the create was allowed by its full path"
+    );
+    assert_eq!(
+        cache_hits(&mut setup),
+        before,
+        "no seed for a chrooted task"
+    );
 }

@@ -31,10 +31,12 @@
 //! [`worker`] process placed in the case's cgroup and pinned to one CPU; the output is described
 //! in [`report`]. After the rounds, [`daemon`] measures the real daemon (100,000 rules, the hold
 //! round trip, audit under load) and [`fapolicyd`] the same operations under Debian's fapolicyd.
+//! Before those, [`profile`] shows where the time of the inside cases goes, program by program.
 mod daemon;
 mod elf;
 mod fapolicyd;
 mod ops;
+mod profile;
 mod report;
 mod worker;
 
@@ -69,7 +71,7 @@ const MANY_RULES: usize = 10_000;
 const MOST_RULES: usize = 100_000;
 
 /// Parts of the bench that `--skip` can leave out (while working on another).
-const PHASES: [&str; 3] = ["rounds", "daemon", "fapolicyd"];
+const PHASES: [&str; 4] = ["rounds", "profile", "daemon", "fapolicyd"];
 
 /// How much to measure; `cargo xtask bench -- --reps 21` changes it.
 pub struct Settings {
@@ -157,6 +159,9 @@ fn main() -> Result<()> {
     if settings.runs("rounds") {
         cases = run(&settings, &other)?;
         report::print(&cases, &settings);
+    }
+    if settings.runs("profile") {
+        profile::run(&settings).context("the per-program profile")?;
     }
     if settings.runs("daemon") {
         daemon::run().context("the daemon measurements")?;

@@ -114,18 +114,27 @@ pub fn run(args: &[String]) -> Result<()> {
         (&|| tree.run_once(), FILES_DIR),
     ];
     // Once each before anything is timed: in an agent cgroup whose default is deny, an op that
-    // no rule allows fails here, loudly, instead of timing a denial.
-    for ((f, path), op) in ops.iter().zip(OPS) {
-        f().with_context(|| format!("the check {} of {path} failed", op.name()))?;
+    // no rule allows fails here, loudly, instead of timing a denial. An op with no iterations
+    // (the profile runs one op at a time) is not run at all.
+    for (((f, path), op), n) in ops.iter().zip(OPS).zip(counts) {
+        if n > 0 {
+            f().with_context(|| format!("the check {} of {path} failed", op.name()))?;
+        }
     }
-    for ((f, _), op) in ops.iter().zip(OPS) {
-        for _ in 0..op.warm_up() {
+    for (((f, _), op), n) in ops.iter().zip(OPS).zip(counts) {
+        for _ in 0..if n > 0 { op.warm_up() } else { 0 } {
             f()?;
         }
     }
     let mut report = Report {
         ns: [0; OPS.len()],
-        calls: std::array::from_fn(|i| 1 + u64::from(OPS[i].warm_up()) + u64::from(counts[i])),
+        calls: std::array::from_fn(|i| {
+            if counts[i] == 0 {
+                0
+            } else {
+                1 + u64::from(OPS[i].warm_up()) + u64::from(counts[i])
+            }
+        }),
     };
     for (((f, _), n), ns) in ops.iter().zip(counts).zip(&mut report.ns) {
         *ns = mean_ns(n, f)?;
