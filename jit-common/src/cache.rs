@@ -167,7 +167,9 @@ pub const SEEDED_OPS: [Op; 2] = [Op::Write, Op::Unlink];
 /// Where a dentry is: its directory (the parent dentry, and that directory's inode by number
 /// and generation) and its name (`d_name.hash_len`). A directory has one path on a
 /// filesystem (no hard links to directories) and keeps it while `rename_lock` does not move:
-/// the same directory inode under the same name is the same path on the same mount.
+/// the same directory inode under the same name is the same path on the same mount. (Names are
+/// compared by their salted hash and length, as the answers to held creates are bound; a seed
+/// also needs the same dentry, by the same thread.)
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EntryName {

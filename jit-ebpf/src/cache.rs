@@ -25,11 +25,12 @@ use jit_common::{
         CACHE_SLOTS, CHROOT_COUNTER, CacheEntry, CacheKey, CreateSeed, EntryName,
         INVALIDATION_COUNTERS, SeqLocks, is_hit, may_store, op_bit, slot_of,
     },
+    pending::FileId,
     policy::Op,
 };
 
 use crate::{
-    kernel::{acting_ids, load_btf, load_ptr, offset, read_kernel},
+    kernel::{acting_ids, hash_len_btf, load_btf, load_ptr, offset, read_kernel},
     maps::{atomic_add, read_u32},
 };
 
@@ -174,29 +175,32 @@ fn capture_task(key: &mut CacheKey) {
     key.ids = acting_ids(Op::Write);
 }
 
-/// Where `dentry` (a kernel `struct dentry *`) is: its directory and its name (see
-/// `jit_common::cache::EntryName`).
+/// Where the new entry `dentry` (a kernel `struct dentry *`) of a create is: its directory and
+/// its name (see `jit_common::cache::EntryName`), the directory's inode number and the name's
+/// `hash_len` taken from `file`, the create's identity (its directory's inode and the name,
+/// read by the engine already).
 #[inline(always)]
-pub fn entry_name(dentry: *const u8) -> EntryName {
+pub fn entry_name_of_create(dentry: *const u8, file: &FileId) -> EntryName {
     let dir: u64 = read_kernel(dentry, offset(|l| &l.dentry_d_parent));
     let inode: u64 = read_kernel(dir as *const u8, offset(|l| &l.dentry_d_inode));
     EntryName {
         dir,
-        dir_ino: read_kernel(inode as *const u8, offset(|l| &l.inode_i_ino)),
+        dir_ino: file.ino,
         dir_generation: read_kernel(inode as *const u8, offset(|l| &l.inode_i_generation)),
         pad: 0,
-        hash_len: read_kernel(dentry, offset(|l| &l.dentry_d_name)),
+        hash_len: file.name,
     }
 }
 
-/// [`entry_name`] of the dentry of `path`, a BTF-typed `struct path *`.
+/// Where the dentry of `path`, a BTF-typed `struct path *`, is (see
+/// `jit_common::cache::EntryName`).
 ///
 /// # Safety
 /// `path` must be BTF-typed (a hook argument or inside one).
 #[inline(always)]
 pub unsafe fn entry_name_btf(path: *const u8) -> EntryName {
     // SAFETY: BTF-typed pointers all the way: `dentry`, `d_parent` and `d_inode` are pointer
-    // members, `i_ino` a u64, `i_generation` a u32, `d_name.hash_len` a u64.
+    // members, `i_ino` a u64, `i_generation` a u32.
     unsafe {
         let dentry = load_ptr(path, offset(|l| &l.path_dentry));
         let dir = load_ptr(dentry, offset(|l| &l.dentry_d_parent));
@@ -206,7 +210,7 @@ pub unsafe fn entry_name_btf(path: *const u8) -> EntryName {
             dir_ino: load_btf(inode, offset(|l| &l.inode_i_ino)),
             dir_generation: load_btf(inode, offset(|l| &l.inode_i_generation)),
             pad: 0,
-            hash_len: load_btf(dentry, offset(|l| &l.dentry_d_name)),
+            hash_len: hash_len_btf(dentry),
         }
     }
 }

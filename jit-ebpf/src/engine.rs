@@ -34,8 +34,8 @@ use crate::{
     cache,
     holds::{answer_pending, current_cannot_stop, hold},
     kernel::{
-        acting_ids, current_task, dentry_inode, file_id, offset, opaque_eperm, path_dentry,
-        path_mnt, read_kernel,
+        acting_ids, current_task, dentry_inode, file_id, file_id_btf, hash_len_btf, load_ptr,
+        offset, opaque_eperm, path_dentry, path_mnt, read_kernel,
     },
     maps::{
         AGENT_CONFIG, GRANTS, HELD, IDENTITY, POLICY, PROTECTED, SCRATCH, Scratch, count, read_u32,
@@ -163,8 +163,8 @@ pub fn loading_new_program() -> bool {
     mm != 0 && read_kernel::<u64>(mm as *const u8, offset(|l| &l.mm_struct_start_code)) == 0
 }
 
-/// Decides `op` on the entry `dentry` in directory `dir` (a kernel `struct path *`).
-/// `creates` marks ops that make a new name, whose answers bind to the directory and the name;
+/// Decides `op` on the entry `dentry` in directory `dir` (a kernel `struct path *`), both the
+/// hook's BTF-typed arguments. `creates` marks ops that make a new name, whose answers bind to the directory and the name;
 /// the others bind to the entry's inode.
 #[inline(always)]
 pub fn decide_on_entry(
@@ -174,14 +174,19 @@ pub fn decide_on_entry(
     dentry: *const u8,
     creates: bool,
 ) -> Result<i32, i32> {
-    let file = if creates {
-        let d_name = dentry.wrapping_add(offset(|l| &l.dentry_d_name));
-        FileId {
-            name: read_kernel(d_name, 0),
-            ..file_id(dentry_inode(path_dentry(dir)))
+    // SAFETY: every caller passes its hook's BTF-typed arguments (`const struct path *dir`,
+    // `struct dentry *dentry`): direct loads, checked by the verifier, no helper calls.
+    // `d_inode` of a negative dentry is null, which a direct load reads as zeros.
+    let file = unsafe {
+        if creates {
+            let dir_dentry = load_ptr(dir, offset(|l| &l.path_dentry));
+            FileId {
+                name: hash_len_btf(dentry),
+                ..file_id_btf(load_ptr(dir_dentry, offset(|l| &l.dentry_d_inode)))
+            }
+        } else {
+            file_id_btf(load_ptr(dentry, offset(|l| &l.dentry_d_inode)))
         }
-    } else {
-        file_id(dentry_inode(dentry))
     };
     decide(&Action {
         op,
@@ -523,7 +528,7 @@ fn seed_create(dentry: *const u8, action: &Action, verdict: &Verdict, s: &mut Sc
         tid: bpf_get_current_pid_tgid() as u32,
         ops,
         pad: 0,
-        name: cache::entry_name(dentry),
+        name: cache::entry_name_of_create(dentry, &action.file),
         key: s.cache_key,
     };
     cache::leave_seed(&s.seed);

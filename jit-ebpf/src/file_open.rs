@@ -54,8 +54,12 @@ const PROC_SUPER_MAGIC: u64 = 0x9fa0;
 /// alive and not of agent `agent_id`; `None` for every other file.
 #[inline(always)]
 fn foreign_proc_entry(agent_id: u32, inode: *const u8) -> Option<u32> {
-    let sb: u64 = read_kernel(inode, offset(|l| &l.inode_i_sb));
-    let magic: u64 = read_kernel(sb as *const u8, offset(|l| &l.super_block_s_magic));
+    // SAFETY: `inode` is the BTF-typed `f_inode` of the hook's file; `i_sb` is a pointer
+    // member, `s_magic` an unsigned long.
+    let magic: u64 = unsafe {
+        let sb = load_ptr(inode, offset(|l| &l.inode_i_sb));
+        load_btf(sb, offset(|l| &l.super_block_s_magic))
+    };
     if magic != PROC_SUPER_MAGIC {
         return None;
     }
@@ -111,14 +115,17 @@ fn try_file_open(ctx: &LsmContext) -> Result<i32, i32> {
         )
     };
     let checks = |s: &mut Scratch| {
+        // A file this open has just created: its create may have decided this open already
+        // (a file `path_mknod` let this thread create, on a mount of its namespace: neither a
+        // backing file nor a `/proc/PID/` entry, which the checks below are for).
+        if mode & FMODE_CREATED != 0 && seeded_open(path, s) {
+            return Some(Ok(0));
+        }
         if is_backing_file(path) {
             return Some(Ok(0));
         }
-        if let Some(tgid) = foreign_proc_entry(agent.agent_id, inode) {
-            return Some(Err(deny(event_op::RESOURCE, agent, tgid, resource::PROC)));
-        }
-        // A file this open has just created: its create may have decided this open already.
-        (mode & FMODE_CREATED != 0 && seeded_open(path, s)).then_some(Ok(0))
+        foreign_proc_entry(agent.agent_id, inode)
+            .map(|tgid| Err(deny(event_op::RESOURCE, agent, tgid, resource::PROC)))
     };
     let verdict = decide_with(
         &Action {

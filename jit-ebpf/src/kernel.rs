@@ -89,6 +89,23 @@ pub unsafe fn file_id_btf(inode: *const u8) -> FileId {
     }
 }
 
+/// `d_name.hash_len` of the BTF-typed `dentry`: the name's salted hash (low half) and length
+/// (high half). Two 4-byte loads: 6.1's verifier takes the member at that offset for the union's
+/// `hash` (4 bytes) and refuses an 8-byte load there.
+///
+/// # Safety
+/// `dentry` must be a BTF-typed `struct dentry *`.
+#[inline(always)]
+pub unsafe fn hash_len_btf(dentry: *const u8) -> u64 {
+    let d_name = offset(|l| &l.dentry_d_name);
+    // SAFETY: `d_name` is a `struct qstr` whose first 8 bytes are `u32 hash; u32 len`.
+    unsafe {
+        let hash: u32 = load_btf(dentry, d_name);
+        let len: u32 = load_btf(dentry, d_name + 4);
+        u64::from(hash) | (u64::from(len) << 32)
+    }
+}
+
 /// Device and inode of `inode` (a kernel `struct inode *`).
 #[inline(always)]
 pub fn file_id(inode: *const u8) -> FileId {
