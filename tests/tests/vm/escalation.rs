@@ -675,9 +675,11 @@ fn escalation_reviewers_timeouts_and_restart() {
         started.elapsed() >= Duration::from_secs(2),
         "not before the timeout"
     );
-    assert!(audit_has(&files.audit, |r| r["type"] == "approval"
-        && r["reviewer"] == "timeout"
-        && r["decision"] == "deny"));
+    // The kernel answer comes first, its record just after: wait for it.
+    assert!(eventually(Duration::from_secs(10), || audit_has(
+        &files.audit,
+        |r| r["type"] == "approval" && r["reviewer"] == "timeout" && r["decision"] == "deny"
+    )));
 
     step("approvers");
     // Approvers: root is not one for strict-agent; the reviewer account is.
@@ -757,10 +759,14 @@ fn escalation_reviewers_timeouts_and_restart() {
         describe(&out)
     );
     jit_tests::assert_ran(&join(exec, "exec approved by two"), "two approvals");
-    assert!(audit_has(&files.audit, |r| r["type"] == "approval"
-        && r["request_id"] == view.id
-        && r["reviewer"] == "reviewer"
-        && r.get("approvals_missing").is_none()));
+    // The kernel answer comes first, its record just after: wait for it.
+    assert!(eventually(Duration::from_secs(10), || audit_has(
+        &files.audit,
+        |r| r["type"] == "approval"
+            && r["request_id"] == view.id
+            && r["reviewer"] == "reviewer"
+            && r.get("approvals_missing").is_none()
+    )));
     // One denial is enough, whatever approvals came before.
     let exec = quorum.spawn(&held);
     let view = wait_held(&files, &held, 1).remove(0);
@@ -835,9 +841,11 @@ fn escalation_reviewers_timeouts_and_restart() {
     );
     assert_eq!(status, 200, "{body}");
     jit_tests::assert_ran(&join(exec, "exec approved over HTTP"), "approved over HTTP");
-    assert!(audit_has(&files.audit, |r| r["type"] == "approval"
-        && r["reviewer"] == "reviewer"
-        && r["reason"] == "via http"));
+    // The kernel answer comes first, its record just after: wait for it.
+    assert!(eventually(Duration::from_secs(10), || audit_has(
+        &files.audit,
+        |r| r["type"] == "approval" && r["reviewer"] == "reviewer" && r["reason"] == "via http"
+    )));
 
     step("request from inside");
     // A request from inside an agent cgroup is refused, even from root.
@@ -967,9 +975,13 @@ fn escalation_reviewers_timeouts_and_restart() {
         &join(timed_exec, "timed exec after restart"),
         "overdue on restart",
     );
-    assert!(audit_has(&files.audit, |r| r["type"] == "approval"
-        && r["reviewer"] == "timeout"
-        && r["reason"].as_str().is_some_and(|s| s.contains("late"))));
+    // The kernel answer comes first, its record just after: wait for it.
+    assert!(eventually(Duration::from_secs(10), || audit_has(
+        &files.audit,
+        |r| r["type"] == "approval"
+            && r["reviewer"] == "timeout"
+            && r["reason"].as_str().is_some_and(|s| s.contains("late"))
+    )));
     // The one that died while no daemon ran is cleaned up and audited, not listed.
     assert!(
         eventually(Duration::from_secs(20), || audit_has(
