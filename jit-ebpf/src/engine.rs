@@ -164,8 +164,8 @@ pub fn loading_new_program() -> bool {
 }
 
 /// Decides `op` on the entry `dentry` in directory `dir` (a kernel `struct path *`), both the
-/// hook's BTF-typed arguments. `creates` marks ops that make a new name, whose answers bind to the directory and the name;
-/// the others bind to the entry's inode.
+/// hook's BTF-typed arguments. `creates` marks ops that make a new name, whose answers bind to
+/// the directory and the name; the others bind to the entry's inode.
 #[inline(always)]
 pub fn decide_on_entry(
     op: Op,
@@ -481,8 +481,8 @@ fn cache_allows(path: *const u8, action: &Action, s: &mut Scratch) -> bool {
     true
 }
 
-/// After a create of the entry `dentry` was allowed (its state captured in `s.cache_key`), plainly (nothing reported, the
-/// path whole), evaluates the ops of `SEEDED_OPS` on the path just resolved and leaves what
+/// After a create of the entry `dentry` was allowed plainly (nothing reported, the path whole;
+/// its state captured in `s.cache_key`), evaluates the ops of `SEEDED_OPS` on the path just resolved and leaves what
 /// they allow as a seed for the write open that follows (see `jit_common::cache`, "Files an
 /// agent creates"). Only for a task whose root is the root of the mount tree the walk reached
 /// (there the walk's path is the one `bpf_d_path` gives the open), and only for agents without
@@ -498,6 +498,7 @@ fn seed_create(dentry: *const u8, action: &Action, verdict: &Verdict, s: &mut Sc
     {
         return;
     }
+    // SAFETY: the value is only read, while the program runs.
     let Some(cfg) = (unsafe { AGENT_CONFIG.get(action.agent.agent_id) }) else {
         return;
     };
@@ -673,11 +674,6 @@ fn evaluate_path(action: &Action, s: &mut Scratch) -> Verdict {
         return Verdict::fail_closed();
     };
     // The key holds the path (see `load_key_path`); finish_lookup terminates it.
-    // The agent's current rule set, read once: a policy reload switches it atomically. With
-    // `user`/`group` conditions, the one of the task's identity class (policies/README.md,
-    // "Users and groups").
-    // With `written_by` conditions, also the class of who wrote the executed file
-    // (policies/README.md, "Provenance").
     let ruleset = ruleset_of(action, cfg);
     s.key
         .finish_lookup(ruleset, action.op, s.event.path_len as usize);
