@@ -327,6 +327,20 @@ mod tests {
     /// An entry allowing write opens.
     const W: u32 = op_bit(Op::Write);
 
+    /// A change of each field of a key that both a cache hit and a seed require unchanged.
+    const KEY_CHANGES: [fn(&mut CacheKey); 10] = [
+        |k| k.ids ^= 1 << 32,
+        |k| k.dentry += 64,
+        |k| k.mnt += 64,
+        |k| k.root_dentry += 64,
+        |k| k.root_mnt += 64,
+        |k| k.policy_gen += 1,
+        |k| k.agent_id += 1,
+        |k| k.rename_seq += 2,
+        |k| k.mount_seq += 2,
+        |k| k.chroots += 1,
+    ];
+
     fn key() -> CacheKey {
         CacheKey {
             dentry: 0xffff_8880_0123_4540,
@@ -351,21 +365,10 @@ mod tests {
 
     #[test]
     fn any_changed_field_misses() {
-        let changes: [fn(&mut CacheKey); 12] = [
-            |k| k.ids ^= 1 << 32,
-            |k| k.dentry += 64,
-            |k| k.mnt += 64,
-            |k| k.root_dentry += 64,
-            |k| k.root_mnt += 64,
-            |k| k.policy_gen += 1,
-            |k| k.agent_id += 1,
-            |k| k.rename_seq += 2,
-            |k| k.mount_seq += 2,
-            |k| k.dentry_gen += 1,
-            |k| k.chroots += 1,
-            |k| k.hashed = 0,
-        ];
-        for (i, change) in changes.iter().enumerate() {
+        // Every field a seed keeps too, and the two a seed lets differ.
+        let slot_and_hashed: [fn(&mut CacheKey); 2] = [|k| k.dentry_gen += 1, |k| k.hashed = 0];
+        let changes = KEY_CHANGES.iter().chain(&slot_and_hashed);
+        for (i, change) in changes.enumerate() {
             let mut probe = key();
             change(&mut probe);
             assert!(
@@ -497,19 +500,7 @@ mod tests {
             !seed_matches(&writing, 4242, &s.name, &probe),
             "being written"
         );
-        let changes: [fn(&mut CacheKey); 10] = [
-            |k| k.ids ^= 1,
-            |k| k.dentry += 64,
-            |k| k.mnt += 64,
-            |k| k.root_dentry += 64,
-            |k| k.root_mnt += 64,
-            |k| k.policy_gen += 1,
-            |k| k.agent_id += 1,
-            |k| k.rename_seq += 2,
-            |k| k.mount_seq += 2,
-            |k| k.chroots += 1,
-        ];
-        for (i, change) in changes.iter().enumerate() {
+        for (i, change) in KEY_CHANGES.iter().enumerate() {
             let mut probe = key();
             change(&mut probe);
             assert!(
